@@ -16,9 +16,10 @@ class VisionEncoder(nn.Module):
         out_channels: channels of the four stage outputs, e.g. ``[128, 256, 512, 1024]``.
         strides: ``[4, 8, 16, 32]``.
 
-    Encoders that host language fusion between stages (LAVT) expose ``num_stages`` and
-    ``forward_stage(i, x)``; ``forward_stem(image)`` gives the input of stage 0. ``forward``
-    runs all stages without fusion and returns the four maps ``(B, C_i, H/s_i, W/s_i)``.
+    Language fusion sits between stages (LAVT): ``forward_stem(image)`` gives stage 0's input,
+    ``forward_stage(i, x)`` runs stage i's blocks, ``downsample(i, feature)`` makes the next
+    stage's input from the (fused) output. Maps are channels-first ``(B, C_i, H/s_i, W/s_i)``.
+    ``forward`` runs all stages without fusion and returns the four maps.
     """
 
     out_channels: list[int]
@@ -28,27 +29,29 @@ class VisionEncoder(nn.Module):
     def forward_stem(self, image: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def forward_stage(self, index: int, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover
-        """Run stage ``index``.
+    def forward_stage(self, index: int, x: Tensor) -> Tensor:  # pragma: no cover - interface
+        """Run the blocks of stage ``index`` (no downsampling).
 
-        Returns:
-            ``(feature, next_input)``: the stage's output map ``(B, C_i, h, w)`` (what fusion
-            and the decoder see) and the tensor the next stage takes (after any downsampling).
-            Fusion may replace ``feature``; the model then recomputes ``next_input`` with
-            :meth:`downsample`.
+        Returns the stage's output map ``(B, C_i, H/s_i, W/s_i)``: what language fusion and the
+        decoder see. Fusion may change it before :meth:`downsample` turns it into the next input.
         """
         raise NotImplementedError
 
-    def downsample(self, index: int, feature: Tensor) -> Tensor:  # pragma: no cover
-        """Turn stage ``index``'s (possibly fused) output into stage ``index + 1``'s input."""
+    def downsample(self, index: int, feature: Tensor) -> Tensor:  # pragma: no cover - interface
+        """Turn stage ``index``'s (possibly fused) output into stage ``index + 1``'s input.
+
+        Identity for encoders whose next stage downsamples by itself (EfficientNet).
+        """
         raise NotImplementedError
 
     def forward(self, image: Tensor) -> list[Tensor]:
         x = self.forward_stem(image)
         features = []
         for i in range(self.num_stages):
-            feature, x = self.forward_stage(i, x)
+            feature = self.forward_stage(i, x)
             features.append(feature)
+            if i + 1 < self.num_stages:
+                x = self.downsample(i, feature)
         return features
 
 
