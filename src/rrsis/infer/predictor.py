@@ -1,0 +1,326 @@
+"""``Segmenter``: segment an image from one or several referring expressions.
+
+Pre-processing choice: every image (or scene tile) is **resized** to the model's square
+``input_size`` and the probabilities are resized back to the image's own size. That is what the
+models were trained on (RefSegRS/LAVT resize 512 px tiles to 480x480), so the apparent object size
+matches training. Large scenes are not resized as a whole: :mod:`rrsis.infer.scene` cuts them into
+tiles of about the training tile size first.
+
+Models that fuse language into the image encoder (LAVT, LGCE) cannot encode an image once for
+several expressions; ``seg(image, [...])`` therefore runs ONE batched forward with the image
+repeated once per expression.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from rrsis.errors import ExpressionError, ImageReadError, ModelError
+
+ImageLike = Union[np.ndarray, Image.Image, str, Path]
+
+#: Smallest accepted image side: below it the 1/32 feature map has no pixel left.
+MIN_SIDE = 32
+
+_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+_PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle"}
+
+
+def default_weights_path() -> Path:
+    """Where the shipped default model lives (``rrsis/weights/default.safetensors``)."""
+    return _WEIGHTS_DIR / "default.safetensors"
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises several types for corrupt headers
+        raise ModelError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+def _check_weights_path(path: Path) -> None:
+    if not path.is_file():
+        raise ModelError(f"{path}: weights file not found")
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
+        # Pickle checkpoints can execute arbitrary code when loaded: never open them here.
+        raise ModelError(
+            f"{path}: pickle checkpoints are refused (they can run code); "
+            "export the model to .safetensors with rrsis.models.io.save_model"
+        )
+
+
+def to_rgb_uint8(image: ImageLike) -> np.ndarray:
+    """Convert any accepted image input to ``uint8 (H, W, 3)``.
+
+    Files go through :func:`rrsis.data.io.read_image` (TIFF/JPEG/PNG, 1/4 bands, 16 bit). Arrays
+    follow the same rules: ``(H, W)`` or one band is replicated, 4 bands keep the first three,
+    non-``uint8`` data gets the per-band 2-98 percentile stretch.
+
+    Raises:
+        ImageReadError: unreadable file, unsupported shape, or a side under 32 px.
+    """
+    source: Path | None = None
+    if isinstance(image, (str, Path)):
+        from rrsis.data.io import read_image
+
+        source = Path(image)
+        array = read_image(source)
+    elif isinstance(image, Image.Image):
+        array = np.asarray(image.convert("RGB"))
+    elif isinstance(image, np.ndarray):
+        array = image
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+            raise ImageReadError(
+                f"expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array, got {image.shape}"
+            )
+        array = array[..., :3]
+        if array.dtype != np.uint8:
+            from rrsis.data.io import _stretch_to_uint8
+
+            array = _stretch_to_uint8(array)
+        if array.shape[-1] == 1:
+            array = np.repeat(array, 3, axis=-1)
+    else:
+        raise ImageReadError(f"unsupported image type {type(image).__name__}")
+    height, width = array.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        raise ImageReadError(
+            f"image is {width}x{height} px; both sides must be at least {MIN_SIDE} px", source
+        )
+    return np.ascontiguousarray(array)
+
+
+def _is_non_latin(text: str) -> bool:
+    for char in text:
+        if char.isalpha() and not unicodedata.name(char, "").startswith("LATIN"):
+            return True
+    return False
+
+
+class Segmenter:
+    """Referring segmentation of images with an :class:`~rrsis.models.base.RRSISModel`.
+
+    Args:
+        model: a model following the RRSISModel contract (``forward``, ``tokenize``, ``mean``,
+            ``std``, ``input_size``, ``size_divisor``).
+        device: torch device string.
+        input_size: square side images are resized to; ``None`` uses ``model.input_size``.
+        threshold: foreground probability above which a pixel is in the mask.
+        dtype: ``torch.float32`` or ``torch.bfloat16`` (autocast; faster on recent CPUs/GPUs).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: str | torch.device = "cpu",
+        input_size: int | None = None,
+        threshold: float = 0.5,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ModelError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ModelError(f"threshold must be in [0, 1], got {threshold}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.dtype = dtype
+        self.threshold = float(threshold)
+        size = int(input_size if input_size is not None else model.input_size)
+        divisor = int(getattr(model, "size_divisor", 1) or 1)
+        if size % divisor:
+            raise ModelError(f"input_size must be a multiple of {divisor}, got {size}")
+        self.input_size = size
+        mean = torch.as_tensor(model.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.as_tensor(model.std, dtype=torch.float32).view(1, 3, 1, 1)
+        self._mean = mean.to(self.device)
+        self._std = std.to(self.device)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path | None = None,
+        weights: str | Path | None = None,
+        **kwargs: Any,
+    ) -> Segmenter:
+        """Build a Segmenter from shipped weights, a weights file, or a registry name.
+
+        Args:
+            name_or_path: ``None`` for the shipped default model; a ``.safetensors`` path saved by
+                :func:`rrsis.models.io.save_model`; or a registry name (see ``list_models()``).
+            weights: with a registry name, a ``.safetensors`` state dict for it. Without it the
+                model keeps random weights (useful for speed tests only; a warning says so).
+            **kwargs: passed to :class:`Segmenter` (device, threshold, ...).
+
+        Raises:
+            ModelError: missing default weights, unknown name, pickle checkpoint, or weights that
+                do not fit the architecture.
+        """
+        if name_or_path is None:
+            path = default_weights_path()
+            if not path.is_file():
+                raise ModelError(
+                    f"the shipped default weights are missing ({path}); reinstall rrsis or "
+                    "pass a model with --model PATH.safetensors"
+                )
+            name_or_path = path
+        text = str(name_or_path)
+        looks_like_path = (
+            isinstance(name_or_path, Path) or "/" in text or "\\" in text or "." in Path(text).name
+        )
+        if looks_like_path:
+            path = Path(name_or_path)
+            _check_weights_path(path)
+            from rrsis.models.io import load_model
+
+            try:
+                model = load_model(path)
+            except ModelError:
+                raise
+            except Exception as err:
+                raise ModelError(f"{path}: cannot load model ({type(err).__name__}: {err})") from err
+            return cls(model, **kwargs)
+        from rrsis.models.registry import get_model
+
+        model = get_model(text)
+        if weights is None:
+            warnings.warn(
+                f"model {text!r} has random weights (no weights= given)", UserWarning, stacklevel=2
+            )
+        else:
+            path = Path(weights)
+            _check_weights_path(path)
+            state = _load_state_dict(path)
+            try:
+                model.load_state_dict(state, strict=True)
+            except RuntimeError as err:
+                first = str(err).strip().splitlines()[0]
+                raise ModelError(f"{path}: weights do not fit model {text!r} ({first})") from err
+        return cls(model, **kwargs)
+
+    # ------------------------------------------------------------------ expressions
+    def _check_expressions(self, expressions: Sequence[str]) -> list[str]:
+        cleaned = []
+        for expression in expressions:
+            if not isinstance(expression, str) or not expression.strip():
+                raise ExpressionError(f"empty referring expression: {expression!r}")
+            expression = " ".join(expression.split())
+            if _is_non_latin(expression):
+                warnings.warn(
+                    f"expression {expression!r} has non-Latin characters; the English tokenizer "
+                    "maps them to unknown tokens",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            cleaned.append(expression)
+        return cleaned
+
+    def tokenize(self, expressions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokenise checked expressions; warn about those that fill every token slot.
+
+        Returns:
+            ``word_ids (E, N)`` and ``word_mask (E, N)`` long tensors on the device.
+        """
+        expressions = self._check_expressions(expressions)
+        word_ids, word_mask = self.model.tokenize(list(expressions))
+        n_tokens = word_mask.shape[1]
+        for expression, used in zip(expressions, word_mask.sum(dim=1).tolist()):
+            # A sequence that uses every slot was (almost surely) cut by the tokenizer.
+            if used >= n_tokens and len(expression.split()) > 1:
+                warnings.warn(
+                    f"expression {expression[:40]!r}... is longer than the model's {n_tokens} "
+                    "tokens and was truncated",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        return word_ids.to(self.device), word_mask.to(self.device)
+
+    # ------------------------------------------------------------------ core
+    @torch.inference_mode()
+    def predict_tiles(
+        self,
+        tiles: np.ndarray,
+        word_ids: torch.Tensor,
+        word_mask: torch.Tensor,
+    ) -> np.ndarray:
+        """Foreground probabilities of equally sized tiles for tokenised expressions.
+
+        Args:
+            tiles: ``uint8 (B, H, W, 3)``.
+            word_ids: ``(E, N)`` from :meth:`tokenize`.
+            word_mask: ``(E, N)``.
+
+        Returns:
+            ``float32 (E, B, H, W)`` probabilities (softmax of the 2-class logits, class 1).
+            All ``B * E`` pairs go through the model in one forward.
+        """
+        n_tiles, height, width = tiles.shape[:3]
+        n_expr = word_ids.shape[0]
+        images = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
+        images = images.permute(0, 3, 1, 2).float().div_(255.0)
+        size = self.input_size
+        if (height, width) != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        images = (images - self._mean) / self._std
+        # Expression-major batch: row e * B + b pairs expression e with tile b.
+        batch_images = images.repeat(n_expr, 1, 1, 1)
+        batch_ids = word_ids.repeat_interleave(n_tiles, dim=0)
+        batch_mask = word_mask.repeat_interleave(n_tiles, dim=0)
+        with torch.autocast(
+            device_type=self.device.type,
+            dtype=torch.bfloat16,
+            enabled=self.dtype == torch.bfloat16,
+        ):
+            logits = self.model(batch_images, batch_ids, batch_mask)
+        if logits.ndim != 4 or logits.shape[1] != 2:
+            raise ModelError(f"model must return logits (B, 2, H, W), got {tuple(logits.shape)}")
+        logits = logits.float()
+        if logits.shape[-2:] != (height, width):
+            logits = F.interpolate(
+                logits, size=(height, width), mode="bilinear", align_corners=False
+            )
+        probs = torch.softmax(logits, dim=1)[:, 1]
+        return probs.reshape(n_expr, n_tiles, height, width).cpu().numpy()
+
+    def __call__(
+        self,
+        image: ImageLike,
+        expression: str | Sequence[str],
+        return_probs: bool = False,
+    ) -> np.ndarray | list[np.ndarray]:
+        """Segment ``image`` for one or several expressions.
+
+        Args:
+            image: ``uint8 (H, W, 3)`` array (other band counts/dtypes as in
+                :func:`to_rgb_uint8`), a PIL image, or an image file path.
+            expression: a string, or a list of strings (one batched forward for all).
+            return_probs: return ``float32`` foreground probabilities instead of ``bool`` masks.
+
+        Returns:
+            For a string: ``(H, W)`` mask (or probabilities) at the image's own size. For a list:
+            a list with one such array per expression.
+        """
+        single = isinstance(expression, str)
+        expressions = [expression] if single else list(expression)
+        if not expressions:
+            raise ExpressionError("no referring expression given")
+        array = to_rgb_uint8(image)
+        word_ids, word_mask = self.tokenize(expressions)
+        probs = self.predict_tiles(array[None], word_ids, word_mask)[:, 0]
+        outputs = [p if return_probs else p > self.threshold for p in probs]
+        return outputs[0] if single else outputs
+
+    seg = __call__

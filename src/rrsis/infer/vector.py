@@ -1,0 +1,193 @@
+"""Masks -> polygons -> GeoJSON, streamed band by band.
+
+Polygons come from :func:`rasterio.features.shapes` (4-connected pixel regions, exact pixel edges)
+and are mapped to the scene CRS with the raster's geotransform. The GeoJSON file is a
+``FeatureCollection`` whose features carry ``{"expression": str, "band": int}``; coordinates are in
+the scene CRS (not necessarily WGS84, unlike RFC 7946), which the legacy ``"crs"`` member names
+(``urn:ogc:def:crs:EPSG::<code>``, or the CRS WKT when it has no EPSG code; absent for rasters
+without a CRS, whose coordinates are then those of the geotransform).
+
+Streaming: a scene is vectorised per band of rows. Polygons that do not touch the band's inner
+edges are written at once; those that do are held back and merged with their neighbours from the
+next bands at the end, so an object crossing a band edge becomes one polygon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rrsis.errors import OutputExistsError
+
+
+def _crs_member(crs) -> dict | None:
+    if crs is None:
+        return None
+    epsg = crs.to_epsg()
+    name = f"urn:ogc:def:crs:EPSG::{epsg}" if epsg else crs.to_wkt()
+    return {"type": "name", "properties": {"name": name}}
+
+
+def mask_polygons(mask: np.ndarray, row_offset: int = 0) -> list:
+    """Polygons of the foreground of ``mask`` in pixel coordinates.
+
+    Args:
+        mask: ``bool (h, w)``.
+        row_offset: row of ``mask``'s first line in the full raster.
+
+    Returns:
+        shapely Polygons whose vertices are pixel corners ``(col, row)`` of the full raster.
+    """
+    from rasterio import features
+    from rasterio.transform import Affine
+    from shapely.geometry import shape
+
+    if not mask.any():
+        return []
+    data = mask.astype(np.uint8)
+    transform = Affine.translation(0, row_offset)
+    return [
+        shape(geom)
+        for geom, value in features.shapes(data, mask=mask, transform=transform)
+        if value == 1
+    ]
+
+
+class BandVectorizer:
+    """Writes the polygons of several masks, fed in bands of rows, to one GeoJSON file.
+
+    Args:
+        path: output ``.geojson``; written to a temporary file and renamed by :meth:`close`.
+        crs: rasterio CRS of the raster (or ``None``).
+        transform: the raster's affine geotransform (pixel -> CRS).
+        height: raster height in px (to know which band edges are inner edges).
+        names: one expression per mask band.
+        simplify: simplification tolerance in CRS units, or ``None``.
+        overwrite: replace an existing ``path``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        crs,
+        transform,
+        height: int,
+        names: Sequence[str],
+        simplify: float | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise OutputExistsError(f"{self.path}: output exists (use --overwrite to replace it)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._file = open(self._tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.transform = transform
+        self.height = height
+        self.names = list(names)
+        self.simplify = simplify
+        self._pending: list[list] = [[] for _ in self.names]
+        self._count = 0
+        header: dict = {"type": "FeatureCollection"}
+        crs_member = _crs_member(crs)
+        if crs_member is not None:
+            header["crs"] = crs_member
+        # Write the header by hand so features can be streamed into the open array.
+        self._file.write(json.dumps(header)[:-1] + ', "features": [\n')
+
+    def _write(self, band: int, polygon) -> None:
+        from shapely.affinity import affine_transform
+        from shapely.geometry import mapping
+
+        t = self.transform
+        geom = affine_transform(polygon, [t.a, t.b, t.d, t.e, t.c, t.f])
+        if self.simplify:
+            geom = geom.simplify(self.simplify, preserve_topology=True)
+        feature = {
+            "type": "Feature",
+            "properties": {"expression": self.names[band], "band": band + 1},
+            "geometry": mapping(geom),
+        }
+        if self._count:
+            self._file.write(",\n")
+        self._file.write(json.dumps(feature))
+        self._count += 1
+
+    def add_rows(self, masks: np.ndarray, row_offset: int) -> None:
+        """Vectorise final rows.
+
+        Args:
+            masks: ``bool (E, h, W)``, one mask per expression.
+            row_offset: raster row of the first line.
+        """
+        top, bottom = row_offset, row_offset + masks.shape[1]
+        for band, mask in enumerate(masks):
+            for polygon in mask_polygons(mask, row_offset):
+                _, miny, _, maxy = polygon.bounds
+                touches_edge = (top > 0 and miny <= top) or (bottom < self.height and maxy >= bottom)
+                if touches_edge:
+                    self._pending[band].append(polygon)
+                else:
+                    self._write(band, polygon)
+
+    def close(self) -> None:
+        """Merge held-back polygons, finish the file and move it into place."""
+        from shapely import unary_union
+
+        for band, polygons in enumerate(self._pending):
+            if not polygons:
+                continue
+            merged = unary_union(polygons)
+            for polygon in getattr(merged, "geoms", [merged]):
+                self._write(band, polygon)
+        self._pending = [[] for _ in self.names]
+        self._file.write("\n]}\n")
+        self._file.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop the partial file (after an error)."""
+        if not self._file.closed:
+            self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def write_geojson(
+    path: str | Path,
+    masks: np.ndarray,
+    names: Sequence[str],
+    transform=None,
+    crs=None,
+    simplify: float | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the polygons of in-memory masks to GeoJSON (pixel coordinates without transform).
+
+    Args:
+        path: output ``.geojson``.
+        masks: ``bool (E, H, W)`` or ``(H, W)``.
+        names: one expression per mask.
+        transform: affine geotransform; ``None`` keeps pixel coordinates ``(col, row)``.
+        crs: rasterio CRS or ``None``.
+        simplify: tolerance in output units.
+        overwrite: replace an existing file.
+    """
+    from rasterio.transform import Affine
+
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim == 2:
+        masks = masks[None]
+    writer = BandVectorizer(
+        path, crs, transform or Affine.identity(), masks.shape[1], names, simplify, overwrite
+    )
+    try:
+        writer.add_rows(masks, 0)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return Path(path)
