@@ -1,0 +1,170 @@
+"""Image and mask readers/writers shared by every dataset format.
+
+Conventions:
+
+* Images come back as ``uint8 (H, W, 3)``. TIFFs (``.tif``/``.tiff``) are read with
+  tifffile, which handles the PackBits compression RefSegRS uses; everything else goes
+  through Pillow.
+* 16-bit (or any non-8-bit) images are mapped to ``uint8`` with a per-band 2-98 percentile
+  stretch, the usual quick-look rendering for remote sensing rasters: values at or below the
+  2nd percentile become 0, values at or above the 98th become 255, linear in between.
+* One band is replicated to three; four bands (RGBA or RGB+NIR) keep the first three;
+  any other band count is refused.
+* Masks come back as ``bool (H, W)``: ``value > threshold``. The default threshold is 0;
+  the reference RefSegRS/LAVT loaders binarise with ``> 50`` to be robust to resampled
+  masks, pass ``threshold=50`` to reproduce them. Multi-channel masks use the first channel.
+* Writers produce TIFFs atomically (temporary file + ``os.replace``) so an interrupted run
+  never leaves a half-written file behind; masks are stored as ``uint8`` 0/255.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from rrsis.errors import ImageReadError
+
+_TIFF_SUFFIXES = {".tif", ".tiff"}
+
+
+def _read_raw(path: Path) -> np.ndarray:
+    """Decode ``path`` into a numpy array, channel-last, without any conversion."""
+    if not path.is_file():
+        raise ImageReadError("image file not found", path)
+    try:
+        if path.suffix.lower() in _TIFF_SUFFIXES:
+            array = tifffile.imread(path)
+        else:
+            with Image.open(path) as img:
+                img.load()
+                if img.mode == "P":
+                    # Palette images: expand so that values are colours, not indices.
+                    img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+                array = np.asarray(img)
+    except ImageReadError:
+        raise
+    except Exception as err:  # decoders raise many types for truncated/corrupt files
+        raise ImageReadError(f"cannot decode image ({type(err).__name__}: {err})", path) from err
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        # Planar TIFFs (bands first, as GDAL writes them by default) -> channel-last.
+        array = np.moveaxis(array, 0, -1)
+    return array
+
+
+def _stretch_to_uint8(array: np.ndarray) -> np.ndarray:
+    """Per-band 2-98 percentile stretch of ``(H, W, C)`` data to ``uint8``."""
+    data = array.astype(np.float64)
+    out = np.empty(data.shape, dtype=np.uint8)
+    for band in range(data.shape[-1]):
+        values = data[..., band]
+        low, high = np.percentile(values, [2, 98])
+        if high <= low:
+            # Constant band: nothing to stretch, map it to black rather than divide by 0.
+            out[..., band] = 0
+            continue
+        scaled = (values - low) / (high - low) * 255.0
+        out[..., band] = np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+    return out
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB ``uint8``.
+
+    Args:
+        path: ``.tif``/``.tiff`` (tifffile) or any format Pillow reads (JPEG, PNG, ...).
+
+    Returns:
+        ``uint8`` array of shape ``(H, W, 3)``.
+
+    Raises:
+        ImageReadError: missing, truncated or undecodable file, or an unsupported band count.
+    """
+    path = Path(path)
+    array = _read_raw(path)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3:
+        raise ImageReadError(f"expected a 2-D image, got array of shape {array.shape}", path)
+    bands = array.shape[-1]
+    if bands not in (1, 3, 4):
+        raise ImageReadError(
+            f"unsupported band count {bands} (need 1, 3 or 4: grey, RGB, RGBA/RGBN)", path
+        )
+    if bands == 4:
+        array = array[..., :3]  # RGBA or RGB+NIR: keep the visible bands
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype != np.uint8:
+        array = _stretch_to_uint8(array)
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return np.ascontiguousarray(array)
+
+
+def read_mask(path: str | Path, threshold: float = 0) -> np.ndarray:
+    """Read a mask file as booleans.
+
+    Args:
+        path: mask image (single channel; for multi-channel files the first channel is used).
+        threshold: foreground is ``value > threshold``. Reference loaders use 50.
+
+    Returns:
+        ``bool`` array of shape ``(H, W)``.
+
+    Raises:
+        ImageReadError: missing or undecodable file.
+    """
+    path = Path(path)
+    array = _read_raw(path)
+    if array.ndim == 3:
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise ImageReadError(f"expected a 2-D mask, got array of shape {array.shape}", path)
+    return np.ascontiguousarray(array > threshold)
+
+
+def _atomic_tiff(path: Path, array: np.ndarray, photometric: str) -> None:
+    """Write ``array`` to ``path`` through a temporary file in the same directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp_name, array, photometric=photometric, compression="packbits")
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: str | Path, array: np.ndarray) -> None:
+    """Write an RGB image as a PackBits TIFF (the RefSegRS layout).
+
+    Args:
+        path: destination file; parent directories are created.
+        array: ``uint8`` of shape ``(H, W, 3)``.
+
+    Raises:
+        ValueError: wrong dtype or shape (a programming error, not a user one).
+    """
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3:
+        raise ValueError(f"write_image needs uint8 (H, W, 3), got {array.dtype} {array.shape}")
+    _atomic_tiff(Path(path), array, photometric="rgb")
+
+
+def write_mask(path: str | Path, mask: np.ndarray) -> None:
+    """Write a boolean mask as a single-channel ``uint8`` TIFF with values 0/255.
+
+    Args:
+        path: destination file; parent directories are created.
+        mask: array of shape ``(H, W)``; non-zero is foreground.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"write_mask needs an (H, W) mask, got shape {mask.shape}")
+    _atomic_tiff(Path(path), (mask != 0).astype(np.uint8) * 255, photometric="minisblack")
