@@ -1,0 +1,455 @@
+"""Swin Transformer backbone (Liu et al. 2021) in the segmentation form LAVT uses.
+
+Compact own implementation: 4x4 patch embedding, window attention with a relative position
+bias, shifted windows with the cyclic-shift mask, patch merging, stochastic depth and one
+LayerNorm per stage output (``norm0..norm3`` as in LAVT). Feature maps that are not a multiple
+of the window are zero-padded (LAVT/segmentation Swin; no window clamping), so any input that
+is a multiple of 32 works (480 with window 12 gives 120/60/30/15 maps).
+
+Speed notes (CPU inference is what we ship): attention is one ``F.scaled_dot_product_attention``
+call per block with the relative position bias (plus the shift mask) as its additive mask;
+blocks work on ``(B, H, W, C)`` tensors, which are exactly the memory of a channels-last
+``(B, C, H, W)`` map, so the channels-first maps of the VisionEncoder interface are free views.
+
+Module names mirror the official Swin checkpoints (``patch_embed``, ``layers.i.blocks.j.attn.qkv``
+...), so those load directly; transformers ``SwinModel`` weights are renamed on load.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rrsis.errors import ModelError
+from rrsis.models.encoders.base import VisionEncoder
+
+# Additive mask value for tokens from different regions after the cyclic shift. The official
+# code uses -100 (not -inf); we keep it so pretrained weights see the logits they were trained with.
+_SHIFT_MASK_VALUE = -100.0
+
+
+def _relative_position_index(window: int) -> Tensor:
+    """Index into the ``((2w-1)^2, heads)`` bias table for every token pair: ``(w*w, w*w)`` long."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij"))
+    coords = coords.flatten(1)  # (2, N)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)  # (N, N, 2)
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+@functools.lru_cache(maxsize=32)
+def _shift_mask(height: int, width: int, window: int, shift: int) -> Tensor:
+    """Additive mask ``(nW, w*w, w*w)`` keeping attention inside each region of the rolled map.
+
+    Cached because it depends only on the (padded) map size; every shifted block of a stage
+    shares it. Callers must not modify it in place.
+    """
+    region = torch.zeros(height, width)
+    bounds = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    label = 0
+    for rows in bounds:
+        for cols in bounds:
+            region[rows, cols] = label
+            label += 1
+    windows = region.view(height // window, window, width // window, window).transpose(1, 2)
+    windows = windows.reshape(-1, window * window)
+    diff = windows[:, None, :] - windows[:, :, None]
+    return torch.zeros_like(diff).masked_fill(diff != 0, _SHIFT_MASK_VALUE)
+
+
+def _drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
+    """Stochastic depth: drop the whole residual branch per sample, rescale the survivors."""
+    if rate == 0.0 or not training:
+        return x
+    keep = 1.0 - rate
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside ``w x w`` windows with a relative position bias.
+
+    Args:
+        dim: channels C.
+        num_heads: heads; ``C`` must be divisible by it.
+        window_size: window side w.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int):
+        super().__init__()
+        if dim % num_heads:
+            raise ModelError(f"Swin: channels {dim} not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size - 1) ** 2, num_heads)
+        )
+        # Not persistent: fully determined by the window, and official checkpoints carry their own.
+        self.register_buffer(
+            "relative_position_index", _relative_position_index(window_size), persistent=False
+        )
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def position_bias(self) -> Tensor:
+        """Relative position bias ``(heads, N, N)`` with ``N = w*w``."""
+        n = self.window_size**2
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        return bias.view(n, n, self.num_heads).permute(2, 0, 1)
+
+    def forward(self, windows: Tensor, shift_mask: Tensor | None = None) -> Tensor:
+        """Attend within windows.
+
+        Args:
+            windows: ``(B*nW, N, C)`` tokens of every window.
+            shift_mask: ``(nW, N, N)`` additive mask of a shifted block, or None.
+
+        Returns:
+            ``(B*nW, N, C)``.
+        """
+        bw, n, c = windows.shape
+        q, k, v = self.qkv(windows).view(bw, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        mask = self.position_bias().unsqueeze(0)  # (1, heads, N, N): broadcasts over windows
+        if shift_mask is not None:
+            num_windows = shift_mask.shape[0]
+            mask = shift_mask.to(mask.dtype).unsqueeze(1) + mask  # (nW, heads, N, N)
+            if bw != num_windows:  # batch > 1: windows are batch-major
+                mask = mask.repeat(bw // num_windows, 1, 1, 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+
+
+class SwinBlock(nn.Module):
+    """(Shifted) window attention + MLP, both pre-norm residual, on ``(B, H, W, C)`` maps."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shift_size: int,
+        mlp_ratio: float,
+        drop_path: float,
+    ):
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.drop_path = drop_path
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, num_heads, window_size)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential()
+        self.mlp.add_module("fc1", nn.Linear(dim, hidden))
+        self.mlp.add_module("act", nn.GELU())
+        self.mlp.add_module("fc2", nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: ``(B, H, W, C)`` -> ``(B, H, W, C)``."""
+        b, h, w, c = x.shape
+        ws, shift = self.window_size, self.shift_size
+        y = self.norm1(x)
+        # Pad after the norm, like the segmentation Swin: padded tokens are zeros, not masked.
+        pad_h, pad_w = (-h) % ws, (-w) % ws
+        if pad_h or pad_w:
+            y = F.pad(y, (0, 0, 0, pad_w, 0, pad_h))
+        hp, wp = h + pad_h, w + pad_w
+        mask = None
+        if shift:
+            y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
+            mask = _shift_mask(hp, wp, ws, shift).to(x.device)
+        windows = y.view(b, hp // ws, ws, wp // ws, ws, c).transpose(2, 3).reshape(-1, ws * ws, c)
+        y = self.attn(windows, mask)
+        y = y.view(b, hp // ws, wp // ws, ws, ws, c).transpose(2, 3).reshape(b, hp, wp, c)
+        if shift:
+            y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
+        if pad_h or pad_w:
+            y = y[:, :h, :w]
+        x = x + _drop_path(y, self.drop_path, self.training)
+        return x + _drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbourhood concat + LayerNorm + linear: ``(B, H, W, C) -> (B, H/2, W/2, 2C)``."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[1:3]
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        # Order (top-left, bottom-left, top-right, bottom-right) is what the checkpoints expect.
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+        return self.reduction(self.norm(x))
+
+
+class SwinStage(nn.Module):
+    """Blocks of one stage (alternating plain/shifted windows) and the merging that follows."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        mlp_ratio: float,
+        drop_paths: Sequence[float],
+        downsample: bool,
+    ):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            SwinBlock(dim, num_heads, window_size, 0 if j % 2 == 0 else window_size // 2,
+                      mlp_ratio, drop_paths[j])
+            for j in range(depth)
+        )  # fmt: skip
+        self.downsample = PatchMerging(dim) if downsample else None
+
+
+class PatchEmbed(nn.Module):
+    """4x4 non-overlapping patches -> ``embed_dim`` channels, then LayerNorm."""
+
+    def __init__(self, embed_dim: int, patch_size: int = 4):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim)
+
+    def forward(self, image: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` -> ``(B, H/4, W/4, C)``."""
+        h, w = image.shape[-2:]
+        p = self.patch_size
+        if h % p or w % p:
+            image = F.pad(image, (0, (-w) % p, 0, (-h) % p))
+        return self.norm(self.proj(image).permute(0, 2, 3, 1))
+
+
+class SwinEncoder(VisionEncoder):
+    """Swin backbone with the four-stage VisionEncoder interface (defaults: Swin-B, window 12).
+
+    Args:
+        embed_dim: channels C of stage 1; stages have C, 2C, 4C, 8C.
+        depths: blocks per stage.
+        num_heads: attention heads per stage.
+        window_size: window side (12 for the 384-px ImageNet-22k weights LAVT uses).
+        drop_path_rate: stochastic depth, rising linearly from 0 to this over all blocks.
+        mlp_ratio: MLP hidden size / channels.
+        pretrained: local path to an official Swin ``.pth`` (``"model"`` key) or a transformers
+            ``SwinModel`` directory / ``.safetensors`` file. Never downloads.
+
+    ``forward_stage`` returns the raw blocks output (what LAVT fuses language into);
+    :meth:`output_norm` applies the per-stage LayerNorm LAVT puts on the maps the decoder reads.
+    ``forward`` (no fusion) returns the normalised maps.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 128,
+        depths: Sequence[int] = (2, 2, 18, 2),
+        num_heads: Sequence[int] = (4, 8, 16, 32),
+        window_size: int = 12,
+        drop_path_rate: float = 0.3,
+        mlp_ratio: float = 4.0,
+        pretrained: str | None = None,
+    ):
+        super().__init__()
+        if len(depths) != 4 or len(num_heads) != 4:
+            raise ModelError(f"Swin needs 4 stages, got depths={depths} num_heads={num_heads}")
+        self.embed_dim = embed_dim
+        self.window_size = window_size
+        self.out_channels = [embed_dim * 2**i for i in range(4)]
+        self.strides = [4, 8, 16, 32]
+        self.patch_embed = PatchEmbed(embed_dim)
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.layers = nn.ModuleList()
+        for i in range(4):
+            start = sum(depths[:i])
+            self.layers.append(
+                SwinStage(self.out_channels[i], depths[i], num_heads[i], window_size, mlp_ratio,
+                          rates[start : start + depths[i]], downsample=i < 3)
+            )  # fmt: skip
+        for i, channels in enumerate(self.out_channels):
+            self.add_module(f"norm{i}", nn.LayerNorm(channels))
+        self.apply(_init_weights)
+        if pretrained is not None:
+            load_swin_weights(self, pretrained)
+
+    @staticmethod
+    def _channels_last_view(x: Tensor) -> Tensor:
+        """``(B, C, H, W)`` -> ``(B, H, W, C)``; free when ``x`` is channels-last in memory."""
+        return x.permute(0, 2, 3, 1).contiguous()
+
+    def forward_stem(self, image: Tensor) -> Tensor:
+        """``image``: ``(B, 3, H, W)`` -> stage-0 input ``(B, C, H/4, W/4)`` (channels-last memory)."""
+        return self.patch_embed(image).permute(0, 3, 1, 2)
+
+    def forward_stage(self, index: int, x: Tensor) -> Tensor:
+        """Blocks of stage ``index``: ``(B, C_i, h, w)`` -> ``(B, C_i, h, w)`` (channels-last memory)."""
+        y = self._channels_last_view(x)
+        for block in self.layers[index].blocks:
+            y = block(y)
+        return y.permute(0, 3, 1, 2)
+
+    def downsample(self, index: int, feature: Tensor) -> Tensor:
+        """Patch merging: ``(B, C_i, h, w)`` -> ``(B, 2C_i, h/2, w/2)``."""
+        merge = self.layers[index].downsample
+        if merge is None:
+            raise ModelError(f"Swin stage {index} is the last one and has no downsampling")
+        return merge(feature.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def output_norm(self, index: int, feature: Tensor) -> Tensor:
+        """LAVT's LayerNorm on a stage output map: ``(B, C_i, h, w)`` -> same shape."""
+        norm = getattr(self, f"norm{index}")
+        return norm(self._channels_last_view(feature)).permute(0, 3, 1, 2)
+
+    def forward(self, image: Tensor) -> list[Tensor]:
+        """``image``: ``(B, 3, H, W)`` -> four normalised maps ``(B, C_i, H/s_i, W/s_i)``."""
+        return [self.output_norm(i, f) for i, f in enumerate(super().forward(image))]
+
+
+def _init_weights(module: nn.Module) -> None:
+    # Official Swin initialisation: truncated normal linears, unit LayerNorms.
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+# transformers SwinModel names (v4 and v5 layouts) -> official Swin names, applied in order.
+_HF_RENAMES: list[tuple[str, str]] = [
+    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"^embeddings\.norm\.", "patch_embed.norm."),
+    (r"^encoder\.layers\.", "layers."),
+    (r"\.layernorm_before\.", ".norm1."),
+    (r"\.layernorm_after\.", ".norm2."),
+    (r"\.attention\.(self|relative_position_bias)\.relative_position_bias_table$",
+     ".attn.relative_position_bias_table"),
+    (r"\.attention\.(output\.dense|o_proj)\.", ".attn.proj."),
+    (r"\.(intermediate\.dense|mlp\.fc1)\.", ".mlp.fc1."),
+    (r"\.(output\.dense|mlp\.fc2)\.", ".mlp.fc2."),
+    (r"^layernorm\.", "norm3."),
+    (r"^hidden_states_norms\.stage1\.", "norm0."),
+    (r"^hidden_states_norms\.stage2\.", "norm1."),
+    (r"^hidden_states_norms\.stage3\.", "norm2."),
+    (r"^hidden_states_norms\.stage4\.", "norm3."),
+]  # fmt: skip
+_HF_QKV = re.compile(r"^(.*)\.attention\.(?:self\.(query|key|value)|(q|k|v)_proj)\.(weight|bias)$")
+# Keys with no counterpart in the backbone (classifier heads, index buffers, pooling).
+_IGNORED = re.compile(
+    r"(relative_position_index|attn_mask|^head\.|^classifier\.|^pooler\.|mask_token)"
+)
+
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    """Read a checkpoint file or transformers directory without running any pickled code."""
+    if path.is_dir():
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if (path / name).is_file():
+                return _read_state_dict(path / name)
+        raise ModelError(
+            f"{path}: no model.safetensors or pytorch_model.bin in Swin weights directory"
+        )
+    if not path.is_file():
+        raise ModelError(f"{path}: Swin weights not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt file or a pickle that carries code
+        raise ModelError(f"{path}: cannot read Swin weights ({type(error).__name__})") from error
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: Swin weights are not a state dict")
+    return state
+
+
+def _from_transformers(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename a transformers SwinModel/SwinBackbone state dict; fuse q/k/v into ``qkv``."""
+    out: dict[str, Tensor] = {}
+    qkv: dict[tuple[str, str], dict[str, Tensor]] = {}
+    for key, value in state.items():
+        key = key.removeprefix("swin.")
+        match = _HF_QKV.match(key)
+        if match:
+            prefix, part = match.group(1), (match.group(2) or match.group(3))[0]
+            qkv.setdefault((prefix, match.group(4)), {})[part] = value
+            continue
+        for pattern, repl in _HF_RENAMES:
+            key = re.sub(pattern, repl, key)
+        out[key] = value
+    for (prefix, kind), parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            raise ModelError(f"Swin weights: incomplete query/key/value for {prefix}")
+        name = re.sub(r"^encoder\.layers\.", "layers.", prefix) + f".attn.qkv.{kind}"
+        out[name] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out
+
+
+def _resize_bias_table(table: Tensor, num_rows: int) -> Tensor:
+    """Bicubic resize of a ``((2w-1)^2, heads)`` table to ``(num_rows, heads)`` (e.g. w 7 -> 12)."""
+    side_in, side_out = round(table.shape[0] ** 0.5), round(num_rows**0.5)
+    grid = table.T.reshape(1, -1, side_in, side_in).float()
+    grid = F.interpolate(grid, size=(side_out, side_out), mode="bicubic", align_corners=False)
+    return grid.reshape(-1, num_rows).T.to(table.dtype)
+
+
+def load_swin_weights(encoder: SwinEncoder, path: str | Path) -> list[str]:
+    """Load official or transformers Swin weights into ``encoder`` in place.
+
+    Args:
+        encoder: the target; its depths/dims must match the checkpoint.
+        path: ``.pth``/``.pt``/``.bin`` (``weights_only``), ``.safetensors`` or a directory.
+
+    Returns:
+        Names left at their initial values (the per-stage norms a classification
+        checkpoint lacks).
+
+    Raises:
+        ModelError: unreadable file or a checkpoint of another architecture.
+    """
+    path = Path(path)
+    state = _read_state_dict(path)
+    if any("patch_embeddings" in key for key in state):
+        state = _from_transformers(state)
+    else:
+        state = {k.removeprefix("backbone."): v for k, v in state.items()}
+        state = {("norm3." + k[5:] if k.startswith("norm.") else k): v for k, v in state.items()}
+    if any("position_embeddings" in key for key in state):
+        raise ModelError(f"{path}: Swin with absolute position embeddings is not supported")
+    own = encoder.state_dict()
+    loaded: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if _IGNORED.search(key):
+            continue
+        if key not in own:
+            raise ModelError(f"{path}: unexpected Swin weight {key!r} (different depths?)")
+        if key.endswith("relative_position_bias_table") and value.shape != own[key].shape:
+            value = _resize_bias_table(value, own[key].shape[0])
+        if value.shape != own[key].shape:
+            raise ModelError(
+                f"{path}: {key} has shape {tuple(value.shape)}, this Swin expects "
+                f"{tuple(own[key].shape)} (embed_dim/heads differ)"
+            )
+        loaded[key] = value
+    missing = [k for k in own if k not in loaded]
+    if any(not re.match(r"norm\d\.", k) for k in missing):
+        first = next(k for k in missing if not re.match(r"norm\d\.", k))
+        raise ModelError(f"{path}: Swin weight {first!r} missing ({len(missing)} in all)")
+    encoder.load_state_dict(loaded, strict=False)
+    return missing
