@@ -1,0 +1,162 @@
+"""``rrsis predict``, ``rrsis predict-scene`` and ``rrsis demo``.
+
+Handlers raise :class:`~rrsis.errors.RRSISError` subclasses for user mistakes; the top-level CLI
+prints them as one line. Warnings (truncated or non-Latin expressions, scenes without CRS,
+untrained models) are printed as one ``rrsis: warning:`` line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+from rrsis.errors import OutputExistsError, RRSISError
+
+
+@contextmanager
+def _one_line_warnings():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen = set()
+            for item in caught:
+                text = str(item.message).splitlines()[0] if str(item.message) else ""
+                if issubclass(item.category, UserWarning) and text not in seen:
+                    seen.add(text)
+                    print(f"rrsis: warning: {text}", file=sys.stderr)
+
+
+def _check_distinct(inputs: list[Path], outputs: list[Path | None]) -> None:
+    resolved = {p.resolve() for p in inputs}
+    for out in outputs:
+        if out is not None and out.resolve() in resolved:
+            raise OutputExistsError(f"{out}: output path is also an input")
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="weights .safetensors path or registry name (default: the shipped model)",
+    )
+    parser.add_argument("--threshold", type=float, default=0.5, help="foreground probability cut")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def _segmenter(args: argparse.Namespace):
+    from rrsis.infer.predictor import Segmenter
+
+    return Segmenter.from_pretrained(args.model, device=args.device, threshold=args.threshold)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from rrsis.infer.demo import atomic_write, save_overlay
+    from rrsis.infer.predictor import to_rgb_uint8
+    from rrsis.infer.scene import check_output
+
+    image_path, output, overlay = Path(args.image), Path(args.output), args.overlay
+    overlay = None if overlay is None else Path(overlay)
+    _check_distinct([image_path], [output, overlay])
+    for path in (output, overlay):
+        if path is not None:
+            check_output(path, args.overwrite)
+    with _one_line_warnings():
+        image = to_rgb_uint8(image_path)
+        segmenter = _segmenter(args)
+        mask = segmenter(image, args.expression)
+    if output.suffix.lower() in (".tif", ".tiff"):
+        from rrsis.data.io import write_mask
+
+        write_mask(output, mask)
+    else:
+        try:
+            Image.init()
+            fmt = Image.EXTENSION[output.suffix.lower()]
+        except KeyError as err:
+            raise RRSISError(f"{output}: unknown image format {output.suffix!r}") from err
+        mask_image = Image.fromarray(mask.astype("uint8") * 255)
+        atomic_write(output, lambda tmp: mask_image.save(tmp, format=fmt))
+    if overlay is not None:
+        save_overlay(overlay, image, mask, args.expression)
+    print(f"{output}: {mask.mean() * 100:.2f}% foreground ({mask.shape[1]}x{mask.shape[0]})")
+    return 0
+
+
+def _cmd_predict_scene(args: argparse.Namespace) -> int:
+    from rrsis.infer.scene import predict_scene
+
+    scene, output = Path(args.scene), Path(args.output)
+    vector = None if args.vector is None else Path(args.vector)
+    _check_distinct([scene], [output, vector])
+    with _one_line_warnings():
+        segmenter = _segmenter(args)
+        predict_scene(
+            scene,
+            args.expression,
+            output,
+            segmenter,
+            tile=args.tile,
+            overlap=args.overlap,
+            batch=args.batch,
+            vector=vector,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            probabilities=args.probabilities,
+            simplify=args.simplify,
+        )
+    print(f"wrote {output}" + (f" and {vector}" if vector else ""))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from rrsis.infer.demo import run_demo
+
+    with _one_line_warnings():
+        records = run_demo(Path(args.out), model=args.model)
+    total = sum(r["seconds"] for r in records)
+    print(f"{len(records)} overlays in {args.out}; mean {total / max(len(records), 1) * 1000:.1f} ms")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``predict``, ``predict-scene`` and ``demo`` to the ``rrsis`` command."""
+    predict = subparsers.add_parser("predict", help="segment one image from an expression")
+    predict.add_argument("image", help="image file (TIFF, PNG, JPEG; 1/3/4 bands, 8/16 bit)")
+    predict.add_argument("expression", help='referring expression, e.g. "vehicle on the road"')
+    predict.add_argument("-o", "--output", required=True, help="mask file (.png or .tif), 0/255")
+    predict.add_argument("--overlay", default=None, help="also write an overlay PNG")
+    _add_model_args(predict)
+    predict.set_defaults(func=_cmd_predict)
+
+    scene = subparsers.add_parser(
+        "predict-scene", help="segment a large GeoTIFF scene with overlapping tiles"
+    )
+    scene.add_argument("scene", help="GeoTIFF scene")
+    scene.add_argument("expression", nargs="+", help="one or more expressions (one band each)")
+    scene.add_argument("-o", "--output", required=True, help="output GeoTIFF mask")
+    scene.add_argument("--vector", default=None, help="also write polygons as GeoJSON")
+    scene.add_argument("--tile", type=int, default=512, help="tile side in px (default 512)")
+    scene.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
+    scene.add_argument("--batch", type=int, default=4, help="tiles per forward (default 4)")
+    scene.add_argument(
+        "--probabilities", action="store_true", help="write float32 probabilities, not 0/255"
+    )
+    scene.add_argument(
+        "--simplify", type=float, default=None, help="polygon simplification (CRS units)"
+    )
+    scene.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_model_args(scene)
+    scene.set_defaults(func=_cmd_predict_scene)
+
+    demo = subparsers.add_parser("demo", help="segment the bundled samples with the shipped model")
+    demo.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
+    demo.add_argument("--model", default=None, help="weights path or registry name")
+    demo.set_defaults(func=_cmd_demo)
