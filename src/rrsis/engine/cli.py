@@ -1,0 +1,95 @@
+"""``rrsis train``: thin wrapper over :func:`rrsis.engine.train.train`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rrsis.engine.presets import PRESETS
+
+# Data of the shipped model's recipe, as written by scripts/train_default.py.
+DEFAULT_DATA = ("data/dubai", "data/synth")
+DEFAULT_VAL = "data/dubai"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model on RefSegRS-format data",
+        description=(
+            "Train on the train splits of one or more RefSegRS-format roots, select the "
+            "checkpoint on a val split (never test), export model.safetensors + hparams.json."
+        ),
+    )
+    parser.add_argument("--model", help="registry name (default: the preset's model)")
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        metavar="ROOT",
+        help=f"dataset roots whose train splits are used (preset default: {' '.join(DEFAULT_DATA)})",
+    )
+    parser.add_argument(
+        "--val-data", metavar="ROOT", help="root of the val split (default: first --data)"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="run directory")
+    parser.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="default",
+        help="default: CPU recipe of the shipped model; paper: RRSIS paper recipe",
+    )
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int, help="per device")
+    parser.add_argument("--lr", type=float, help="learning rate of the new layers")
+    parser.add_argument("--input-size", type=int)
+    parser.add_argument("--devices", default="1", help="number of devices (or 'auto')")
+    parser.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu"))
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt"
+    )
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--max-time", metavar="HH:MM:SS", help="stop training after this wall time")
+    parser.add_argument("--max-steps", type=int, default=-1, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, help="DataLoader workers per device")
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rrsis.engine.train import train
+
+    data = args.data
+    val = args.val_data
+    if not data and not args.resume:
+        if args.preset != "default":
+            from rrsis.errors import RRSISError
+
+            raise RRSISError("--data is required with --preset paper")
+        data, val = list(DEFAULT_DATA), val or DEFAULT_VAL
+    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    best = train(
+        args.model,
+        data or [],
+        args.out,
+        val_root=val,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        input_size=args.input_size,
+        devices=devices,
+        accelerator=args.accelerator,
+        strategy=args.strategy,
+        seed=args.seed,
+        resume=args.resume,
+        preset=args.preset,
+        max_time=args.max_time,
+        workers=args.workers,
+        max_steps=args.max_steps,
+        tiny=args.tiny,
+        progress_bar=not args.no_progress,
+    )
+    print(f"best checkpoint: {best}")
+    print(f"model: {Path(args.out) / 'model.safetensors'}")
+    return 0

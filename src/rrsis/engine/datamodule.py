@@ -1,0 +1,233 @@
+"""RefSegRS-format data for training: resize + normalise, optional safe augmentation, collate.
+
+Samples follow the ``rrsis.data`` contract (``image`` uint8 (H, W, 3), ``mask`` bool (H, W),
+``text``, ``id``, ``meta``). Images are resized to the square model input (bilinear, no
+anti-aliasing: the same resize as ``rrsis.infer.predictor``) and masks with nearest neighbour; ImageNet-style normalisation
+uses the model's ``mean`` / ``std``. Tokenisation happens in the collate step with the model's
+tokenizer, so datasets never depend on a tokenizer.
+
+Augmentation (off in the paper recipe, on in the CPU preset) draws a random flip / 90-degree
+rotation, but only for samples whose expression does not depend on orientation: a flip turns
+"the car on the left" into a wrong label. Samples with meta ``kind == "position"`` or with a
+spatial word (left, right, upper, lower, top, bottom, north, ... ) are never transformed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from rrsis.errors import DatasetError
+
+_SPATIAL = re.compile(
+    r"\b(left|right|upper|lower|top|bottom|above|below|north|south|east|west|"
+    r"northern|southern|eastern|western|leftmost|rightmost|topmost|bottommost)\b",
+    re.IGNORECASE,
+)
+
+Tokenize = Callable[[list[str]], tuple[Tensor, Tensor]]
+
+
+def orientation_free(sample: dict[str, Any]) -> bool:
+    """Whether flips and rotations keep the expression true for the mask."""
+    kind = (sample.get("meta") or {}).get("kind")
+    return kind != "position" and not _SPATIAL.search(sample.get("text", ""))
+
+
+class SampleTransform:
+    """Turn a contract sample into model tensors.
+
+    Args:
+        size: square side of the model input.
+        mean: per-channel mean of 0-1 RGB.
+        std: per-channel std of 0-1 RGB.
+        augment: random flips / 90-degree rotations for orientation-free samples.
+
+    ``__call__`` returns the sample with ``image`` float ``(3, size, size)`` normalised and
+    ``mask`` long ``(size, size)``; ``text``, ``id`` and ``meta`` are kept.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: bool = False,
+    ) -> None:
+        self.size = int(size)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.augment = augment
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        image = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
+        image = image.float().div_(255.0)[None]
+        mask = torch.from_numpy(np.ascontiguousarray(sample["mask"])).float()[None, None]
+        size = (self.size, self.size)
+        if image.shape[-2:] != size:
+            image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        if mask.shape[-2:] != size:
+            mask = F.interpolate(mask, size=size, mode="nearest")
+        image, mask = image[0].clamp_(0.0, 1.0), mask[0, 0]
+        if self.augment and orientation_free(sample):
+            # torch's global RNG: seeded per worker by pl.seed_everything(workers=True).
+            if torch.rand(()) < 0.5:
+                image, mask = image.flip(-1), mask.flip(-1)
+            if torch.rand(()) < 0.5:
+                image, mask = image.flip(-2), mask.flip(-2)
+            k = int(torch.randint(0, 4, ()))
+            if k:
+                image, mask = torch.rot90(image, k, (-2, -1)), torch.rot90(mask, k, (-2, -1))
+        image = (image - self.mean) / self.std
+        out = dict(sample)
+        out["image"] = image.contiguous()
+        out["mask"] = mask.long().contiguous()
+        return out
+
+
+class TransformedDataset(Dataset):
+    """Apply a transform to the items of another dataset (no assumption on its class)."""
+
+    def __init__(self, dataset: Dataset, transform: Callable[[dict], dict]) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.transform(self.dataset[index])
+
+
+class Collate:
+    """Stack transformed samples and tokenise their expressions.
+
+    Returns a batch dict: ``image`` (B, 3, S, S), ``mask`` (B, S, S) long, ``word_ids`` and
+    ``word_mask`` (B, N) long, ``text`` / ``id`` / ``meta`` lists.
+    """
+
+    def __init__(self, tokenize: Tokenize) -> None:
+        self.tokenize = tokenize
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        texts = [s["text"] for s in samples]
+        word_ids, word_mask = self.tokenize(texts)
+        return {
+            "image": torch.stack([s["image"] for s in samples]),
+            "mask": torch.stack([s["mask"] for s in samples]),
+            "word_ids": word_ids.long(),
+            "word_mask": word_mask.long(),
+            "text": texts,
+            "id": [s["id"] for s in samples],
+            "meta": [s.get("meta", {}) for s in samples],
+        }
+
+
+def open_split(root: str | Path, split: str) -> Dataset:
+    """Open ``split`` of a RefSegRS-format tree (``rrsis.data.refsegrs.RefSegRS``)."""
+    from rrsis.data.refsegrs import RefSegRS
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError("dataset root does not exist", root)
+    return RefSegRS(root, split)
+
+
+class RefSegDataModule(pl.LightningDataModule):
+    """Train on the concatenated train splits of several roots; validate on one root's val.
+
+    The test split is never opened here: checkpoints are selected on validation only.
+
+    Args:
+        train_sets: datasets (or RefSegRS roots) whose items are contract samples.
+        val_set: validation dataset or RefSegRS root (its ``val`` split); ``None`` = the ``val``
+            split of the first train root.
+        tokenize: the model's tokenizer ``list[str] -> (word_ids, word_mask)``.
+        input_size: square model input side.
+        mean: model normalisation mean (0-1 RGB).
+        std: model normalisation std.
+        batch_size: samples per device.
+        workers: DataLoader workers.
+        augment: safe geometric augmentation of training samples.
+    """
+
+    def __init__(
+        self,
+        train_sets: Sequence[Dataset | str | Path],
+        val_set: Dataset | str | Path | None,
+        tokenize: Tokenize,
+        input_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        batch_size: int = 8,
+        workers: int = 0,
+        augment: bool = False,
+    ) -> None:
+        super().__init__()
+        if not train_sets:
+            raise DatasetError("no training data given")
+        self.train_sets = list(train_sets)
+        self.val_source = val_set
+        self.collate = Collate(tokenize)
+        self.batch_size = batch_size
+        self.workers = workers
+        self.train_transform = SampleTransform(input_size, mean, std, augment=augment)
+        self.eval_transform = SampleTransform(input_size, mean, std, augment=False)
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
+        parts = [
+            open_split(s, "train") if isinstance(s, (str, Path)) else s for s in self.train_sets
+        ]
+        for part, source in zip(parts, self.train_sets):
+            if len(part) == 0:  # type: ignore[arg-type]
+                raise DatasetError(
+                    "training split is empty", source if isinstance(source, (str, Path)) else None
+                )
+        merged = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+        self.train_dataset = TransformedDataset(merged, self.train_transform)
+        val = self.val_source
+        if val is None:
+            first = self.train_sets[0]
+            if not isinstance(first, (str, Path)):
+                raise DatasetError("no validation data given")
+            val = first
+        val = open_split(val, "val") if isinstance(val, (str, Path)) else val
+        if len(val) == 0:  # type: ignore[arg-type]
+            raise DatasetError(
+                "validation split is empty",
+                self.val_source if isinstance(self.val_source, (str, Path)) else None,
+            )
+        self.val_dataset = TransformedDataset(val, self.eval_transform)
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.workers,
+            collate_fn=self.collate,
+            persistent_workers=self.workers > 0,
+            # A ragged last batch of one sample breaks BatchNorm in training.
+            drop_last=shuffle and len(dataset) > self.batch_size,  # type: ignore[arg-type]
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_dataset is not None
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_dataset is not None
+        return self._loader(self.val_dataset, shuffle=False)

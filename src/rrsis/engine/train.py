@@ -1,0 +1,272 @@
+"""``train()``: fit a model on RefSegRS-format data with Lightning and export the best weights.
+
+Layout of ``out_dir`` after a run::
+
+    checkpoints/best-*.ckpt   best validation mIoU (the test split is never looked at)
+    checkpoints/last.ckpt     refreshed every epoch and every ``ckpt_every_n_steps`` steps
+    logs/                     CSV metrics (and TensorBoard events when tensorboard is installed)
+    model.safetensors         best model, loadable with ``rrsis.models.io.load_model``
+    hparams.json              everything needed to reproduce the run
+
+Distribution (``devices``, ``accelerator``, ``strategy="ddp"``) is entirely Lightning's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from torch import nn
+
+from rrsis.engine.datamodule import RefSegDataModule
+from rrsis.engine.module import RRSISLightningModule
+from rrsis.engine.presets import TrainConfig, get_preset
+from rrsis.errors import ModelError, OutputExistsError, RRSISError
+
+MONITOR = "val/mIoU"
+
+
+def parse_max_time(value: str | None) -> str | None:
+    """``"HH:MM:SS"`` (or ``"DD:HH:MM:SS"``) -> Lightning's ``"DD:HH:MM:SS"``; ``None`` stays."""
+    if value is None:
+        return None
+    parts = value.split(":")
+    if len(parts) not in (3, 4) or not all(p.isdigit() for p in parts):
+        raise RRSISError(f"--max-time must look like HH:MM:SS, got {value!r}")
+    if len(parts) == 3:
+        parts = ["00", *parts]
+    return ":".join(f"{int(p):02d}" for p in parts)
+
+
+def build_model(name: str, kwargs: dict[str, Any] | None = None, tiny: bool = False) -> nn.Module:
+    """A registered model (``get_model``), or its tiny random test version."""
+    from rrsis.models import registry
+
+    if tiny:
+        return registry.get_tiny_model(name)
+    return registry.get_model(name, **(kwargs or {}))
+
+
+def export_checkpoint(checkpoint: str | Path, model: nn.Module, path: str | Path) -> Path:
+    """Load a training checkpoint's weights into ``model`` and save it as safetensors.
+
+    Args:
+        checkpoint: a ``.ckpt`` written by :func:`train` (loaded with ``weights_only=True``).
+        model: a model of the same architecture (its weights are overwritten).
+        path: output ``.safetensors`` path.
+    """
+    from rrsis.models.io import save_model
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    model.load_state_dict(weights)
+    save_model(model, path)
+    return Path(path)
+
+
+def _loggers(out_dir: Path) -> list:
+    loggers: list = [CSVLogger(out_dir, name="logs", version="")]
+    if importlib.util.find_spec("tensorboard") is not None:
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(out_dir, name="logs", version="tb"))
+    return loggers
+
+
+class _StopAfter(pl.Callback):
+    """Request a stop after ``steps`` optimiser steps (simulates an interrupted run)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step >= self.steps:
+            trainer.should_stop = True
+
+
+def train(
+    model_name: str | None,
+    data_roots: Sequence[str | Path],
+    out_dir: str | Path,
+    val_root: str | Path | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    input_size: int | None = None,
+    devices: int | str = 1,
+    accelerator: str = "auto",
+    strategy: str = "auto",
+    seed: int | None = None,
+    resume: bool = False,
+    preset: str = "default",
+    max_time: str | None = None,
+    workers: int | None = None,
+    max_steps: int = -1,
+    tiny: bool = False,
+    config: TrainConfig | None = None,
+    limit_train_batches: int | float | None = None,
+    limit_val_batches: int | float | None = None,
+    progress_bar: bool = True,
+    model: nn.Module | None = None,
+    stop_after_steps: int | None = None,
+) -> Path:
+    """Train a model and export its best-on-validation weights.
+
+    Args:
+        model_name: registry name; ``None`` = the preset's model.
+        data_roots: RefSegRS-format roots whose ``train`` splits are concatenated.
+        out_dir: run directory (see the module docstring).
+        val_root: root whose ``val`` split selects checkpoints; ``None`` = ``data_roots[0]``.
+        epochs, batch_size, lr, input_size, seed, workers: override the preset's values.
+        devices, accelerator, strategy: passed to ``pl.Trainer`` (``strategy="ddp"``).
+        resume: continue from ``out_dir/checkpoints/last.ckpt`` (optimiser, schedule, epoch,
+            step and RNG states) with the hyper-parameters saved in ``hparams.json``.
+        preset: ``"default"`` (CPU recipe) or ``"paper"`` (RRSIS paper recipe).
+        max_time: stop after this wall time (``HH:MM:SS``); the schedule is not shortened.
+        max_steps: stop after this many optimiser steps (-1 = epochs decide).
+        tiny: use ``get_tiny_model`` (tests and smoke runs).
+        config: full hyper-parameters; replaces ``preset`` when given.
+        limit_train_batches, limit_val_batches: passed to ``pl.Trainer`` (smoke runs).
+        progress_bar: show Lightning's progress bar.
+        model: a ready-built model to train instead of building ``config.model_name`` (its
+            ``config`` is what ``hparams.json`` records); pass it again to resume.
+        stop_after_steps: stop as if killed after this many steps, without shortening the
+            schedule (tests of ``resume``).
+
+    Returns:
+        Path of the best checkpoint (``last.ckpt`` if validation never ran).
+    """
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoints"
+    hparams_path = out / "hparams.json"
+    if resume:
+        if not (ckpt_dir / "last.ckpt").is_file():
+            raise RRSISError(f"{ckpt_dir / 'last.ckpt'}: nothing to resume from")
+        # The saved recipe wins so the schedule and data order continue unchanged.
+        saved = json.loads(hparams_path.read_text())
+        config = TrainConfig.from_dict(saved["train"])
+        tiny = saved.get("tiny", tiny)
+        data_roots = saved.get("data_roots", data_roots)
+        val_root = saved.get("val_root", val_root)
+        preset = saved.get("preset", preset)
+    else:
+        if ckpt_dir.exists() and any(ckpt_dir.iterdir()):
+            raise OutputExistsError(f"{out}: holds checkpoints; pass --resume or another --out")
+        if config is None:
+            config = get_preset(preset, model_name)
+        elif model_name:
+            config.model_name = model_name
+        for key, value in (
+            ("epochs", epochs),
+            ("batch_size", batch_size),
+            ("lr", lr),
+            ("input_size", input_size),
+            ("seed", seed),
+            ("workers", workers),
+        ):
+            if value is not None:
+                setattr(config, key, value)
+    assert config is not None
+    pl.seed_everything(config.seed, workers=True)
+    if model is None:
+        model = build_model(config.model_name, config.model_kwargs, tiny=tiny)
+    size = int(config.input_size or model.input_size)
+    divisor = int(getattr(model, "size_divisor", 1))
+    if size % divisor:
+        raise ModelError(f"input size must be a multiple of {divisor}, got {size}")
+    config.input_size = size
+
+    datamodule = RefSegDataModule(
+        [str(r) for r in data_roots],
+        None if val_root is None else str(val_root),
+        tokenize=model.tokenize,
+        input_size=size,
+        mean=model.mean,
+        std=model.std,
+        batch_size=config.batch_size,
+        workers=config.workers,
+        augment=config.augment,
+    )
+    module = RRSISLightningModule(model, config)
+    best_cb = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best-{epoch:03d}",
+        monitor=MONITOR,
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
+    # A second callback refreshes last.ckpt within long epochs so a killed run loses little.
+    step_cb = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        save_top_k=0,
+        save_last=True,
+        every_n_train_steps=max(1, config.ckpt_every_n_steps),
+    )
+    trainer = pl.Trainer(
+        max_epochs=config.epochs,
+        max_steps=max_steps,
+        max_time=parse_max_time(max_time),
+        devices=devices,
+        accelerator=accelerator,
+        strategy=strategy,
+        precision=config.precision,
+        gradient_clip_val=config.grad_clip or None,
+        callbacks=[best_cb, step_cb] + ([_StopAfter(stop_after_steps)] if stop_after_steps else []),
+        logger=_loggers(out),
+        default_root_dir=out,
+        deterministic="warn",
+        log_every_n_steps=min(10, max(1, config.ckpt_every_n_steps)),
+        enable_progress_bar=progress_bar,
+        enable_model_summary=progress_bar,
+        limit_train_batches=limit_train_batches,
+        limit_val_batches=limit_val_batches,
+        num_sanity_val_steps=0,
+    )
+    record = {
+        "train": config.to_dict(),
+        "model_config": getattr(model, "config", None),
+        "tiny": tiny,
+        "data_roots": [str(r) for r in data_roots],
+        "val_root": None if val_root is None else str(val_root),
+        "preset": preset,
+        "trainer": {
+            "devices": devices,
+            "accelerator": accelerator,
+            "strategy": strategy,
+            "max_time": max_time,
+            "max_steps": max_steps,
+        },
+        "monitor": MONITOR,
+        "versions": {
+            "torch": torch.__version__,
+            "pytorch_lightning": pl.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    if trainer.is_global_zero and not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        hparams_path.write_text(json.dumps(record, indent=2))
+    trainer.fit(
+        module, datamodule=datamodule, ckpt_path="last" if resume else None, weights_only=True
+    )
+
+    best = best_cb.best_model_path or str(ckpt_dir / "last.ckpt")
+    if trainer.is_global_zero:
+        export_checkpoint(best, model, out / "model.safetensors")
+        record["best_checkpoint"] = Path(best).name
+        score = best_cb.best_model_score
+        record["best_" + MONITOR.replace("/", "_")] = None if score is None else float(score)
+        record["global_step"] = int(trainer.global_step)
+        record["epochs_done"] = int(trainer.current_epoch)
+        hparams_path.write_text(json.dumps(record, indent=2))
+    return Path(best)
