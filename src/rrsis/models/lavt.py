@@ -1,0 +1,113 @@
+"""LAVT (Yang et al., CVPR 2022) assembled from ready-built parts, optionally with an LGCE neck.
+
+words = text(word_ids, word_mask)                          (B, N, C_l)
+x = vision.forward_stem(image)
+for stage i:  f = vision.forward_stage(i, x)                (B, C_i, H/s_i, W/s_i)
+              r = fusions[i](f, words, word_mask)            PWAM residual
+              x = f + gates[i](r) * r                        language gate
+              maps[i] = norms[i](r);  x = vision.downsample(i, x)
+maps = neck(maps, words, word_mask)                          LGCE (identity for LAVT)
+logits = up(decoder(maps))                                   (B, 2, H, W)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rrsis.errors import ModelError
+from rrsis.models.base import RRSISModel
+from rrsis.models.encoders.base import TextEncoder, VisionEncoder
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a ``(B, C, H, W)`` map (LAVT normalises each stage output)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class LAVT(RRSISModel):
+    """Language-aware vision transformer for referring segmentation.
+
+    Args:
+        vision: four-stage encoder (``VisionEncoder``).
+        text: word encoder (``TextEncoder``).
+        fusions: one PWAM per stage, ``(B, C_i, h, w), (B, N, C_l), (B, N) -> (B, C_i, h, w)``.
+        gates: one language gate per stage.
+        decoder: maps the four fused maps to logits at 1/4 resolution.
+        neck: optional module ``(maps, words, word_mask) -> maps`` between encoder and decoder
+            (LGCE); ``None`` gives plain LAVT.
+        input_size: default square input side.
+    """
+
+    def __init__(
+        self,
+        vision: VisionEncoder,
+        text: TextEncoder,
+        fusions: Sequence[nn.Module],
+        gates: Sequence[nn.Module],
+        decoder: nn.Module,
+        neck: nn.Module | None = None,
+        input_size: int = 480,
+    ) -> None:
+        super().__init__()
+        stages = vision.num_stages
+        if len(fusions) != stages or len(gates) != stages:
+            raise ModelError(
+                f"need {stages} fusion modules and gates, got {len(fusions)} and {len(gates)}"
+            )
+        self.vision = vision
+        self.text = text
+        self.fusions = nn.ModuleList(fusions)
+        self.gates = nn.ModuleList(gates)
+        self.norms = nn.ModuleList(LayerNorm2d(c) for c in vision.out_channels)
+        self.neck = neck
+        self.decoder = decoder
+        self.input_size = input_size
+
+    def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """Tokenise expressions with the text encoder's tokenizer: ``(B, N)`` ids and mask."""
+        return self.text.tokenize(texts)
+
+    def check_inputs(self, image: Tensor, word_ids: Tensor, word_mask: Tensor) -> None:
+        super().check_inputs(image, word_ids, word_mask)
+        if not bool((word_mask.sum(dim=1) > 0).all()):
+            raise ModelError("word_mask must mark at least one token per expression")
+
+    def encode(self, image: Tensor, word_ids: Tensor, word_mask: Tensor) -> list[Tensor]:
+        """Run the language-aware encoder (and neck).
+
+        Returns:
+            four maps ``(B, C_i, H/s_i, W/s_i)`` for the decoder.
+        """
+        words = self.text(word_ids, word_mask)  # (B, N, C_l)
+        x = self.vision.forward_stem(image)
+        maps = []
+        for i in range(self.vision.num_stages):
+            feature = self.vision.forward_stage(i, x)
+            residual = self.fusions[i](feature, words, word_mask)
+            fused = feature + self.gates[i](residual) * residual
+            maps.append(self.norms[i](residual))
+            if i + 1 < self.vision.num_stages:
+                x = self.vision.downsample(i, fused)
+        if self.neck is not None:
+            maps = self.neck(maps, words, word_mask)
+        return maps
+
+    def forward(self, image: Tensor, word_ids: Tensor, word_mask: Tensor) -> Tensor:
+        """Segment the referred object.
+
+        Args:
+            image: ``(B, 3, H, W)`` normalised float, H and W multiples of 32.
+            word_ids: ``(B, N)`` long token ids.
+            word_mask: ``(B, N)`` long, 1 for tokens, 0 for padding.
+
+        Returns:
+            logits ``(B, 2, H, W)``.
+        """
+        self.check_inputs(image, word_ids, word_mask)
+        logits = self.decoder(self.encode(image, word_ids, word_mask))
+        return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)

