@@ -38,7 +38,13 @@ def _read_raw(path: Path) -> np.ndarray:
         raise ImageReadError("image file not found", path)
     try:
         if path.suffix.lower() in _TIFF_SUFFIXES:
-            array = tifffile.imread(path)
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                array = series.asarray()
+                axes = series.axes
+            if array.ndim == 3 and axes.endswith("YX"):
+                # Planar TIFFs (bands first, GDAL's default) -> channel-last.
+                array = np.moveaxis(array, 0, -1)
         else:
             with Image.open(path) as img:
                 img.load()
@@ -50,9 +56,6 @@ def _read_raw(path: Path) -> np.ndarray:
         raise
     except Exception as err:  # decoders raise many types for truncated/corrupt files
         raise ImageReadError(f"cannot decode image ({type(err).__name__}: {err})", path) from err
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        # Planar TIFFs (bands first, as GDAL writes them by default) -> channel-last.
-        array = np.moveaxis(array, 0, -1)
     return array
 
 

@@ -47,7 +47,11 @@ def meta_file(root: str | Path, split: str) -> Path:
 
 def available_splits(root: str | Path) -> list[str]:
     """Splits that have an ``output_phrase_<split>.txt`` under ``root`` (train, val, test first)."""
-    found = [m.group(1) for p in Path(root).glob("output_phrase_*.txt") if (m := _PHRASE_FILE.match(p.name))]
+    found = [
+        m.group(1)
+        for p in Path(root).glob("output_phrase_*.txt")
+        if (m := _PHRASE_FILE.match(p.name))
+    ]
     return sorted(found, key=lambda s: (SPLITS.index(s) if s in SPLITS else len(SPLITS), s))
 
 
@@ -149,7 +153,10 @@ class RefSegRS:
             )
         self.ids, self.expressions, self._lines = _parse_phrases(self.phrase_path)
         for sample_id, number in zip(self.ids, self._lines):
-            for kind, path in (("image", self.image_path(sample_id)), ("mask", self.mask_path(sample_id))):
+            for kind, path in (
+                ("image", self.image_path(sample_id)),
+                ("mask", self.mask_path(sample_id)),
+            ):
                 if not path.is_file():
                     raise DatasetError(
                         f"{kind} of id {sample_id!r} not found: {path}", self.phrase_path, number
@@ -354,7 +361,7 @@ def export_refsegrs(
     dataset_by_split: Mapping[str, Iterable[Mapping[str, Any]]],
     root: str | Path,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, int]:
     """Write several splits of samples as one RefSegRS tree.
 
@@ -362,7 +369,7 @@ def export_refsegrs(
         dataset_by_split: ``{split: iterable of samples}`` (datasets or lists of dicts).
         root: output directory (see :class:`RefSegRSWriter`).
         overwrite: replace an existing non-empty directory.
-        progress: show a tqdm bar per split.
+        progress: tqdm bar per split; ``None`` shows it only on a terminal.
 
     Returns:
         Number of samples written per split.
@@ -372,6 +379,11 @@ def export_refsegrs(
     with RefSegRSWriter(root, overwrite=overwrite) as writer:
         for split, samples in dataset_by_split.items():
             total = len(samples) if hasattr(samples, "__len__") else None
-            for sample in tqdm(samples, total=total, desc=f"export {split}", disable=not progress):
+            for sample in tqdm(
+                samples,
+                total=total,
+                desc=f"export {split}",
+                disable=None if progress is None else not progress,
+            ):
                 writer.add(split, sample)
     return writer.counts

@@ -132,7 +132,11 @@ def _resolve_layout(root: Path, refs_file: str) -> tuple[Path, Path, Path]:
     instances = base / "instances.json"
     if not instances.is_file():
         raise DatasetError("instances.json not found next to the refs file", instances)
-    for images in (base / "JPEGImages", root / "images" / "rrsisd" / "JPEGImages", root / "JPEGImages"):
+    for images in (
+        base / "JPEGImages",
+        root / "images" / "rrsisd" / "JPEGImages",
+        root / "JPEGImages",
+    ):
         if images.is_dir():
             return base / refs_file, instances, images
     raise DatasetError("image directory JPEGImages/ not found", base / "JPEGImages")
@@ -179,15 +183,23 @@ class RRSISD:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             line = getattr(err, "lineno", None)
             raise DatasetError(f"invalid JSON ({err})", self.instances_path, line) from err
-        if not isinstance(instances, dict) or "images" not in instances or "annotations" not in instances:
-            raise DatasetError('expected a JSON object with "images" and "annotations"', self.instances_path)
+        if (
+            not isinstance(instances, dict)
+            or "images" not in instances
+            or "annotations" not in instances
+        ):
+            raise DatasetError(
+                'expected a JSON object with "images" and "annotations"', self.instances_path
+            )
         self._images = {img["id"]: img for img in instances["images"]}
         self._annotations = {ann["id"]: ann for ann in instances["annotations"]}
         self._categories = {cat["id"]: cat["name"] for cat in instances.get("categories", [])}
 
         splits = sorted({str(ref["split"]) for ref in refs})
         if split not in splits:
-            raise DatasetError(f"no refs in split {split!r} (splits present: {', '.join(splits)})", self.refs_path)
+            raise DatasetError(
+                f"no refs in split {split!r} (splits present: {', '.join(splits)})", self.refs_path
+            )
         self.ids: list[str] = []
         self.expressions: list[str] = []
         self._refs: list[dict[str, Any]] = []
@@ -211,9 +223,13 @@ class RRSISD:
         """Cheap consistency checks of one ref against instances.json and the image folder."""
         where = f"ref #{index} (ref_id {ref['ref_id']})"
         if ref["ann_id"] not in self._annotations:
-            raise DatasetError(f"{where}: annotation {ref['ann_id']} not in instances.json", self.refs_path)
+            raise DatasetError(
+                f"{where}: annotation {ref['ann_id']} not in instances.json", self.refs_path
+            )
         if ref["image_id"] not in self._images:
-            raise DatasetError(f"{where}: image {ref['image_id']} not in instances.json", self.refs_path)
+            raise DatasetError(
+                f"{where}: image {ref['image_id']} not in instances.json", self.refs_path
+            )
         image_path = self.image_path(ref)
         if not image_path.is_file():
             raise DatasetError(f"{where}: image file not found: {image_path}", self.refs_path)
@@ -239,7 +255,8 @@ class RRSISD:
             mask = decode_segmentation(annotation["segmentation"], height, width)
         except (KeyError, ValueError, TypeError) as err:
             raise DatasetError(
-                f"annotation {ref['ann_id']}: cannot decode segmentation ({err})", self.instances_path
+                f"annotation {ref['ann_id']}: cannot decode segmentation ({err})",
+                self.instances_path,
             ) from err
         if mask.shape != (height, width):
             raise DatasetError(

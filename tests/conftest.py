@@ -1,0 +1,73 @@
+"""Shared test fixtures: the generated dataset trees under tests/data/<name>/tree."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def _load_make(name: str) -> ModuleType:
+    """Import ``tests/data/<name>/make.py`` (it also describes what the tree holds)."""
+    path = DATA_DIR / name / "make.py"
+    spec = importlib.util.spec_from_file_location(f"_fixture_make_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def refsegrs_make() -> ModuleType:
+    """The RefSegRS fixture script (``SAMPLES`` lists id, split, expression, boxes)."""
+    return _load_make("refsegrs")
+
+
+@pytest.fixture(scope="session")
+def rrsisd_make() -> ModuleType:
+    """The RRSIS-D fixture script (``REFS``, ``ANNOTATIONS``, ``EXPECTED_BOXES``)."""
+    return _load_make("rrsisd")
+
+
+@pytest.fixture(scope="session")
+def refsegrs_root() -> Path:
+    """Committed 3+3+3-sample RefSegRS tree (read-only: copy it before editing)."""
+    return DATA_DIR / "refsegrs" / "tree"
+
+
+@pytest.fixture(scope="session")
+def rrsisd_root() -> Path:
+    """Committed tiny RRSIS-D tree (read-only: copy it before editing)."""
+    return DATA_DIR / "rrsisd" / "tree"
+
+
+@pytest.fixture
+def refsegrs_copy(refsegrs_root: Path, tmp_path: Path) -> Path:
+    """A writable copy of the RefSegRS fixture tree."""
+    return Path(shutil.copytree(refsegrs_root, tmp_path / "refsegrs"))
+
+
+@pytest.fixture
+def rrsisd_copy(rrsisd_root: Path, tmp_path: Path) -> Path:
+    """A writable copy of the RRSIS-D fixture tree."""
+    return Path(shutil.copytree(rrsisd_root, tmp_path / "rrsisd"))
+
+
+@pytest.fixture(scope="session")
+def tree_digest() -> Callable[[Path], dict[str, str]]:
+    """Function mapping a directory to ``{relative path: sha256}``, to prove inputs untouched."""
+
+    def digest(root: Path) -> dict[str, str]:
+        return {
+            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(root).rglob("*"))
+            if p.is_file()
+        }
+
+    return digest
