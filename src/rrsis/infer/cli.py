@@ -122,7 +122,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     with _one_line_warnings():
         records = run_demo(Path(args.out), model=args.model)
     total = sum(r["seconds"] for r in records)
-    print(f"{len(records)} overlays in {args.out}; mean {total / max(len(records), 1) * 1000:.1f} ms")
+    print(
+        f"{len(records)} overlays in {args.out}; mean {total / max(len(records), 1) * 1000:.1f} ms"
+    )
     return 0
 
 

@@ -17,7 +17,7 @@ import unicodedata
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from PIL import Image
 
 from rrsis.errors import ExpressionError, ImageReadError, ModelError
 
-ImageLike = Union[np.ndarray, Image.Image, str, Path]
+ImageLike = np.ndarray | Image.Image | str | Path
 
 #: Smallest accepted image side: below it the 1/32 feature map has no pixel left.
 MIN_SIDE = 32
@@ -191,7 +191,9 @@ class Segmenter:
             except ModelError:
                 raise
             except Exception as err:
-                raise ModelError(f"{path}: cannot load model ({type(err).__name__}: {err})") from err
+                raise ModelError(
+                    f"{path}: cannot load model ({type(err).__name__}: {err})"
+                ) from err
             return cls(model, **kwargs)
         from rrsis.models.registry import get_model
 
@@ -241,7 +243,7 @@ class Segmenter:
             # A sequence that uses every slot was (almost surely) cut by the tokenizer.
             if used >= n_tokens and len(expression.split()) > 1:
                 warnings.warn(
-                    f"expression {expression[:40]!r}... is longer than the model's {n_tokens} "
+                    f"expression {expression[:40]!r} is longer than the model's {n_tokens} "
                     "tokens and was truncated",
                     UserWarning,
                     stacklevel=3,
@@ -269,7 +271,8 @@ class Segmenter:
         """
         n_tiles, height, width = tiles.shape[:3]
         n_expr = word_ids.shape[0]
-        images = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
+        # Writable copy only when needed (PIL arrays are read-only; torch warns on those).
+        images = torch.from_numpy(np.require(tiles, requirements=["C", "W"])).to(self.device)
         images = images.permute(0, 3, 1, 2).float().div_(255.0)
         size = self.input_size
         if (height, width) != (size, size):

@@ -230,9 +230,7 @@ def predict_scene(
                         out.write(result, window=Window(0, y0, width, done))
                     else:
                         masks = result > segmenter.threshold
-                        out.write(
-                            masks.astype(np.uint8) * 255, window=Window(0, y0, width, done)
-                        )
+                        out.write(masks.astype(np.uint8) * 255, window=Window(0, y0, width, done))
                     if vectorizer is not None:
                         vectorizer.add_rows(result > segmenter.threshold, y0)
             if vectorizer is not None:

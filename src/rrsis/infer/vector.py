@@ -128,7 +128,9 @@ class BandVectorizer:
         for band, mask in enumerate(masks):
             for polygon in mask_polygons(mask, row_offset):
                 _, miny, _, maxy = polygon.bounds
-                touches_edge = (top > 0 and miny <= top) or (bottom < self.height and maxy >= bottom)
+                touches_edge = (top > 0 and miny <= top) or (
+                    bottom < self.height and maxy >= bottom
+                )
                 if touches_edge:
                     self._pending[band].append(polygon)
                 else:

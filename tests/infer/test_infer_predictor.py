@@ -1,0 +1,131 @@
+"""Segmenter: inputs, batching of expressions, probabilities, errors and model loading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rrsis.errors import ExpressionError, ImageReadError, ModelError
+from rrsis.infer import predictor
+from rrsis.infer.predictor import Segmenter, to_rgb_uint8
+
+
+def _image(height=48, width=80, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def _expected_probs(image: np.ndarray, expression: str) -> np.ndarray:
+    """PixelModel's output computed by hand (valid when no resize happens)."""
+    x = image.astype(np.float32) / 255.0
+    x = (x - 0.5) / 0.5
+    k = (min(ord(expression[0]), 255) - 96.0) / 4.0
+    fg = k * (x[..., 0] - x[..., 1])
+    return 1.0 / (1.0 + np.exp(-fg))
+
+
+def test_numpy_pil_and_path_inputs_agree(pixel_model, tmp_path):
+    image = _image(64, 64)
+    seg = Segmenter(pixel_model)
+    mask = seg(image, "zebra")
+    assert mask.dtype == bool and mask.shape == (64, 64)
+    np.testing.assert_array_equal(mask, _expected_probs(image, "zebra") > 0.5)
+    np.testing.assert_array_equal(seg(Image.fromarray(image), "zebra"), mask)
+    path = tmp_path / "img.png"
+    Image.fromarray(image).save(path)
+    np.testing.assert_array_equal(seg(path, "zebra"), mask)
+    np.testing.assert_array_equal(seg(str(path), "zebra"), mask)
+
+
+def test_output_has_the_image_size_for_any_shape(pixel_model):
+    seg = Segmenter(pixel_model)
+    probs = seg(_image(37, 101), "zebra", return_probs=True)
+    assert probs.shape == (37, 101) and probs.dtype == np.float32
+    assert 0.0 <= probs.min() and probs.max() <= 1.0
+
+
+def test_several_expressions_use_one_forward(pixel_model):
+    image = _image(64, 64)
+    seg = Segmenter(pixel_model)
+    probs = seg(image, ["zebra", "apple", "road"], return_probs=True)
+    assert pixel_model.calls == 1 and pixel_model.batch_sizes == [3]
+    assert len(probs) == 3
+    for expression, p in zip(["zebra", "apple", "road"], probs):
+        np.testing.assert_allclose(p, _expected_probs(image, expression), atol=1e-5)
+    # The expressions really differ ('a' gives k=0.25, 'z' k=6.5).
+    assert not np.allclose(probs[0], probs[1])
+
+
+def test_threshold_changes_the_mask(pixel_model):
+    image = _image(64, 64)
+    low = Segmenter(pixel_model, threshold=0.2)(image, "zebra")
+    high = Segmenter(pixel_model, threshold=0.8)(image, "zebra")
+    assert low.sum() > high.sum()
+    assert np.all(low[high])
+
+
+def test_band_and_dtype_conversions(pixel_model):
+    seg = Segmenter(pixel_model)
+    grey = _image(64, 64)[..., 0]
+    assert seg(grey, "zebra", return_probs=True).shape == (64, 64)
+    rgba = np.concatenate([_image(64, 64), np.full((64, 64, 1), 7, np.uint8)], axis=-1)
+    np.testing.assert_array_equal(to_rgb_uint8(rgba), rgba[..., :3])
+    sixteen = (_image(64, 64).astype(np.uint16) * 200 + 50).astype(np.uint16)
+    converted = to_rgb_uint8(sixteen)
+    assert converted.dtype == np.uint8 and converted.max() == 255 and converted.min() == 0
+
+
+def test_bad_inputs_raise_project_errors(pixel_model):
+    seg = Segmenter(pixel_model)
+    for expression in ("", "   \t", ["road", " "]):
+        with pytest.raises(ExpressionError):
+            seg(_image(), expression)
+    with pytest.raises(ExpressionError):
+        seg(_image(), [])
+    with pytest.raises(ImageReadError, match="at least 32"):
+        seg(_image(20, 200), "road")
+    with pytest.raises(ImageReadError):
+        seg(np.zeros((64, 64, 5), np.uint8), "road")
+    with pytest.raises(ImageReadError):
+        seg(12, "road")
+
+
+def test_long_and_non_latin_expressions_warn(pixel_model):
+    seg = Segmenter(pixel_model)
+    with pytest.warns(UserWarning, match="truncated"):
+        seg(_image(), "the very long red vehicle parked next to the big building")
+    with pytest.warns(UserWarning, match="non-Latin"):
+        mask = seg(_image(), "Straße 道路")
+    assert mask.shape == (48, 80)
+
+
+def test_bfloat16_runs_close_to_float32(pixel_model):
+    image = _image(64, 64)
+    p32 = Segmenter(pixel_model)(image, "zebra", return_probs=True)
+    p16 = Segmenter(pixel_model, dtype=torch.bfloat16)(image, "zebra", return_probs=True)
+    assert np.abs(p32 - p16).mean() < 0.02
+
+
+def test_missing_default_weights_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(predictor, "_WEIGHTS_DIR", tmp_path)
+    with pytest.raises(ModelError, match="default weights are missing"):
+        Segmenter.from_pretrained()
+
+
+class _Boom:
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, ("SHOULD_NOT_EXIST",))
+
+
+def test_pickle_checkpoint_is_refused_without_running_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": _Boom()}, path)
+    with pytest.raises(ModelError, match="pickle"):
+        Segmenter.from_pretrained(path)
+    assert not (tmp_path / "SHOULD_NOT_EXIST").exists()
+    with pytest.raises(ModelError, match="not found"):
+        Segmenter.from_pretrained(tmp_path / "absent.safetensors")

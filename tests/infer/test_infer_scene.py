@@ -1,0 +1,226 @@
+"""predict_scene: georeferencing kept, tiled output equals references, blending, vectors, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio import features
+from shapely.geometry import shape
+
+from rrsis.data.io import _stretch_to_uint8
+from rrsis.errors import ImageReadError, OutputExistsError
+from rrsis.infer.predictor import Segmenter
+from rrsis.infer.scene import predict_scene, ramp_weights, tile_starts
+
+H, W = 700, 600
+
+
+def _read(path):
+    with rasterio.open(path) as ds:
+        return ds.read(), ds.crs, ds.transform, ds.descriptions
+
+
+def _scene_rgb(path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return np.moveaxis(ds.read([1, 2, 3]), 0, -1)
+
+
+def test_crs_transform_kept_and_equal_to_whole_image(tmp_path, geotiff, pixel_model):
+    src = geotiff(tmp_path / "scene.tif", H, W)
+    dst = tmp_path / "out" / "mask.tif"
+    seg = Segmenter(pixel_model)
+    # tile == model input: no resize, so each pixel sees exactly what a whole-image run sees.
+    predict_scene(
+        src, ["zebra", "apple"], dst, seg, tile=64, overlap=16, progress=False, probabilities=True
+    )
+    probs, crs, transform, names = _read(dst)
+    with rasterio.open(src) as ds:
+        assert crs == ds.crs and crs.to_epsg() == 32640
+        assert transform == ds.transform
+    assert probs.shape == (2, H, W) and probs.dtype == np.float32 and names == ("zebra", "apple")
+    image = _scene_rgb(src)
+    x = (image.astype(np.float32) / 255.0 - 0.5) / 0.5
+    for band, k in ((0, (122 - 96) / 4), (1, (97 - 96) / 4)):
+        expected = 1 / (1 + np.exp(-k * (x[..., 0] - x[..., 1])))
+        np.testing.assert_allclose(probs[band], expected, atol=1e-5)
+
+
+def test_equals_in_memory_sliding_reference_with_resize(tmp_path, geotiff, pixel_model):
+    src = geotiff(tmp_path / "scene.tif", H, W, seed=3)
+    dst = tmp_path / "mask.tif"
+    seg = Segmenter(pixel_model)
+    tile, overlap = 100, 30  # tiles resized 100 -> 64 and back: real seams to blend
+    predict_scene(
+        src,
+        "zebra",
+        dst,
+        seg,
+        tile=tile,
+        overlap=overlap,
+        batch=3,
+        progress=False,
+        probabilities=True,
+    )
+    got = _read(dst)[0][0]
+    # Reference: whole scene in memory, all windows accumulated at once.
+    image = _scene_rgb(src)
+    acc = np.zeros((H, W), np.float64)
+    wsum = np.zeros((H, W), np.float64)
+    weight = ramp_weights(tile, overlap)[:, None] * ramp_weights(tile, overlap)[None, :]
+    word_ids, word_mask = seg.tokenize(["zebra"])
+    for y in tile_starts(H, tile, tile - overlap):
+        for x in tile_starts(W, tile, tile - overlap):
+            p = seg.predict_tiles(image[None, y : y + tile, x : x + tile], word_ids, word_mask)
+            acc[y : y + tile, x : x + tile] += p[0, 0] * weight
+            wsum[y : y + tile, x : x + tile] += weight
+    assert wsum.min() > 0  # every pixel covered
+    np.testing.assert_allclose(got, acc / wsum, atol=1e-5)
+
+
+def test_constant_model_gives_constant_scene(tmp_path, geotiff, const_model):
+    src = geotiff(tmp_path / "scene.tif", H, W)
+    dst = tmp_path / "mask.tif"
+    predict_scene(
+        src,
+        "road",
+        dst,
+        Segmenter(const_model),
+        tile=96,
+        overlap=40,
+        progress=False,
+        probabilities=True,
+    )
+    probs = _read(dst)[0][0]
+    expected = 1 / (1 + np.exp(-0.7))
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+
+
+def test_uint8_mask_and_geojson_line_up(tmp_path, geotiff, pixel_model):
+    src = geotiff(tmp_path / "scene.tif", H, W, seed=1)
+    dst, vec = tmp_path / "mask.tif", tmp_path / "mask.geojson"
+    predict_scene(
+        src,
+        ["zebra", "road"],
+        dst,
+        Segmenter(pixel_model),
+        tile=128,
+        overlap=32,
+        vector=vec,
+        progress=False,
+    )
+    masks, crs, transform, _ = _read(dst)
+    assert masks.dtype == np.uint8 and set(np.unique(masks)) <= {0, 255}
+    assert 0.05 < (masks[0] > 0).mean() < 0.95  # a real mask, not all/nothing
+    collection = json.loads(vec.read_text())
+    assert collection["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32640"
+    for band, name in enumerate(["zebra", "road"]):
+        geoms = [
+            shape(f["geometry"])
+            for f in collection["features"]
+            if f["properties"]["expression"] == name
+        ]
+        assert all(g.is_valid for g in geoms)
+        # Coordinates are in the scene CRS (UTM metres), inside the scene footprint.
+        left, top = transform.c, transform.f
+        for g in geoms:
+            minx, miny, maxx, maxy = g.bounds
+            assert left <= minx and maxx <= left + W * 0.5 and top - H * 0.5 <= miny and maxy <= top
+        burned = (
+            features.rasterize(geoms, out_shape=(H, W), transform=transform) > 0
+            if geoms
+            else np.zeros((H, W), bool)
+        )
+        np.testing.assert_array_equal(burned, masks[band] > 0)
+        # Objects crossing the first band edge (row 96 = tile - overlap) are single polygons,
+        # and no two polygons share an edge (4-connected regions touch at corners at most).
+        edge_y = top - 96 * 0.5
+        assert any(g.bounds[1] < edge_y < g.bounds[3] for g in geoms)
+        for i, a in enumerate(geoms):
+            for b in geoms[i + 1 :]:
+                assert a.intersection(b).length == 0
+
+
+def test_scene_without_crs_warns_and_works(tmp_path, geotiff, pixel_model):
+    src = geotiff(tmp_path / "nocrs.tif", 80, 90, crs=None)
+    dst = tmp_path / "mask.tif"
+    with pytest.warns(UserWarning, match="no CRS"):
+        predict_scene(src, "road", dst, Segmenter(pixel_model), tile=64, overlap=16, progress=False)
+    masks, crs, _, _ = _read(dst)
+    assert crs is None and masks.shape == (1, 80, 90)
+
+
+def test_16bit_one_and_four_band_scenes(tmp_path, geotiff, pixel_model):
+    seg = Segmenter(pixel_model)
+    src = geotiff(tmp_path / "s16.tif", 200, 150, dtype="uint16")
+    dst = tmp_path / "m16.tif"
+    predict_scene(src, "zebra", dst, seg, tile=64, overlap=16, progress=False, probabilities=True)
+    with rasterio.open(src) as ds:
+        rgb = _stretch_to_uint8(np.moveaxis(ds.read(), 0, -1))  # the rrsis.data.io rule
+    x = (rgb.astype(np.float32) / 255.0 - 0.5) / 0.5
+    expected = 1 / (1 + np.exp(-(122 - 96) / 4 * (x[..., 0] - x[..., 1])))
+    # float32 vs float64 stretch may round a few values one grey level apart.
+    diff = np.abs(_read(dst)[0][0] - expected)
+    assert diff.max() < 0.1 and (diff > 1e-5).mean() < 0.01
+    for bands in (1, 4):
+        src = geotiff(tmp_path / f"b{bands}.tif", 100, 100, bands=bands)
+        dst = tmp_path / f"m{bands}.tif"
+        predict_scene(src, "road", dst, seg, tile=64, overlap=16, progress=False)
+        assert _read(dst)[0].shape == (1, 100, 100)
+    src = geotiff(tmp_path / "b2.tif", 100, 100, bands=2)
+    with pytest.raises(ImageReadError, match="band count"):
+        predict_scene(src, "road", tmp_path / "m2.tif", seg, tile=64, overlap=16, progress=False)
+    assert not (tmp_path / "m2.tif").exists()
+
+
+def test_existing_output_refused_unless_overwrite(tmp_path, geotiff, pixel_model):
+    src = geotiff(tmp_path / "scene.tif", 64, 64)
+    dst = tmp_path / "mask.tif"
+    dst.write_bytes(b"keep me")
+    seg = Segmenter(pixel_model)
+    with pytest.raises(OutputExistsError):
+        predict_scene(src, "road", dst, seg, tile=64, overlap=16, progress=False)
+    assert dst.read_bytes() == b"keep me"
+    with pytest.raises(OutputExistsError):
+        predict_scene(src, "road", src, seg, tile=64, overlap=16, progress=False, overwrite=True)
+    predict_scene(src, "road", dst, seg, tile=64, overlap=16, progress=False, overwrite=True)
+    assert _read(dst)[0].shape == (1, 64, 64)
+
+
+def test_failure_leaves_no_partial_file(tmp_path, geotiff, pixel_model, monkeypatch):
+    src = geotiff(tmp_path / "scene.tif", 300, 300)
+    out_dir = tmp_path / "out"
+    seg = Segmenter(pixel_model)
+    real = seg.predict_tiles
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("disk on fire")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(seg, "predict_tiles", failing)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        predict_scene(
+            src,
+            "road",
+            out_dir / "mask.tif",
+            seg,
+            tile=64,
+            overlap=16,
+            batch=1,
+            vector=out_dir / "mask.geojson",
+            progress=False,
+        )
+    assert calls["n"] == 4
+    assert list(out_dir.iterdir()) == []
+
+
+def test_tile_grid_covers_and_ends_at_border():
+    assert tile_starts(700, 128, 96) == [0, 96, 192, 288, 384, 480, 572]
+    assert tile_starts(50, 128, 96) == [0]
+    w = ramp_weights(64, 16)
+    assert w.min() > 0 and w.max() == 1.0 and np.allclose(w, w[::-1])
