@@ -1,0 +1,161 @@
+"""Unit tests of the engine's pieces: presets, loss, optimiser groups, schedule, transforms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rrsis.engine.datamodule import Collate, SampleTransform, orientation_free
+from rrsis.engine.losses import WeightedCrossEntropy
+from rrsis.engine.optim import build_optimizer, param_groups, poly_lambda
+from rrsis.engine.presets import TrainConfig, get_preset
+from rrsis.engine.train import parse_max_time
+from rrsis.errors import RRSISError
+from rrsis.models.encoders.base import TextEncoder, VisionEncoder
+
+
+class _Vision(VisionEncoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.LayerNorm(4)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(3, 2))
+
+
+class _Text(TextEncoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.vision = _Vision()
+        self.text = _Text()
+        self.head = nn.Conv2d(4, 2, 1)
+        self.gn = nn.GroupNorm(2, 4)
+
+
+def _group(groups, name):
+    return next(g for g in groups if g["name"] == name)
+
+
+def test_param_groups_decay_lr_and_frozen_text():
+    net = _Net()
+    net.text.requires_grad_(False)
+    groups = param_groups(net, lr=1e-3, weight_decay=0.01, pretrained_lr_scale=0.1)
+    ids = {id(p) for g in groups for p in g["params"]}
+    assert id(net.text.embed.weight) not in ids  # frozen text encoder never reaches AdamW
+    decay = _group(groups, "pretrained_decay")
+    assert [id(p) for p in decay["params"]] == [id(net.vision.conv.weight)]
+    assert decay["lr"] == pytest.approx(1e-4) and decay["weight_decay"] == 0.01
+    no_decay = {id(p) for p in _group(groups, "pretrained_no_decay")["params"]}
+    expected = {net.vision.conv.bias, net.vision.norm.weight, net.vision.norm.bias,
+                net.vision.relative_position_bias_table}
+    assert no_decay == {id(p) for p in expected}
+    new_no_decay = _group(groups, "new_no_decay")
+    assert {id(p) for p in new_no_decay["params"]} == {
+        id(net.head.bias), id(net.gn.weight), id(net.gn.bias)}
+    assert new_no_decay["weight_decay"] == 0.0 and new_no_decay["lr"] == 1e-3
+    assert len(ids) == sum(p.requires_grad for p in net.parameters())
+
+
+def test_poly_schedule_per_iteration():
+    factor = poly_lambda(100, 0.9)
+    assert factor(0) == 1.0
+    assert factor(50) == pytest.approx(0.5**0.9)
+    assert factor(100) == 0.0 and factor(150) == 0.0
+    net = _Net()
+    optimizer, scheduler = build_optimizer(param_groups(net, 0.1, 0.0), total_steps=10)
+    lrs = []
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(0.1 * 0.9**0.9) and lrs[-1] == 0.0
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_weighted_cross_entropy_matches_definition():
+    logits = torch.randn(2, 2, 4, 4)
+    target = torch.rand(2, 4, 4) > 0.5
+    loss = WeightedCrossEntropy((0.9, 1.1))(logits, target)
+    logp = logits.log_softmax(1)
+    picked = torch.where(target, logp[:, 1], logp[:, 0])
+    weights = torch.where(target, 1.1, 0.9)
+    assert loss.item() == pytest.approx((-(picked * weights).sum() / weights.sum()).item(), rel=1e-5)
+    # A half-size target is resized to the logits rather than rejected.
+    small = WeightedCrossEntropy()(logits, target[:, ::2, ::2])
+    assert torch.isfinite(small)
+
+
+@pytest.mark.parametrize(
+    "text,kind,free",
+    [("the red roof", "attribute", True), ("the car on the left", "relation", False),
+     ("upper building", None, False), ("road", "position", False), ("Bottom lane", None, False),
+     ("bright tree", None, True)],
+)
+def test_orientation_free(text, kind, free):
+    assert orientation_free({"text": text, "meta": {"kind": kind} if kind else {}}) is free
+
+
+def _sample(text: str) -> dict:
+    image = np.zeros((16, 24, 3), dtype=np.uint8)
+    image[:4, :4] = 255
+    mask = np.zeros((16, 24), dtype=bool)
+    mask[:4, :4] = True
+    return {"image": image, "mask": mask, "text": text, "id": "a", "meta": {}}
+
+
+def test_transform_resizes_normalises_and_augments_only_safe_samples():
+    torch.manual_seed(0)
+    plain = SampleTransform(32, (0.5,) * 3, (0.5,) * 3)(_sample("x"))
+    assert plain["image"].shape == (3, 32, 32) and plain["mask"].shape == (32, 32)
+    assert plain["mask"].dtype == torch.long and plain["image"].max().item() == pytest.approx(1.0)
+    # 4x4 px at 16x24 -> rows 0-7, columns 0-5 (nearest) of 32x32.
+    assert plain["mask"][:8, :6].all() and plain["mask"].sum() == 8 * 6
+    aug = SampleTransform(32, (0.5,) * 3, (0.5,) * 3, augment=True)
+    moved = [not torch.equal(aug(_sample("roof"))["mask"], plain["mask"]) for _ in range(20)]
+    assert any(moved)  # an orientation-free sample does get flipped/rotated
+    for _ in range(20):
+        out = aug(_sample("the roof on the left"))
+        assert torch.equal(out["mask"], plain["mask"])
+        assert torch.equal(out["image"], plain["image"])
+
+
+def test_collate_tokenises():
+    def tokenize(texts):
+        ids = torch.tensor([[len(t), 1, 0] for t in texts])
+        return ids, (ids > 0).long()
+
+    t = SampleTransform(8, (0.5,) * 3, (0.5,) * 3)
+    batch = Collate(tokenize)([t(_sample("ab")), t(_sample("abc"))])
+    assert batch["image"].shape == (2, 3, 8, 8) and batch["mask"].shape == (2, 8, 8)
+    assert batch["word_ids"][:, 0].tolist() == [2, 3] and batch["text"] == ["ab", "abc"]
+
+
+def test_presets_and_config_round_trip():
+    paper = get_preset("paper", "lgce_swin_base")
+    assert (paper.lr, paper.weight_decay, paper.epochs, paper.batch_size, paper.input_size) == (
+        5e-5, 1e-2, 40, 8, 480)
+    assert paper.class_weights == (0.9, 1.1) and paper.poly_power == 0.9 and not paper.augment
+    default = get_preset("default")
+    assert default.model_name == "lgce_effnet_minilm" and default.freeze_text
+    assert default.lr > paper.lr and default.input_size < 480
+    # swin_base models keep the paper recipe even under the default preset.
+    assert get_preset("default", "lavt_swin_base").lr == 5e-5
+    assert TrainConfig.from_dict(default.to_dict()) == default
+    with pytest.raises(RRSISError):
+        TrainConfig.from_dict({"lr": 1.0, "bogus": 2})
+    with pytest.raises(RRSISError):
+        get_preset("fast")
+
+
+def test_parse_max_time():
+    assert parse_max_time("01:15:00") == "00:01:15:00"
+    assert parse_max_time(None) is None
+    with pytest.raises(RRSISError):
+        parse_max_time("75m")
