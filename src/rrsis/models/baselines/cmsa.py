@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rrsis.errors import ModelError
 from rrsis.models.baselines.common import (
     COORD_CHANNELS,
     BaselineModel,
@@ -174,11 +175,13 @@ class CMSAHead(nn.Module):
         super().__init__()
         n_stages = len(visual_channels)
         if not levels or any(not 0 <= i < n_stages for i in levels):
-            raise ValueError(f"levels must be stage indices in 0..{n_stages - 1}, got {levels}")
+            raise ModelError(f"levels must be stage indices in 0..{n_stages - 1}, got {levels}")
         if not 0 <= grid_level < n_stages:
-            raise ValueError(f"grid_level must be in 0..{n_stages - 1}, got {grid_level}")
+            raise ModelError(f"grid_level must be in 0..{n_stages - 1}, got {grid_level}")
+        if skip_level is not None and not 0 <= skip_level < n_stages:
+            raise ModelError(f"skip_level must be None or in 0..{n_stages - 1}, got {skip_level}")
         if key_pool < 1:
-            raise ValueError(f"key_pool must be >= 1, got {key_pool}")
+            raise ModelError(f"key_pool must be >= 1, got {key_pool}")
         self.levels = tuple(levels)
         self.grid_level = grid_level
         self.skip_level = skip_level

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rrsis.errors import ModelError
 from rrsis.models.baselines.common import (
     COORD_CHANNELS,
     BaselineModel,
@@ -155,7 +156,7 @@ class RRNHead(nn.Module):
     ):
         super().__init__()
         if not 1 <= refine_levels <= len(visual_channels):
-            raise ValueError(
+            raise ModelError(
                 f"refine_levels must be in 1..{len(visual_channels)}, got {refine_levels}"
             )
         self.use_coords = use_coords
