@@ -58,7 +58,10 @@ def open_splits(root: Path, fmt: str = "auto") -> dict[str, Any]:
     """Open every split of a dataset tree as ``{split: dataset}``."""
     fmt = detect_format(root) if fmt == "auto" else fmt
     if fmt == "refsegrs":
-        return {split: RefSegRS(root, split) for split in available_splits(root)}
+        splits = available_splits(root)
+        if not splits:
+            raise DatasetError("not a RefSegRS tree: no output_phrase_<split>.txt", root)
+        return {split: RefSegRS(root, split) for split in splits}
     return {split: RRSISD(root, split) for split in rrsisd_splits(root)}
 
 

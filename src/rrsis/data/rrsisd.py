@@ -36,6 +36,10 @@ _ALLOWED_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "str", "int", 
 _REQUIRED_REF_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
 
 
+class _RefusedClass(pickle.UnpicklingError):
+    """The pickle asked for a type outside the allow-list."""
+
+
 class _SafeUnpickler(pickle.Unpickler):
     """Unpickler that builds only builtin containers, strings and numbers."""
 
@@ -43,7 +47,7 @@ class _SafeUnpickler(pickle.Unpickler):
         # Python 2 pickles name the module __builtin__; fix_imports maps it to builtins.
         if module == "builtins" and name in _ALLOWED_BUILTINS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refuses to unpickle {module}.{name}")
+        raise _RefusedClass(f"refuses to unpickle {module}.{name}")
 
 
 def load_refs(path: str | Path) -> list[dict[str, Any]]:
@@ -63,7 +67,7 @@ def load_refs(path: str | Path) -> list[dict[str, Any]]:
         raise DatasetError("refs file not found", path)
     try:
         refs = _SafeUnpickler(io.BytesIO(path.read_bytes())).load()
-    except pickle.UnpicklingError as err:
+    except _RefusedClass as err:
         raise DatasetError(str(err), path) from err
     except Exception as err:  # truncated pickles raise EOFError, ValueError, ...
         raise DatasetError(f"cannot read pickle ({type(err).__name__}: {err})", path) from err
@@ -252,7 +256,14 @@ class RRSISD:
         height, width = image.shape[:2]
         annotation = self._annotations[ref["ann_id"]]
         try:
-            mask = decode_segmentation(annotation["segmentation"], height, width)
+            # Polygons are rasterised at the size instances.json records, so a replaced or
+            # resized image file shows up as a size mismatch instead of a silently wrong mask.
+            info = self._images[ref["image_id"]]
+            mask = decode_segmentation(
+                annotation["segmentation"],
+                int(info.get("height", height)),
+                int(info.get("width", width)),
+            )
         except (KeyError, ValueError, TypeError) as err:
             raise DatasetError(
                 f"annotation {ref['ann_id']}: cannot decode segmentation ({err})",

@@ -48,8 +48,15 @@ def make(root: Path) -> None:
             mask[r0:r1, c0:c1] = 255
         image = rng.integers(0, 120, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
         image[mask > 0] += np.array([100, 60, 20], dtype=np.uint8)
-        tifffile.imwrite(root / "images" / f"{sample_id}.tif", image, photometric="rgb", compression="packbits")
-        tifffile.imwrite(root / "masks" / f"{sample_id}.tif", mask, photometric="minisblack", compression="packbits")
+        tifffile.imwrite(
+            root / "images" / f"{sample_id}.tif", image, photometric="rgb", compression="packbits"
+        )
+        tifffile.imwrite(
+            root / "masks" / f"{sample_id}.tif",
+            mask,
+            photometric="minisblack",
+            compression="packbits",
+        )
         lines[split].append(f"{sample_id} {expression}\n")
     for split, split_lines in lines.items():
         (root / f"output_phrase_{split}.txt").write_text("".join(split_lines), encoding="utf-8")

@@ -21,7 +21,11 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 HEIGHT, WIDTH = 40, 56
-CATEGORIES = [{"id": 1, "name": "airplane"}, {"id": 2, "name": "windmill"}, {"id": 3, "name": "vehicle"}]
+CATEGORIES = [
+    {"id": 1, "name": "airplane"},
+    {"id": 2, "name": "windmill"},
+    {"id": 3, "name": "vehicle"},
+]
 
 # ann_id -> (image_id, category_id, box (row0, row1, col0, col1), encoding)
 ANNOTATIONS = {

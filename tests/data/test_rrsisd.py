@@ -1,0 +1,186 @@
+"""RRSIS-D reader against the tiny fixture tree (tests/data/rrsisd)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rrsis.data.rrsisd import RRSISD, decode_segmentation, load_refs, rrsisd_splits
+from rrsis.errors import DatasetError
+
+
+def _box(box, shape=(40, 56)) -> np.ndarray:
+    r0, r1, c0, c1 = box
+    mask = np.zeros(shape, dtype=bool)
+    mask[r0:r1, c0:c1] = True
+    return mask
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_one_sample_per_sentence_with_exact_masks(
+    rrsisd_root: Path, rrsisd_make, split: str
+) -> None:
+    refs = [r for r in rrsisd_make.REFS if r[2] == split]
+    expected = [
+        (f"{ref_id}_{sid}", text, ann) for ref_id, ann, _, sents in refs for sid, text in sents
+    ]
+    dataset = RRSISD(rrsisd_root, split)
+    assert dataset.ids == [e[0] for e in expected]
+    assert dataset.expressions == [e[1] for e in expected]
+    categories = {c["id"]: c["name"] for c in rrsisd_make.CATEGORIES}
+    for index, (sample_id, text, ann_id) in enumerate(expected):
+        sample = dataset[index]
+        image_id, category_id, box, _ = rrsisd_make.ANNOTATIONS[ann_id]
+        assert sample["id"] == sample_id and sample["text"] == text
+        assert sample["image"].shape == (40, 56, 3) and sample["image"].dtype == np.uint8
+        np.testing.assert_array_equal(
+            sample["image"],
+            np.asarray(Image.open(rrsisd_root / "JPEGImages" / f"{image_id:05d}.jpg")),
+        )
+        np.testing.assert_array_equal(sample["mask"], _box(box))
+        meta = sample["meta"]
+        assert meta["category"] == categories[category_id]
+        assert meta["ref_id"] == int(sample_id.split("_")[0]) and meta["ann_id"] == ann_id
+        assert meta["area_frac"] == pytest.approx(_box(box).mean()) and meta["n_components"] == 1
+
+
+def test_every_segmentation_encoding_is_covered(rrsisd_root: Path) -> None:
+    instances = json.loads((rrsisd_root / "instances.json").read_text())
+    kinds = {
+        "str"
+        if isinstance(a["segmentation"], dict) and isinstance(a["segmentation"]["counts"], str)
+        else "list"
+        if isinstance(a["segmentation"], dict)
+        else "polygon"
+        for a in instances["annotations"]
+    }
+    assert kinds == {"str", "list", "polygon"}
+
+
+def test_decode_segmentation_unions_parts() -> None:
+    polygons = [[0, 0, 2, 0, 2, 2, 0, 2], [4, 4, 6, 4, 6, 6, 4, 6]]
+    mask = decode_segmentation(polygons, 8, 8)
+    assert mask.sum() == 8 and mask[0:2, 0:2].all() and mask[4:6, 4:6].all()
+    with pytest.raises(ValueError, match="unrecognised"):
+        decode_segmentation([7], 8, 8)
+
+
+def test_splits_and_inputs_untouched(rrsisd_root: Path, tree_digest) -> None:
+    before = tree_digest(rrsisd_root)
+    assert rrsisd_splits(rrsisd_root) == ["train", "val", "test"]
+    for split in ("train", "val", "test"):
+        dataset = RRSISD(rrsisd_root, split)
+        for index in range(len(dataset)):
+            dataset[index]
+    assert tree_digest(rrsisd_root) == before
+
+
+def test_rmsin_nested_layout(rrsisd_copy: Path) -> None:
+    (rrsisd_copy / "rrsisd").mkdir()
+    for name in ("refs(unc).p", "instances.json"):
+        (rrsisd_copy / name).rename(rrsisd_copy / "rrsisd" / name)
+    (rrsisd_copy / "images" / "rrsisd").mkdir(parents=True)
+    shutil.move(rrsisd_copy / "JPEGImages", rrsisd_copy / "images" / "rrsisd" / "JPEGImages")
+    dataset = RRSISD(rrsisd_copy, "val")
+    assert dataset.ids == ["13_1004"] and dataset[0]["mask"].any()
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_restricted_unpickler_refuses_code(
+    rrsisd_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(rrsisd_copy)
+    path = rrsisd_copy / "refs(unc).p"
+    path.write_bytes(pickle.dumps([{"x": _Exploit()}]))
+    with pytest.raises(DatasetError, match=r"refuses to unpickle (posix|nt|os)\.system") as info:
+        RRSISD(rrsisd_copy, "train")
+    assert info.value.path == path
+    assert not (rrsisd_copy / "pwned").exists()
+    # Plain containers, including sets and tuples, are allowed.
+    path.write_bytes(
+        pickle.dumps(
+            [{"ref_id": 1, "ann_id": 2, "image_id": 3, "split": "x", "sentences": (), "s": {1}}]
+        )
+    )
+    assert load_refs(path)[0]["s"] == {1}
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\x80\x04\x95garbage", "cannot read pickle"),
+        (pickle.dumps({"not": "a list"}), "expected a list of refs"),
+        (pickle.dumps([{"ref_id": 1}]), "ref #0 lacks ann_id, image_id, split, sentences"),
+    ],
+)
+def test_malformed_refs(rrsisd_copy: Path, payload: bytes, message: str) -> None:
+    (rrsisd_copy / "refs(unc).p").write_bytes(payload)
+    with pytest.raises(DatasetError, match=message) as info:
+        RRSISD(rrsisd_copy, "train")
+    assert info.value.path == rrsisd_copy / "refs(unc).p"
+
+
+def _edit_refs(root: Path, edit) -> None:
+    path = root / "refs(unc).p"
+    refs = pickle.loads(path.read_bytes())
+    edit(refs)
+    path.write_bytes(pickle.dumps(refs))
+
+
+def test_inconsistent_refs_name_the_ref(rrsisd_copy: Path) -> None:
+    _edit_refs(rrsisd_copy, lambda refs: refs[2].update(ann_id=999))
+    with pytest.raises(
+        DatasetError,
+        match=r"refs\(unc\).p: ref #2 \(ref_id 13\): annotation 999 not in instances.json",
+    ):
+        RRSISD(rrsisd_copy, "val")
+    (rrsisd_copy / "JPEGImages" / "00002.jpg").unlink()
+    with pytest.raises(
+        DatasetError, match=r"ref #1 \(ref_id 12\): image file not found: .*00002.jpg"
+    ):
+        RRSISD(rrsisd_copy, "train")
+
+
+def test_empty_sentence_and_unknown_split(rrsisd_copy: Path) -> None:
+    with pytest.raises(
+        DatasetError, match=r"no refs in split 'testA' \(splits present: test, train, val\)"
+    ):
+        RRSISD(rrsisd_copy, "testA")
+    _edit_refs(rrsisd_copy, lambda refs: refs[3]["sentences"][0].update(sent=" ", raw=""))
+    with pytest.raises(
+        DatasetError, match=r"ref #3 \(ref_id 14\) has an empty sentence \(sent_id 1005\)"
+    ):
+        RRSISD(rrsisd_copy, "test")
+
+
+def test_missing_files_and_bad_json(rrsisd_copy: Path, tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="root directory not found"):
+        RRSISD(tmp_path / "nope", "train")
+    (rrsisd_copy / "instances.json").write_text('{"images": [],\n  oops}')
+    with pytest.raises(DatasetError) as info:
+        RRSISD(rrsisd_copy, "train")
+    assert info.value.path == rrsisd_copy / "instances.json" and info.value.line == 2
+    (rrsisd_copy / "refs(unc).p").unlink()
+    with pytest.raises(DatasetError, match=r"refs\(unc\).p not found"):
+        RRSISD(rrsisd_copy, "train")
+
+
+def test_mask_size_mismatch(rrsisd_copy: Path) -> None:
+    Image.new("RGB", (20, 20)).save(rrsisd_copy / "JPEGImages" / "00003.jpg")
+    dataset = RRSISD(rrsisd_copy, "val")
+    with pytest.raises(
+        DatasetError,
+        match=r"instances.json: annotation 103: mask is 40x56 but image 00003.jpg is 20x20",
+    ):
+        dataset[0]
