@@ -1,0 +1,234 @@
+"""Evaluate a referring-segmentation model on a dataset split, overall and per breakdown group.
+
+Two protocols (``docs/protocol.md``):
+
+* ``native`` (default): the image is resized to the model's ``input_size`` square, the 2-class
+  logits are resized back to the mask's own size (bilinear) and arg-maxed there, and the
+  prediction is scored against the untouched ground truth. This is what a user of the model
+  gets.
+* ``lavt``: the published LAVT / RMSIN test protocol. The image is resized to 480x480, the
+  logits are arg-maxed at 480x480 and the ground truth is resized to 480x480 with nearest
+  neighbour (pixel-centre rule, as PIL does); scoring happens at 480x480. Use it to compare
+  with published tables.
+
+Both protocols resize images like training and inference do (bilinear, ``align_corners=False``,
+no anti-aliasing). Breakdown statistics (object size, scatter) always come from the ground
+truth at its own resolution, whatever the protocol.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from rrsis.data.stats import object_stats
+from rrsis.errors import ModelError, OutputExistsError
+from rrsis.eval.metrics import RefSegMetrics
+
+PROTOCOLS: tuple[str, ...] = ("native", "lavt")
+#: Side of the square the LAVT protocol predicts and scores at.
+LAVT_SIZE = 480
+#: Seed of the expression permutation used by ``shuffle_expressions``.
+SHUFFLE_SEED = 0
+
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def shuffled_order(n: int, seed: int = SHUFFLE_SEED) -> np.ndarray:
+    """A fixed-seed permutation of ``range(n)`` without fixed points (for ``n >= 2``).
+
+    Sample ``i`` receives the expression of sample ``order[i]``. Following a random cycle
+    guarantees that no sample keeps its own expression, so the check measures how much the
+    model depends on the text rather than on how many expressions happened to stay in place.
+    """
+    if n < 2:
+        return np.arange(n)
+    cycle = np.random.default_rng(seed).permutation(n)
+    order = np.empty(n, dtype=np.int64)
+    order[cycle] = np.roll(cycle, -1)
+    return order
+
+
+def _all_texts(dataset: Any) -> list[str]:
+    """Every expression of ``dataset`` in index order, without decoding pixels when possible."""
+    expressions = getattr(dataset, "expressions", None)
+    if isinstance(expressions, Sequence) and len(expressions) == len(dataset):
+        return [str(text) for text in expressions]
+    return [dataset[i]["text"] for i in range(len(dataset))]
+
+
+def _images_to_input(
+    images: Sequence[np.ndarray], size: int, mean: Sequence[float], std: Sequence[float]
+) -> Tensor:
+    """Resize uint8 ``(H, W, 3)`` images to a normalised ``(B, 3, size, size)`` float batch."""
+    resized = []
+    for image in images:
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        tensor = tensor / 255.0
+        if tensor.shape[-2:] != (size, size):
+            tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)
+        resized.append(tensor.clamp_(0.0, 1.0))
+    batch = torch.cat(resized)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (batch - mean_t) / std_t
+
+
+def _argmax_at(logits: Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear-resize ``(1, 2, h, w)`` logits to ``size`` and arg-max: bool ``(H, W)``."""
+    if logits.shape[-2:] != size:
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return (logits.argmax(dim=1)[0] == 1).cpu().numpy()
+
+
+def _resize_mask_nearest(mask: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a bool ``(H, W)`` mask to ``(size, size)``.
+
+    ``nearest-exact`` samples at pixel centres, as PIL's NEAREST used by the reference loaders.
+    """
+    if mask.shape == (size, size):
+        return mask
+    tensor = torch.from_numpy(np.ascontiguousarray(mask)).float()[None, None]
+    return F.interpolate(tensor, size=(size, size), mode="nearest-exact")[0, 0].numpy() > 0.5
+
+
+def _prediction_path(directory: Path, sample_id: str) -> Path:
+    # Ids become file names: anything outside a safe set (path separators included) is "_".
+    return directory / f"{_UNSAFE_FILENAME.sub('_', sample_id)}.png"
+
+
+def _prepare_prediction_dir(directory: Path, overwrite: bool) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise OutputExistsError(f"{directory}: exists and is not a directory")
+    if directory.is_dir() and any(directory.iterdir()) and not overwrite:
+        raise OutputExistsError(
+            f"{directory}: prediction directory is not empty (pass overwrite=True / --overwrite)"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: torch.nn.Module,
+    dataset: Any,
+    protocol: str = "native",
+    batch_size: int = 8,
+    save_predictions: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    shuffle_expressions: bool = False,
+    empty_iou: float = 0.0,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Predict every sample of ``dataset`` and score it.
+
+    Args:
+        model: an :class:`rrsis.models.base.RRSISModel` (``tokenize``, ``input_size``, ``mean``,
+            ``std``, ``size_divisor``; forward gives ``(B, 2, H, W)`` logits).
+        dataset: map-style dataset of contract samples (``image`` uint8 ``(H, W, 3)``, ``mask``
+            bool ``(H, W)``, ``text``, ``id``, ``meta``).
+        protocol: ``"native"`` or ``"lavt"`` (see the module docstring).
+        batch_size: samples per forward pass.
+        save_predictions: directory receiving one ``<id>.png`` (0/255) per sample, at the
+            resolution it was scored at (mask size for native, 480x480 for lavt).
+        device: torch device to run the model on.
+        shuffle_expressions: give each sample another sample's expression (fixed seed, no
+            sample keeps its own): a model that reads the text must score much lower.
+        empty_iou: IoU of a sample whose target and prediction are both empty (see
+            :class:`rrsis.eval.metrics.RefSegMetrics`).
+        progress: show a tqdm progress bar.
+        overwrite: allow ``save_predictions`` to be a non-empty directory.
+
+    Returns:
+        ``{"protocol", "input_size", "n", "overall": metrics, "breakdown": {grouping: {group:
+        metrics}}, "samples": [per-sample records], "shuffle_expressions", "empty_iou",
+        "model": model config, "seconds"}``; metrics in percent as in
+        :meth:`RefSegMetrics.compute`.
+
+    Raises:
+        ValueError: unknown protocol or batch size below 1.
+        ModelError: the protocol's input size is not a multiple of the model's size divisor.
+        OutputExistsError: ``save_predictions`` is a non-empty directory and not ``overwrite``.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    input_size = int(model.input_size) if protocol == "native" else LAVT_SIZE
+    divisor = int(getattr(model, "size_divisor", 1) or 1)
+    if input_size % divisor:
+        raise ModelError(
+            f"protocol {protocol!r} feeds {input_size}x{input_size} images but the model needs "
+            f"multiples of {divisor}"
+        )
+    prediction_dir = None if save_predictions is None else Path(save_predictions)
+    if prediction_dir is not None:
+        _prepare_prediction_dir(prediction_dir, overwrite)
+
+    n = len(dataset)
+    texts_in = None
+    if shuffle_expressions:
+        all_texts = _all_texts(dataset)
+        texts_in = [all_texts[j] for j in shuffled_order(n)]
+
+    device = torch.device(device)
+    was_training = model.training
+    model.eval().to(device)
+    metrics = RefSegMetrics(empty_iou=empty_iou)
+    start = time.perf_counter()
+    bar = tqdm(total=n, desc=f"evaluate ({protocol})", unit="sample", disable=not progress)
+    try:
+        for first in range(0, n, batch_size):
+            indices = range(first, min(first + batch_size, n))
+            samples = [dataset[i] for i in indices]
+            own_texts = [s["text"] for s in samples]
+            fed_texts = own_texts if texts_in is None else [texts_in[i] for i in indices]
+            images = _images_to_input(
+                [s["image"] for s in samples], input_size, model.mean, model.std
+            )
+            word_ids, word_mask = model.tokenize(list(fed_texts))
+            logits = model(images.to(device), word_ids.to(device), word_mask.to(device)).float()
+            for k, sample in enumerate(samples):
+                mask = np.asarray(sample["mask"], dtype=bool)
+                meta = dict(sample.get("meta") or {})
+                # Breakdown statistics from the full-resolution ground truth, whatever the protocol.
+                meta.update(object_stats(mask))
+                meta["id"] = sample["id"]
+                if protocol == "native":
+                    pred = _argmax_at(logits[k : k + 1], mask.shape)
+                    target = mask
+                else:
+                    pred = _argmax_at(logits[k : k + 1], (LAVT_SIZE, LAVT_SIZE))
+                    target = _resize_mask_nearest(mask, LAVT_SIZE)
+                # Native masks may differ in size across samples: score one sample at a time.
+                metrics.update(pred[None], target[None], metas=[meta], texts=[own_texts[k]])
+                if prediction_dir is not None:
+                    image = Image.fromarray(pred.astype(np.uint8) * 255)
+                    image.save(_prediction_path(prediction_dir, str(sample["id"])))
+            bar.update(len(samples))
+    finally:
+        bar.close()
+        model.train(was_training)
+    seconds = time.perf_counter() - start
+    return {
+        "protocol": protocol,
+        "input_size": input_size,
+        "n": len(metrics),
+        "overall": metrics.compute(),
+        "breakdown": metrics.compute_breakdown(),
+        "samples": metrics.samples(),
+        "shuffle_expressions": bool(shuffle_expressions),
+        "empty_iou": float(empty_iou),
+        "model": dict(getattr(model, "config", {}) or {}),
+        "seconds": seconds,
+    }

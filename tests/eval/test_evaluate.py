@@ -1,0 +1,131 @@
+"""evaluate(): both protocols, saved predictions, expression shuffling, tiny registry model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rrsis.data.refsegrs import RefSegRS
+from rrsis.errors import OutputExistsError
+from rrsis.eval.evaluate import LAVT_SIZE, evaluate, shuffled_order
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def test_native_protocol_scores_at_mask_resolution(
+    oracle_tree: Path, oracle_model, tmp_path
+) -> None:
+    dataset = RefSegRS(oracle_tree, "test")
+    out = tmp_path / "pred"
+    result = evaluate(oracle_model, dataset, batch_size=3, save_predictions=out, progress=False)
+    assert result["protocol"] == "native" and result["n"] == 4
+    assert result["overall"]["mIoU"] == pytest.approx(100.0)
+    assert result["overall"]["oIoU"] == pytest.approx(100.0)
+    assert result["overall"]["Pr@0.9"] == pytest.approx(100.0)
+    breakdown = result["breakdown"]
+    assert breakdown["scatter"]["scattered"]["n"] == 1
+    assert breakdown["kind"]["attribute"]["n"] == 3
+    assert breakdown["size"]["large"]["n"] == 2
+    # One 0/255 PNG per sample at the mask's own resolution, equal to the ground truth here.
+    pngs = sorted(p.name for p in out.iterdir())
+    assert pngs == ["b0.png", "b1.png", "b2.png", "d0.png"]
+    saved = np.asarray(Image.open(out / "b1.png"))
+    assert saved.shape == (32, 32) and set(np.unique(saved)) == {0, 255}
+    np.testing.assert_array_equal(saved == 255, dataset[1]["mask"])
+    # The directory is now non-empty: refused unless overwriting.
+    with pytest.raises(OutputExistsError):
+        evaluate(oracle_model, dataset, save_predictions=out, progress=False)
+    evaluate(oracle_model, dataset, save_predictions=out, progress=False, overwrite=True)
+
+
+def test_lavt_protocol_scores_at_480(oracle_tree: Path, oracle_model, tmp_path) -> None:
+    dataset = RefSegRS(oracle_tree, "test")
+    out = tmp_path / "pred"
+    result = evaluate(oracle_model, dataset, protocol="lavt", save_predictions=out, progress=False)
+    assert result["input_size"] == LAVT_SIZE
+    records = {r["id"]: r for r in result["samples"]}
+    # Straight edges survive the 15x bilinear upsampling exactly; block corners get rounded
+    # (the 0.5 level set of a bilinear corner is a hyperbola), so small blocks lose a little.
+    assert records["b2"]["IoU"] == 1.0
+    assert 0.95 < records["b0"]["IoU"] < 1.0
+    assert result["overall"]["mIoU"] > 97.0
+    saved = np.asarray(Image.open(out / "b0.png"))
+    assert saved.shape == (LAVT_SIZE, LAVT_SIZE)
+    # Ground truth: the 4x4 block of 32 px becomes 60x60 px at 480 (nearest, 15 px per pixel),
+    # and the rounded prediction lies inside it, so U is the ground-truth area.
+    assert records["b0"]["U"] == 60 * 60
+    assert int((saved == 255).sum()) == records["b0"]["I"]
+    # Statistics come from the original 32x32 mask: 16 / 1024 = 1.6 % is medium.
+    assert records["b0"]["size"] == "medium"
+
+
+def test_native_resizes_to_input_size(tmp_path: Path, oracle_model, make_tree) -> None:
+    # 48 px tiles through a 32 px model: scored and saved at 48x48.
+    root = make_tree(tmp_path / "tree48", side=48)
+    out = tmp_path / "pred"
+    result = evaluate(oracle_model, RefSegRS(root, "test"), save_predictions=out, progress=False)
+    assert np.asarray(Image.open(out / "d0.png")).shape == (48, 48)
+    records = {r["id"]: r for r in result["samples"]}
+    # Counted at 48 px: the 4x4 block has 16 ground-truth pixels (a 32 px score would give 7).
+    assert records["b0"]["I"] <= 16 < records["b0"]["U"] < 48 * 48
+    # Down- then up-sampling is lossy for small blocks but large regions survive.
+    assert records["b2"]["IoU"] > 0.95 and records["d0"]["IoU"] > 0.95
+
+
+def test_shuffled_expressions_break_a_text_reading_model(oracle_tree: Path, oracle_model) -> None:
+    dataset = RefSegRS(oracle_tree, "test")
+    normal = evaluate(oracle_model, dataset, progress=False)
+    shuffled = evaluate(oracle_model, dataset, shuffle_expressions=True, progress=False)
+    assert shuffled["shuffle_expressions"] is True
+    # The dark sample necessarily gets a "bright" expression (no fixed points): IoU 0 there.
+    records = {r["id"]: r for r in shuffled["samples"]}
+    assert records["d0"]["IoU"] == 0.0
+    assert shuffled["overall"]["mIoU"] < normal["overall"]["mIoU"]
+    # Fixed seed: the same shuffle every time.
+    again = evaluate(oracle_model, dataset, shuffle_expressions=True, progress=False)
+    assert again["overall"] == shuffled["overall"]
+
+
+def test_shuffled_order_is_a_derangement() -> None:
+    for n in (2, 3, 10, 101):
+        order = shuffled_order(n)
+        assert sorted(order.tolist()) == list(range(n))
+        assert not np.any(order == np.arange(n))
+    np.testing.assert_array_equal(shuffled_order(10), shuffled_order(10))
+
+
+def test_batch_size_does_not_change_results(oracle_tree: Path, oracle_model) -> None:
+    dataset = RefSegRS(oracle_tree, "test")
+    one = evaluate(oracle_model, dataset, batch_size=1, shuffle_expressions=True, progress=False)
+    four = evaluate(oracle_model, dataset, batch_size=4, shuffle_expressions=True, progress=False)
+    assert one["overall"] == four["overall"]
+    assert one["breakdown"] == four["breakdown"]
+
+
+def test_bad_arguments(oracle_tree: Path, oracle_model) -> None:
+    dataset = RefSegRS(oracle_tree, "test")
+    with pytest.raises(ValueError, match="protocol"):
+        evaluate(oracle_model, dataset, protocol="coco", progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluate(oracle_model, dataset, batch_size=0, progress=False)
+
+
+def test_tiny_registry_model_both_protocols(oracle_tree: Path) -> None:
+    registry = pytest.importorskip("rrsis.models.registry")
+    # The smallest tiny model of the paper's family; any registered model would do.
+    names = registry.list_models()
+    name = "lgce_swin_base" if "lgce_swin_base" in names else names[0]
+    model = registry.get_tiny_model(name)
+    dataset = RefSegRS(oracle_tree, "test")
+    for protocol in ("native", "lavt"):
+        result = evaluate(model, dataset, protocol=protocol, batch_size=2, progress=False)
+        assert result["n"] == 4
+        for value in result["overall"].values():
+            assert 0.0 <= value <= 100.0 or value == 4
