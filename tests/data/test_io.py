@@ -175,3 +175,12 @@ def test_buckets_edges() -> None:
         "large",
     ]
     assert [component_bucket(n) for n in (0, 1, 2, 5, 6)] == ["1", "1", "2-5", "2-5", ">5"]
+
+
+def test_float_raster_with_nodata_is_stretched(tmp_path: Path) -> None:
+    data = np.linspace(0.0, 1.0, 100, dtype=np.float32).reshape(10, 10)
+    data[0, 0] = np.nan
+    tifffile.imwrite(tmp_path / "f.tif", data)
+    image = read_image(tmp_path / "f.tif")
+    assert image.dtype == np.uint8 and image[0, 0, 0] == 0
+    assert image[..., 0].max() == 255 and image[5, 5, 0] > image[4, 4, 0]

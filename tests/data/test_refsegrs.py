@@ -248,3 +248,30 @@ def test_writer_ids_unique_across_splits(tmp_path: Path) -> None:
             writer.add("test", _sample("a"))
     assert RefSegRS(tmp_path / "out", "train").ids == ["a"]
     assert not (tmp_path / "out" / "output_phrase_test.txt").exists()
+
+
+def test_reader_refuses_ids_with_path_separators(refsegrs_copy: Path) -> None:
+    path = _write_phrases(refsegrs_copy, b"0 road\n../0 road\n")
+    with pytest.raises(DatasetError, match="contains a path separator") as info:
+        RefSegRS(refsegrs_copy, "train")
+    assert (info.value.path, info.value.line) == (path, 2)
+
+
+def test_writer_meta_id_and_unserialisable_meta(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with RefSegRSWriter(out) as writer:
+        writer.add(
+            "train",
+            {
+                **_sample("a"),
+                "meta": {"id": "other", "area_frac": np.float32(0.5), "n_components": np.int64(3)},
+            },
+        )
+        with pytest.raises(DatasetError, match="meta of id 'b' is not JSON-serialisable"):
+            writer.add("train", {**_sample("b"), "meta": {"source": object()}})
+    assert json.loads((out / "meta_train.jsonl").read_text()) == {
+        "id": "a",
+        "area_frac": 0.5,
+        "n_components": 3,
+    }
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["a.tif"]

@@ -184,3 +184,11 @@ def test_mask_size_mismatch(rrsisd_copy: Path) -> None:
         match=r"instances.json: annotation 103: mask is 40x56 but image 00003.jpg is 20x20",
     ):
         dataset[0]
+
+
+def test_malformed_sentences(rrsisd_copy: Path) -> None:
+    _edit_refs(rrsisd_copy, lambda refs: refs[0].update(sentences="the airplane"))
+    with pytest.raises(
+        DatasetError, match=r"ref #0 \(ref_id 11\): sentences must be a list of dicts"
+    ):
+        RRSISD(rrsisd_copy, "train")

@@ -65,12 +65,16 @@ def _stretch_to_uint8(array: np.ndarray) -> np.ndarray:
     out = np.empty(data.shape, dtype=np.uint8)
     for band in range(data.shape[-1]):
         values = data[..., band]
-        low, high = np.percentile(values, [2, 98])
+        finite = values[np.isfinite(values)]
+        low, high = np.percentile(finite, [2, 98]) if finite.size else (0.0, 0.0)
         if high <= low:
             # Constant band: nothing to stretch, map it to black rather than divide by 0.
             out[..., band] = 0
             continue
-        scaled = (values - low) / (high - low) * 255.0
+        # NaN / inf (nodata in float rasters) become 0, like values below the 2nd percentile.
+        scaled = np.nan_to_num(
+            (values - low) / (high - low) * 255.0, nan=0.0, posinf=255.0, neginf=0.0
+        )
         out[..., band] = np.clip(np.round(scaled), 0, 255).astype(np.uint8)
     return out
 

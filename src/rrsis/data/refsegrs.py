@@ -78,6 +78,11 @@ def _parse_phrases(path: Path) -> tuple[list[str], list[str], list[int]]:
             continue
         parts = text.strip().split(None, 1)
         sample_id = parts[0]
+        if "/" in sample_id or "\\" in sample_id:
+            # Ids become file names; a separator would read files outside images/ and masks/.
+            raise DatasetError(
+                f"invalid id {sample_id!r} (contains a path separator)", path, number
+            )
         expression = parts[1].strip() if len(parts) > 1 else ""
         if not expression:
             raise DatasetError(f"id {sample_id!r} has an empty expression", path, number)
@@ -334,12 +339,20 @@ class RefSegRSWriter:
         meta = dict(sample.get("meta") or {})
         if "area_frac" not in meta or "n_components" not in meta:
             meta.update(object_stats(mask))
+        # The sample's own id wins over any "id" inside its meta; serialise before writing
+        # pixels so a bad meta value leaves nothing behind.
+        record = {"id": sample_id, **{k: v for k, v in _jsonable(meta).items() if k != "id"}}
+        try:
+            meta_line = json.dumps(record, ensure_ascii=False) + "\n"
+        except (TypeError, ValueError) as err:
+            raise DatasetError(
+                f"meta of id {sample_id!r} is not JSON-serialisable ({err})", self.root
+            ) from err
         write_image(self.root / "images" / f"{sample_id}.tif", image)
         write_mask(self.root / "masks" / f"{sample_id}.tif", mask)
         self._split_of[sample_id] = split
         self._phrases.setdefault(split, []).append(f"{sample_id} {text}\n")
-        record = {"id": sample_id, **_jsonable(meta)}
-        self._metas.setdefault(split, []).append(json.dumps(record, ensure_ascii=False) + "\n")
+        self._metas.setdefault(split, []).append(meta_line)
 
     def close(self) -> None:
         """Write the buffered phrase and meta files (called on a clean context exit)."""

@@ -237,6 +237,13 @@ class RRSISD:
         image_path = self.image_path(ref)
         if not image_path.is_file():
             raise DatasetError(f"{where}: image file not found: {image_path}", self.refs_path)
+        sentences = ref["sentences"]
+        if not isinstance(sentences, (list, tuple)) or not all(
+            isinstance(s, dict) and "sent_id" in s for s in sentences
+        ):
+            raise DatasetError(
+                f"{where}: sentences must be a list of dicts with sent_id", self.refs_path
+            )
 
     def image_path(self, ref: dict[str, Any]) -> Path:
         """Image file of a ref (``file_name`` of the ref, else of its instances.json entry)."""
