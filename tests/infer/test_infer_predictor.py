@@ -124,8 +124,10 @@ def test_pickle_checkpoint_is_refused_without_running_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "model.ckpt"
     torch.save({"state_dict": _Boom()}, path)
-    with pytest.raises(ModelError, match="pickle"):
+    with pytest.raises(ModelError, match="refused"):
         Segmenter.from_pretrained(path)
+    with pytest.raises(ModelError, match="pickle"):
+        Segmenter.from_pretrained("lgce_effnet_minilm", weights=path)
     assert not (tmp_path / "SHOULD_NOT_EXIST").exists()
     with pytest.raises(ModelError, match="not found"):
         Segmenter.from_pretrained(tmp_path / "absent.safetensors")

@@ -73,7 +73,7 @@ def save_overlay(path: Path, image: np.ndarray, mask: np.ndarray, title: str) ->
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
-def sample_images(samples_dir: Path = SAMPLES_DIR) -> list[tuple[Path, list[str]]]:
+def sample_images(samples_dir: Path) -> list[tuple[Path, list[str]]]:
     """The bundled samples and their expressions, sorted by file name."""
     if not samples_dir.is_dir():
         raise DatasetError("bundled sample images are missing; reinstall rrsis", samples_dir)
@@ -93,7 +93,7 @@ def sample_images(samples_dir: Path = SAMPLES_DIR) -> list[tuple[Path, list[str]
 def run_demo(
     out_dir: Path,
     model: str | None = None,
-    samples_dir: Path = SAMPLES_DIR,
+    samples_dir: Path | None = None,
     overwrite: bool = True,
     echo: Callable[[str], None] = print,
 ) -> list[dict]:
@@ -102,7 +102,7 @@ def run_demo(
     Args:
         out_dir: output directory (created).
         model: ``None`` for the shipped weights, or a path / registry name.
-        samples_dir: directory of sample images.
+        samples_dir: directory of sample images (default: the bundled :data:`SAMPLES_DIR`).
         overwrite: replace overlays from an earlier run.
         echo: where timing lines go.
 
@@ -113,7 +113,7 @@ def run_demo(
     from rrsis.infer.scene import check_output
 
     segmenter = Segmenter.from_pretrained(model)
-    samples = sample_images(samples_dir)
+    samples = sample_images(SAMPLES_DIR if samples_dir is None else samples_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for path, expressions in samples:

@@ -49,14 +49,14 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ModelError(f"{path}: not a readable safetensors file ({err})") from err
 
 
-def _check_weights_path(path: Path) -> None:
+def _check_weights_path(path: Path, safetensors_only: bool = False) -> None:
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found")
-    if path.suffix.lower() in _PICKLE_SUFFIXES:
-        # Pickle checkpoints can execute arbitrary code when loaded: never open them here.
+    if safetensors_only and path.suffix.lower() in _PICKLE_SUFFIXES:
+        # A bare state dict is only read from safetensors: pickles can execute code.
         raise ModelError(
             f"{path}: pickle checkpoints are refused (they can run code); "
-            "export the model to .safetensors with rrsis.models.io.save_model"
+            "export the weights to .safetensors with rrsis.models.io.save_model"
         )
 
 
@@ -182,6 +182,7 @@ class Segmenter:
             isinstance(name_or_path, Path) or "/" in text or "\\" in text or "." in Path(text).name
         )
         if looks_like_path:
+            # load_model reads safetensors, or torch checkpoints with weights_only=True only.
             path = Path(name_or_path)
             _check_weights_path(path)
             from rrsis.models.io import load_model
@@ -195,16 +196,18 @@ class Segmenter:
                     f"{path}: cannot load model ({type(err).__name__}: {err})"
                 ) from err
             return cls(model, **kwargs)
-        from rrsis.models.registry import get_model
+        from rrsis.models.registry import get_model, offline_kwargs
 
-        model = get_model(text)
         if weights is None:
+            model = get_model(text)
             warnings.warn(
                 f"model {text!r} has random weights (no weights= given)", UserWarning, stacklevel=2
             )
         else:
             path = Path(weights)
-            _check_weights_path(path)
+            _check_weights_path(path, safetensors_only=True)
+            # Pretrained backbones would be overwritten anyway: do not load them.
+            model = get_model(text, **offline_kwargs(text))
             state = _load_state_dict(path)
             try:
                 model.load_state_dict(state, strict=True)

@@ -1,0 +1,232 @@
+"""``rrsis predict`` / ``predict-scene`` / ``demo`` through ``rrsis.cli.main`` with a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import tifffile
+from PIL import Image
+
+from rrsis.cli import main
+from rrsis.infer import demo as demo_module
+from rrsis.infer import predictor
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """A random tiny ``lgce_effnet_minilm`` saved with rrsis.models.io (built once per file)."""
+    import torch
+
+    from rrsis.models.io import save_model
+    from rrsis.models.registry import get_tiny_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_model(get_tiny_model("lgce_effnet_minilm"), path)
+    return path
+
+
+def _png(path, height=64, width=96, seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.startswith("rrsis: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_predict_writes_mask_and_overlay(tmp_path, tiny_weights, capsys):
+    image = _png(tmp_path / "in.png")
+    before = image.read_bytes()
+    mask, overlay = tmp_path / "mask.png", tmp_path / "overlay.png"
+    args = ["predict", str(image), "red car", "-o", str(mask), "--model", str(tiny_weights)]
+    assert main([*args, "--overlay", str(overlay)]) == 0
+    out = np.asarray(Image.open(mask))
+    assert out.shape == (64, 96) and set(np.unique(out)) <= {0, 255}
+    assert Image.open(overlay).size[0] > 0
+    assert image.read_bytes() == before
+    # An existing output is refused and left as it was.
+    assert main(args) == 2
+    assert "exists" in _error_line(capsys)
+    assert main([*args, "--overwrite", "--threshold", "1.0"]) == 0
+    assert not np.asarray(Image.open(mask)).any()  # nothing is above probability 1
+    assert (
+        main(
+            [
+                "predict",
+                str(image),
+                "car",
+                "-o",
+                str(image),
+                "--model",
+                str(tiny_weights),
+                "--overwrite",
+            ]
+        )
+        == 2
+    )
+    assert image.read_bytes() == before
+
+
+def test_predict_reads_16bit_tiff(tmp_path, tiny_weights):
+    data = np.random.default_rng(1).integers(0, 4000, (64, 64, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "img16.tif", data)
+    out = tmp_path / "mask.tif"
+    code = main(
+        [
+            "predict",
+            str(tmp_path / "img16.tif"),
+            "road",
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_weights),
+        ]
+    )
+    assert code == 0 and tifffile.imread(out).shape == (64, 64)
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, tiny_weights, capsys):
+    model = ["--model", str(tiny_weights)]
+    good = _png(tmp_path / "good.png")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:200])
+    tiny = _png(tmp_path / "tiny.png", 20, 20)
+    cases = [
+        ([str(truncated), "road"], "cannot decode"),
+        ([str(tiny), "road"], "at least 32"),
+        ([str(good), "   "], "empty"),
+        ([str(tmp_path / "absent.png"), "road"], "not found"),
+    ]
+    for argv, message in cases:
+        out = tmp_path / "out.png"
+        assert main(["predict", *argv, "-o", str(out), *model]) == 2
+        assert message in _error_line(capsys)
+        assert not out.exists()
+    assert (
+        main(
+            [
+                "predict",
+                str(good),
+                "road",
+                "-o",
+                str(tmp_path / "o.png"),
+                "--model",
+                str(tmp_path / "absent.safetensors"),
+            ]
+        )
+        == 2
+    )
+    assert "not found" in _error_line(capsys)
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, ("PWNED",))
+
+
+def test_code_carrying_checkpoint_and_wrong_weights_refused(
+    tmp_path, tiny_weights, capsys, monkeypatch
+):
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    monkeypatch.chdir(tmp_path)
+    image = _png(tmp_path / "img.png")
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"rrsis_config": {"name": "lgce_effnet_minilm"}, "state_dict": _Payload()}, evil)
+    assert main(["predict", str(image), "road", "-o", "m.png", "--model", str(evil)]) == 2
+    assert "refused" in _error_line(capsys)
+    assert not (tmp_path / "PWNED").exists()
+
+    # Same tensors, but the config claims another decoder width: shapes cannot match.
+    with safe_open(str(tiny_weights), framework="pt") as handle:
+        state = {k: handle.get_tensor(k) for k in handle.keys()}
+        config = json.loads(handle.metadata()["rrsis_config"])
+    config["kwargs"]["decoder_channels"] = 24
+    wrong = tmp_path / "wrong.safetensors"
+    save_file(state, str(wrong), metadata={"rrsis_config": json.dumps(config)})
+    assert main(["predict", str(image), "road", "-o", "m.png", "--model", str(wrong)]) == 2
+    assert "do not fit" in _error_line(capsys)
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_predict_scene_cli_with_vector(tmp_path, tiny_weights, geotiff, capsys):
+    src = geotiff(tmp_path / "scene.tif", 700, 600)
+    dst, vec = tmp_path / "mask.tif", tmp_path / "mask.geojson"
+    argv = [
+        "predict-scene",
+        str(src),
+        "road",
+        "red car",
+        "-o",
+        str(dst),
+        "--vector",
+        str(vec),
+        "--tile",
+        "128",
+        "--overlap",
+        "32",
+        "--model",
+        str(tiny_weights),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    with rasterio.open(dst) as out, rasterio.open(src) as ref:
+        assert out.crs == ref.crs and out.transform == ref.transform
+        assert out.count == 2 and out.shape == (700, 600)
+    collection = json.loads(vec.read_text())
+    assert collection["type"] == "FeatureCollection"
+    assert {f["properties"]["expression"] for f in collection["features"]} <= {"road", "red car"}
+    assert main(argv) == 2
+    assert "exists" in _error_line(capsys)
+    bad = tmp_path / "notatiff.tif"
+    bad.write_bytes(b"II*\x00garbage")
+    assert (
+        main(
+            [
+                "predict-scene",
+                str(bad),
+                "road",
+                "-o",
+                str(tmp_path / "x.tif"),
+                "--model",
+                str(tiny_weights),
+            ]
+        )
+        == 2
+    )
+    assert "cannot open" in _error_line(capsys)
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_demo_without_weights_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(predictor, "_WEIGHTS_DIR", tmp_path / "no_weights")
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
+    assert "default weights are missing" in _error_line(capsys)
+
+
+def test_demo_segments_samples_and_prints_timings(tmp_path, tiny_weights, monkeypatch, capsys):
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    _png(samples / "a.png", 64, 64, seed=1)
+    _png(samples / "b.png", 80, 64, seed=2)
+    (samples / "expressions.json").write_text(json.dumps({"a.png": ["road", "car on the road"]}))
+    monkeypatch.setattr(demo_module, "SAMPLES_DIR", samples)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--model", str(tiny_weights)]) == 0
+    printed = capsys.readouterr().out
+    n_calls = 2 + len(demo_module.DEFAULT_EXPRESSIONS)
+    assert printed.count(" ms ") == n_calls
+    assert len(list(out.glob("*.png"))) == n_calls
