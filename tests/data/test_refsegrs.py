@@ -275,3 +275,10 @@ def test_writer_meta_id_and_unserialisable_meta(tmp_path: Path) -> None:
         "n_components": 3,
     }
     assert sorted(p.name for p in (out / "images").iterdir()) == ["a.tif"]
+
+
+def test_committed_fixture_matches_its_script(
+    refsegrs_make, refsegrs_root: Path, tmp_path: Path, tree_digest
+) -> None:
+    refsegrs_make.make(tmp_path / "tree")
+    assert tree_digest(tmp_path / "tree") == tree_digest(refsegrs_root)

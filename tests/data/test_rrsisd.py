@@ -192,3 +192,10 @@ def test_malformed_sentences(rrsisd_copy: Path) -> None:
         DatasetError, match=r"ref #0 \(ref_id 11\): sentences must be a list of dicts"
     ):
         RRSISD(rrsisd_copy, "train")
+
+
+def test_committed_fixture_matches_its_script(
+    rrsisd_make, rrsisd_root: Path, tmp_path: Path, tree_digest
+) -> None:
+    rrsisd_make.make(tmp_path / "tree")
+    assert tree_digest(tmp_path / "tree") == tree_digest(rrsisd_root)
