@@ -1,0 +1,132 @@
+"""Saving and loading models: safetensors with the registry config in the metadata.
+
+``save_model`` writes every tensor of the state dict and ``{"rrsis_config": json}``;
+``load_model`` rebuilds the architecture through the registry with all pretrained loading
+switched off (nothing is read besides the file, nothing is downloaded), then loads the state
+strictly. ``.pt/.pth/.ckpt`` files are read only with ``torch.load(weights_only=True)``, so a
+pickle that carries code is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from rrsis.errors import ModelError
+from rrsis.models.base import RRSISModel
+
+CONFIG_KEY = "rrsis_config"
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def save_model(model: RRSISModel, path: str | Path) -> Path:
+    """Write ``model`` to a ``.safetensors`` file.
+
+    Args:
+        model: a registered model (its ``config`` must rebuild it).
+        path: destination file.
+
+    Returns:
+        the path written.
+    """
+    path = Path(path)
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict) or "name" not in config:
+        raise ModelError("model has no registry config; build it with rrsis.models.get_model")
+    # Clone so that tensors sharing storage (tied weights, views) are saved independently.
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata={CONFIG_KEY: json.dumps(config)})
+    return path
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelError(f"{path}: not a readable safetensors file ({err})") from err
+    if CONFIG_KEY not in metadata:
+        raise ModelError(f"{path}: no {CONFIG_KEY!r} in the metadata; not saved by rrsis")
+    try:
+        config = json.loads(metadata[CONFIG_KEY])
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path}: {CONFIG_KEY!r} metadata is not valid JSON") from err
+    return config, state
+
+
+def _read_torch(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    try:
+        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ModelError(
+            f"{path}: refused to load (the file is not plain weights; it may carry code)"
+        ) from err
+    except (OSError, RuntimeError, EOFError) as err:
+        raise ModelError(f"{path}: not a readable checkpoint ({err})") from err
+    if not isinstance(checkpoint, dict):
+        raise ModelError(f"{path}: checkpoint must be a dict, got {type(checkpoint).__name__}")
+    config = checkpoint.get(CONFIG_KEY)
+    if config is None:
+        # Lightning checkpoints keep it among the hyper-parameters.
+        config = (checkpoint.get("hyper_parameters") or {}).get(CONFIG_KEY)
+    if isinstance(config, str):
+        config = json.loads(config)
+    state = checkpoint.get("state_dict")
+    if not isinstance(config, dict) or not isinstance(state, dict):
+        raise ModelError(f"{path}: checkpoint needs {CONFIG_KEY!r} and 'state_dict' entries")
+    # A Lightning module holds the network as `self.model`.
+    if state and all(k.startswith("model.") for k in state):
+        state = {k[len("model.") :]: v for k, v in state.items()}
+    return config, state
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> RRSISModel:
+    """Rebuild a model from a file written by :func:`save_model` (or a torch checkpoint).
+
+    Args:
+        path: ``.safetensors``, or ``.pt/.pth/.ckpt`` holding ``rrsis_config`` + ``state_dict``.
+        map_location: device to put the model on.
+
+    Returns:
+        the model in eval mode.
+
+    Raises:
+        ModelError: missing/corrupt file, unknown architecture, or weights that do not match.
+    """
+    from rrsis.models.registry import get_model, offline_kwargs
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    if path.suffix.lower() in TORCH_SUFFIXES:
+        config, state = _read_torch(path)
+    else:
+        config, state = _read_safetensors(path)
+    name = config.get("name")
+    if not isinstance(name, str):
+        raise ModelError(f"{path}: config has no model name")
+    model = get_model(name, **offline_kwargs(name, config.get("kwargs") or {}))
+    # Keep the kwargs as saved (with their pretrained paths) so a re-save round-trips.
+    model.config = config
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = next((line.strip() for line in first if "size mismatch" in line), first[0])
+        raise ModelError(f"{path}: weights do not fit {name!r}: {detail}") from err
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise ModelError(f"{path}: weights do not fit {name!r}: {', '.join(parts)} keys")
+    return model.to(map_location).eval()

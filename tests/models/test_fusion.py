@@ -1,0 +1,52 @@
+"""PWAM, language gate and decoder behaviour."""
+
+from __future__ import annotations
+
+import torch
+
+from rrsis.models.decoders import LAVTDecoder
+from rrsis.models.fusion import LanguageGate, PixelWordAttention
+
+
+def test_pwam_shape_and_padding_is_masked() -> None:
+    torch.manual_seed(0)
+    pwam = PixelWordAttention(8, 6).eval()
+    visual = torch.randn(2, 8, 5, 7)
+    words = torch.randn(2, 4, 6)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    out = pwam(visual, words, mask)
+    assert out.shape == visual.shape
+    changed = words.clone()
+    changed[0, 2:] = 50.0
+    torch.testing.assert_close(pwam(visual, changed, mask), out)
+    changed[0, 0] = 50.0  # a real word: output must change
+    assert not torch.allclose(pwam(visual, changed, mask)[0], out[0])
+
+
+def test_pwam_matches_explicit_attention() -> None:
+    """The SDPA path equals a hand-written masked softmax attention."""
+    torch.manual_seed(0)
+    pwam = PixelWordAttention(4, 3).eval()
+    visual = torch.randn(1, 4, 2, 3)
+    words = torch.randn(1, 5, 3)
+    mask = torch.tensor([[1, 1, 1, 0, 0]])
+    q = pwam.query(visual).flatten(2).transpose(1, 2)  # (1, 6, 4)
+    k, v = pwam.key(words), pwam.value(words)
+    logits = q @ k.transpose(1, 2) / 2.0  # sqrt(4)
+    logits = logits.masked_fill(mask[:, None, :] == 0, float("-inf"))
+    attended = (logits.softmax(-1) @ v).transpose(1, 2).reshape(1, 4, 2, 3)
+    expected = pwam.project(pwam.visual_project(visual) * pwam.attended_out(attended))
+    torch.testing.assert_close(pwam(visual, words, mask), expected)
+
+
+def test_gate_is_bounded() -> None:
+    gate = LanguageGate(4)
+    out = gate(torch.randn(2, 4, 3, 3) * 100)
+    assert out.shape == (2, 4, 3, 3) and out.abs().max() <= 1.0
+
+
+def test_decoder_outputs_quarter_resolution() -> None:
+    decoder = LAVTDecoder([4, 8, 16, 32], hidden=8)
+    maps = [torch.randn(1, c, 16 // 2**i, 20 // 2**i) for i, c in enumerate([4, 8, 16, 32])]
+    maps[3] = torch.randn(1, 32, 2, 3)
+    assert decoder(maps).shape == (1, 2, 16, 20)

@@ -1,0 +1,97 @@
+"""save_model / load_model: metadata, strict loading, refused pickles, torch checkpoints."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from rrsis.errors import ModelError
+from rrsis.models.io import load_model, save_model
+from rrsis.models.registry import get_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return get_tiny_model("lavt_effnet_minilm").eval()
+
+
+def test_config_is_in_metadata(tiny, tmp_path) -> None:
+    path = save_model(tiny, tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        config = json.loads(handle.metadata()["rrsis_config"])
+    assert config == tiny.config
+    assert config["kwargs"]["decoder_channels"] == 16
+
+
+def test_missing_and_corrupt_files(tmp_path) -> None:
+    with pytest.raises(ModelError, match="no such model file"):
+        load_model(tmp_path / "absent.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ModelError, match="not a readable safetensors"):
+        load_model(bad)
+    plain = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(1)}, str(plain))
+    with pytest.raises(ModelError, match="rrsis_config"):
+        load_model(plain)
+
+
+def test_wrong_architecture_is_reported(tiny, tmp_path) -> None:
+    state = {k: v.clone() for k, v in tiny.state_dict().items()}
+    config = dict(tiny.config, kwargs=dict(tiny.config["kwargs"], decoder_channels=8))
+    path = tmp_path / "wrong.safetensors"
+    save_file(state, str(path), metadata={"rrsis_config": json.dumps(config)})
+    with pytest.raises(ModelError, match="do not fit 'lavt_effnet_minilm'"):
+        load_model(path)
+    del state["decoder.classifier.bias"]
+    state["extra.weight"] = torch.zeros(1)
+    path2 = tmp_path / "keys.safetensors"
+    save_file(state, str(path2), metadata={"rrsis_config": json.dumps(tiny.config)})
+    with pytest.raises(ModelError, match="1 missing .*decoder.classifier.bias.*1 unexpected"):
+        load_model(path2)
+
+
+def test_torch_checkpoint_and_lightning_prefix(tiny, tmp_path) -> None:
+    image = torch.randn(1, 3, 64, 64)
+    ids, mask = tiny.tokenize(["red car"])
+    with torch.no_grad():
+        expected = tiny(image, ids, mask)
+    path = tmp_path / "m.ckpt"
+    state = {f"model.{k}": v for k, v in tiny.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"rrsis_config": tiny.config}}, path)
+    with torch.no_grad():
+        result = load_model(path)(image, ids, mask)
+    torch.testing.assert_close(result, expected)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("pickle executed",))
+
+
+def test_pickle_with_code_is_refused(tmp_path) -> None:
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as handle:
+        pickle.dump({"rrsis_config": {}, "state_dict": _Payload()}, handle)
+    with pytest.raises(ModelError, match="refused"):
+        load_model(path)
+
+
+def test_load_does_not_read_pretrained_weights(tmp_path, monkeypatch) -> None:
+    """A model saved with pretrained=True reloads with every pretrained switch off."""
+    model = get_tiny_model("lgce_effnet_minilm")
+    model.config["kwargs"]["pretrained"] = True
+    path = save_model(model, tmp_path / "m.safetensors")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("load_model must not read pretrained weights")
+
+    monkeypatch.setattr("rrsis.models.encoders.efficientnet.weights_path", refuse)
+    loaded = load_model(path)
+    assert loaded.config["kwargs"]["pretrained"] is True
