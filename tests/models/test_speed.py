@@ -1,0 +1,84 @@
+"""Inference helpers: eval/autograd handling, channels-last, bf16 agreement with fp32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rrsis.errors import ModelError
+from rrsis.models.encoders.swin import SwinEncoder
+from rrsis.models.speed import (
+    channels_last,
+    inference_mode,
+    mask_agreement,
+    predict_logits,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_mask_agreement_hand_computed() -> None:
+    a = torch.zeros(1, 2, 2, 2)
+    b = torch.zeros(1, 2, 2, 2)
+    a[0, 1] = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])  # classes [[1, 1], [0, 0]]
+    b[0, 1] = torch.tensor([[1.0, -1.0], [-1.0, -1.0]])  # classes [[1, 0], [0, 0]]
+    assert mask_agreement(a, b) == pytest.approx(0.75)
+    assert mask_agreement(a, a) == 1.0
+    with pytest.raises(ModelError, match="shapes differ"):
+        mask_agreement(a, b[..., :1])
+
+
+def test_inference_mode_restores_training_and_disables_autograd() -> None:
+    encoder = SwinEncoder(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), window_size=2)
+    encoder.train()
+    with inference_mode(encoder) as fast:
+        assert not fast.training
+        maps = fast(torch.randn(1, 3, 64, 64))
+        assert not torch.is_grad_enabled()
+        assert maps[0].dtype == torch.float32
+    assert encoder.training
+    assert encoder.patch_embed.proj.weight.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ModelError, match="dtype"):
+        with inference_mode(encoder, dtype="fp16"):
+            pass
+
+
+def test_channels_last_is_layout_only() -> None:
+    image = torch.randn(2, 3, 8, 8)
+    fast = channels_last(image)
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(fast, image)
+
+
+def test_bf16_encoder_close_to_fp32() -> None:
+    torch.manual_seed(0)
+    encoder = SwinEncoder(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=3)
+    image = torch.randn(1, 3, 96, 96)
+    with inference_mode(encoder) as fast:
+        exact = fast(image)
+    with inference_mode(encoder, dtype="bf16") as fast:
+        approx = fast(channels_last(image))
+    for a, b in zip(exact, approx):
+        assert b.dtype in (torch.bfloat16, torch.float32)
+        error = (a - b.float()).norm() / a.norm()
+        assert error < 0.05  # bf16 keeps ~3 significant digits; fp32 norms/softmax bound drift
+        assert error > 0  # bf16 was actually used
+
+
+def test_bf16_masks_agree_with_fp32_on_tiny_lavt() -> None:
+    registry = pytest.importorskip("rrsis.models.registry")
+    torch.manual_seed(0)
+    model = registry.get_tiny_model("lavt_swin_base")
+    word_ids, word_mask = model.tokenize(["the large building left of the road", "a red car"])
+    image = torch.randn(2, 3, model.input_size, model.input_size)
+    exact = predict_logits(model, image, word_ids, word_mask)
+    fast = predict_logits(model, image, word_ids, word_mask, dtype="bf16")
+    assert fast.dtype == torch.float32 and fast.shape == exact.shape
+    assert not torch.equal(exact, fast)
+    assert mask_agreement(exact, fast) >= 0.99
