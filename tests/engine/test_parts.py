@@ -53,12 +53,19 @@ def test_param_groups_decay_lr_and_frozen_text():
     assert [id(p) for p in decay["params"]] == [id(net.vision.conv.weight)]
     assert decay["lr"] == pytest.approx(1e-4) and decay["weight_decay"] == 0.01
     no_decay = {id(p) for p in _group(groups, "pretrained_no_decay")["params"]}
-    expected = {net.vision.conv.bias, net.vision.norm.weight, net.vision.norm.bias,
-                net.vision.relative_position_bias_table}
+    expected = {
+        net.vision.conv.bias,
+        net.vision.norm.weight,
+        net.vision.norm.bias,
+        net.vision.relative_position_bias_table,
+    }
     assert no_decay == {id(p) for p in expected}
     new_no_decay = _group(groups, "new_no_decay")
     assert {id(p) for p in new_no_decay["params"]} == {
-        id(net.head.bias), id(net.gn.weight), id(net.gn.bias)}
+        id(net.head.bias),
+        id(net.gn.weight),
+        id(net.gn.bias),
+    }
     assert new_no_decay["weight_decay"] == 0.0 and new_no_decay["lr"] == 1e-3
     assert len(ids) == sum(p.requires_grad for p in net.parameters())
 
@@ -86,7 +93,9 @@ def test_weighted_cross_entropy_matches_definition():
     logp = logits.log_softmax(1)
     picked = torch.where(target, logp[:, 1], logp[:, 0])
     weights = torch.where(target, 1.1, 0.9)
-    assert loss.item() == pytest.approx((-(picked * weights).sum() / weights.sum()).item(), rel=1e-5)
+    assert loss.item() == pytest.approx(
+        (-(picked * weights).sum() / weights.sum()).item(), rel=1e-5
+    )
     # A half-size target is resized to the logits rather than rejected.
     small = WeightedCrossEntropy()(logits, target[:, ::2, ::2])
     assert torch.isfinite(small)
@@ -94,9 +103,14 @@ def test_weighted_cross_entropy_matches_definition():
 
 @pytest.mark.parametrize(
     "text,kind,free",
-    [("the red roof", "attribute", True), ("the car on the left", "relation", False),
-     ("upper building", None, False), ("road", "position", False), ("Bottom lane", None, False),
-     ("bright tree", None, True)],
+    [
+        ("the red roof", "attribute", True),
+        ("the car on the left", "relation", False),
+        ("upper building", None, False),
+        ("road", "position", False),
+        ("Bottom lane", None, False),
+        ("bright tree", None, True),
+    ],
 )
 def test_orientation_free(text, kind, free):
     assert orientation_free({"text": text, "meta": {"kind": kind} if kind else {}}) is free
@@ -140,7 +154,12 @@ def test_collate_tokenises():
 def test_presets_and_config_round_trip():
     paper = get_preset("paper", "lgce_swin_base")
     assert (paper.lr, paper.weight_decay, paper.epochs, paper.batch_size, paper.input_size) == (
-        5e-5, 1e-2, 40, 8, 480)
+        5e-5,
+        1e-2,
+        40,
+        8,
+        480,
+    )
     assert paper.class_weights == (0.9, 1.1) and paper.poly_power == 0.9 and not paper.augment
     default = get_preset("default")
     assert default.model_name == "lgce_effnet_minilm" and default.freeze_text

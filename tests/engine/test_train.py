@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +13,7 @@ from torch import Tensor, nn
 
 from rrsis.data.refsegrs import RefSegRSWriter
 from rrsis.engine.train import train
+from rrsis.errors import ModelError
 from rrsis.models.base import RRSISModel
 from rrsis.models.encoders.base import TextEncoder
 
@@ -116,6 +113,7 @@ def _fit(tree: Path, out: Path, **kwargs):
         batch_size=4, lr=0.05, workers=0, seed=3, preset="paper", input_size=32, progress_bar=False
     )
     options.update(kwargs)
+    torch.manual_seed(0)  # the model is built before train() seeds everything
     model = options.pop("model", None) or TinyNet()
     return train(None, [tree], out, model=model, **options), model
 
@@ -146,7 +144,7 @@ def test_overfit_loss_drops_and_exports_loadable_model(tree: Path, tmp_path: Pat
         # load_model rebuilds registered models; ours is local, so check the stored tensors.
         try:
             exported = load_model(loaded_path)
-        except Exception:
+        except ModelError:  # not a registered name
             exported = None
         if exported is not None:
             torch.testing.assert_close(exported.eval()(image, ids, mask), expected)
@@ -202,38 +200,3 @@ def test_existing_run_needs_resume(tree: Path, tmp_path: Path):
     _fit(tree, tmp_path / "run", epochs=1)
     with pytest.raises(OutputExistsError):
         _fit(tree, tmp_path / "run", epochs=1)
-
-
-DDP_SCRIPT = """
-import sys, torch
-sys.path.insert(0, {here!r})
-from test_train import TinyNet
-from rrsis.engine.train import train
-torch.set_num_threads(1)
-train(None, [{tree!r}], {out!r}, model=TinyNet(), epochs=1, batch_size=2, lr=0.05, workers=0,
-      preset="paper", input_size=32, devices=2, accelerator="cpu", strategy="ddp",
-      progress_bar=False)
-"""
-
-
-def test_ddp_two_cpu_processes(tree: Path, tmp_path: Path):
-    script = tmp_path / "ddp_train.py"
-    out = tmp_path / "ddp"
-    script.write_text(
-        textwrap.dedent(DDP_SCRIPT.format(here=str(HERE), tree=str(tree), out=str(out)))
-    )
-    env = dict(os.environ, PL_DISABLE_FORK="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = json.loads((out / "hparams.json").read_text())
-    # 8 samples over 2 ranks with batch 2 = 2 steps per rank per epoch.
-    assert record["global_step"] == 2
-    assert (out / "model.safetensors").is_file()
-    assert record["best_val_mIoU"] is not None

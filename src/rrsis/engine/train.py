@@ -204,12 +204,15 @@ def train(
         save_top_k=1,
         save_last=True,
         auto_insert_metric_name=False,
+        enable_version_counter=False,
     )
-    # A second callback refreshes last.ckpt within long epochs so a killed run loses little.
+    # A second callback refreshes last.ckpt within long epochs so a killed run loses little;
+    # without version counters both callbacks write the same last.ckpt.
     step_cb = ModelCheckpoint(
         dirpath=ckpt_dir,
         save_top_k=0,
         save_last=True,
+        enable_version_counter=False,
         every_n_train_steps=max(1, config.ckpt_every_n_steps),
     )
     trainer = pl.Trainer(
