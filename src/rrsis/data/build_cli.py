@@ -31,7 +31,9 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
         "from-labels", help="images + semantic label maps + taxonomy.json -> triplets"
     )
     labels.add_argument("images_dir", type=Path)
-    labels.add_argument("labels_dir", type=Path, help="label PNGs (class ids or colours), same stems")
+    labels.add_argument(
+        "labels_dir", type=Path, help="label PNGs (class ids or colours), same stems"
+    )
     labels.add_argument("out", type=Path)
     labels.add_argument("--taxonomy", type=Path, required=True, help="taxonomy JSON")
     labels.add_argument(
@@ -142,7 +144,9 @@ def _from_labels(args: argparse.Namespace) -> int:
                 )
             # Split by a hash of the file name: stable when files are added or removed.
             u = (zlib.crc32(image_path.stem.encode()) % 10_000) / 10_000
-            split = ("train", "val", "test")[int(np.searchsorted(edges, u, side="right").clip(0, 2))]
+            split = ("train", "val", "test")[
+                int(np.searchsorted(edges, u, side="right").clip(0, 2))
+            ]
             for sample in build_triplets(image, labels, taxonomy, rng, source=image_path.stem):
                 writer.add(split, sample)
                 kind = sample["meta"]["kind"]

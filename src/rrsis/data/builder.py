@@ -236,7 +236,13 @@ def build_triplets(
             "source": source,
         }
         samples.append(
-            {"image": image, "mask": cand.mask, "text": cand.text, "id": f"{prefix}_{k}", "meta": meta}
+            {
+                "image": image,
+                "mask": cand.mask,
+                "text": cand.text,
+                "id": f"{prefix}_{k}",
+                "meta": meta,
+            }
         )
     return samples
 

@@ -44,8 +44,17 @@ SYNTHETIC_TAXONOMY = Taxonomy(
         "vegetation": ["tree", "low vegetation"],
     },
     synonyms={"low vegetation": ["grass"], "parking area": ["parking lot"], "tree": ["trees"]},
-    objects=("car", "van", "truck", "bus", "vehicle", "light-duty vehicle", "heavy-duty vehicle",
-             "building", "tree"),
+    objects=(
+        "car",
+        "van",
+        "truck",
+        "bus",
+        "vehicle",
+        "light-duty vehicle",
+        "heavy-duty vehicle",
+        "building",
+        "tree",
+    ),
     colour_names=("car", "building"),
     relations=(
         Relation("vehicle", "in", "parking area"),
@@ -61,9 +70,16 @@ SYNTHETIC_TAXONOMY = Taxonomy(
 )
 
 _BASE_RGB = {
-    0: (150, 135, 110), 1: (85, 85, 88), 2: (235, 235, 230), 3: (165, 160, 155),
-    4: (170, 90, 80), 5: (110, 110, 112), 10: (180, 170, 160), 11: (45, 90, 40),
-    12: (95, 140, 65), 13: (40, 75, 105),
+    0: (150, 135, 110),
+    1: (85, 85, 88),
+    2: (235, 235, 230),
+    3: (165, 160, 155),
+    4: (170, 90, 80),
+    5: (110, 110, 112),
+    10: (180, 170, 160),
+    11: (45, 90, 40),
+    12: (95, 140, 65),
+    13: (40, 75, 105),
 }
 _VEHICLE_RGB = [(235, 235, 235), (25, 25, 28), (150, 150, 155), (170, 30, 30), (35, 60, 150)]
 _ROOF_RGB = [(180, 170, 160), (150, 70, 55), (120, 120, 125), (210, 205, 195)]
@@ -185,8 +201,15 @@ def generate_scene(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.
                 if rng.random() < 0.6:
                     cls = 7 if rng.random() < 0.15 else 6
                     length, width = _VEHICLE_SIZE[cls]
-                    m = _rect(labels, cls, (ry + length / 2 - 3, rx + 3), length * 0.8, width,
-                              np.pi / 2, free=labels == 5)
+                    m = _rect(
+                        labels,
+                        cls,
+                        (ry + length / 2 - 3, rx + 3),
+                        length * 0.8,
+                        width,
+                        np.pi / 2,
+                        free=labels == 5,
+                    )
                     if m is not None:
                         vehicles.append((m, int(rng.integers(len(_VEHICLE_RGB)))))
 
@@ -243,7 +266,9 @@ def _render(
     shape = labels.shape
     lut = np.array([_BASE_RGB.get(i, (128, 128, 128)) for i in range(14)], dtype=np.float32)
     img = lut[labels]
-    texture = _smooth_noise(shape, 6, rng)[..., None] * 10 + _smooth_noise(shape, 40, rng)[..., None] * 8
+    texture = (
+        _smooth_noise(shape, 6, rng)[..., None] * 10 + _smooth_noise(shape, 40, rng)[..., None] * 8
+    )
     img += texture * np.isin(labels, (0, 11, 12, 13))[..., None]
     img += rng.normal(0, 4, img.shape).astype(np.float32)
     for mask, colour in vehicles:
@@ -299,14 +324,17 @@ def build_synthetic_dataset(
     written = 0
     scene = 0
     config = BuildConfig()
-    with RefSegRSWriter(out, overwrite=overwrite) as writer, tqdm(
-        total=n, disable=not progress, unit="triplet", desc="synth"
-    ) as bar:
+    with (
+        RefSegRSWriter(out, overwrite=overwrite) as writer,
+        tqdm(total=n, disable=not progress, unit="triplet", desc="synth") as bar,
+    ):
         while written < n:
             # Deterministic split order: the first scenes fill each split at least once so a
             # tiny n still gives train/val/test.
-            split = ("train", "val", "test")[scene] if scene < 3 else str(
-                rng.choice(["train", "val", "test"], p=probs)
+            split = (
+                ("train", "val", "test")[scene]
+                if scene < 3
+                else str(rng.choice(["train", "val", "test"], p=probs))
             )
             image, labels = generate_scene(size, rng)
             source = f"scene{scene:05d}"

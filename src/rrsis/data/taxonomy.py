@@ -68,7 +68,9 @@ class Taxonomy:
         known = self.names()
         for rel in self.relations:
             if rel.word not in RELATION_WORDS:
-                raise DatasetError(f"relation word must be one of {RELATION_WORDS}, got {rel.word!r}")
+                raise DatasetError(
+                    f"relation word must be one of {RELATION_WORDS}, got {rel.word!r}"
+                )
             for name in (rel.subject, rel.object):
                 if name not in known:
                     raise DatasetError(f"relation {rel.phrase()!r} names unknown class {name!r}")
@@ -136,7 +138,9 @@ class Taxonomy:
                 objects=tuple(data.get("objects", ())),
                 colour_names=tuple(data.get("colour_names", ())),
                 relations=tuple(Relation(*r) for r in data.get("relations", ())),
-                palette={str(k): tuple(int(c) for c in v) for k, v in data.get("palette", {}).items()},
+                palette={
+                    str(k): tuple(int(c) for c in v) for k, v in data.get("palette", {}).items()
+                },
                 ignore_ids=tuple(int(i) for i in data.get("ignore_ids", ())),
             )
         except DatasetError as err:
