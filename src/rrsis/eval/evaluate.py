@@ -44,6 +44,27 @@ SHUFFLE_SEED = 0
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
+def open_dataset(root: str | Path, split: str, data_format: str = "auto") -> Any:
+    """Open ``split`` of a RefSegRS or RRSIS-D tree (``data_format="auto"`` detects which).
+
+    Raises:
+        DatasetError: missing root, unknown layout or split.
+    """
+    from rrsis.data.format_cli import detect_format
+
+    root = Path(root)
+    fmt = detect_format(root) if data_format == "auto" else data_format
+    if fmt == "refsegrs":
+        from rrsis.data.refsegrs import RefSegRS
+
+        return RefSegRS(root, split)
+    if fmt == "rrsisd":
+        from rrsis.data.rrsisd import RRSISD
+
+        return RRSISD(root, split)
+    raise ValueError(f"unknown dataset format {data_format!r}")
+
+
 def shuffled_order(n: int, seed: int = SHUFFLE_SEED) -> np.ndarray:
     """A fixed-seed permutation of ``range(n)`` without fixed points (for ``n >= 2``).
 
@@ -117,7 +138,7 @@ def _prepare_prediction_dir(directory: Path, overwrite: bool) -> None:
     directory.mkdir(parents=True, exist_ok=True)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
     dataset: Any,
@@ -129,6 +150,7 @@ def evaluate(
     empty_iou: float = 0.0,
     progress: bool = True,
     overwrite: bool = False,
+    input_size: int | None = None,
 ) -> dict[str, Any]:
     """Predict every sample of ``dataset`` and score it.
 
@@ -148,6 +170,8 @@ def evaluate(
             :class:`rrsis.eval.metrics.RefSegMetrics`).
         progress: show a tqdm progress bar.
         overwrite: allow ``save_predictions`` to be a non-empty directory.
+        input_size: square side of the native protocol's input; ``None`` = ``model.input_size``.
+            Pass the size a model was trained at when it differs from its default.
 
     Returns:
         ``{"protocol", "input_size", "n", "overall": metrics, "breakdown": {grouping: {group:
@@ -164,7 +188,10 @@ def evaluate(
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    input_size = int(model.input_size) if protocol == "native" else LAVT_SIZE
+    if protocol == "lavt":
+        input_size = LAVT_SIZE
+    else:
+        input_size = int(input_size if input_size is not None else model.input_size)
     divisor = int(getattr(model, "size_divisor", 1) or 1)
     if input_size % divisor:
         raise ModelError(

@@ -1,0 +1,243 @@
+"""Benchmark orchestration: train (or load) several models with one recipe, test each once.
+
+Layout of the output directory::
+
+    table.md, table.csv       one row per model: Pr@0.5..0.9, oIoU, mIoU, small/medium/large
+                              mIoU, single/scattered mIoU (test split)
+    size_buckets.png          grouped bars: mIoU per object-size bucket, one bar per model
+    command.txt               the exact command line and wall times
+    results/<model>.json      full evaluate() result (breakdown and per-sample IoU) + .md
+    runs/<model>/             training run (rrsis.engine.train layout, model.safetensors)
+
+Checkpoints are selected on the validation split by the engine; the test split is opened only
+after training, once per model. A run directory that already holds ``model.safetensors`` is
+reused, so an interrupted benchmark restarts where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rrsis.errors import ModelError, RRSISError
+from rrsis.eval.evaluate import evaluate, open_dataset
+from rrsis.eval.report import (
+    benchmark_markdown,
+    benchmark_row,
+    evaluation_markdown,
+    plot_size_buckets,
+    write_csv,
+    write_json,
+)
+
+
+def parse_models(spec: str) -> list[str]:
+    """``"a,b,c"`` -> ``["a", "b", "c"]``; refuses empty and repeated names."""
+    names = [name.strip() for name in spec.split(",")]
+    if not spec.strip() or any(not name for name in names):
+        raise RRSISError(f"--models must be a comma-separated list of names, got {spec!r}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise RRSISError(f"--models names a model twice: {', '.join(repeated)}")
+    return names
+
+
+def parse_checkpoints(spec: str | None) -> dict[str, Path]:
+    """``"a=path,b=path"`` -> ``{"a": Path, "b": Path}``; ``None`` or ``""`` -> ``{}``."""
+    if not spec:
+        return {}
+    result: dict[str, Path] = {}
+    for item in spec.split(","):
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise RRSISError(f"--checkpoints entries must look like NAME=PATH, got {item!r}")
+        if name.strip() in result:
+            raise RRSISError(f"--checkpoints names {name.strip()!r} twice")
+        result[name.strip()] = Path(path.strip())
+    return result
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def trained_input_size(run_dir: Path) -> int | None:
+    """Input side a run was trained at (``hparams.json``), or ``None`` when unknown."""
+    path = run_dir / "hparams.json"
+    if not path.is_file():
+        return None
+    try:
+        size = json.loads(path.read_text()).get("train", {}).get("input_size")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return int(size) if size else None
+
+
+def _train_one(
+    name: str,
+    data_root: Path,
+    run_dir: Path,
+    epochs: int | None,
+    preset: str,
+    batch_size: int | None,
+    tiny: bool,
+    progress: bool,
+    train_kwargs: Mapping[str, Any],
+) -> Path:
+    """Train ``name`` (unless ``run_dir`` already holds a finished model); return its weights."""
+    weights = run_dir / "model.safetensors"
+    if weights.is_file():
+        return weights
+    from rrsis.engine.train import train
+
+    train(
+        name,
+        [data_root],
+        run_dir,
+        epochs=epochs,
+        batch_size=batch_size,
+        preset=preset,
+        tiny=tiny,
+        progress_bar=progress,
+        **dict(train_kwargs),
+    )
+    if not weights.is_file():
+        raise RRSISError(f"{run_dir}: training finished without writing model.safetensors")
+    return weights
+
+
+def run_benchmark(
+    models: Sequence[str],
+    data_root: str | Path,
+    out_dir: str | Path,
+    epochs: int | None = None,
+    checkpoints: Mapping[str, str | Path] | None = None,
+    preset: str = "paper",
+    batch_size: int | None = None,
+    eval_batch_size: int = 8,
+    protocol: str = "native",
+    split: str = "test",
+    data_format: str = "auto",
+    device: str | None = None,
+    tiny: bool = False,
+    command: str | None = None,
+    progress: bool = True,
+    train_kwargs: Mapping[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Train or load each model, evaluate it on ``split`` and write the benchmark files.
+
+    Args:
+        models: model labels; a label without a checkpoint must be a registry name (trained).
+        data_root: dataset root; ``train`` trains, ``val`` selects checkpoints, ``split`` scores.
+        out_dir: output directory (see the module docstring).
+        epochs: training epochs (``None`` = the preset's).
+        checkpoints: ``{label: weights path}`` for models that are loaded instead of trained.
+        preset: training recipe shared by every model (``paper`` or ``default``).
+        batch_size: training batch size (``None`` = the preset's).
+        eval_batch_size: batch size of evaluation.
+        protocol: ``native`` or ``lavt`` (see :mod:`rrsis.eval.evaluate`).
+        split: split to score (``test``).
+        data_format: ``auto``, ``refsegrs`` or ``rrsisd`` (only RefSegRS trees can be trained on).
+        device: evaluation device; ``None`` = CUDA when available.
+        tiny: train tiny random-config models (tests and smoke runs).
+        command: command line recorded in ``command.txt``.
+        progress: show progress bars.
+        train_kwargs: extra keyword arguments of :func:`rrsis.engine.train.train`.
+        log: receives one line per finished model.
+
+    Returns:
+        The table rows (:func:`rrsis.eval.report.benchmark_row`), in ``models`` order.
+    """
+    checkpoints = {k: Path(v) for k, v in (checkpoints or {}).items()}
+    unknown = sorted(set(checkpoints) - set(models))
+    if unknown:
+        raise RRSISError(f"--checkpoints names models not in --models: {', '.join(unknown)}")
+    to_train = [name for name in models if name not in checkpoints]
+    if to_train:
+        from rrsis.models.registry import list_models
+
+        known = list_models()
+        bad = [name for name in to_train if name not in known]
+        if bad:
+            raise ModelError(
+                f"cannot train unknown model(s) {', '.join(bad)}; known: {', '.join(known)} "
+                "(or give a checkpoint with --checkpoints NAME=PATH)"
+            )
+    for name, path in checkpoints.items():
+        if not path.is_file():
+            raise ModelError(f"{path}: checkpoint of {name!r} not found")
+    data_root = Path(data_root)
+    out = Path(out_dir)
+    # Open the scored split first: a wrong root fails before hours of training.
+    dataset = open_dataset(data_root, split, data_format)
+    device = device or _default_device()
+
+    from rrsis.models.io import load_model
+
+    rows: list[dict[str, Any]] = []
+    timings: list[str] = []
+    start = time.perf_counter()
+    for name in models:
+        model_start = time.perf_counter()
+        input_size = None
+        if name in checkpoints:
+            weights = checkpoints[name]
+            source = f"checkpoint {weights}"
+        else:
+            run_dir = out / "runs" / name
+            weights = _train_one(
+                name,
+                data_root,
+                run_dir,
+                epochs,
+                preset,
+                batch_size,
+                tiny,
+                progress,
+                train_kwargs or {},
+            )
+            # Score at the size the model was trained at, not its architectural default.
+            input_size = trained_input_size(run_dir)
+            source = f"trained in {run_dir}"
+        model = load_model(weights, map_location=device)
+        result = evaluate(
+            model,
+            dataset,
+            protocol=protocol,
+            batch_size=eval_batch_size,
+            device=device,
+            progress=progress,
+            input_size=input_size,
+        )
+        result.update({"label": name, "weights": str(weights), "data": str(data_root)})
+        result["split"] = split
+        write_json(result, out / "results" / f"{name}.json")
+        (out / "results" / f"{name}.md").write_text(evaluation_markdown(result), encoding="utf-8")
+        rows.append(benchmark_row(name, result))
+        seconds = time.perf_counter() - model_start
+        timings.append(f"{name}: {seconds:.1f} s ({source})")
+        log(f"{name}: mIoU {result['overall']['mIoU']:.2f}, oIoU {result['overall']['oIoU']:.2f}")
+        del model
+    total = time.perf_counter() - start
+    (out / "table.md").write_text(
+        f"Benchmark on {data_root} ({split} split, protocol `{protocol}`, preset `{preset}`)\n\n"
+        + benchmark_markdown(rows),
+        encoding="utf-8",
+    )
+    write_csv(rows, out / "table.csv")
+    plot_size_buckets(rows, out / "size_buckets.png")
+    lines = [
+        command or "(library call)",
+        "",
+        f"wall time: {total:.1f} s",
+        f"evaluation device: {device}",
+        *timings,
+    ]
+    (out / "command.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return rows

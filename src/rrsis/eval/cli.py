@@ -1,0 +1,231 @@
+"""``rrsis evaluate`` and ``rrsis benchmark``.
+
+Both only parse arguments, call :mod:`rrsis.eval` and print; user mistakes raise
+:class:`rrsis.errors.RRSISError` subclasses that the top-level CLI prints as one line.
+
+Neither command selects checkpoints: ``evaluate`` scores the weights it is given and
+``benchmark`` lets the engine select on the validation split before scoring the test split once
+per model (``docs/protocol.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import warnings
+from pathlib import Path
+
+from rrsis.errors import ModelError, OutputExistsError, RRSISError
+
+_FORMATS = ("auto", "refsegrs", "rrsisd")
+
+
+def _looks_like_path(spec: str) -> bool:
+    return "/" in spec or "\\" in spec or Path(spec).suffix != ""
+
+
+def resolve_model(spec: str, device: str = "cpu"):
+    """Load weights from a file path, or build an untrained registry model by name.
+
+    Returns:
+        ``(model, untrained)``: the model and whether it came from a bare registry name.
+
+    Raises:
+        ModelError: the path does not exist, or the name is not registered.
+    """
+    path = Path(spec)
+    if path.is_file():
+        from rrsis.models.io import load_model
+
+        return load_model(path, map_location=device), False
+    if _looks_like_path(spec):
+        raise ModelError(f"{spec}: no such model file")
+    from rrsis.models.registry import get_model, list_models
+
+    known = list_models()
+    if spec not in known:
+        raise ModelError(
+            f"{spec!r} is neither a model file nor a registered model; known: {', '.join(known)}"
+        )
+    return get_model(spec).to(device), True
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """An equivalent ``rrsis`` command line rebuilt from the parsed arguments.
+
+    The handlers see only the parsed namespace (``main(argv)`` may be called from Python), so
+    the recorded command lists every option that differs from its default, in parser order.
+    """
+    parser: argparse.ArgumentParser = args._parser
+    words = ["rrsis", parser.prog.split()[-1]]
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "func"):
+            continue
+        value = getattr(args, action.dest, None)
+        if value is None or value == action.default:
+            continue
+        flag = action.option_strings[-1]
+        if isinstance(action, argparse._StoreTrueAction):
+            words.append(flag)
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def _check_out(path: Path, overwrite: bool) -> None:
+    for target in (path, path.with_suffix(".md")):
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"{target}: exists (pass --overwrite to replace it)")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from rrsis.eval.evaluate import evaluate, open_dataset
+    from rrsis.eval.report import evaluation_markdown, write_json
+
+    out = None if args.out is None else Path(args.out)
+    if out is not None:
+        if out.suffix.lower() != ".json":
+            raise RRSISError(f"{out}: --out must name a .json file")
+        _check_out(out, args.overwrite)
+    dataset = open_dataset(args.data, args.split, args.format)
+    model, untrained = resolve_model(args.model, args.device)
+    if untrained:
+        print(
+            f"rrsis: warning: {args.model!r} is a bare registry name: its new layers are "
+            "randomly initialised (untrained); pass a trained .safetensors file to measure a model",
+            file=sys.stderr,
+        )
+    with warnings.catch_warnings():
+        # Libraries warn about things users cannot act on here (e.g. tokenizer forks).
+        warnings.simplefilter("ignore", category=UserWarning)
+        result = evaluate(
+            model,
+            dataset,
+            protocol=args.protocol,
+            batch_size=args.batch_size,
+            save_predictions=args.save_predictions,
+            device=args.device,
+            shuffle_expressions=args.shuffle_expressions,
+            empty_iou=args.empty_iou,
+            progress=not args.no_progress,
+            overwrite=args.overwrite,
+            input_size=args.input_size,
+        )
+    result.update(
+        {
+            "model_spec": args.model,
+            "untrained": untrained,
+            "data": str(args.data),
+            "split": args.split,
+            "command": command_line(args),
+        }
+    )
+    table = evaluation_markdown(result)
+    print(table, end="")
+    if out is not None:
+        write_json(result, out)
+        out.with_suffix(".md").write_text(table, encoding="utf-8")
+        print(f"wrote {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+def run_benchmark_cli(args: argparse.Namespace) -> int:
+    from rrsis.eval.benchmark import parse_checkpoints, parse_models, run_benchmark
+    from rrsis.eval.report import benchmark_markdown
+
+    models = parse_models(args.models)
+    checkpoints = parse_checkpoints(args.checkpoints)
+    train_kwargs = {}
+    if args.max_steps is not None:
+        train_kwargs["max_steps"] = args.max_steps
+    if args.seed is not None:
+        train_kwargs["seed"] = args.seed
+    rows = run_benchmark(
+        models,
+        args.data,
+        args.out,
+        epochs=args.epochs,
+        checkpoints=checkpoints,
+        preset=args.preset,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        protocol=args.protocol,
+        data_format=args.format,
+        device=args.device,
+        tiny=args.tiny,
+        command=command_line(args),
+        progress=not args.no_progress,
+        train_kwargs=train_kwargs,
+    )
+    print(benchmark_markdown(rows), end="")
+    print(f"wrote {Path(args.out)}/table.md, table.csv, size_buckets.png, command.txt")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``evaluate`` and ``benchmark`` to the ``rrsis`` command."""
+    ev = subparsers.add_parser(
+        "evaluate",
+        help="score a model on a dataset split (overall + size/scatter/kind breakdown)",
+        description=(
+            "Predict every sample of a split and print oIoU, mIoU and Pr@0.5-0.9, overall and "
+            "per object size, scatter and expression kind. Nothing is selected on the split."
+        ),
+    )
+    ev.add_argument("--model", required=True, help="trained .safetensors file, or registry name")
+    ev.add_argument("--data", required=True, type=Path, help="dataset root")
+    ev.add_argument("--format", choices=_FORMATS, default="auto", help="dataset layout")
+    ev.add_argument("--split", default="test", help="split to score (default: test)")
+    ev.add_argument(
+        "--protocol",
+        choices=("native", "lavt"),
+        default="native",
+        help="native: score at the mask's resolution; lavt: the published 480x480 protocol",
+    )
+    ev.add_argument("--save-predictions", type=Path, metavar="DIR", help="write <id>.png masks")
+    ev.add_argument("--out", type=Path, metavar="RESULTS.json", help="write JSON (+ .md)")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument(
+        "--shuffle-expressions",
+        action="store_true",
+        help="give each sample another sample's expression (does the model read the text?)",
+    )
+    ev.add_argument(
+        "--empty-iou",
+        type=float,
+        choices=(0.0, 1.0),
+        default=0.0,
+        help="IoU of an empty prediction on an empty target (0 = reference code, default)",
+    )
+    ev.add_argument("--input-size", type=int, help="native input side (default: the model's)")
+    ev.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    ev.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    ev.set_defaults(func=run_evaluate, _parser=ev)
+
+    bench = subparsers.add_parser(
+        "benchmark",
+        help="train (or load) several models with one recipe and compare them on test",
+        description=(
+            "For each model: train with one recipe (checkpoint selected on val) or load the "
+            "given checkpoint, score the test split once, and write table.md, table.csv, "
+            "size_buckets.png and command.txt into --out. Finished runs are reused."
+        ),
+    )
+    bench.add_argument("--models", required=True, help="comma-separated names, e.g. lavt_x,lgce_x")
+    bench.add_argument("--data", required=True, type=Path, help="dataset root (train/val/test)")
+    bench.add_argument("--format", choices=_FORMATS, default="auto", help="dataset layout")
+    bench.add_argument("--out", required=True, type=Path, help="output directory")
+    bench.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
+    bench.add_argument("--checkpoints", metavar="NAME=PATH,...", help="load instead of training")
+    bench.add_argument("--preset", choices=("paper", "default"), default="paper")
+    bench.add_argument("--batch-size", type=int, help="training batch size per device")
+    bench.add_argument("--eval-batch-size", type=int, default=8)
+    bench.add_argument("--protocol", choices=("native", "lavt"), default="native")
+    bench.add_argument("--device", help="evaluation device (default: cuda when available)")
+    bench.add_argument("--seed", type=int, help="training seed (default: the preset's)")
+    bench.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
+    bench.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    bench.set_defaults(func=run_benchmark_cli, _parser=bench)

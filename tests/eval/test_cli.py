@@ -1,0 +1,130 @@
+"""`rrsis evaluate` and `rrsis benchmark` end to end on tiny models and the oracle tree."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rrsis.cli import main
+
+registry = pytest.importorskip("rrsis.models.registry")
+model_io = pytest.importorskip("rrsis.models.io")
+
+TINY = "lgce_swin_base"
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    model_io.save_model(registry.get_tiny_model(TINY), path)
+    return path
+
+
+def test_evaluate_end_to_end(tiny_weights: Path, oracle_tree: Path, tmp_path: Path, capsys) -> None:
+    torch.set_num_threads(1)
+    out = tmp_path / "res" / "results.json"
+    pred_dir = tmp_path / "pred"
+    argv = [
+        "evaluate", "--model", str(tiny_weights), "--data", str(oracle_tree), "--split", "test",
+        "--out", str(out), "--save-predictions", str(pred_dir), "--batch-size", "3",
+        "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| overall | 4 |" in printed
+    assert "size: large" in printed and "kind: attribute" in printed
+    result = json.loads(out.read_text())
+    assert result["n"] == 4 and result["split"] == "test" and result["untrained"] is False
+    assert result["model"]["name"] == TINY
+    assert set(result["overall"]) >= {"oIoU", "mIoU", "Pr@0.5", "Pr@0.9", "n"}
+    assert out.with_suffix(".md").read_text().startswith("Results (protocol `native`")
+    assert len(list(pred_dir.glob("*.png"))) == 4
+    # Outputs exist now: refused with one line and exit code 2, fine with --overwrite.
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rrsis: error:") and "--overwrite" in err and len(err.splitlines()) == 1
+    assert main([*argv, "--overwrite", "--protocol", "lavt"]) == 0
+    assert json.loads(out.read_text())["protocol"] == "lavt"
+
+
+def test_evaluate_user_errors(tiny_weights: Path, oracle_tree: Path, capsys) -> None:
+    base = ["evaluate", "--data", str(oracle_tree), "--no-progress"]
+    assert main([*base, "--model", "no/such/model.safetensors"]) == 2
+    assert "no such model file" in capsys.readouterr().err
+    assert main([*base, "--model", "not_a_model"]) == 2
+    assert "neither a model file nor a registered model" in capsys.readouterr().err
+    assert main([*base, "--model", str(tiny_weights), "--split", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_bare_registry_name_warns_untrained(
+    oracle_tree: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # The full-size model is not needed to check the warning: build the tiny one instead.
+    tiny = registry.get_tiny_model(TINY)
+    monkeypatch.setattr(registry, "get_model", lambda name, **kw: tiny)
+    assert main(["evaluate", "--model", TINY, "--data", str(oracle_tree), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "untrained" in captured.err
+    assert "| overall | 4 |" in captured.out
+
+
+def test_benchmark_with_checkpoints(tiny_weights: Path, oracle_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    argv = [
+        "benchmark", "--models", "a,b", "--data", str(oracle_tree), "--out", str(out),
+        "--checkpoints", f"a={tiny_weights},b={tiny_weights}", "--device", "cpu", "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert [r["model"] for r in rows] == ["a", "b"]
+    # Same weights, same data: identical rows.
+    assert {k: v for k, v in rows[0].items() if k != "model"} == {
+        k: v for k, v in rows[1].items() if k != "model"
+    }
+    assert "small mIoU" in rows[0] and "scattered mIoU" in rows[0]
+    table = (out / "table.md").read_text()
+    assert "| a |" in table and "| b |" in table
+    assert (out / "size_buckets.png").read_bytes()[:4] == b"\x89PNG"
+    command = (out / "command.txt").read_text()
+    assert command.startswith("rrsis benchmark --models a,b") and "wall time" in command
+    assert json.loads((out / "results" / "a.json").read_text())["split"] == "test"
+
+
+def test_benchmark_argument_errors(oracle_tree: Path, tiny_weights: Path, tmp_path, capsys) -> None:
+    base = ["benchmark", "--data", str(oracle_tree), "--out", str(tmp_path / "b"), "--no-progress"]
+    assert main([*base, "--models", "a,a"]) == 2
+    assert "twice" in capsys.readouterr().err
+    assert main([*base, "--models", "not_a_model"]) == 2
+    assert "cannot train unknown model" in capsys.readouterr().err
+    assert main([*base, "--models", "a", "--checkpoints", f"c={tiny_weights}"]) == 2
+    assert "not in --models" in capsys.readouterr().err
+    assert main([*base, "--models", "a", "--checkpoints", "a"]) == 2
+    assert "NAME=PATH" in capsys.readouterr().err
+
+
+def test_benchmark_trains_tiny_model(oracle_tree: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench"
+    argv = [
+        "benchmark", "--models", TINY, "--data", str(oracle_tree), "--out", str(out),
+        "--epochs", "1", "--batch-size", "2", "--tiny", "--device", "cpu", "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    run = out / "runs" / TINY
+    assert (run / "model.safetensors").is_file()
+    hparams = json.loads((run / "hparams.json").read_text())
+    result = json.loads((out / "results" / f"{TINY}.json").read_text())
+    # Scored at the size it was trained at.
+    assert result["input_size"] == hparams["train"]["input_size"]
+    assert result["n"] == 4
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert rows[0]["model"] == TINY
+    # A second run reuses the finished training instead of retraining.
+    mtime = (run / "model.safetensors").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (run / "model.safetensors").stat().st_mtime_ns == mtime
