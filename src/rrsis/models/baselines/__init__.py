@@ -41,7 +41,7 @@ _TINY_SWIN: dict[str, Any] = {
     "input_size": 64,
 }
 _TINY_RRN = {"sentence_dim": 16, "fusion_dim": 16, "refine_dim": 8}
-_TINY_CMSA = {"key_dim": 8, "value_dim": 16, "skip_dim": 8}
+_TINY_CMSA = {"key_dim": 8, "value_dim": 16, "key_pool": 2, "skip_dim": 8}
 
 #: name -> (factory, tiny kwargs, description)
 BASELINES: dict[str, tuple[Callable[..., RRSISModel], dict[str, Any], str]] = {

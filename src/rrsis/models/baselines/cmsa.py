@@ -274,13 +274,16 @@ def cmsa_effnet_minilm(
     levels: tuple[int, ...] = (1, 2, 3),
     grid_level: int = 2,
     key_dim: int = 64,
-    value_dim: int = 128,
-    key_pool: int = 2,
+    value_dim: int = 64,
+    key_pool: int = 4,
     skip_level: int | None = 1,
     skip_dim: int = 48,
     use_coords: bool = True,
 ) -> CMSA:
     """CMSA on EfficientNet-Lite + frozen MiniLM (the CPU benchmark configuration).
+
+    Sized for CPU: queries at stride 16, keys/values pooled to stride 64, 64-d cross-modal maps
+    (about 5.3 GFLOPs at 512x512 for a 7-token expression, vs 7.6 for ``lavt_effnet_minilm``).
 
     Args:
         variant, pretrained, text_pretrained, freeze_text, text_layers, max_tokens: encoders, see
