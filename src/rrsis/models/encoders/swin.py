@@ -295,7 +295,7 @@ class SwinEncoder(VisionEncoder):
         for i, channels in enumerate(self.out_channels):
             self.add_module(f"norm{i}", nn.LayerNorm(channels))
         self.apply(_init_weights)
-        if pretrained is not None:
+        if pretrained:  # None, "" and False (the registry's 'no weights') skip loading
             load_swin_weights(self, pretrained)
 
     @staticmethod
