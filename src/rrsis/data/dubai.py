@@ -52,6 +52,7 @@ DUBAI_TAXONOMY = Taxonomy(
         Relation("water", "near", "building"),
         Relation("building", "near", "vegetation"),
         Relation("building", "beside", "unpaved land"),
+        Relation("unpaved land", "beside", "water"),
     ),
     palette=dict(DUBAI_COLOURS),
     ignore_ids=(UNLABELED,),

@@ -62,8 +62,12 @@ def components(mask: np.ndarray, min_area: int = 1) -> Components:
     lut[1:][keep] = np.arange(1, int(keep.sum()) + 1)
     labels = lut[labels]
     k = int(keep.sum())
-    index = np.arange(1, k + 1)
-    centroids = np.array(ndimage.center_of_mass(np.ones_like(labels), labels, index)).reshape(-1, 2)
+    rows, cols = np.nonzero(labels)
+    lab = labels[rows, cols] - 1
+    area = areas[keep].astype(float)
+    centroids = np.stack(
+        [np.bincount(lab, rows, k) / area, np.bincount(lab, cols, k) / area], axis=1
+    ).reshape(-1, 2)
     return Components(labels, areas[keep], centroids)
 
 
@@ -110,7 +114,11 @@ def distance_to(comps: Components, target: np.ndarray) -> np.ndarray:
     if not target.any():
         return np.full(comps.n, np.inf)
     dist = ndimage.distance_transform_edt(~target)
-    return np.asarray(ndimage.minimum(dist, comps.labels, np.arange(1, comps.n + 1)), dtype=float)
+    # np.minimum.at over component pixels only: ndimage.minimum sorts the whole image.
+    inside = comps.labels > 0
+    out = np.full(comps.n, np.inf)
+    np.minimum.at(out, comps.labels[inside] - 1, dist[inside])
+    return out
 
 
 def surrounded_fraction(
