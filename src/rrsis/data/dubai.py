@@ -43,6 +43,8 @@ DUBAI_TAXONOMY = Taxonomy(
     # Only buildings are countable objects at this resolution; vegetation and water patches
     # get positions but no "large"/"long" (a "long water" is not how anyone speaks).
     objects=("building",),
+    # Roof colour (white warehouses vs grey blocks) is visible and worth naming.
+    colour_names=("building",),
     relations=(
         Relation("building", "along", "road"),
         Relation("vegetation", "near", "building"),

@@ -91,7 +91,7 @@ def elongation(comps: Components) -> np.ndarray:
 
 
 def colour_names(comps: Components, image: np.ndarray) -> list[str]:
-    """Nearest :data:`COLOUR_PROTOTYPES` name of each component's median-free mean RGB."""
+    """Nearest :data:`COLOUR_PROTOTYPES` name of each component's mean RGB."""
     if comps.n == 0:
         return []
     index = np.arange(1, comps.n + 1)
