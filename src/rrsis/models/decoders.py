@@ -7,12 +7,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
-    return [
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    ]
+def _conv_bn_relu(in_channels: int, out_channels: int, separable: bool) -> list[nn.Module]:
+    if separable:
+        # Depthwise 3x3 + pointwise 1x1: ~8x fewer FLOPs at 1/4 resolution for the CPU models.
+        conv = [
+            nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+        ]
+    else:
+        conv = [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)]
+    return [*conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
 
 
 class LAVTDecoder(nn.Module):
@@ -23,6 +27,7 @@ class LAVTDecoder(nn.Module):
         hidden: decoder width (LAVT: 512 for Swin-B, i.e. C4 / 2).
         num_classes: output classes (2: background / referred object).
         convs_per_level: 3x3 conv-BN-ReLU layers after each concat (LAVT: 2).
+        separable: depthwise-separable 3x3 convolutions (fast CPU variants; LAVT: False).
     """
 
     def __init__(
@@ -31,6 +36,7 @@ class LAVTDecoder(nn.Module):
         hidden: int = 512,
         num_classes: int = 2,
         convs_per_level: int = 2,
+        separable: bool = False,
     ) -> None:
         super().__init__()
         if len(in_channels) != 4:
@@ -38,9 +44,9 @@ class LAVTDecoder(nn.Module):
         levels = []
         previous = in_channels[3]
         for skip in (in_channels[2], in_channels[1], in_channels[0]):
-            layers = _conv_bn_relu(previous + skip, hidden)
+            layers = _conv_bn_relu(previous + skip, hidden, separable)
             for _ in range(convs_per_level - 1):
-                layers += _conv_bn_relu(hidden, hidden)
+                layers += _conv_bn_relu(hidden, hidden, separable)
             levels.append(nn.Sequential(*layers))
             previous = hidden
         self.levels = nn.ModuleList(levels)

