@@ -183,6 +183,11 @@ def train(
     if size % divisor:
         raise ModelError(f"input size must be a multiple of {divisor}, got {size}")
     config.input_size = size
+    # The exported model must remember the size it was trained at (inference resizes to it).
+    model.input_size = size
+    model_config = getattr(model, "config", None)
+    if isinstance(model_config, dict) and "input_size" in model_config.get("kwargs", {}):
+        model_config["kwargs"]["input_size"] = size
 
     datamodule = RefSegDataModule(
         [str(r) for r in data_roots],

@@ -1,0 +1,219 @@
+#!/usr/bin/env python
+"""Train the shipped default model (``lgce_effnet_minilm``) end to end, reproducibly.
+
+Steps (each skipped when its output already exists, so a killed run simply restarts):
+
+1. build the data: the Dubai aerial tiles (``../shared/data/dubai-aerial``) converted into
+   ``data/dubai`` (tiles 1-4 train, 5 val, 6 test) and procedural scenes into ``data/synth``;
+2. train the ``default`` preset on Dubai-train + synthetic-train, selecting the checkpoint on
+   the Dubai val tile, within a wall-time budget (the number of epochs is fitted to the budget
+   from a short timing run, so the poly schedule completes); an existing run resumes;
+3. export ``src/rrsis/weights/default.safetensors`` + ``default.json`` (hyper-parameters);
+4. evaluate the exported file on the Dubai TEST tile -> ``docs/results/default_model_eval.json``.
+
+Usage::
+
+    python scripts/train_default.py                 # ~75 min on 2 CPU cores (GPU if present)
+    python scripts/train_default.py --max-time 00:30:00
+    python scripts/train_default.py --smoke --root /tmp/smoke   # tiny model, 2 steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DUBAI = REPO.parent / "shared" / "data" / "dubai-aerial"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=REPO,
+        help="where data/, runs/, src/rrsis/weights/ and docs/results/ live",
+    )
+    parser.add_argument("--dubai-src", type=Path, default=SHARED_DUBAI)
+    parser.add_argument("--max-time", default="01:15:00", help="training budget HH:MM:SS")
+    parser.add_argument("--epochs", type=int, help="fix the epochs instead of fitting the budget")
+    parser.add_argument("--synthetic", type=int, default=600, help="synthetic triplets to build")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="tiny model, tiny data, 2 steps")
+    return parser.parse_args(argv)
+
+
+def seconds(hms: str) -> float:
+    parts = [int(p) for p in hms.split(":")]
+    while len(parts) < 4:
+        parts.insert(0, 0)
+    days, hours, minutes, secs = parts
+    return ((days * 24 + hours) * 60 + minutes) * 60 + secs
+
+
+def build_data(
+    root: Path, dubai_src: Path, n_synth: int, seed: int, smoke: bool
+) -> tuple[list[Path], Path]:
+    """Build missing datasets; returns (train roots, val root). Test is only used in evaluate."""
+    from rrsis.data.synthetic import build_synthetic_dataset
+
+    synth = root / "data" / "synth"
+    if not (synth / "output_phrase_train.txt").is_file():
+        size = 128 if smoke else 512
+        print(f"building {n_synth} synthetic triplets -> {synth}", flush=True)
+        build_synthetic_dataset(synth, n_synth, seed=seed, size=size, overwrite=True)
+    dubai = root / "data" / "dubai"
+    if smoke or not dubai_src.is_dir():
+        if not smoke:
+            print(f"warning: {dubai_src} missing; training and validating on synthetic data only")
+        return [synth], synth
+    if not (dubai / "output_phrase_train.txt").is_file():
+        from rrsis.data.dubai import convert_dubai
+
+        print(f"converting {dubai_src} -> {dubai}", flush=True)
+        convert_dubai(dubai_src, dubai, seed=seed, overwrite=True)
+    return [dubai, synth], dubai
+
+
+def fit_epochs(model_name: str, config, n_train: int, budget_s: float, smoke: bool) -> int:
+    """Epochs whose steps fit ~85 % of the budget, timed on a few real training steps."""
+    import torch
+
+    from rrsis.engine.losses import WeightedCrossEntropy
+    from rrsis.engine.module import freeze_text_encoders
+    from rrsis.engine.optim import build_optimizer, param_groups
+    from rrsis.engine.train import build_model
+
+    model = build_model(model_name, config.model_kwargs, tiny=smoke)
+    if config.freeze_text:
+        freeze_text_encoders(model)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device).train()
+    if config.freeze_text:
+        freeze_text_encoders(model)
+    optimizer, _ = build_optimizer(param_groups(model, config.lr, config.weight_decay), 10)
+    size, batch = config.input_size or model.input_size, config.batch_size
+    image = torch.randn(batch, 3, size, size, device=device)
+    ids, mask = model.tokenize(["the building next to the road"] * batch)
+    target = torch.rand(batch, size, size, device=device) > 0.8
+    loss_fn = WeightedCrossEntropy().to(device)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        loss = loss_fn(model(image, ids.to(device), mask.to(device)), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    per_step = min(times[1:])  # the first step pays one-off allocation costs
+    steps_per_epoch = max(1, n_train // batch)
+    fitted = int(0.85 * budget_s / (per_step * steps_per_epoch * 1.15))  # +15 %: val, loading
+    epochs = max(1, min(config.epochs, fitted))
+    print(
+        f"timing: {per_step:.2f} s/step ({1 / per_step:.2f} steps/s) at batch {batch}, "
+        f"{size}px on {device}; {steps_per_epoch} steps/epoch -> {epochs} epochs",
+        flush=True,
+    )
+    return epochs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sys.path.insert(0, str(REPO / "src"))
+    import torch
+
+    from rrsis.data.refsegrs import RefSegRS
+    from rrsis.engine.presets import get_preset
+    from rrsis.engine.train import train
+    from rrsis.models.io import load_model
+
+    root = args.root
+    torch.manual_seed(args.seed)
+    train_roots, val_root = build_data(
+        root, args.dubai_src, 24 if args.smoke else args.synthetic, args.seed, args.smoke
+    )
+    config = get_preset("default")
+    config.seed, config.workers = args.seed, args.workers
+    if args.smoke:
+        config.input_size, config.batch_size, config.workers, config.ckpt_every_n_steps = (
+            64,
+            2,
+            0,
+            1,
+        )
+    run_dir = root / "runs" / "default"
+    resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+    if args.smoke:
+        config.epochs = 1
+    elif not resume:
+        n_train = sum(len(RefSegRS(r, "train")) for r in train_roots)
+        config.epochs = args.epochs or fit_epochs(
+            config.model_name, config, n_train, seconds(args.max_time), args.smoke
+        )
+    started = time.time()
+    best = train(
+        config.model_name,
+        train_roots,
+        run_dir,
+        val_root=val_root,
+        config=config,
+        resume=resume,
+        max_time=args.max_time,
+        tiny=args.smoke,
+        max_steps=2 if args.smoke else -1,
+        progress_bar=not args.smoke,
+        accelerator="auto",
+    )
+    print(f"trained in {time.time() - started:.0f} s; best checkpoint {best}", flush=True)
+
+    weights_dir = root / "src" / "rrsis" / "weights"
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "model.safetensors", weights_dir / "default.safetensors")
+    hparams = json.loads((run_dir / "hparams.json").read_text())
+    hparams["script"] = "scripts/train_default.py" + (" --smoke" if args.smoke else "")
+    hparams["train_seconds_this_session"] = round(time.time() - started)
+    (weights_dir / "default.json").write_text(json.dumps(hparams, indent=2))
+
+    test_root = val_root  # smoke / no Dubai: the synthetic test split
+    if (root / "data" / "dubai" / "output_phrase_test.txt").is_file() and not args.smoke:
+        test_root = root / "data" / "dubai"
+    try:
+        from rrsis.eval.evaluate import evaluate
+    except ImportError:
+        print("rrsis.eval.evaluate not available; skipping the test evaluation")
+        return 0
+    model = load_model(weights_dir / "default.safetensors")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    result = evaluate(
+        model.to(device),
+        RefSegRS(test_root, "test"),
+        device=device,
+        input_size=hparams["train"]["input_size"],
+        progress=False,
+    )
+    result.pop("samples", None)
+    result["dataset"] = (
+        f"{test_root.relative_to(root) if test_root.is_relative_to(root) else test_root}:test"
+    )
+    result["weights"] = "src/rrsis/weights/default.safetensors"
+    out = root / "docs" / "results" / "default_model_eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    overall = result["overall"]
+    print(
+        f"test: oIoU {overall['oIoU']:.2f} mIoU {overall['mIoU']:.2f} (n={overall['n']}) -> {out}"
+    )
+    return 0 if math.isfinite(float(overall["mIoU"])) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

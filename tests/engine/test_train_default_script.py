@@ -1,0 +1,29 @@
+"""scripts/train_default.py runs end to end in --smoke mode (tiny model, synthetic data)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_default.py"
+
+
+def test_train_default_smoke(tmp_path: Path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(SCRIPT), "--smoke", "--root", str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    weights = tmp_path / "src/rrsis/weights/default.safetensors"
+    hparams = json.loads((tmp_path / "src/rrsis/weights/default.json").read_text())
+    assert weights.stat().st_size > 0
+    assert hparams["train"]["model_name"] == "lgce_effnet_minilm" and hparams["global_step"] == 2
+    result = json.loads((tmp_path / "docs/results/default_model_eval.json").read_text())
+    assert result["dataset"].endswith(":test") and result["overall"]["n"] > 0
+
+    from rrsis.models.io import load_model
+
+    model = load_model(weights)
+    assert model.input_size == hparams["train"]["input_size"] == 64
