@@ -181,6 +181,7 @@ def run_benchmark(
     from rrsis.models.io import load_model
 
     rows: list[dict[str, Any]] = []
+    size_counts: dict[str, int] = {}
     timings: list[str] = []
     start = time.perf_counter()
     for name in models:
@@ -220,6 +221,8 @@ def run_benchmark(
         write_json(result, out / "results" / f"{name}.json")
         (out / "results" / f"{name}.md").write_text(evaluation_markdown(result), encoding="utf-8")
         rows.append(benchmark_row(name, result))
+        # Every model sees the same split, hence the same bucket sizes.
+        size_counts = {k: v["n"] for k, v in result["breakdown"].get("size", {}).items()}
         seconds = time.perf_counter() - model_start
         timings.append(f"{name}: {seconds:.1f} s ({source})")
         log(f"{name}: mIoU {result['overall']['mIoU']:.2f}, oIoU {result['overall']['oIoU']:.2f}")
@@ -231,7 +234,7 @@ def run_benchmark(
         encoding="utf-8",
     )
     write_csv(rows, out / "table.csv")
-    plot_size_buckets(rows, out / "size_buckets.png")
+    plot_size_buckets(rows, out / "size_buckets.png", counts=size_counts)
     lines = [
         command or "(library call)",
         "",

@@ -108,12 +108,18 @@ def write_json(data: Any, path: str | Path) -> Path:
     return path
 
 
-def plot_size_buckets(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+def plot_size_buckets(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    counts: Mapping[str, int] | None = None,
+) -> Path:
     """Grouped bars: mIoU per object-size bucket (small / medium / large), one bar per model.
 
     Args:
         rows: benchmark rows (:func:`benchmark_row`).
         path: output image (``.png``).
+        counts: samples per bucket (``{"small": n, ...}``), shown under the bucket names so
+            that a bar resting on a handful of samples is read as such.
     """
     import matplotlib
 
@@ -140,7 +146,11 @@ def plot_size_buckets(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Pa
                 fontsize=7,
             )
     ax.set_xticks(range(len(buckets)))
-    ax.set_xticklabels([f"{b}\n({r})" for b, r in zip(buckets, ("<1%", "1-10%", ">10%"))])
+    labels = []
+    for bucket, share in zip(buckets, ("<1%", "1-10%", ">10%")):
+        n = None if counts is None else counts.get(bucket, 0)
+        labels.append(f"{bucket} ({share})" + ("" if n is None else f"\nn={n}"))
+    ax.set_xticklabels(labels)
     ax.set_ylabel("mIoU (%)")
     ax.set_ylim(0, 105)
     ax.set_title("mIoU by object size (share of the tile)")
