@@ -29,7 +29,7 @@ from torch import nn
 from rrsis.engine.datamodule import RefSegDataModule
 from rrsis.engine.module import RRSISLightningModule
 from rrsis.engine.presets import TrainConfig, get_preset
-from rrsis.errors import ModelError, OutputExistsError, RRSISError
+from rrsis.errors import DatasetError, ModelError, OutputExistsError, RRSISError
 
 MONITOR = "val/mIoU"
 
@@ -175,6 +175,10 @@ def train(
             if value is not None:
                 setattr(config, key, value)
     assert config is not None
+    # Fail on a wrong path before spending time on building the model.
+    for root in [*data_roots, *([val_root] if val_root is not None else [])]:
+        if not Path(root).is_dir():
+            raise DatasetError("dataset root does not exist", root)
     pl.seed_everything(config.seed, workers=True)
     if model is None:
         model = build_model(config.model_name, config.model_kwargs, tiny=tiny)

@@ -1,0 +1,84 @@
+"""``rrsis train`` through the real CLI with a tiny registered model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rrsis.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_train import make_tree  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def test_cli_trains_registered_tiny_model_and_export_matches(tmp_path: Path, capsys):
+    tree = make_tree(tmp_path / "tree")
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--model",
+        "lgce_effnet_minilm",
+        "--tiny",
+        "--data",
+        str(tree),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--input-size",
+        "64",
+        "--workers",
+        "0",
+        "--preset",
+        "paper",
+        "--no-progress",
+        "--seed",
+        "1",
+    ]
+    assert main(argv) == 0
+    assert "best checkpoint" in capsys.readouterr().out
+    record = json.loads((out / "hparams.json").read_text())
+    assert record["train"]["input_size"] == 64 and record["train"]["seed"] == 1
+
+    from rrsis.engine.train import build_model
+    from rrsis.models.io import load_model
+
+    exported = load_model(out / "model.safetensors").eval()
+    assert exported.input_size == 64
+    ckpt = torch.load(out / "checkpoints" / record["best_checkpoint"], weights_only=True)
+    reference = build_model("lgce_effnet_minilm", tiny=True)
+    reference.load_state_dict(
+        {k[6:]: v for k, v in ckpt["state_dict"].items() if k[:6] == "model."}
+    )
+    image = torch.randn(2, 3, 64, 64)
+    ids, mask = reference.tokenize(["the red roof", "a road"])
+    with torch.no_grad():
+        torch.testing.assert_close(exported(image, ids, mask), reference.eval()(image, ids, mask))
+
+
+def test_cli_reports_missing_data_in_one_line(tmp_path: Path, capsys):
+    argv = [
+        "train",
+        "--model",
+        "lgce_effnet_minilm",
+        "--tiny",
+        "--data",
+        str(tmp_path / "nope"),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope" in err[0] and "Traceback" not in err[0]
