@@ -5,7 +5,7 @@ x = vision.forward_stem(image)
 for stage i:  f = vision.forward_stage(i, x)                (B, C_i, H/s_i, W/s_i)
               r = fusions[i](f, words, word_mask)            PWAM residual
               x = f + gates[i](r) * r                        language gate
-              maps[i] = norms[i](r);  x = vision.downsample(i, x)
+              maps[i] = norm_i(r);    x = vision.downsample(i, x)
 maps = neck(maps, words, word_mask)                          LGCE (identity for LAVT)
 logits = up(decoder(maps))                                   (B, 2, H, W)
 """
@@ -63,7 +63,13 @@ class LAVT(RRSISModel):
         self.text = text
         self.fusions = nn.ModuleList(fusions)
         self.gates = nn.ModuleList(gates)
-        self.norms = nn.ModuleList(LayerNorm2d(c) for c in vision.out_channels)
+        # LAVT normalises each map the decoder reads; an encoder that owns these norms (Swin,
+        # whose checkpoints name them) provides `output_norm`, otherwise the model holds them.
+        self.norms = (
+            None
+            if hasattr(vision, "output_norm")
+            else nn.ModuleList(LayerNorm2d(c) for c in vision.out_channels)
+        )
         self.neck = neck
         self.decoder = decoder
         self.input_size = input_size
@@ -90,7 +96,10 @@ class LAVT(RRSISModel):
             feature = self.vision.forward_stage(i, x)
             residual = self.fusions[i](feature, words, word_mask)
             fused = feature + self.gates[i](residual) * residual
-            maps.append(self.norms[i](residual))
+            if self.norms is None:
+                maps.append(self.vision.output_norm(i, residual))
+            else:
+                maps.append(self.norms[i](residual))
             if i + 1 < self.vision.num_stages:
                 x = self.vision.downsample(i, fused)
         if self.neck is not None:
