@@ -128,3 +128,22 @@ def test_benchmark_trains_tiny_model(oracle_tree: Path, tmp_path: Path, capsys) 
     mtime = (run / "model.safetensors").stat().st_mtime_ns
     assert main(argv) == 0
     assert (run / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_evaluate_uses_recorded_training_size(
+    tiny_weights: Path, oracle_tree: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    weights = run / "model.safetensors"
+    weights.write_bytes(tiny_weights.read_bytes())
+    out = tmp_path / "r.json"
+    base = ["evaluate", "--model", str(weights), "--data", str(oracle_tree), "--no-progress"]
+    assert main([*base, "--out", str(out)]) == 0
+    default_size = json.loads(out.read_text())["input_size"]
+    (run / "hparams.json").write_text(json.dumps({"train": {"input_size": 96}}))
+    assert main([*base, "--out", str(out), "--overwrite"]) == 0
+    assert json.loads(out.read_text())["input_size"] == 96 != default_size
+    # An explicit --input-size wins over the record.
+    assert main([*base, "--out", str(out), "--overwrite", "--input-size", "64"]) == 0
+    assert json.loads(out.read_text())["input_size"] == 64

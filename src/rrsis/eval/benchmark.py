@@ -68,14 +68,31 @@ def _default_device() -> str:
 
 def trained_input_size(run_dir: Path) -> int | None:
     """Input side a run was trained at (``hparams.json``), or ``None`` when unknown."""
-    path = run_dir / "hparams.json"
+    return _input_size_from(run_dir / "hparams.json")
+
+
+def _input_size_from(path: Path) -> int | None:
+    """``train.input_size`` of an hparams-style JSON file, or ``None``."""
     if not path.is_file():
         return None
     try:
         size = json.loads(path.read_text()).get("train", {}).get("input_size")
-    except (json.JSONDecodeError, AttributeError):
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
         return None
     return int(size) if size else None
+
+
+def weights_input_size(weights: Path) -> int | None:
+    """Training input side recorded next to a weights file, or ``None``.
+
+    Looks at ``<weights>.json`` (``rrsis/weights/default.json`` beside ``default.safetensors``)
+    and at ``hparams.json`` in the same directory (a training run directory).
+    """
+    for candidate in (weights.with_suffix(".json"), weights.parent / "hparams.json"):
+        size = _input_size_from(candidate)
+        if size is not None:
+            return size
+    return None
 
 
 def _train_one(
@@ -189,6 +206,7 @@ def run_benchmark(
         input_size = None
         if name in checkpoints:
             weights = checkpoints[name]
+            input_size = weights_input_size(weights)
             source = f"checkpoint {weights}"
         else:
             run_dir = out / "runs" / name

@@ -96,6 +96,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
             "randomly initialised (untrained); pass a trained .safetensors file to measure a model",
             file=sys.stderr,
         )
+    input_size = args.input_size
+    if input_size is None and not untrained:
+        from rrsis.eval.benchmark import weights_input_size
+
+        # Score at the size the weights were trained at when the run recorded it.
+        input_size = weights_input_size(Path(args.model))
     with warnings.catch_warnings():
         # Libraries warn about things users cannot act on here (e.g. tokenizer forks).
         warnings.simplefilter("ignore", category=UserWarning)
@@ -110,7 +116,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             empty_iou=args.empty_iou,
             progress=not args.no_progress,
             overwrite=args.overwrite,
-            input_size=args.input_size,
+            input_size=input_size,
         )
     result.update(
         {
@@ -198,7 +204,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.0,
         help="IoU of an empty prediction on an empty target (0 = reference code, default)",
     )
-    ev.add_argument("--input-size", type=int, help="native input side (default: the model's)")
+    ev.add_argument(
+        "--input-size",
+        type=int,
+        help="native input side (default: the training size recorded in hparams.json or "
+        "<weights>.json next to the weights, else the model's own)",
+    )
     ev.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     ev.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
