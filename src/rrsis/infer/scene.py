@@ -9,9 +9,10 @@ How it works:
   near 0 at the tile border to 1 at ``overlap / 2`` px inside, then summed with the weights; the
   output is ``sum(w * p) / sum(w)``. Seams are therefore blended and a model with constant output
   gives a constant scene.
-* Only one band of tile rows is in memory: the scene is read per tile row (windowed reads), and
-  once a tile row is done the rows no later tile touches are written to a tiled GeoTIFF. Memory
-  grows with the scene width, not its height.
+* Memory stays flat as the scene grows: only the probabilities of one tile row are accumulated
+  (``(E, tile, W)`` float32, the weight sum factorises into a row and a column profile), the
+  input is read window by window (one batch of tiles at a time), the output is written in whole
+  256-row block rows of a tiled GeoTIFF, and GDAL's block cache is capped to match.
 * Output: one band per expression, ``uint8`` 0/255 masks (or ``float32`` probabilities with
   ``probabilities=True``), same CRS and geotransform as the input. Written atomically
   (temporary file in the same directory + rename); an existing output is refused unless
@@ -35,6 +36,8 @@ from rrsis.infer.predictor import MIN_SIDE, Segmenter
 
 #: Longest side of the decimated read used to estimate the stretch of non-uint8 scenes.
 _STATS_SIDE = 1024
+#: Block side of the tiled output GeoTIFF.
+_BLOCK = 256
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -98,6 +101,85 @@ def check_output(path: Path, overwrite: bool) -> None:
         raise OutputExistsError(f"{path}: output exists (use --overwrite to replace it)")
 
 
+def _blended_rows(dataset, to_rgb, segmenter, word_ids, word_mask, tile, overlap, batch, bar):
+    """Yield ``(row, probs (E, rows, W))``: final blended probabilities, band by band, top down."""
+    from rasterio.windows import Window
+
+    height, width = dataset.height, dataset.width
+    tile_h, tile_w = min(tile, height), min(tile, width)
+    stride = tile - overlap
+    ys, xs = tile_starts(height, tile_h, stride), tile_starts(width, tile_w, stride)
+    wy, wx = ramp_weights(tile_h, overlap), ramp_weights(tile_w, overlap)
+    tile_weight = wy[:, None] * wx[None, :]
+    # The tile grid is a product of row and column offsets, so the weight sum factorises into a
+    # row profile times a column profile: no weight buffer the size of the accumulator.
+    row_sum = np.zeros(height, np.float32)
+    col_sum = np.zeros(width, np.float32)
+    for y0 in ys:
+        row_sum[y0 : y0 + tile_h] += wy
+    for x0 in xs:
+        col_sum[x0 : x0 + tile_w] += wx
+    n_expr = word_ids.shape[0]
+    # Accumulator for rows [top, top + tile_h), the only rows still open.
+    acc = np.zeros((n_expr, tile_h, width), np.float32)
+    top = 0
+    for row, y0 in enumerate(ys):
+        shift = y0 - top
+        if shift:
+            # Shift up row by row: no temporary copy of the whole buffer (peak memory).
+            for r in range(tile_h - shift):
+                acc[:, r] = acc[:, r + shift]
+            acc[:, tile_h - shift :] = 0.0
+            top = y0
+        for start in range(0, len(xs), batch):
+            chunk = xs[start : start + batch]
+            left, right = chunk[0], chunk[-1] + tile_w
+            # Read only the columns this batch covers: memory does not grow with the width.
+            raw = dataset.read(to_rgb.bands, window=Window(left, y0, right - left, tile_h))
+            strip = to_rgb(raw)
+            tiles = np.stack([strip[:, x0 - left : x0 - left + tile_w] for x0 in chunk])
+            probs = segmenter.predict_tiles(tiles, word_ids, word_mask)
+            for k, x0 in enumerate(chunk):
+                acc[:, :, x0 : x0 + tile_w] += probs[:, k] * tile_weight
+            bar.update(len(chunk))
+        # Rows above the next tile row's start get no more contributions.
+        done = ys[row + 1] - y0 if row + 1 < len(ys) else tile_h
+        # Normalise in place: these rows leave the accumulator at the next shift anyway.
+        final = acc[:, :done]
+        final /= row_sum[y0 : y0 + done, None]
+        final /= col_sum[None, :]
+        yield y0, final  # a view: valid until the next iteration
+
+
+class _BlockRowWriter:
+    """Writes row bands so that every block row of the tiled output is written once, whole.
+
+    Partially written blocks would stay dirty in GDAL's cache (or be compressed twice).
+    """
+
+    def __init__(self, out, height: int) -> None:
+        self.out = out
+        self.height = height
+        self.top = 0
+        self.pending: list[np.ndarray] = []
+
+    def add(self, rows: np.ndarray) -> None:
+        """Queue ``rows (E, h, W)`` (the next rows of the raster) and write whole block rows."""
+        from rasterio.windows import Window
+
+        self.pending.append(rows)
+        end = self.top + sum(p.shape[1] for p in self.pending)
+        cut = end if end >= self.height else end // _BLOCK * _BLOCK
+        if cut <= self.top:
+            self.pending[-1] = rows.copy()  # callers may reuse their buffer
+            return
+        data = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending, axis=1)
+        n = cut - self.top
+        self.out.write(data[:, :n], window=Window(0, self.top, data.shape[2], n))
+        self.pending = [data[:, n:].copy()] if cut < end else []
+        self.top = cut
+
+
 def predict_scene(
     src: str | Path,
     expressions: str | Sequence[str],
@@ -134,7 +216,6 @@ def predict_scene(
         ``dst`` as a :class:`~pathlib.Path`.
     """
     import rasterio
-    from rasterio.windows import Window
     from tqdm import tqdm
 
     from rrsis.infer.vector import BandVectorizer
@@ -168,71 +249,59 @@ def predict_scene(
                 stacklevel=2,
             )
         to_rgb = _Stretch(dataset, src)
-        tile_h, tile_w = min(tile, height), min(tile, width)
-        stride = tile - overlap
-        ys, xs = tile_starts(height, tile_h, stride), tile_starts(width, tile_w, stride)
-        wy, wx = ramp_weights(tile_h, overlap), ramp_weights(tile_w, overlap)
-        tile_weight = wy[:, None] * wx[None, :]
         n_expr = len(names)
-
+        out_dtype = np.dtype(np.float32 if probabilities else np.uint8)
         profile = {
             "driver": "GTiff",
             "height": height,
             "width": width,
             "count": n_expr,
-            "dtype": "float32" if probabilities else "uint8",
+            "dtype": out_dtype.name,
             "crs": dataset.crs,
             "transform": dataset.transform,
             "tiled": True,
-            "blockxsize": 256,
-            "blockysize": 256,
+            "blockxsize": _BLOCK,
+            "blockysize": _BLOCK,
             "compress": "deflate",
             "BIGTIFF": "IF_SAFER",
         }
+        # GDAL's block cache defaults to 5 % of RAM and would keep most of a scene's blocks, so
+        # memory would grow with the scene: cap it at two output block rows plus the input
+        # blocks one batch of tiles touches.
+        in_bytes = 3 * np.dtype(dataset.dtypes[0]).itemsize
+        cache = 2 * _BLOCK * width * n_expr * out_dtype.itemsize
+        cache += 2 * (tile + 2 * _BLOCK) * (batch * tile + 2 * _BLOCK) * in_bytes
+        n_tiles = len(tile_starts(height, min(tile, height), tile - overlap)) * len(
+            tile_starts(width, min(tile, width), tile - overlap)
+        )
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = _tmp_path(dst)
         vectorizer = None
-        bar = tqdm(total=len(ys) * len(xs), unit="tile", disable=not progress, desc=src.name)
+        bar = tqdm(total=n_tiles, unit="tile", disable=not progress, desc=src.name)
         try:
-            with rasterio.open(tmp, "w", **profile) as out:
-                for index, name in enumerate(names, start=1):
-                    out.set_band_description(index, name[:200])
-                if vector is not None:
-                    vectorizer = BandVectorizer(
-                        vector, dataset.crs, dataset.transform, height, names, simplify, overwrite
-                    )
-                # Accumulators for rows [buf_top, buf_top + tile_h): the only rows still open.
-                acc = np.zeros((n_expr, tile_h, width), dtype=np.float32)
-                wsum = np.zeros((tile_h, width), dtype=np.float32)
-                buf_top = 0
-                for row, y0 in enumerate(ys):
-                    shift = y0 - buf_top
-                    if shift:
-                        acc = np.concatenate(
-                            [acc[:, shift:], np.zeros((n_expr, shift, width), np.float32)], axis=1
+            with rasterio.Env(GDAL_CACHEMAX=max(8 << 20, cache)):
+                with rasterio.open(tmp, "w", **profile) as out:
+                    for index, name in enumerate(names, start=1):
+                        out.set_band_description(index, name[:200])
+                    if vector is not None:
+                        vectorizer = BandVectorizer(
+                            vector,
+                            dataset.crs,
+                            dataset.transform,
+                            height,
+                            names,
+                            simplify,
+                            overwrite,
                         )
-                        wsum = np.concatenate([wsum[shift:], np.zeros((shift, width), np.float32)])
-                        buf_top = y0
-                    raw = dataset.read(to_rgb.bands, window=Window(0, y0, width, tile_h))
-                    strip = to_rgb(raw)  # (tile_h, width, 3)
-                    for start in range(0, len(xs), batch):
-                        chunk = xs[start : start + batch]
-                        tiles = np.stack([strip[:, x0 : x0 + tile_w] for x0 in chunk])
-                        probs = segmenter.predict_tiles(tiles, word_ids, word_mask)
-                        for k, x0 in enumerate(chunk):
-                            acc[:, :, x0 : x0 + tile_w] += probs[:, k] * tile_weight
-                            wsum[:, x0 : x0 + tile_w] += tile_weight
-                        bar.update(len(chunk))
-                    # Rows before the next tile row's start are final.
-                    done = (ys[row + 1] - y0) if row + 1 < len(ys) else tile_h
-                    result = acc[:, :done] / wsum[None, :done]
-                    if probabilities:
-                        out.write(result, window=Window(0, y0, width, done))
-                    else:
-                        masks = result > segmenter.threshold
-                        out.write(masks.astype(np.uint8) * 255, window=Window(0, y0, width, done))
-                    if vectorizer is not None:
-                        vectorizer.add_rows(result > segmenter.threshold, y0)
+                    writer = _BlockRowWriter(out, height)
+                    bands = _blended_rows(
+                        dataset, to_rgb, segmenter, word_ids, word_mask, tile, overlap, batch, bar
+                    )
+                    for y0, probs in bands:
+                        masks = probs > segmenter.threshold
+                        writer.add(probs if probabilities else masks.view(np.uint8) * np.uint8(255))
+                        if vectorizer is not None:
+                            vectorizer.add_rows(masks, y0)
             if vectorizer is not None:
                 vectorizer.close()
             os.replace(tmp, dst)
