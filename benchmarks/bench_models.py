@@ -2,7 +2,8 @@
 
 Each model is measured in a fresh subprocess so its peak RSS is its own. Forward time is the
 median over ``--repeats`` batch-1 forwards after warm-up, through ``rrsis.models.speed``
-(eval, ``torch.inference_mode``, channels-last). ``--bf16`` adds the bfloat16-autocast time and
+(eval, ``torch.inference_mode``, channels-last). ``--bf16`` adds the bfloat16 time (autocast,
+linear/conv weights stored in bf16) and
 the fraction of pixels whose fp32 and bf16 masks agree; ``--plain`` adds a forward without the
 speed helpers (eval + ``no_grad``, contiguous NCHW input) for comparison.
 
@@ -105,7 +106,8 @@ def measure(name: str, threads: int, repeats: int, warmup: int, bf16: bool, plai
     result["fp32_min_ms"] = round(1000 * min(times), 1)
     result["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     if bf16:
-        with inference_mode(model, dtype="bf16") as fast:
+        # Weights kept in bf16 (same numerics as autocast, without re-casting every forward).
+        with inference_mode(model, dtype="bf16", cast_weights=True) as fast:
             times, cpu = _time(lambda: fast(fast_image, word_ids, word_mask), repeats, warmup)
             approx = fast(fast_image, word_ids, word_mask).float()
         result["bf16_ms"] = round(1000 * statistics.median(times), 1)

@@ -82,3 +82,10 @@ def test_bf16_masks_agree_with_fp32_on_tiny_lavt() -> None:
     assert fast.dtype == torch.float32 and fast.shape == exact.shape
     assert not torch.equal(exact, fast)
     assert mask_agreement(exact, fast) >= 0.99
+    # Keeping the weights in bf16 makes the casts autocast would make: same logits.
+    cast = predict_logits(model, image, word_ids, word_mask, dtype="bf16", cast_weights=True)
+    torch.testing.assert_close(cast, fast, atol=1e-3, rtol=1e-3)
+    assert model.vision.layers[0].blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert model.vision.norm0.weight.dtype == torch.float32
+    with pytest.raises(ModelError, match="reload"):
+        predict_logits(model, image, word_ids, word_mask)

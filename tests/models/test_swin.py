@@ -172,6 +172,24 @@ def test_backward_and_drop_path() -> None:
     torch.testing.assert_close(encoder(image)[3], encoder(image)[3])
 
 
+def test_inference_mask_cache_follows_weight_changes() -> None:
+    encoder = SwinEncoder(**TINY, window_size=3).eval()
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        first = encoder(image)[3]
+        torch.testing.assert_close(encoder(image)[3], first)  # served from the cache
+        state = encoder.state_dict()
+        state["layers.3.blocks.0.attn.relative_position_bias_table"] += 1.0
+        state["layers.0.blocks.1.attn.relative_position_bias_table"] *= -5.0
+        encoder.load_state_dict(state)
+        changed = encoder(image)[3]
+    fresh = SwinEncoder(**TINY, window_size=3).eval()
+    fresh.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(changed, fresh(image)[3])
+    assert not torch.allclose(changed, first)
+
+
 def test_channels_last_input_gives_same_result() -> None:
     encoder = SwinEncoder(**TINY, window_size=2).eval()
     image = torch.randn(1, 3, 64, 96)

@@ -116,32 +116,61 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        # Inference-only cache of the additive mask (bias [+ shift mask]); see attention_mask.
+        self._mask_cache: tuple[tuple, Tensor] | None = None
 
     def position_bias(self) -> Tensor:
         """Relative position bias ``(heads, N, N)`` with ``N = w*w``."""
         n = self.window_size**2
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        return bias.view(n, n, self.num_heads).permute(2, 0, 1)
+        bias = self.relative_position_bias_table.index_select(
+            0, self.relative_position_index.view(-1)
+        )
+        # Contiguous: SDPA would otherwise copy every (nW, heads, N, N) mask built from it.
+        return bias.view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
 
-    def forward(self, windows: Tensor, shift_mask: Tensor | None = None) -> Tensor:
+    def attention_mask(
+        self, shift_mask: Tensor | None, map_size: tuple[int, int], dtype: torch.dtype
+    ) -> Tensor:
+        """Additive SDPA mask: ``(1, heads, N, N)`` or, shifted, ``(nW, heads, N, N)``.
+
+        Without autograd (inference) the result is cached, keyed by the bias table's version
+        counter (bumped by load_state_dict and optimiser steps), so it is built once per map
+        size instead of once per forward.
+        """
+        table = self.relative_position_bias_table
+        key = (map_size, shift_mask is None, dtype, table.device, table.data_ptr(), table._version)
+        if not torch.is_grad_enabled() and self._mask_cache and self._mask_cache[0] == key:
+            return self._mask_cache[1]
+        mask = self.position_bias().unsqueeze(0)  # (1, heads, N, N): broadcasts over windows
+        if shift_mask is not None:
+            mask = shift_mask.to(mask.dtype).unsqueeze(1) + mask
+        mask = mask.to(dtype)
+        if not torch.is_grad_enabled():
+            self._mask_cache = (key, mask)
+        return mask
+
+    def forward(
+        self,
+        windows: Tensor,
+        shift_mask: Tensor | None = None,
+        map_size: tuple[int, int] = (0, 0),
+    ) -> Tensor:
         """Attend within windows.
 
         Args:
             windows: ``(B*nW, N, C)`` tokens of every window.
             shift_mask: ``(nW, N, N)`` additive mask of a shifted block, or None.
+            map_size: padded ``(Hp, Wp)`` the windows come from (mask cache key).
 
         Returns:
             ``(B*nW, N, C)``.
         """
         bw, n, c = windows.shape
         q, k, v = self.qkv(windows).view(bw, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        mask = self.position_bias().unsqueeze(0)  # (1, heads, N, N): broadcasts over windows
-        if shift_mask is not None:
-            num_windows = shift_mask.shape[0]
-            mask = shift_mask.to(mask.dtype).unsqueeze(1) + mask  # (nW, heads, N, N)
-            if bw != num_windows:  # batch > 1: windows are batch-major
-                mask = mask.repeat(bw // num_windows, 1, 1, 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
+        mask = self.attention_mask(shift_mask, map_size, q.dtype)
+        if mask.shape[0] not in (1, bw):  # batch > 1 with a shift mask: windows are batch-major
+            mask = mask.repeat(bw // mask.shape[0], 1, 1, 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 
@@ -186,7 +215,7 @@ class SwinBlock(nn.Module):
         # Shift + window partition as one row gather (and one back): several times faster on
         # CPU than roll + 6-d transpose copies.
         windows = y.reshape(b, hp * wp, c).index_select(1, gather).view(-1, ws * ws, c)
-        y = self.attn(windows, mask).view(b, hp * wp, c).index_select(1, scatter)
+        y = self.attn(windows, mask, (hp, wp)).view(b, hp * wp, c).index_select(1, scatter)
         x = x + _drop_path(y.view(b, h, w, c), self.drop_path, self.training)
         return x + _drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
