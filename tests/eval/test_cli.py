@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from rrsis.cli import main
+from rrsis.eval.evaluate import open_dataset
 
 registry = pytest.importorskip("rrsis.models.registry")
 model_io = pytest.importorskip("rrsis.models.io")
@@ -147,3 +149,23 @@ def test_evaluate_uses_recorded_training_size(
     # An explicit --input-size wins over the record.
     assert main([*base, "--out", str(out), "--overwrite", "--input-size", "64"]) == 0
     assert json.loads(out.read_text())["input_size"] == 64
+
+
+@pytest.mark.parametrize("name", ["refsegrs", "rrsisd"])
+def test_evaluate_fixture_trees(tiny_weights: Path, tmp_path: Path, name: str) -> None:
+    # The data helpers' fixture trees: format detected, non-square masks scored as they are.
+    root = Path(__file__).resolve().parents[1] / "data" / name / "tree"
+    if not root.is_dir():
+        pytest.skip(f"fixture tree {root} not generated")
+    dataset = open_dataset(root, "test")
+    out = tmp_path / "r.json"
+    preds = tmp_path / "pred"
+    argv = ["evaluate", "--model", str(tiny_weights), "--data", str(root), "--out", str(out)]
+    assert main([*argv, "--save-predictions", str(preds), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == len(dataset)
+    sample = dataset[0]
+    png = preds / f"{sample['id']}.png"
+    assert Image.open(png).size == sample["mask"].shape[::-1]
+    # Every sample has a kind (from meta or inferred from the text), never "unknown".
+    assert "unknown" not in result["breakdown"]["kind"]

@@ -129,3 +129,11 @@ def test_tiny_registry_model_both_protocols(oracle_tree: Path) -> None:
         assert result["n"] == 4
         for value in result["overall"].values():
             assert 0.0 <= value <= 100.0 or value == 4
+
+
+def test_lavt_protocol_checks_size_divisor(oracle_tree: Path, oracle_model) -> None:
+    from rrsis.errors import ModelError
+
+    oracle_model.size_divisor = 64  # 480 is not a multiple of 64
+    with pytest.raises(ModelError, match="multiples of 64"):
+        evaluate(oracle_model, RefSegRS(oracle_tree, "test"), protocol="lavt", progress=False)
