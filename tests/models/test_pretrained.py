@@ -44,3 +44,22 @@ def test_bert_uses_shipped_vocabulary_without_pretrained() -> None:
     ids, mask = encoder.tokenize(["building along the road"])
     assert ids.shape == (1, 8) and ids[0, 0].item() == 101
     assert encoder(ids, mask).shape == (1, 8, 16)
+
+
+def test_efficientnet_stages_match_the_library_network() -> None:
+    """Splitting into stages and folding the padding must not change the features."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    torch.set_num_threads(1)
+    encoder = EfficientNetLiteEncoder("lite0", pretrained=True).eval()
+    net = EfficientNet.from_name("efficientnet-lite0")
+    net.load_state_dict(torch.load(weights_path("lite0"), weights_only=True))
+    net.eval()
+    image = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        reference = net._swish(net._bn0(net._conv_stem(image)))
+        for block in net._blocks:
+            reference = block(reference)
+        features = encoder(image)
+    assert [f.shape[-1] for f in features] == [24, 12, 6, 3]
+    torch.testing.assert_close(features[-1], reference)

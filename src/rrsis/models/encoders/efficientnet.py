@@ -37,6 +37,22 @@ def weights_path(variant: str) -> str:
     return File.get_model_file_path()
 
 
+def _fold_symmetric_padding(net: nn.Module) -> None:
+    """Move symmetric "same" padding from a ZeroPad2d copy into the convolution itself.
+
+    The library pads with an ``nn.ZeroPad2d`` before every convolution (TensorFlow "same");
+    where that padding is symmetric (all stride-1 convolutions) the convolution's own padding
+    gives identical results without materialising a padded copy of the map.
+    """
+    for module in net.modules():
+        pad = getattr(module, "static_padding", None)
+        if isinstance(pad, nn.ZeroPad2d):
+            left, right, top, bottom = pad.padding
+            if left == right and top == bottom:
+                module.padding = (top, left)
+                module.static_padding = nn.Identity()
+
+
 class EfficientNetLiteEncoder(VisionEncoder):
     """Four-stage EfficientNet-Lite encoder.
 
@@ -61,6 +77,7 @@ class EfficientNetLiteEncoder(VisionEncoder):
             missing, unexpected = net.load_state_dict(state, strict=False)
             if missing or unexpected:
                 raise ModelError(f"{path}: weights do not match efficientnet-{variant}")
+        _fold_symmetric_padding(net)
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
         self.drop_connect_rate = drop_connect_rate
         self.num_blocks = len(net._blocks)
