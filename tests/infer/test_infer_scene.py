@@ -224,3 +224,23 @@ def test_tile_grid_covers_and_ends_at_border():
     assert tile_starts(50, 128, 96) == [0]
     w = ramp_weights(64, 16)
     assert w.min() > 0 and w.max() == 1.0 and np.allclose(w, w[::-1])
+
+
+def test_write_geojson_in_pixel_coordinates(tmp_path):
+    from rrsis.infer.demo import overlay_image
+    from rrsis.infer.vector import write_geojson
+
+    mask = np.zeros((40, 50), bool)
+    mask[2:6, 3:13] = True  # 4 x 10 = 40 px
+    mask[20:30, 20:25] = True  # 10 x 5 = 50 px
+    path = write_geojson(tmp_path / "m.geojson", mask, ["road"])
+    collection = json.loads(path.read_text())
+    assert "crs" not in collection  # no CRS given: pixel coordinates, no crs member
+    areas = sorted(shape(f["geometry"]).area for f in collection["features"])
+    assert areas == [40.0, 50.0]
+    with pytest.raises(OutputExistsError):
+        write_geojson(path, mask, ["road"])
+    image = np.full((40, 50, 3), 100, np.uint8)
+    blended = overlay_image(image, mask)
+    assert (blended[~mask] == 100).all()
+    assert (blended[mask][:, 0] > 100).all() and (blended[mask][:, 1] < 100).all()

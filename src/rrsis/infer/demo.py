@@ -21,7 +21,7 @@ import numpy as np
 from rrsis.errors import DatasetError
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
-DEFAULT_EXPRESSIONS = ("building", "road", "vehicle", "tree")
+DEFAULT_EXPRESSIONS = ("building", "road", "vegetation along the road", "water")
 _IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg"}
 
 
