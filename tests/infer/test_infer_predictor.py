@@ -100,6 +100,12 @@ def test_long_and_non_latin_expressions_warn(pixel_model):
     assert mask.shape == (48, 80)
 
 
+def test_large_image_warns_about_resizing(pixel_model):
+    with pytest.warns(UserWarning, match="predict_scene"):
+        mask = Segmenter(pixel_model)(_image(40, 300), "road")
+    assert mask.shape == (40, 300)
+
+
 def test_bfloat16_runs_close_to_float32(pixel_model):
     image = _image(64, 64)
     p32 = Segmenter(pixel_model)(image, "zebra", return_probs=True)

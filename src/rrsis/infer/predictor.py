@@ -329,6 +329,15 @@ class Segmenter:
         if not expressions:
             raise ExpressionError("no referring expression given")
         array = to_rgb_uint8(image)
+        if max(array.shape[:2]) > 4 * self.input_size:
+            # The whole image is shrunk to the model input: small objects vanish.
+            warnings.warn(
+                f"image is {array.shape[1]}x{array.shape[0]} px and is resized to "
+                f"{self.input_size}x{self.input_size}; use predict_scene (rrsis predict-scene) "
+                "to keep full resolution",
+                UserWarning,
+                stacklevel=2,
+            )
         word_ids, word_mask = self.tokenize(expressions)
         probs = self.predict_tiles(array[None], word_ids, word_mask)[:, 0]
         outputs = [p if return_probs else p > self.threshold for p in probs]
