@@ -232,3 +232,26 @@ def test_user_mistakes_raise_model_errors() -> None:
         get_tiny_model("rrn_effnet_minilm", refine_levels=0)
     with pytest.raises(ModelError, match="unknown argument"):
         get_tiny_model("rrn_effnet_minilm", attention_heads=3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["rrn_effnet_minilm", "cmsa_effnet_minilm"])
+def test_learns_a_target_that_needs_text_and_position(name: str) -> None:
+    """One image, "left" vs "right": only text x spatial-coordinate interplay can fit both masks."""
+    model = get_tiny_model(name).train()
+    word_ids, word_mask = model.tokenize(["the object on the left", "the object on the right"])
+    image = torch.randn(1, 3, 64, 64).expand(2, -1, -1, -1).contiguous()
+    target = torch.zeros(2, 64, 64, dtype=torch.long)
+    target[0, :, :32] = 1
+    target[1, :, 32:] = 1
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(100):
+        loss = F.cross_entropy(model(image, word_ids, word_mask), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    # Still in training mode: BatchNorm running statistics of 100 steps on one image are not
+    # what is being tested, the capacity to fit is.
+    with torch.no_grad():
+        accuracy = (model(image, word_ids, word_mask).argmax(1) == target).float().mean()
+    assert accuracy > 0.9, f"pixel accuracy {accuracy:.3f} after 100 steps (chance: 0.5)"

@@ -114,6 +114,10 @@ class ConvLSTMCell(nn.Module):
         self.gates = nn.Conv2d(
             in_dim + hidden_dim, 4 * hidden_dim, kernel_size, padding=kernel_size // 2
         )
+        # Forget-gate bias 1 (the usual LSTM initialisation): the language-conditioned state that
+        # seeds the refinement would otherwise be halved at every level before training starts.
+        with torch.no_grad():
+            self.gates.bias[hidden_dim : 2 * hidden_dim].fill_(1.0)
 
     def forward(self, x: Tensor, hidden: Tensor, cell: Tensor) -> tuple[Tensor, Tensor]:
         """Args: ``x (B, in_dim, h, w)``, ``hidden``/``cell (B, hidden_dim, h, w)``.
