@@ -100,6 +100,10 @@ def test_tiny_model_contract(name: str, tmp_path) -> None:
     with pytest.raises(ModelError, match="word_ids"):
         model(image, word_ids[0], word_mask)
 
+    # Unknown keyword arguments are refused before anything is built.
+    with pytest.raises(ModelError, match="colour"):
+        get_tiny_model(name, colour="red")
+
 
 def test_unknown_name_lists_valid_ones() -> None:
     with pytest.raises(ModelError, match="valid: .*lavt_effnet_minilm"):
