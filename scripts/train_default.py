@@ -87,17 +87,15 @@ def fit_epochs(model_name: str, config, n_train: int, budget_s: float, smoke: bo
     import torch
 
     from rrsis.engine.losses import WeightedCrossEntropy
-    from rrsis.engine.module import freeze_text_encoders
+    from rrsis.engine.module import freeze_encoders
     from rrsis.engine.optim import build_optimizer, param_groups
     from rrsis.engine.train import build_model
 
     model = build_model(model_name, config.model_kwargs, tiny=smoke)
-    if config.freeze_text:
-        freeze_text_encoders(model)
+    freeze_encoders(model, text=config.freeze_text, vision=config.freeze_vision)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).train()
-    if config.freeze_text:
-        freeze_text_encoders(model)
+    freeze_encoders(model, text=config.freeze_text, vision=config.freeze_vision)
     optimizer, _ = build_optimizer(param_groups(model, config.lr, config.weight_decay), 10)
     size, batch = config.input_size or model.input_size, config.batch_size
     image = torch.randn(batch, 3, size, size, device=device)

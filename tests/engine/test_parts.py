@@ -178,3 +178,18 @@ def test_parse_max_time():
     assert parse_max_time(None) is None
     with pytest.raises(RRSISError):
         parse_max_time("75m")
+
+
+def test_frozen_encoders_stay_in_eval_and_out_of_the_optimiser():
+    from rrsis.engine.module import RRSISLightningModule
+
+    net = _Net()
+    net.vision.bn = nn.BatchNorm2d(4)
+    config = TrainConfig(freeze_text=True, freeze_vision=True)
+    module = RRSISLightningModule(net, config)
+    module.train()
+    module.on_train_epoch_start()
+    assert not net.vision.training and not net.text.training and net.head.training
+    assert not any(p.requires_grad for p in net.vision.parameters())
+    groups = param_groups(net, 1e-3, 0.01)
+    assert {g["name"] for g in groups} == {"new_decay", "new_no_decay"}

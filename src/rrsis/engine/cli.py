@@ -52,6 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-time", metavar="HH:MM:SS", help="stop training after this wall time")
     parser.add_argument("--max-steps", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, help="DataLoader workers per device")
+    parser.add_argument(
+        "--freeze-vision",
+        action="store_true",
+        default=None,
+        help="keep the image encoder frozen (faster on CPU)",
+    )
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
@@ -89,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         tiny=args.tiny,
         progress_bar=not args.no_progress,
+        freeze_vision=args.freeze_vision,
     )
     print(f"best checkpoint: {best}")
     print(f"model: {Path(args.out) / 'model.safetensors'}")

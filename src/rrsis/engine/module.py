@@ -22,12 +22,19 @@ from rrsis.engine.losses import WeightedCrossEntropy
 from rrsis.engine.optim import build_optimizer, param_groups
 from rrsis.engine.presets import TrainConfig
 from rrsis.eval.metrics import summarize
-from rrsis.models.encoders.base import TextEncoder
+from rrsis.models.encoders.base import TextEncoder, VisionEncoder
 
 
-def freeze_text_encoders(model: nn.Module) -> list[nn.Module]:
-    """Stop gradients into every ``TextEncoder`` of ``model``; returns the frozen modules."""
-    frozen = [m for m in model.modules() if isinstance(m, TextEncoder)]
+def freeze_encoders(model: nn.Module, text: bool = True, vision: bool = False) -> list[nn.Module]:
+    """Stop gradients into the ``TextEncoder`` (and/or ``VisionEncoder``) parts of ``model``.
+
+    Frozen parts are put in eval mode too (dropout off, BatchNorm statistics fixed).
+
+    Returns:
+        The frozen modules, to be put back in eval mode whenever Lightning calls ``train()``.
+    """
+    kinds = tuple(k for k, on in ((TextEncoder, text), (VisionEncoder, vision)) if on)
+    frozen = [m for m in model.modules() if kinds and isinstance(m, kinds)]
     for module in frozen:
         module.requires_grad_(False)
         module.eval()
@@ -65,7 +72,7 @@ class RRSISLightningModule(pl.LightningModule):
             {"train": config.to_dict(), "model_config": getattr(model, "config", None)}
         )
         self.criterion = WeightedCrossEntropy(tuple(config.class_weights))
-        self._frozen = freeze_text_encoders(model) if config.freeze_text else []
+        self._frozen = freeze_encoders(model, text=config.freeze_text, vision=config.freeze_vision)
         self._val_inter: list[int] = []
         self._val_union: list[int] = []
 

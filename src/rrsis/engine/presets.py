@@ -43,6 +43,9 @@ class TrainConfig:
         class_weights: cross-entropy weights for (background, foreground).
         input_size: square side images and masks are resized to; ``None`` = model default.
         freeze_text: keep the text encoder frozen (excluded from the optimiser, kept in eval).
+        freeze_vision: keep the image encoder frozen too. About 1.6x faster steps on CPU
+            (backward through depthwise convolutions dominates); fusion, LGCE and decoder
+            then learn on fixed ImageNet features.
         augment: random flips and 90-degree rotations for samples whose expression does not
             depend on orientation (see :func:`rrsis.engine.datamodule.orientation_free`).
         seed: global seed (``pl.seed_everything`` with worker seeding).
@@ -63,6 +66,7 @@ class TrainConfig:
     class_weights: tuple[float, float] = (0.9, 1.1)
     input_size: int | None = None
     freeze_text: bool = False
+    freeze_vision: bool = False
     augment: bool = False
     seed: int = 0
     workers: int = 2
@@ -118,5 +122,5 @@ def get_preset(preset: str, model_name: str | None = None) -> TrainConfig:
         input_size=320,
         freeze_text=True,
         augment=True,
-        ckpt_every_n_steps=100,
+        ckpt_every_n_steps=25,
     )

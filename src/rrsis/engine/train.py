@@ -117,6 +117,7 @@ def train(
     progress_bar: bool = True,
     model: nn.Module | None = None,
     stop_after_steps: int | None = None,
+    freeze_vision: bool | None = None,
 ) -> Path:
     """Train a model and export its best-on-validation weights.
 
@@ -138,6 +139,7 @@ def train(
         progress_bar: show Lightning's progress bar.
         model: a ready-built model to train instead of building ``config.model_name`` (its
             ``config`` is what ``hparams.json`` records); pass it again to resume.
+        freeze_vision: override the preset's ``freeze_vision`` (frozen image encoder).
         stop_after_steps: stop as if killed after this many steps, without shortening the
             schedule (tests of ``resume``).
 
@@ -171,6 +173,7 @@ def train(
             ("input_size", input_size),
             ("seed", seed),
             ("workers", workers),
+            ("freeze_vision", freeze_vision),
         ):
             if value is not None:
                 setattr(config, key, value)
