@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from rrsis.errors import ModelError
-from rrsis.models.encoders.swin import SwinEncoder, _window_order, load_swin_weights
+from rrsis.models.encoders.swin import SwinEncoder, _window_order
+from rrsis.models.encoders.swin_weights import load_swin_weights
 
 TINY = {"embed_dim": 8, "depths": (2, 2, 2, 2), "num_heads": (1, 2, 2, 4), "drop_path_rate": 0.0}
 
