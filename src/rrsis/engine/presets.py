@@ -110,9 +110,10 @@ def get_preset(preset: str, model_name: str | None = None) -> TrainConfig:
     name = model_name or (DEFAULT_MODEL if preset == "default" else "lgce_swin_base")
     if preset == "paper" or "swin_base" in name:
         return TrainConfig(model_name=name, input_size=480)
-    # CPU recipe: 2 cores train ~1-2 steps/s at 320 px with the frozen MiniLM, so a 75 minute
-    # budget allows a few thousand steps; the new layers need a much higher lr than 5e-5 to
-    # learn in that time, while the ImageNet EfficientNet-Lite is only nudged.
+    # CPU recipe: 2 shared cores take ~6-9 s per step of 8 images at 320 px (frozen MiniLM;
+    # backward through the depthwise convolutions dominates), so a 75 minute budget allows
+    # only several hundred steps. The new layers need a much higher lr than 5e-5 to learn in
+    # that time, while the ImageNet EfficientNet-Lite is only nudged.
     return TrainConfig(
         model_name=name,
         epochs=30,
