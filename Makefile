@@ -15,8 +15,20 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 install: $(STAMP)
 
+DUBAI ?= ../shared/data/dubai-aerial
+
+# The main job: build the two datasets our builder makes (synthetic scenes, and the CC0 Dubai tiles
+# when ../shared is present), draw a preview, then segment the bundled samples with the shipped model.
 demo: $(STAMP)
-	$(VENV)/bin/rrsis demo --out demo_out
+	$(VENV)/bin/rrsis data synth demo_out/synth --n 200 --seed 0 --overwrite
+	$(VENV)/bin/rrsis data stats demo_out/synth
+	@if [ -d "$(DUBAI)" ]; then \
+		$(VENV)/bin/rrsis data dubai "$(DUBAI)" demo_out/dubai --overwrite && \
+		$(VENV)/bin/rrsis data stats demo_out/dubai && \
+		$(VENV)/bin/rrsis data show demo_out/dubai "$$(head -n1 demo_out/dubai/output_phrase_test.txt | cut -d' ' -f1)" \
+			-o demo_out/dubai_preview.png --overwrite; \
+	else echo "$(DUBAI) not found: skipping the Dubai conversion"; fi
+	$(VENV)/bin/rrsis demo --out demo_out/segment
 
 test: $(STAMP)
 	$(PY) -m pytest -q
