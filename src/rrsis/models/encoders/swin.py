@@ -12,7 +12,7 @@ blocks work on ``(B, H, W, C)`` tensors, which are exactly the memory of a chann
 ``(B, C, H, W)`` map, so the channels-first maps of the VisionEncoder interface are free views.
 
 Module names mirror the official Swin checkpoints (``patch_embed``, ``layers.i.blocks.j.attn.qkv``
-...), so those load directly; transformers ``SwinModel`` weights are renamed on load.
+...), so those load directly; transformers ``SwinModel`` weights are renamed on load (``swin_weights``).
 """
 
 from __future__ import annotations
