@@ -206,3 +206,20 @@ def test_bad_configuration() -> None:
         SwinEncoder(depths=(2, 2, 2), num_heads=(1, 1, 1))
     with pytest.raises(ModelError, match="divisible"):
         SwinEncoder(embed_dim=10, depths=(1, 1, 1, 1), num_heads=(3, 3, 3, 3))
+
+
+def test_training_works_after_inference_mode() -> None:
+    """Cached window orders / shift masks built under inference_mode must not poison training."""
+    from rrsis.models.encoders import swin as swin_module
+
+    swin_module._shift_mask.cache_clear()
+    swin_module._window_order.cache_clear()
+    encoder = SwinEncoder(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2), window_size=2)
+    image = torch.randn(1, 3, 64, 64)
+    encoder.eval()
+    with torch.inference_mode():
+        encoder(image)
+    encoder.train()
+    loss = sum(f.sum() for f in encoder(image))
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())

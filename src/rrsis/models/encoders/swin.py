@@ -48,6 +48,12 @@ def _shift_mask(height: int, width: int, window: int, shift: int) -> Tensor:
     Cached because it depends only on the (padded) map size; every shifted block of a stage
     shares it. Callers must not modify it in place.
     """
+    # Built outside inference mode: a cached inference tensor would break later training.
+    with torch.inference_mode(False):
+        return _build_shift_mask(height, width, window, shift)
+
+
+def _build_shift_mask(height: int, width: int, window: int, shift: int) -> Tensor:
     region = torch.zeros(height, width)
     bounds = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
     label = 0
@@ -70,6 +76,12 @@ def _window_order(height: int, width: int, window: int, shift: int) -> tuple[Ten
         tokens of the rolled map window by window; ``scatter``: ``(H*W,)`` index into that
         window-major list giving each unpadded map position its token (undoing roll and padding).
     """
+    # Built outside inference mode: a cached inference tensor would break later training.
+    with torch.inference_mode(False):
+        return _build_window_order(height, width, window, shift)
+
+
+def _build_window_order(height: int, width: int, window: int, shift: int) -> tuple[Tensor, Tensor]:
     hp, wp = height + (-height) % window, width + (-width) % window
     grid = torch.arange(hp * wp).view(hp, wp)
     if shift:
