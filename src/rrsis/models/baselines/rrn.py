@@ -27,12 +27,15 @@ from rrsis.errors import ModelError
 from rrsis.models.baselines.common import (
     COORD_CHANNELS,
     BaselineModel,
-    effnet_minilm_encoders,
     l2_normalize,
     spatial_coordinates,
-    swin_bert_encoders,
 )
 from rrsis.models.encoders.base import TextEncoder, VisionEncoder
+from rrsis.models.encoders.presets import (
+    effnet_minilm_encoders,
+    extend_signature,
+    swin_bert_encoders,
+)
 
 
 class SentenceLSTM(nn.Module):
@@ -227,12 +230,6 @@ class RRN(BaselineModel):
 
 
 def rrn_effnet_minilm(
-    variant: str = "lite0",
-    pretrained: bool = True,
-    text_pretrained: bool = True,
-    freeze_text: bool = True,
-    text_layers: int | None = None,
-    max_tokens: int = 20,
     input_size: int = 512,
     sentence_dim: int = 256,
     fusion_dim: int = 256,
@@ -240,19 +237,17 @@ def rrn_effnet_minilm(
     refine_levels: int = 4,
     kernel_size: int = 3,
     use_coords: bool = True,
+    **encoder_kwargs: Any,
 ) -> RRN:
     """RRN on EfficientNet-Lite + frozen MiniLM (the CPU benchmark configuration).
 
     Args:
-        variant, pretrained, text_pretrained, freeze_text, text_layers, max_tokens: encoders, see
-            :func:`~rrsis.models.baselines.common.effnet_minilm_encoders`.
         input_size: default square input side.
         sentence_dim, fusion_dim, refine_dim, refine_levels, kernel_size, use_coords:
             see :class:`RRNHead`.
+        **encoder_kwargs: :func:`~rrsis.models.encoders.presets.effnet_minilm_encoders` arguments.
     """
-    vision, text = effnet_minilm_encoders(
-        variant, pretrained, text_pretrained, freeze_text, text_layers, max_tokens
-    )
+    vision, text = effnet_minilm_encoders(**encoder_kwargs)
     return RRN(
         vision, text, input_size=input_size, sentence_dim=sentence_dim, fusion_dim=fusion_dim,
         refine_dim=refine_dim, refine_levels=refine_levels, kernel_size=kernel_size,
@@ -261,17 +256,6 @@ def rrn_effnet_minilm(
 
 
 def rrn_swin_base(
-    pretrained: str | None = None,
-    text_pretrained: str | None = None,
-    embed_dim: int = 128,
-    depths: tuple[int, ...] = (2, 2, 18, 2),
-    num_heads: tuple[int, ...] = (4, 8, 16, 32),
-    window_size: int = 12,
-    drop_path_rate: float = 0.3,
-    text_hidden: int = 768,
-    text_layers: int = 12,
-    text_heads: int = 12,
-    max_tokens: int = 20,
     input_size: int = 480,
     sentence_dim: int = 512,
     fusion_dim: int = 512,
@@ -279,23 +263,23 @@ def rrn_swin_base(
     refine_levels: int = 4,
     kernel_size: int = 3,
     use_coords: bool = True,
+    **encoder_kwargs: Any,
 ) -> RRN:
     """RRN on the paper's encoders, Swin-B + BERT-base (weights only from local paths).
 
     Args:
-        pretrained, text_pretrained, embed_dim, depths, num_heads, window_size, drop_path_rate,
-            text_hidden, text_layers, text_heads, max_tokens: encoders, see
-            :func:`~rrsis.models.baselines.common.swin_bert_encoders`.
         input_size: default square input side.
         sentence_dim, fusion_dim, refine_dim, refine_levels, kernel_size, use_coords:
             see :class:`RRNHead`.
+        **encoder_kwargs: :func:`~rrsis.models.encoders.presets.swin_bert_encoders` arguments.
     """
-    vision, text = swin_bert_encoders(
-        pretrained, text_pretrained, embed_dim, depths, num_heads, window_size, drop_path_rate,
-        text_hidden, text_layers, text_heads, max_tokens,
-    )  # fmt: skip
+    vision, text = swin_bert_encoders(**encoder_kwargs)
     return RRN(
         vision, text, input_size=input_size, sentence_dim=sentence_dim, fusion_dim=fusion_dim,
         refine_dim=refine_dim, refine_levels=refine_levels, kernel_size=kernel_size,
         use_coords=use_coords,
     )  # fmt: skip
+
+
+extend_signature(rrn_effnet_minilm, effnet_minilm_encoders)
+extend_signature(rrn_swin_base, swin_bert_encoders)
