@@ -13,9 +13,10 @@ from torch import Tensor, nn
 
 from rrsis.data.refsegrs import RefSegRSWriter
 from rrsis.engine.train import train
-from rrsis.errors import ModelError
+from rrsis.models import registry
 from rrsis.models.base import RRSISModel
 from rrsis.models.encoders.base import TextEncoder
+from rrsis.models.io import load_model
 
 HERE = Path(__file__).resolve().parent
 
@@ -118,7 +119,9 @@ def _fit(tree: Path, out: Path, **kwargs):
     return train(None, [tree], out, model=model, **options), model
 
 
-def test_overfit_loss_drops_and_exports_loadable_model(tree: Path, tmp_path: Path):
+def test_overfit_loss_drops_and_exports_loadable_model(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     out = tmp_path / "run"
     best, model = _fit(tree, out, epochs=12)
     losses = [float(r["train/loss_epoch"]) for r in read_metrics(out) if r.get("train/loss_epoch")]
@@ -130,8 +133,6 @@ def test_overfit_loss_drops_and_exports_loadable_model(tree: Path, tmp_path: Pat
     assert record["best_val_mIoU"] > 50.0
     assert best.name.startswith("best-") and best.is_file()
 
-    from rrsis.models.io import load_model  # noqa: PLC0415 - optional until models land
-
     loaded_path = out / "model.safetensors"
     assert loaded_path.is_file()
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
@@ -139,21 +140,13 @@ def test_overfit_loss_drops_and_exports_loadable_model(tree: Path, tmp_path: Pat
     reference.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
     image = torch.randn(2, 3, 32, 32)
     ids, mask = reference.tokenize(["the red roof", "x"])
+    # load_model rebuilds models by registry name: register the local net for this test.
+    monkeypatch.setitem(registry.MODELS, "tiny_test_net", registry.ModelEntry(TinyNet))
+    exported = load_model(loaded_path)
+    assert isinstance(exported, TinyNet)
     with torch.no_grad():
         expected = reference.eval()(image, ids, mask)
-        # load_model rebuilds registered models; ours is local, so check the stored tensors.
-        try:
-            exported = load_model(loaded_path)
-        except ModelError:  # not a registered name
-            exported = None
-        if exported is not None:
-            torch.testing.assert_close(exported.eval()(image, ids, mask), expected)
-        else:
-            from safetensors.torch import load_file
-
-            fresh = TinyNet()
-            fresh.load_state_dict(load_file(loaded_path))
-            torch.testing.assert_close(fresh.eval()(image, ids, mask), expected)
+        torch.testing.assert_close(exported.eval()(image, ids, mask), expected)
 
 
 def test_resume_matches_uninterrupted_run(tree: Path, tmp_path: Path):

@@ -51,9 +51,8 @@ def test_kind_from_meta_else_unknown() -> None:
 
 
 def test_kind_inferred_from_text() -> None:
-    builder = pytest.importorskip("rrsis.data.builder")
-    text = "vehicle in the parking area"
-    assert sample_groups({}, _mask([]), text)["kind"] == builder.infer_kind(text)
+    assert sample_groups({}, _mask([]), "vehicle in the parking area")["kind"] == "relation"
+    assert sample_groups({}, _mask([]), "the buildings")["kind"] == "category"
 
 
 def test_per_group_metrics() -> None:

@@ -12,9 +12,8 @@ from PIL import Image
 
 from rrsis.cli import main
 from rrsis.eval.evaluate import open_dataset
-
-registry = pytest.importorskip("rrsis.models.registry")
-model_io = pytest.importorskip("rrsis.models.io")
+from rrsis.models import io as model_io
+from rrsis.models import registry
 
 TINY = "lgce_swin_base"
 
@@ -152,11 +151,12 @@ def test_evaluate_uses_recorded_training_size(
 
 
 @pytest.mark.parametrize("name", ["refsegrs", "rrsisd"])
-def test_evaluate_fixture_trees(tiny_weights: Path, tmp_path: Path, name: str) -> None:
-    # The data helpers' fixture trees: format detected, non-square masks scored as they are.
-    root = Path(__file__).resolve().parents[1] / "data" / name / "tree"
-    if not root.is_dir():
-        pytest.skip(f"fixture tree {root} not generated")
+def test_evaluate_fixture_trees(
+    tiny_weights: Path, tmp_path: Path, name: str, request: pytest.FixtureRequest
+) -> None:
+    # The data helpers' committed fixture trees: format detected, non-square masks scored as
+    # they are.
+    root = request.getfixturevalue(f"{name}_root")
     dataset = open_dataset(root, "test")
     out = tmp_path / "r.json"
     preds = tmp_path / "pred"

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from rrsis.errors import ModelError
+from rrsis.models import io
 from rrsis.models.baselines import BASELINES
 from rrsis.models.baselines.cmsa import CrossModalSelfAttention, GatedMultiLevelFusion
 from rrsis.models.baselines.common import (
@@ -209,7 +210,6 @@ def test_config_rebuilds_the_architecture(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_save_load_round_trip(name: str, tmp_path) -> None:
-    io = pytest.importorskip("rrsis.models.io")
     model = get_tiny_model(name).eval()
     image, word_ids, word_mask = _inputs(model)
     path = tmp_path / f"{name}.safetensors"

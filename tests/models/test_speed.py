@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rrsis.errors import ModelError
+from rrsis.models import registry
 from rrsis.models.encoders.swin import SwinEncoder
 from rrsis.models.speed import (
     channels_last,
@@ -14,13 +15,7 @@ from rrsis.models.speed import (
     predict_logits,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mask_agreement_hand_computed() -> None:
@@ -72,7 +67,6 @@ def test_bf16_encoder_close_to_fp32() -> None:
 
 
 def test_bf16_masks_agree_with_fp32_on_tiny_lavt() -> None:
-    registry = pytest.importorskip("rrsis.models.registry")
     torch.manual_seed(0)
     model = registry.get_tiny_model("lavt_swin_base")
     word_ids, word_mask = model.tokenize(["the large building left of the road", "a red car"])

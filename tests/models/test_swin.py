@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 import torch
+import transformers
 
 from rrsis.errors import ModelError
 from rrsis.models.encoders.swin import SwinEncoder, _window_order
@@ -14,12 +15,7 @@ from rrsis.models.encoders.swin_weights import load_swin_weights
 TINY = {"embed_dim": 8, "depths": (2, 2, 2, 2), "num_heads": (1, 2, 2, 4), "drop_path_rate": 0.0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _stages(encoder: SwinEncoder, image: torch.Tensor) -> list[torch.Tensor]:
@@ -73,7 +69,6 @@ def test_shift_mask_blocks_wrapped_tokens() -> None:
 
 
 def _tiny_transformers_swin(tmp_path, window: int = 3):
-    transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     config = transformers.SwinConfig(
         image_size=128, embed_dim=8, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4],
