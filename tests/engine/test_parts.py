@@ -96,9 +96,12 @@ def test_weighted_cross_entropy_matches_definition():
     assert loss.item() == pytest.approx(
         (-(picked * weights).sum() / weights.sum()).item(), rel=1e-5
     )
-    # A half-size target is resized to the logits rather than rejected.
-    small = WeightedCrossEntropy()(logits, target[:, ::2, ::2])
-    assert torch.isfinite(small)
+    # A half-size target is resized (nearest) to the logits rather than rejected: the same loss
+    # as the full-size target each of whose 2x2 blocks repeats one pixel.
+    small = target[:, ::2, ::2]
+    blocky = small.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+    loss_fn = WeightedCrossEntropy()
+    assert loss_fn(logits, small).item() == pytest.approx(loss_fn(logits, blocky).item())
 
 
 @pytest.mark.parametrize(
