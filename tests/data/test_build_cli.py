@@ -70,35 +70,16 @@ def test_from_labels_with_ids_or_colours(tmp_path, capsys, colours: bool) -> Non
 def test_from_labels_bad_taxonomy_is_one_line_error(tmp_path, capsys) -> None:
     images, labels, tax = _label_tree(tmp_path, colours=True)
     tax.write_text('{"classes": {"building": 1}, "groups": {"x": ["boat"]}}')
-    code = main(
-        [
-            "data",
-            "from-labels",
-            str(images),
-            str(labels),
-            str(tmp_path / "o"),
-            "--taxonomy",
-            str(tax),
-        ]
-    )
+    argv = ["data", "from-labels", str(images), str(labels), str(tmp_path / "o")]
+    argv += ["--taxonomy", str(tax)]
+    assert main(argv) == 2
     err = capsys.readouterr().err
-    assert code == 2 and "boat" in err and "Traceback" not in err
+    assert "boat" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     tax.write_text("{not json")
-    assert (
-        main(
-            [
-                "data",
-                "from-labels",
-                str(images),
-                str(labels),
-                str(tmp_path / "o"),
-                "--taxonomy",
-                str(tax),
-            ]
-        )
-        == 2
-    )
-    assert "tax.json:1" in capsys.readouterr().err
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    # The message names the file and line of the JSON error.
+    assert "tax.json:1" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_dubai_missing_source_is_one_line_error(tmp_path, capsys) -> None:
