@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -135,17 +136,29 @@ def read_mask(path: str | Path, threshold: float = 0) -> np.ndarray:
     return np.ascontiguousarray(array > threshold)
 
 
-def _atomic_tiff(path: Path, array: np.ndarray, photometric: str) -> None:
-    """Write ``array`` to ``path`` through a temporary file in the same directory."""
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it into place.
+
+    An interrupted run never leaves a truncated ``path``. The temporary name keeps ``path``'s
+    suffix so format-sniffing writers (Pillow, matplotlib) pick the right format; parent
+    directories are created.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
-        tifffile.imwrite(tmp_name, array, photometric=photometric, compression="packbits")
+        write(Path(tmp_name))
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _atomic_tiff(path: Path, array: np.ndarray, photometric: str) -> None:
+    atomic_write(
+        path,
+        lambda tmp: tifffile.imwrite(tmp, array, photometric=photometric, compression="packbits"),
+    )
 
 
 def write_image(path: str | Path, array: np.ndarray) -> None:

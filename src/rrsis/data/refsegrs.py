@@ -15,16 +15,14 @@ statistics computed from the mask.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rrsis.data.io import read_image, read_mask, write_image, write_mask
+from rrsis.data.io import atomic_write, read_image, read_mask, write_image, write_mask
 from rrsis.data.stats import object_stats
 from rrsis.errors import DatasetError, ExpressionError, OutputExistsError
 
@@ -233,14 +231,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 class RefSegRSWriter:

@@ -9,8 +9,6 @@ else from :data:`DEFAULT_EXPRESSIONS`. Each (image, expression) pair gives an ov
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable
@@ -18,28 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rrsis.data.io import atomic_write
 from rrsis.errors import DatasetError
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
 DEFAULT_EXPRESSIONS = ("building", "road", "vegetation along the road", "water")
 _IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg"}
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it into place.
-
-    The temporary name keeps ``path``'s suffix so format-sniffing writers (Pillow, matplotlib)
-    pick the right format.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp_name))
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def overlay_image(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
