@@ -117,11 +117,20 @@ def test_cross_modal_attention_matches_explicit_concatenation() -> None:
 
 
 def test_cross_modal_attention_pools_odd_maps() -> None:
-    attention = CrossModalSelfAttention(5, 6, 4, 3, key_pool=2)
-    out = attention(
-        torch.randn(1, 5, 3, 5), spatial_coordinates(3, 5), torch.randn(1, 2, 6), torch.ones(1, 2)
-    )
-    assert out.shape == (1, 3, 3, 5) and torch.isfinite(out).all()
+    torch.manual_seed(0)
+    attention = CrossModalSelfAttention(5, 6, 4, 3, key_pool=2).eval()
+    visual, words = torch.randn(1, 5, 3, 5), torch.randn(1, 2, 6)
+    coords, word_mask = spatial_coordinates(3, 5), torch.ones(1, 2)
+    with torch.no_grad():
+        out = attention(visual, coords, words, word_mask)
+        assert out.shape == (1, 3, 3, 5) and torch.isfinite(out).all()
+        # The odd last row/column still feeds the pooled keys (ceil mode): changing it changes
+        # what the other pixels attend to.
+        edge = visual.clone()
+        edge[:, :, -1, :] += 3.0
+        edge[:, :, :, -1] += 3.0
+        moved = attention(edge, coords, words, word_mask)
+    assert (moved[..., :2, :4] - out[..., :2, :4]).abs().max() > 1e-4
 
 
 def test_gated_fusion_mixes_levels() -> None:
