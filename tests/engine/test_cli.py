@@ -17,35 +17,24 @@ from test_train import make_tree  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _one_thread():
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _train_argv(data: Path, out: Path) -> list[str]:
+    """``rrsis train`` of the tiny registered CPU model, without a progress bar."""
+    model = ["--model", "lgce_effnet_minilm", "--tiny"]
+    return ["train", *model, "--data", str(data), "--out", str(out), "--no-progress"]
 
 
 def test_cli_trains_registered_tiny_model_and_export_matches(tmp_path: Path, capsys):
     tree = make_tree(tmp_path / "tree")
     out = tmp_path / "run"
-    argv = [
-        "train",
-        "--model",
-        "lgce_effnet_minilm",
-        "--tiny",
-        "--data",
-        str(tree),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--input-size",
-        "64",
-        "--workers",
-        "0",
-        "--preset",
-        "paper",
-        "--no-progress",
-        "--seed",
-        "1",
-    ]
+    argv = _train_argv(tree, out)
+    argv += ["--epochs", "1", "--batch-size", "4", "--input-size", "64", "--workers", "0"]
+    argv += ["--preset", "paper", "--seed", "1"]
     assert main(argv) == 0
     assert "best checkpoint" in capsys.readouterr().out
     record = json.loads((out / "hparams.json").read_text())
@@ -68,17 +57,7 @@ def test_cli_trains_registered_tiny_model_and_export_matches(tmp_path: Path, cap
 
 
 def test_cli_reports_missing_data_in_one_line(tmp_path: Path, capsys):
-    argv = [
-        "train",
-        "--model",
-        "lgce_effnet_minilm",
-        "--tiny",
-        "--data",
-        str(tmp_path / "nope"),
-        "--out",
-        str(tmp_path / "run"),
-        "--no-progress",
-    ]
+    argv = _train_argv(tmp_path / "nope", tmp_path / "run")
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope" in err[0] and "Traceback" not in err[0]
