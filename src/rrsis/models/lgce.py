@@ -28,16 +28,16 @@ from torch import Tensor, nn
 
 
 def masked_mean(words: Tensor, word_mask: Tensor) -> Tensor:
-    """Sentence feature: mean of the real words.
+    """Sentence feature: mean of the real words (the baselines use it too).
 
     Args:
-        words: ``(B, N, C)``.
+        words: ``(B, N, C)``, or ``(B, N, ...)`` per-word maps.
         word_mask: ``(B, N)`` 1 for words, 0 for padding.
 
     Returns:
-        ``(B, C)``.
+        ``(B, C)`` (``(B, ...)``); an all-padding row gives zeros rather than NaN.
     """
-    weights = word_mask.to(words.dtype).unsqueeze(-1)
+    weights = word_mask.to(words.dtype).view(*word_mask.shape, *([1] * (words.ndim - 2)))
     return (words * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 

@@ -33,6 +33,7 @@ from rrsis.models.baselines.common import (
     COORD_CHANNELS,
     BaselineModel,
     l2_normalize,
+    masked_mean,
     spatial_coordinates,
     trim_padding,
 )
@@ -106,9 +107,7 @@ class CrossModalSelfAttention(nn.Module):
             query[:, None], key[:, None], value[:, None], attn_mask=attend[:, None]
         )[:, 0]
         out = self.out_proj(out) + pairs(pr, wr)  # (B, N * h * w, value_dim)
-        out = out.view(b, n, h * w, self.value_dim)
-        weights = word_mask.to(out.dtype)[:, :, None, None]
-        out = (out * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        out = masked_mean(out.view(b, n, h * w, self.value_dim), word_mask)
         return out.transpose(1, 2).reshape(b, self.value_dim, h, w)
 
 

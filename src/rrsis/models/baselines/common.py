@@ -18,6 +18,7 @@ from rrsis.models.encoders.presets import (  # noqa: F401  (re-exported for the 
     effnet_minilm_encoders,
     swin_bert_encoders,
 )
+from rrsis.models.lgce import masked_mean  # noqa: F401  (re-exported for the baselines)
 
 #: Channels of :func:`spatial_coordinates`.
 COORD_CHANNELS = 8
@@ -56,20 +57,6 @@ def spatial_coordinates(
     size = torch.tensor([1.0 / width, 1.0 / height], device=device, dtype=dtype)
     size = size[:, None, None].expand(2, height, width)
     return torch.cat([x_rows, y_cols, size], dim=0).unsqueeze(0)
-
-
-def masked_mean(words: Tensor, word_mask: Tensor) -> Tensor:
-    """Mean of the word features over the real (unpadded) words.
-
-    Args:
-        words: ``(B, N, C)`` word features.
-        word_mask: ``(B, N)``, 1 for real tokens, 0 for padding.
-
-    Returns:
-        ``(B, C)``; an all-padding row gives zeros rather than NaN.
-    """
-    weights = word_mask.to(words.dtype).unsqueeze(-1)
-    return (words * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
 def trim_padding(words: Tensor, word_mask: Tensor) -> tuple[Tensor, Tensor]:
