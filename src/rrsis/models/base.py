@@ -50,7 +50,8 @@ class RRSISModel(nn.Module):
         Args:
             image: ``(B, 3, H, W)`` float, H and W multiples of :attr:`size_divisor`.
             word_ids: ``(B, N)`` integer token ids.
-            word_mask: ``(B, N)`` integer mask, 1 for real tokens and 0 for padding.
+            word_mask: ``(B, N)`` integer mask, 1 for real tokens and 0 for padding; every
+                expression needs at least one real token.
         """
         if not isinstance(image, Tensor) or image.ndim != 4 or image.shape[1] != 3:
             shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
@@ -76,6 +77,10 @@ class RRSISModel(nn.Module):
             raise ModelError(
                 f"batch sizes differ: image has {image.shape[0]}, words have {word_ids.shape[0]}"
             )
+        # An empty expression has no sentence feature to fuse (LAVT's gates, LGCE, RRN's
+        # sentence vector) and nothing to attend to (CMSA).
+        if not bool((word_mask.sum(dim=1) > 0).all()):
+            raise ModelError("word_mask must mark at least one token per expression")
 
     def preprocess(self, images: np.ndarray | list[np.ndarray]) -> Tensor:
         """Normalise uint8 images to the model's input.

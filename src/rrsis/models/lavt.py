@@ -78,11 +78,6 @@ class LAVT(RRSISModel):
         """Tokenise expressions with the text encoder's tokenizer: ``(B, N)`` ids and mask."""
         return self.text.tokenize(texts)
 
-    def check_inputs(self, image: Tensor, word_ids: Tensor, word_mask: Tensor) -> None:
-        super().check_inputs(image, word_ids, word_mask)
-        if not bool((word_mask.sum(dim=1) > 0).all()):
-            raise ModelError("word_mask must mark at least one token per expression")
-
     def encode(self, image: Tensor, word_ids: Tensor, word_mask: Tensor) -> list[Tensor]:
         """Run the language-aware encoder (and neck).
 

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rrsis.errors import ModelError
 from rrsis.models.base import RRSISModel
 from rrsis.models.encoders.base import TextEncoder, VisionEncoder
 from rrsis.models.encoders.presets import (  # noqa: F401  (re-exported for the baselines)
@@ -113,12 +112,6 @@ class BaselineModel(RRSISModel):
     @use_coords.setter
     def use_coords(self, value: bool) -> None:
         self.head.use_coords = bool(value)
-
-    def check_inputs(self, image: Tensor, word_ids: Tensor, word_mask: Tensor) -> None:
-        super().check_inputs(image, word_ids, word_mask)
-        # An empty expression has no sentence vector (RRN) and nothing to attend to (CMSA).
-        if not bool((word_mask.sum(dim=1) > 0).all()):
-            raise ModelError("word_mask must mark at least one token per expression")
 
     def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         """Expressions -> ``(word_ids (B, N) long, word_mask (B, N) long)``."""
