@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every speed/memory benchmark on an otherwise idle machine and keeps the JSON they print
+# under docs/results/speed/ (the numbers quoted in README.md, docs/models.md and the model card).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=docs/results/speed
+mkdir -p "$out"
+py=.venv/bin/python
+uptime > "$out/load_before.txt"
+# The shipped model on one 512x512 tile (batch 1, 2 threads) and its peak RSS.
+$py benchmarks/bench_default_model.py --threads 2 --repeats 20 > "$out/default_model.json"
+# Fast CPU variants at their default size.
+$py benchmarks/bench_models.py --models lgce_effnet_minilm,lavt_effnet_minilm,rrn_effnet_minilm,cmsa_effnet_minilm \
+  --threads 2 --repeats 10 > "$out/cpu_variants.json"
+# Paper configurations at 480x480: fp32 with our speed helpers, plain fp32, and bf16 + agreement.
+$py benchmarks/bench_models.py --models lavt_swin_base,lgce_swin_base --threads 2 --repeats 3 \
+  --bf16 --plain > "$out/paper_configs.json"
+# Scene inference with the shipped model: throughput and flat memory on 4000^2 and 8000^2 scenes.
+$py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 > "$out/scene.json"
+uptime > "$out/load_after.txt"
