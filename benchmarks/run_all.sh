@@ -12,6 +12,8 @@ $py benchmarks/bench_default_model.py --threads 2 --repeats 20 > "$out/default_m
 # Fast CPU variants at their default size.
 $py benchmarks/bench_models.py --models lgce_effnet_minilm,lavt_effnet_minilm,rrn_effnet_minilm,cmsa_effnet_minilm \
   --threads 2 --repeats 10 > "$out/cpu_variants.json"
+# The LGCE CPU variant at 512 with the opt-in bf16 mode (fp32 vs bf16 latency, mask agreement).
+$py benchmarks/bench_models.py --models lgce_effnet_minilm --threads 2 --repeats 10 --bf16 > "$out/lgce_effnet_minilm_bf16.json"
 # Paper configurations at 480x480: fp32 with our speed helpers, plain fp32, and bf16 + agreement.
 $py benchmarks/bench_models.py --models lavt_swin_base,lgce_swin_base --threads 2 --repeats 3 \
   --bf16 --plain > "$out/paper_configs.json"
