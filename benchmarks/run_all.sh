@@ -18,5 +18,7 @@ $py benchmarks/bench_models.py --models lgce_effnet_minilm --threads 2 --repeats
 $py benchmarks/bench_models.py --models lavt_swin_base,lgce_swin_base --threads 2 --repeats 3 \
   --bf16 --plain > "$out/paper_configs.json"
 # Scene inference with the shipped model: throughput and flat memory on 4000^2 and 8000^2 scenes.
+# batch 1, and batch 4 (the `rrsis predict-scene` default).
 $py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 > "$out/scene.json"
+$py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 > "$out/scene_batch4.json"
 uptime > "$out/load_after.txt"
