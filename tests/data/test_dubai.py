@@ -82,3 +82,32 @@ def test_existing_output_needs_overwrite(tmp_path) -> None:
     (tmp_path / "x" / "keep.txt").write_text("x")
     with pytest.raises(OutputExistsError):
         convert_dubai(SRC, tmp_path / "x", split_tiles={"test": [6]}, max_parts=1)
+
+
+
+def _crop_ids(root: Path) -> list[str]:
+    """The crop part (``tileN_partK_yY_xX``) of every triplet id of the train split."""
+    lines = (root / "output_phrase_train.txt").read_text().splitlines()
+    return [line.split(" ", 1)[0].rsplit("_", 1)[0] for line in lines]
+
+
+@needs_data
+def test_denser_crops_and_builder_config(tmp_path) -> None:
+    from rrsis.data.builder import BuildConfig
+
+    # The training script adds crops 128 px apart from the training tiles: more crops than
+    # 512 px apart, all from the same tile; and the builder rules are the caller's to set.
+    convert_dubai(SRC, tmp_path / "sparse", split_tiles={"train": [6]}, max_parts=1)
+    counts = convert_dubai(
+        SRC,
+        tmp_path / "dense",
+        stride=128,
+        split_tiles={"train": [6]},
+        max_parts=1,
+        config=BuildConfig(max_per_image=1),
+    )
+    dense, sparse = _crop_ids(tmp_path / "dense"), _crop_ids(tmp_path / "sparse")
+    assert len(dense) == sum(counts["train"].values()) > 0
+    assert len(dense) == len(set(dense))  # max_per_image=1: one expression per crop
+    assert len(set(dense)) > len(set(sparse)) > 0
+    assert all(crop.startswith("tile6_") for crop in dense)

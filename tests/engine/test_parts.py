@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from rrsis.engine.datamodule import Collate, SampleTransform, orientation_free
-from rrsis.engine.losses import WeightedCrossEntropy
+from rrsis.engine.losses import SegmentationLoss, WeightedCrossEntropy, soft_dice_loss
 from rrsis.engine.optim import build_optimizer, param_groups, poly_lambda
 from rrsis.engine.presets import TrainConfig, get_preset
 from rrsis.engine.train import parse_max_time
@@ -104,6 +104,37 @@ def test_weighted_cross_entropy_matches_definition():
     assert loss_fn(logits, small).item() == pytest.approx(loss_fn(logits, blocky).item())
 
 
+def test_soft_dice_and_segmentation_loss():
+    target = torch.zeros(2, 8, 8, dtype=torch.bool)
+    target[0, :2, :2] = True  # a small object
+    target[1, :, :4] = True  # a large one
+
+    def logits_of(pred: torch.Tensor) -> torch.Tensor:  # confident logits for a mask
+        return torch.stack([torch.where(pred, -20.0, 20.0), torch.where(pred, 20.0, -20.0)], 1)
+
+    sure = logits_of(target)
+    assert soft_dice_loss(sure, target).item() == pytest.approx(0.0, abs=1e-3)
+    assert soft_dice_loss(logits_of(~target), target).item() == pytest.approx(1.0, abs=0.05)
+    # Missing the small object costs as much Dice as missing the large one; CE sees pixels.
+    miss_small, miss_large = target.clone(), target.clone()
+    miss_small[0], miss_large[1] = False, False
+    miss_small, miss_large = logits_of(miss_small), logits_of(miss_large)
+    assert soft_dice_loss(miss_small, target).item() == pytest.approx(
+        soft_dice_loss(miss_large, target).item(), abs=0.1  # smoothing: 0.40 vs 0.48
+    )
+    ce = WeightedCrossEntropy()
+    assert ce(miss_small, target) < ce(miss_large, target) / 4
+    logits = torch.randn(2, 2, 8, 8)
+    assert SegmentationLoss(dice_weight=0.0)(logits, target).item() == pytest.approx(
+        ce(logits, target).item()
+    )
+    combined = SegmentationLoss(dice_weight=0.5)(logits, target).item()
+    expected = ce(logits, target).item() + 0.5 * soft_dice_loss(logits, target).item()
+    assert combined == pytest.approx(expected, rel=1e-5)
+    # Targets of another size are resized for both terms.
+    assert torch.isfinite(SegmentationLoss(dice_weight=1.0)(logits, target[:, ::2, ::2]))
+
+
 @pytest.mark.parametrize(
     "text,kind,free",
     [
@@ -167,6 +198,12 @@ def test_presets_and_config_round_trip():
     default = get_preset("default")
     assert default.model_name == "lgce_effnet_minilm" and default.freeze_text
     assert default.lr > paper.lr and default.input_size < 480
+    # The paper recipe is the paper's loss and model; our additions live in the CPU preset.
+    assert paper.dice_weight == 0.0 and paper.model_kwargs == {}
+    assert default.dice_weight > 0 and default.model_kwargs["coord_features"]
+    assert default.model_kwargs["lgce_init_scale"] > 0
+    assert "lgce_init_scale" not in get_preset("default", "lavt_effnet_minilm").model_kwargs
+    assert get_preset("default", "rrn_effnet_minilm").model_kwargs == {}
     # swin_base models keep the paper recipe even under the default preset.
     assert get_preset("default", "lavt_swin_base").lr == 5e-5
     assert TrainConfig.from_dict(default.to_dict()) == default

@@ -20,6 +20,8 @@ def test_train_default_smoke(tmp_path: Path):
     hparams = json.loads((tmp_path / "src/rrsis/weights/default.json").read_text())
     assert weights.stat().st_size > 0
     assert hparams["train"]["model_name"] == "lgce_effnet_minilm" and hparams["global_step"] == 2
+    # The recorded data paths name the repository's folders, not the training machine's.
+    assert hparams["data_roots"] == ["data/synth"] and hparams["val_root"] == "data/synth"
     result = json.loads((tmp_path / "docs/results/default_model_eval.json").read_text())
     assert result["dataset"].endswith(":test") and result["overall"]["n"] > 0
 

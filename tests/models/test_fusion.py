@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rrsis.models.decoders import LAVTDecoder
-from rrsis.models.fusion import LanguageGate, PixelWordAttention
+from rrsis.models.fusion import LanguageGate, PixelWordAttention, coordinate_grid
 
 
 def test_pwam_shape_and_padding_is_masked() -> None:
@@ -50,3 +50,29 @@ def test_decoder_outputs_quarter_resolution() -> None:
     maps = [torch.randn(1, c, 16 // 2**i, 20 // 2**i) for i, c in enumerate([4, 8, 16, 32])]
     maps[3] = torch.randn(1, 32, 2, 3)
     assert decoder(maps).shape == (1, 2, 16, 20)
+
+
+def test_coordinate_grid_spans_the_image() -> None:
+    grid = coordinate_grid(2, 4, torch.zeros(1))
+    assert grid.shape == (1, 2, 2, 4)
+    torch.testing.assert_close(grid[0, 0, 0], torch.tensor([-0.75, -0.25, 0.25, 0.75]))  # x
+    torch.testing.assert_close(grid[0, 1, :, 0], torch.tensor([-0.5, 0.5]))  # y
+
+
+def test_pwam_coordinate_features_start_as_plain_pwam_and_can_see_position() -> None:
+    torch.manual_seed(0)
+    plain = PixelWordAttention(8, 6).eval()
+    coords = PixelWordAttention(8, 6, coord_features=True).eval()
+    coords.load_state_dict(plain.state_dict(), strict=False)
+    visual = torch.randn(1, 8, 1, 1).expand(1, 8, 4, 6).contiguous()  # the same at every pixel
+    words, mask = torch.randn(1, 3, 6), torch.ones(1, 3, dtype=torch.long)
+    # Zero-initialised embedding: identical to PWAM at start, so no pixel knows where it is.
+    out = coords(visual, words, mask)
+    torch.testing.assert_close(out, plain(visual, words, mask))
+    torch.testing.assert_close(out[..., 0], out[..., -1])
+    # Once the embedding has weights, left and right pixels of the same content differ.
+    torch.nn.init.normal_(coords.coord_embed[2].weight)
+    out = coords(visual, words, mask)
+    assert not torch.allclose(out[..., 0], out[..., -1])
+    # Coordinates are relative to the map: another size keeps working.
+    assert coords(torch.randn(1, 8, 3, 5), words, mask).shape == (1, 8, 3, 5)

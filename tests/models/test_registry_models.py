@@ -129,3 +129,20 @@ def test_all_padding_mask_is_refused() -> None:
     image, word_ids, word_mask = _inputs(model)
     with pytest.raises(ModelError, match="at least one token"):
         model(image, word_ids, torch.zeros_like(word_mask))
+
+
+def test_cpu_preset_options_reach_the_modules_and_round_trip(tmp_path) -> None:
+    from rrsis.models.io import load_model, save_model
+
+    model = get_tiny_model("lgce_effnet_minilm", coord_features=True, lgce_init_scale=0.1)
+    assert all(fusion.coord_embed is not None for fusion in model.fusions)
+    assert all(torch.allclose(g, torch.full_like(g, 0.1)) for g in model.neck.gamma)
+    assert model.config["kwargs"]["coord_features"] is True
+    # The options are part of the recorded config: a saved model rebuilds with them.
+    save_model(model, tmp_path / "m.safetensors")
+    again = load_model(tmp_path / "m.safetensors")
+    assert all(fusion.coord_embed is not None for fusion in again.fusions)
+    # Off by default: the paper's PWAM and a zero-initialised LGCE.
+    plain = get_tiny_model("lgce_effnet_minilm")
+    assert all(fusion.coord_embed is None for fusion in plain.fusions)
+    assert all(not g.any() for g in plain.neck.gamma)

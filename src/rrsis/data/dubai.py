@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from rrsis.data.builder import BuildConfig
 from rrsis.data.io import read_image
 from rrsis.data.taxonomy import Relation, Taxonomy
 from rrsis.errors import DatasetError
@@ -132,6 +133,7 @@ def convert_dubai(
     overwrite: bool = False,
     max_parts: int | None = None,
     progress: bool = False,
+    config: BuildConfig | None = None,
 ) -> dict[str, dict[str, int]]:
     """Convert the Dubai tree at ``src`` into a RefSegRS dataset at ``out``.
 
@@ -143,6 +145,8 @@ def convert_dubai(
         seed: seeds the builder's random choices (same seed, same dataset).
         max_parts: use at most this many parts per tile (for quick tests).
         progress: show a tqdm bar.
+        config: builder settings; ``None`` = modest per-crop caps (at most 6 expressions per
+            crop, 2 per kind) that keep the 512/512 set near 1,400 triplets with kinds balanced.
 
     Returns:
         ``{split: {kind: count}}`` of what was written. ``meta.source`` is
@@ -150,7 +154,7 @@ def convert_dubai(
     """
     from tqdm import tqdm
 
-    from rrsis.data.builder import BuildConfig, build_triplets
+    from rrsis.data.builder import build_triplets
     from rrsis.data.refsegrs import RefSegRSWriter
 
     split_tiles = split_tiles or DEFAULT_SPLITS
@@ -168,7 +172,7 @@ def convert_dubai(
 
     # Dubai objects are larger than SkyScapes vehicles; modest per-crop caps keep the set
     # in the few-hundred-to-2000 range and the kinds balanced.
-    config = BuildConfig(
+    config = config or BuildConfig(
         max_per_image=6,
         kind_caps={"category": 2, "attribute": 2, "relation": 2, "position": 2},
         min_component_px=24,

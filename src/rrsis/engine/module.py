@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rrsis.engine.losses import WeightedCrossEntropy
+from rrsis.engine.losses import SegmentationLoss
 from rrsis.engine.optim import build_optimizer, param_groups
 from rrsis.engine.presets import TrainConfig
 from rrsis.eval.metrics import summarize
@@ -71,7 +71,7 @@ class RRSISLightningModule(pl.LightningModule):
         self.save_hyperparameters(
             {"train": config.to_dict(), "model_config": getattr(model, "config", None)}
         )
-        self.criterion = WeightedCrossEntropy(tuple(config.class_weights))
+        self.criterion = SegmentationLoss(tuple(config.class_weights), config.dice_weight)
         self._frozen = freeze_encoders(model, text=config.freeze_text, vision=config.freeze_vision)
         self._val_inter: list[int] = []
         self._val_union: list[int] = []

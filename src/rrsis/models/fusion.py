@@ -7,8 +7,17 @@ stream: ``x = x + gate(r) * r`` (Yang et al., CVPR 2022).
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def coordinate_grid(height: int, width: int, like: Tensor) -> Tensor:
+    """``(1, 2, H, W)`` pixel-centre coordinates in ``[-1, 1]`` (x, then y), dtype of ``like``."""
+    ys = (torch.arange(height, device=like.device, dtype=like.dtype) + 0.5) * (2.0 / height) - 1
+    xs = (torch.arange(width, device=like.device, dtype=like.dtype) + 0.5) * (2.0 / width) - 1
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x, grid_y])[None]
 
 
 class PixelWordAttention(nn.Module):
@@ -19,12 +28,29 @@ class PixelWordAttention(nn.Module):
         text_dim: feature size C_l of the words.
         num_heads: attention heads (LAVT uses 1).
         dropout: dropout after the projections.
+        coord_features: add a learned embedding of each pixel's image coordinates to the
+            visual map before fusion (our addition, off in LAVT). Convolutional features carry
+            little absolute position, which expressions such as "the road in the upper left"
+            need; the embedding starts at zero, so the module starts as plain PWAM.
     """
 
     def __init__(
-        self, visual_dim: int, text_dim: int, num_heads: int = 1, dropout: float = 0.0
+        self,
+        visual_dim: int,
+        text_dim: int,
+        num_heads: int = 1,
+        dropout: float = 0.0,
+        coord_features: bool = False,
     ) -> None:
         super().__init__()
+        self.coord_embed = None
+        if coord_features:
+            hidden = min(32, visual_dim)
+            self.coord_embed = nn.Sequential(
+                nn.Conv2d(2, hidden, 1), nn.GELU(), nn.Conv2d(hidden, visual_dim, 1)
+            )
+            nn.init.zeros_(self.coord_embed[2].weight)
+            nn.init.zeros_(self.coord_embed[2].bias)
         if visual_dim % num_heads:
             raise ValueError(f"visual_dim {visual_dim} not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
@@ -58,6 +84,8 @@ class PixelWordAttention(nn.Module):
         """
         batch, channels, height, width = visual.shape
         heads = self.num_heads
+        if self.coord_embed is not None:
+            visual = visual + self.coord_embed(coordinate_grid(height, width, visual))
         query = self.query(visual).flatten(2).transpose(1, 2)  # (B, HW, C)
         query = query.reshape(batch, height * width, heads, -1).transpose(1, 2)
         key = self.key(words).reshape(batch, -1, heads, channels // heads).transpose(1, 2)

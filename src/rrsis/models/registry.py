@@ -52,9 +52,10 @@ def _assemble(
     input_size: int,
     lgce: dict[str, Any] | None,
     separable_decoder: bool = False,
+    coord_features: bool = False,
 ) -> LAVT:
     channels = list(vision.out_channels)
-    fusions = [PixelWordAttention(c, text.out_dim) for c in channels]
+    fusions = [PixelWordAttention(c, text.out_dim, coord_features=coord_features) for c in channels]
     gates = [LanguageGate(c) for c in channels]
     neck = None if lgce is None else LGCE(channels, text.out_dim, **lgce)
     decoder = LAVTDecoder(
@@ -67,13 +68,18 @@ def _assemble(
 
 
 def _lgce_kwargs(
-    dim: int, language_guidance: bool, deep_to_shallow: bool, shallow_to_deep: bool
+    dim: int,
+    language_guidance: bool,
+    deep_to_shallow: bool,
+    shallow_to_deep: bool,
+    init_scale: float = 0.0,
 ) -> dict[str, Any]:
     return {
         "dim": dim,
         "language_guidance": language_guidance,
         "deep_to_shallow": deep_to_shallow,
         "shallow_to_deep": shallow_to_deep,
+        "init_scale": init_scale,
     }
 
 
@@ -114,6 +120,7 @@ def lavt_effnet_minilm(
     separable_decoder: bool = True,
     input_size: int = 512,
     lgce: dict[str, Any] | None = None,
+    coord_features: bool = False,
     **encoder_kwargs: Any,
 ) -> LAVT:
     """Fast CPU model: LAVT on EfficientNet-Lite with a frozen MiniLM text encoder.
@@ -125,13 +132,22 @@ def lavt_effnet_minilm(
             at 1/4 resolution: the 512x512 CPU budget is ~100 ms).
         input_size: default square input side.
         lgce: LGCE keyword arguments; ``None`` means plain LAVT.
+        coord_features: give every PWAM a learned embedding of pixel coordinates (see
+            :class:`~rrsis.models.fusion.PixelWordAttention`); helps position expressions.
         **encoder_kwargs: :func:`~rrsis.models.encoders.presets.effnet_minilm_encoders`
             arguments (``variant``, ``pretrained``, ``text_pretrained``, ``freeze_text``,
             ``text_layers``, ``max_tokens``).
     """
     vision, text = effnet_minilm_encoders(**encoder_kwargs)
     return _assemble(
-        vision, text, decoder_channels, convs_per_level, input_size, lgce, separable_decoder
+        vision,
+        text,
+        decoder_channels,
+        convs_per_level,
+        input_size,
+        lgce,
+        separable_decoder,
+        coord_features,
     )
 
 
@@ -140,10 +156,17 @@ def lgce_effnet_minilm(
     language_guidance: bool = True,
     deep_to_shallow: bool = True,
     shallow_to_deep: bool = True,
+    lgce_init_scale: float = 0.0,
     **kwargs: Any,
 ) -> LAVT:
-    """Fast CPU LGCE model (EfficientNet-Lite + MiniLM). Other kwargs: lavt_effnet_minilm."""
-    lgce = _lgce_kwargs(lgce_dim, language_guidance, deep_to_shallow, shallow_to_deep)
+    """Fast CPU LGCE model (EfficientNet-Lite + MiniLM). Other kwargs: lavt_effnet_minilm.
+
+    ``lgce_init_scale`` starts LGCE's residual scales above zero (0 = identity at start, as
+    for the Swin model); on short CPU schedules zero-initialised scales barely move.
+    """
+    lgce = _lgce_kwargs(
+        lgce_dim, language_guidance, deep_to_shallow, shallow_to_deep, lgce_init_scale
+    )
     return lavt_effnet_minilm(lgce=lgce, **kwargs)
 
 
