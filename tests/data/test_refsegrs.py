@@ -282,3 +282,28 @@ def test_committed_fixture_matches_its_script(
 ) -> None:
     refsegrs_make.make(tmp_path / "tree")
     assert tree_digest(tmp_path / "tree") == tree_digest(refsegrs_root)
+
+
+def test_writer_links_repeated_images(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    other = image.copy()
+    other[0, 0, 0] ^= 1  # one value differs: a different image
+    masks = [rng.random((16, 16)) > 0.5 for _ in range(4)]
+    samples = [
+        {"id": "a0", "image": image, "mask": masks[0], "text": "road"},
+        {"id": "a1", "image": image.copy(), "mask": masks[1], "text": "building"},
+        {"id": "b0", "image": other, "mask": masks[2], "text": "water"},
+        {"id": "a2", "image": image, "mask": masks[3], "text": "sand"},  # not after an "a"
+    ]
+    for link, root in ((True, tmp_path / "linked"), (False, tmp_path / "copied")):
+        with RefSegRSWriter(root, link_duplicates=link) as writer:
+            for sample in samples:
+                writer.add("train", sample)
+        inode = {s["id"]: (root / "images" / f"{s['id']}.tif").stat().st_ino for s in samples}
+        assert (inode["a0"] == inode["a1"]) is link
+        assert len({inode["a0"], inode["b0"], inode["a2"]}) == 3
+        ds = RefSegRS(root, "train")
+        for i, sample in enumerate(samples):
+            np.testing.assert_array_equal(ds[i]["image"], sample["image"])
+            np.testing.assert_array_equal(ds[i]["mask"], sample["mask"])
