@@ -98,7 +98,9 @@ def build_data(
     if not (dense / "output_phrase_train.txt").is_file():
         from rrsis.data.dubai import DEFAULT_SPLITS, convert_dubai
 
-        print(f"converting {dubai_src} training tiles, stride {dense_stride} -> {dense}", flush=True)
+        print(
+            f"converting {dubai_src} training tiles, stride {dense_stride} -> {dense}", flush=True
+        )
         convert_dubai(
             dubai_src,
             dense,

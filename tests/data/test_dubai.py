@@ -84,7 +84,6 @@ def test_existing_output_needs_overwrite(tmp_path) -> None:
         convert_dubai(SRC, tmp_path / "x", split_tiles={"test": [6]}, max_parts=1)
 
 
-
 def _crop_ids(root: Path) -> list[str]:
     """The crop part (``tileN_partK_yY_xX``) of every triplet id of the train split."""
     lines = (root / "output_phrase_train.txt").read_text().splitlines()

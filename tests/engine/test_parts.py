@@ -120,7 +120,8 @@ def test_soft_dice_and_segmentation_loss():
     miss_small[0], miss_large[1] = False, False
     miss_small, miss_large = logits_of(miss_small), logits_of(miss_large)
     assert soft_dice_loss(miss_small, target).item() == pytest.approx(
-        soft_dice_loss(miss_large, target).item(), abs=0.1  # smoothing: 0.40 vs 0.48
+        soft_dice_loss(miss_large, target).item(),
+        abs=0.1,  # smoothing: 0.40 vs 0.48
     )
     ce = WeightedCrossEntropy()
     assert ce(miss_small, target) < ce(miss_large, target) / 4
