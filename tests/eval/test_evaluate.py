@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from rrsis.data.refsegrs import RefSegRS
-from rrsis.errors import OutputExistsError
+from rrsis.errors import ModelError, OutputExistsError
 from rrsis.eval.evaluate import LAVT_SIZE, evaluate, shuffled_order
 from rrsis.models import registry
 
@@ -135,3 +135,27 @@ def test_lavt_protocol_checks_size_divisor(oracle_tree: Path, oracle_model) -> N
     oracle_model.size_divisor = 64  # 480 is not a multiple of 64
     with pytest.raises(ModelError, match="multiples of 64"):
         evaluate(oracle_model, RefSegRS(oracle_tree, "test"), protocol="lavt", progress=False)
+
+
+def test_threshold_default_explicit_and_sweep(oracle_tree: Path, oracle_model) -> None:
+    from rrsis.eval.evaluate import sweep_thresholds
+
+    dataset = RefSegRS(oracle_tree, "test")
+    # The oracle gives unwanted pixels logits (0, 0), i.e. probability exactly 0.5: the
+    # arg-max (default) rejects them, any cut below 0.5 takes them in.
+    default = evaluate(oracle_model, dataset, progress=False)
+    assert default["threshold"] == 0.5 and default["overall"]["mIoU"] == pytest.approx(100.0)
+    low = evaluate(oracle_model, dataset, threshold=0.4, progress=False)
+    high = evaluate(oracle_model, dataset, threshold=0.6, progress=False)
+    assert low["overall"]["mIoU"] < 90.0 and high["overall"] == default["overall"]
+    # A model that carries a recommended threshold is scored at it unless told otherwise.
+    oracle_model.recommended_threshold = 0.4
+    assert evaluate(oracle_model, dataset, progress=False)["overall"] == low["overall"]
+    assert evaluate(oracle_model, dataset, threshold=0.5, progress=False)["threshold"] == 0.5
+    # One pass of the sweep gives what evaluate gives at each threshold.
+    sweep = sweep_thresholds(oracle_model, dataset, [0.4, 0.6])
+    for t, result in ((0.4, low), (0.6, high)):
+        assert sweep[t]["mIoU"] == pytest.approx(result["overall"]["mIoU"])
+        assert sweep[t]["oIoU"] == pytest.approx(result["overall"]["oIoU"])
+    with pytest.raises(ModelError, match="threshold"):
+        evaluate(oracle_model, dataset, threshold=1.0, progress=False)

@@ -126,3 +126,24 @@ def test_omit_pretrained_text_refused_without_packaged_weights(tmp_path) -> None
             tmp_path / "x.safetensors",
             omit_pretrained_text=True,
         )
+
+
+def test_recommended_threshold_travels_with_the_weights(tiny, tmp_path) -> None:
+    from rrsis.infer.predictor import Segmenter
+
+    plain = load_model(save_model(tiny, tmp_path / "plain.safetensors"))
+    assert not hasattr(plain, "recommended_threshold")
+    assert Segmenter(plain).threshold == 0.5
+    tuned = load_model(save_model(tiny, tmp_path / "tuned.safetensors", threshold=0.3))
+    assert tuned.recommended_threshold == 0.3
+    assert Segmenter(tuned).threshold == 0.3 and Segmenter(tuned, threshold=0.7).threshold == 0.7
+    # Re-saving a loaded model keeps its threshold; a bad one is refused.
+    again = load_model(save_model(tuned, tmp_path / "again.safetensors"))
+    assert again.recommended_threshold == 0.3
+    with pytest.raises(ModelError, match="threshold"):
+        save_model(tiny, tmp_path / "bad.safetensors", threshold=1.5)
+    state = {k: v.contiguous() for k, v in tiny.state_dict().items()}
+    metadata = {"rrsis_config": json.dumps(tiny.config), "rrsis_threshold": '"high"'}
+    save_file(state, str(tmp_path / "corrupt.safetensors"), metadata=metadata)
+    with pytest.raises(ModelError, match="rrsis_threshold"):
+        load_model(tmp_path / "corrupt.safetensors")

@@ -117,6 +117,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             overwrite=args.overwrite,
             input_size=input_size,
+            threshold=args.threshold,
         )
     result.update(
         {
@@ -209,6 +210,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="native input side (default: the training size recorded in hparams.json or "
         "<weights>.json next to the weights, else the model's own)",
+    )
+    ev.add_argument(
+        "--threshold",
+        type=float,
+        help="foreground probability cut (default: the one stored with the weights, else 0.5 "
+        "= the paper's arg-max)",
     )
     ev.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     ev.add_argument("--overwrite", action="store_true", help="replace existing outputs")

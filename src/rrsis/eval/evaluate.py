@@ -105,11 +105,24 @@ def _images_to_input(
     return (batch - mean_t) / std_t
 
 
-def _argmax_at(logits: Tensor, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear-resize ``(1, 2, h, w)`` logits to ``size`` and arg-max: bool ``(H, W)``."""
+def _mask_at(logits: Tensor, size: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
+    """Bilinear-resize ``(1, 2, h, w)`` logits to ``size``; foreground where its probability
+    exceeds ``threshold`` (0.5: the arg-max, as in the paper): bool ``(H, W)``."""
     if logits.shape[-2:] != size:
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-    return (logits.argmax(dim=1)[0] == 1).cpu().numpy()
+    if threshold == 0.5:
+        return (logits.argmax(dim=1)[0] == 1).cpu().numpy()
+    return (logits.softmax(dim=1)[0, 1] > threshold).cpu().numpy()
+
+
+def model_threshold(model: torch.nn.Module, threshold: float | None = None) -> float:
+    """``threshold``, else the model's ``recommended_threshold`` (see ``save_model``), else 0.5."""
+    value = float(
+        threshold if threshold is not None else getattr(model, "recommended_threshold", 0.5)
+    )
+    if not 0.0 < value < 1.0:
+        raise ModelError(f"threshold must be in (0, 1), got {value}")
+    return value
 
 
 def _resize_mask_nearest(mask: np.ndarray, size: int) -> np.ndarray:
@@ -151,6 +164,7 @@ def evaluate(
     progress: bool = True,
     overwrite: bool = False,
     input_size: int | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Predict every sample of ``dataset`` and score it.
 
@@ -172,9 +186,11 @@ def evaluate(
         overwrite: allow ``save_predictions`` to be a non-empty directory.
         input_size: square side of the native protocol's input; ``None`` = ``model.input_size``.
             Pass the size a model was trained at when it differs from its default.
+        threshold: foreground-probability cut; ``None`` = the model's
+            ``recommended_threshold`` if it has one, else 0.5 (the arg-max of the paper).
 
     Returns:
-        ``{"protocol", "input_size", "n", "overall": metrics, "breakdown": {grouping: {group:
+        ``{"protocol", "input_size", "threshold", "n", "overall": metrics, "breakdown": {grouping: {group:
         metrics}}, "samples": [per-sample records], "shuffle_expressions", "empty_iou",
         "model": model config, "seconds"}``; metrics in percent as in
         :meth:`RefSegMetrics.compute`.
@@ -198,6 +214,7 @@ def evaluate(
             f"protocol {protocol!r} feeds {input_size}x{input_size} images but the model needs "
             f"multiples of {divisor}"
         )
+    threshold = model_threshold(model, threshold)
     prediction_dir = None if save_predictions is None else Path(save_predictions)
     if prediction_dir is not None:
         _prepare_prediction_dir(prediction_dir, overwrite)
@@ -232,10 +249,10 @@ def evaluate(
                 meta.update(object_stats(mask))
                 meta["id"] = sample["id"]
                 if protocol == "native":
-                    pred = _argmax_at(logits[k : k + 1], mask.shape)
+                    pred = _mask_at(logits[k : k + 1], mask.shape, threshold)
                     target = mask
                 else:
-                    pred = _argmax_at(logits[k : k + 1], (LAVT_SIZE, LAVT_SIZE))
+                    pred = _mask_at(logits[k : k + 1], (LAVT_SIZE, LAVT_SIZE), threshold)
                     target = _resize_mask_nearest(mask, LAVT_SIZE)
                 # Native masks may differ in size across samples: score one sample at a time.
                 metrics.update(pred[None], target[None], metas=[meta], texts=[own_texts[k]])
@@ -250,6 +267,7 @@ def evaluate(
     return {
         "protocol": protocol,
         "input_size": input_size,
+        "threshold": threshold,
         "n": len(metrics),
         "overall": metrics.compute(),
         "breakdown": metrics.compute_breakdown(),
@@ -259,3 +277,56 @@ def evaluate(
         "model": dict(getattr(model, "config", {}) or {}),
         "seconds": seconds,
     }
+
+
+@torch.inference_mode()
+def sweep_thresholds(
+    model: torch.nn.Module,
+    dataset: Any,
+    thresholds: Sequence[float],
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    input_size: int | None = None,
+    progress: bool = False,
+) -> dict[float, dict[str, float]]:
+    """mIoU and oIoU (percent, native protocol) of ``dataset`` at several foreground thresholds.
+
+    One forward pass per sample serves every threshold. Meant for choosing a model's
+    ``recommended_threshold`` on a **validation** split; never sweep on test.
+
+    Returns:
+        ``{threshold: {"mIoU", "oIoU"}}`` in the order given.
+    """
+    size = int(input_size if input_size is not None else model.input_size)
+    device = torch.device(device)
+    was_training = model.training
+    model.eval().to(device)
+    inter = {t: [] for t in thresholds}
+    union = {t: [] for t in thresholds}
+    try:
+        for first in tqdm(range(0, len(dataset), batch_size), disable=not progress, unit="batch"):
+            samples = [dataset[i] for i in range(first, min(first + batch_size, len(dataset)))]
+            images = _images_to_input([s["image"] for s in samples], size, model.mean, model.std)
+            word_ids, word_mask = model.tokenize([s["text"] for s in samples])
+            logits = model(images.to(device), word_ids.to(device), word_mask.to(device)).float()
+            for k, sample in enumerate(samples):
+                target = torch.from_numpy(np.asarray(sample["mask"], dtype=bool)).to(device)
+                prob = F.interpolate(
+                    logits[k : k + 1], size=target.shape, mode="bilinear", align_corners=False
+                ).softmax(1)[0, 1]
+                for t in thresholds:
+                    pred = prob > t
+                    inter[t].append(int((pred & target).sum()))
+                    union[t].append(int((pred | target).sum()))
+    finally:
+        model.train(was_training)
+    result = {}
+    for t in thresholds:
+        i, u = np.asarray(inter[t], dtype=np.float64), np.asarray(union[t], dtype=np.float64)
+        # An empty target with an empty prediction scores 0, as RefSegMetrics' default.
+        per_sample = np.divide(i, u, out=np.zeros_like(i), where=u > 0)
+        result[t] = {
+            "mIoU": 100.0 * float(per_sample.mean()) if len(u) else 0.0,
+            "oIoU": 100.0 * float(i.sum() / u.sum()) if u.sum() else 0.0,
+        }
+    return result

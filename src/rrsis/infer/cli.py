@@ -44,7 +44,12 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="weights .safetensors path or registry name (default: the shipped model)",
     )
-    parser.add_argument("--threshold", type=float, default=0.5, help="foreground probability cut")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="foreground probability cut (default: the one stored with the model, else 0.5)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 

