@@ -301,34 +301,20 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("rrsis.eval.evaluate not available; skipping the test evaluation")
         return 0
-    model = load_model(weights_dir / "default.safetensors")
-    result = evaluate(
-        model.to(device),
-        RefSegRS(test_root, "test"),
-        device=device,
-        input_size=hparams["train"]["input_size"],
-        progress=False,
-    )
+    model = load_model(weights_dir / "default.safetensors").to(device)
+
+    def score_test(**kwargs) -> dict:
+        test = RefSegRS(test_root, "test")
+        size = hparams["train"]["input_size"]
+        return evaluate(model, test, device=device, input_size=size, progress=False, **kwargs)
+
+    result = score_test()
     result.pop("samples", None)
     # Does the model read the text? The same split with expressions shuffled across samples.
-    shuffled = evaluate(
-        model,
-        RefSegRS(test_root, "test"),
-        device=device,
-        input_size=hparams["train"]["input_size"],
-        progress=False,
-        shuffle_expressions=True,
-    )
+    shuffled = score_test(shuffle_expressions=True)
     result["shuffled_expressions"] = shuffled["overall"]
     # Transparency: the same test split at the paper's arg-max (threshold 0.5).
-    argmax = evaluate(
-        model,
-        RefSegRS(test_root, "test"),
-        device=device,
-        input_size=hparams["train"]["input_size"],
-        progress=False,
-        threshold=0.5,
-    )
+    argmax = score_test(threshold=0.5)
     result["at_threshold_0.5"] = argmax["overall"]
     result["dataset"] = (
         f"{test_root.relative_to(root) if test_root.is_relative_to(root) else test_root}:test"
