@@ -266,12 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     hparams = json.loads((run_dir / "hparams.json").read_text())
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shipped = weights_dir / "default.safetensors"
-    threshold, sweep = choose_threshold(
-        load_model(shipped).to(device), val_root, hparams["train"]["input_size"], device
-    )
-    save_model(
-        load_model(shipped), shipped, omit_pretrained_text=not args.smoke, threshold=threshold
-    )
+    exported = load_model(shipped).to(device)
+    threshold, sweep = choose_threshold(exported, val_root, hparams["train"]["input_size"], device)
+    save_model(exported, shipped, omit_pretrained_text=not args.smoke, threshold=threshold)
     val_name = val_root.relative_to(root) if val_root.is_relative_to(root) else val_root
     hparams["threshold"] = {
         "value": threshold,

@@ -157,5 +157,6 @@ def test_threshold_default_explicit_and_sweep(oracle_tree: Path, oracle_model) -
     for t, result in ((0.4, low), (0.6, high)):
         assert sweep[t]["mIoU"] == pytest.approx(result["overall"]["mIoU"])
         assert sweep[t]["oIoU"] == pytest.approx(result["overall"]["oIoU"])
+        assert sweep[t]["Pr@0.5"] == pytest.approx(result["overall"]["Pr@0.5"])
     with pytest.raises(ModelError, match="threshold"):
         evaluate(oracle_model, dataset, threshold=1.0, progress=False)

@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 
 from rrsis.data.stats import object_stats
 from rrsis.errors import ModelError, OutputExistsError
-from rrsis.eval.metrics import RefSegMetrics
+from rrsis.eval.metrics import RefSegMetrics, summarize
+from rrsis.models.io import default_threshold
 
 PROTOCOLS: tuple[str, ...] = ("native", "lavt")
 #: Side of the square the LAVT protocol predicts and scores at.
@@ -116,10 +117,8 @@ def _mask_at(logits: Tensor, size: tuple[int, int], threshold: float = 0.5) -> n
 
 
 def model_threshold(model: torch.nn.Module, threshold: float | None = None) -> float:
-    """``threshold``, else the model's ``recommended_threshold`` (see ``save_model``), else 0.5."""
-    value = float(
-        threshold if threshold is not None else getattr(model, "recommended_threshold", 0.5)
-    )
+    """``threshold``, else the model's recommended one (:func:`rrsis.models.io.default_threshold`)."""
+    value = default_threshold(model) if threshold is None else float(threshold)
     if not 0.0 < value < 1.0:
         raise ModelError(f"threshold must be in (0, 1), got {value}")
     return value
@@ -289,13 +288,14 @@ def sweep_thresholds(
     input_size: int | None = None,
     progress: bool = False,
 ) -> dict[float, dict[str, float]]:
-    """mIoU and oIoU (percent, native protocol) of ``dataset`` at several foreground thresholds.
+    """The metrics (percent, native protocol) of ``dataset`` at several foreground thresholds.
 
     One forward pass per sample serves every threshold. Meant for choosing a model's
     ``recommended_threshold`` on a **validation** split; never sweep on test.
 
     Returns:
-        ``{threshold: {"mIoU", "oIoU"}}`` in the order given.
+        ``{threshold: metrics}`` in the order given, metrics as :func:`~rrsis.eval.metrics.summarize`
+        (``"mIoU"``, ``"oIoU"``, ``"Pr@0.5"``, ..., ``"n"``).
     """
     size = int(input_size if input_size is not None else model.input_size)
     device = torch.device(device)
@@ -320,13 +320,4 @@ def sweep_thresholds(
                     union[t].append(int((pred | target).sum()))
     finally:
         model.train(was_training)
-    result = {}
-    for t in thresholds:
-        i, u = np.asarray(inter[t], dtype=np.float64), np.asarray(union[t], dtype=np.float64)
-        # An empty target with an empty prediction scores 0, as RefSegMetrics' default.
-        per_sample = np.divide(i, u, out=np.zeros_like(i), where=u > 0)
-        result[t] = {
-            "mIoU": 100.0 * float(per_sample.mean()) if len(u) else 0.0,
-            "oIoU": 100.0 * float(i.sum() / u.sum()) if u.sum() else 0.0,
-        }
-    return result
+    return {t: summarize(inter[t], union[t]) for t in thresholds}

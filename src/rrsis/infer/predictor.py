@@ -135,7 +135,9 @@ class Segmenter:
         if dtype not in (torch.float32, torch.bfloat16):
             raise ModelError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
         if threshold is None:
-            threshold = float(getattr(model, "recommended_threshold", 0.5))
+            from rrsis.models.io import default_threshold
+
+            threshold = default_threshold(model)
         if not 0.0 <= threshold <= 1.0:
             raise ModelError(f"threshold must be in [0, 1], got {threshold}")
         self.device = torch.device(device)

@@ -32,6 +32,12 @@ TEXT_PREFIX = "text."
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
+def default_threshold(model: torch.nn.Module) -> float:
+    """The foreground threshold to use for ``model``: its ``recommended_threshold`` (stored with
+    the weights by :func:`save_model`), else 0.5 (the arg-max of the paper)."""
+    return float(getattr(model, "recommended_threshold", 0.5))
+
+
 def save_model(
     model: RRSISModel,
     path: str | Path,
