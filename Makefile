@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
 train-default: $(STAMP)
-	$(PY) scripts/train_default.py
+	$(PY) scripts/train_default.py --epochs 8
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_models.py

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rrsis.models.decoders import LAVTDecoder
-from rrsis.models.fusion import LanguageGate, PixelWordAttention, coordinate_grid
+from rrsis.models.fusion import LanguageGate, PixelWordAttention, SpatialPrior, coordinate_grid
 
 
 def test_pwam_shape_and_padding_is_masked() -> None:
@@ -76,3 +76,28 @@ def test_pwam_coordinate_features_start_as_plain_pwam_and_can_see_position() -> 
     assert not torch.allclose(out[..., 0], out[..., -1])
     # Coordinates are relative to the map: another size keeps working.
     assert coords(torch.randn(1, 8, 3, 5), words, mask).shape == (1, 8, 3, 5)
+
+
+def test_spatial_prior_starts_at_zero_and_learns_a_region() -> None:
+    torch.manual_seed(0)
+    prior = SpatialPrior(text_dim=8, grid=6, hidden=16)
+    words = torch.randn(2, 3, 8)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert torch.equal(prior(words, mask, (12, 12)), torch.zeros(2, 1, 12, 12))
+    # Padding does not change the sentence feature.
+    padded = words.clone()
+    padded[0, 2] = 100.0
+    opt = torch.optim.Adam(prior.parameters(), lr=0.05)
+    # Sentence 0 means "left", sentence 1 means "right": fit offsets +-1 on the image halves.
+    target = torch.zeros(2, 1, 12, 12)
+    target[0, :, :, :6], target[0, :, :, 6:] = 1.0, -1.0
+    target[1] = -target[0]
+    for _ in range(200):
+        loss = (prior(words, mask, (12, 12)) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    out = prior(words, mask, (12, 12))
+    assert out[0, 0, :, :4].mean() > 0.5 > -0.5 > out[0, 0, :, 8:].mean()
+    assert out[1, 0, :, :4].mean() < -0.5 < 0.5 < out[1, 0, :, 8:].mean()
+    torch.testing.assert_close(prior(padded, mask, (12, 12)), out)

@@ -147,3 +147,20 @@ def test_recommended_threshold_travels_with_the_weights(tiny, tmp_path) -> None:
     save_file(state, str(tmp_path / "corrupt.safetensors"), metadata=metadata)
     with pytest.raises(ModelError, match="rrsis_threshold"):
         load_model(tmp_path / "corrupt.safetensors")
+
+
+def test_spatial_prior_round_trip(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = get_tiny_model("lgce_effnet_minilm", spatial_prior=6).eval()
+    with torch.no_grad():
+        model.prior.mlp[-1].weight.normal_()  # a trained, non-zero prior
+    save_model(model, tmp_path / "m.safetensors")
+    loaded = load_model(tmp_path / "m.safetensors")
+    assert loaded.config["kwargs"]["spatial_prior"] == 6
+    image = torch.randn(1, 3, 64, 64)
+    ids, mask = model.tokenize(["building in the upper left"])
+    with torch.no_grad():
+        expected = model(image, ids, mask)
+        torch.testing.assert_close(loaded(image, ids, mask), expected)
+        model.prior = None  # without the prior the output differs
+        assert not torch.allclose(model(image, ids, mask), expected)

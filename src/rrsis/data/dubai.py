@@ -79,16 +79,30 @@ def crop_origins(length: int, crop: int, stride: int) -> list[int]:
     return [round(i * (length - crop) / (n - 1)) for i in range(n)]
 
 
-def _fit(image: np.ndarray, labels: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resize up so that both sides are at least ``crop`` (see module docstring)."""
-    h, w = labels.shape
+def _fit_size(h: int, w: int, crop: int) -> tuple[int, int] | None:
+    """PIL ``(width, height)`` that makes both sides at least ``crop``; ``None`` = keep."""
     scale = max(crop / h, crop / w, 1.0)
     if scale == 1.0:
-        return image, labels
-    size = (max(crop, round(w * scale)), max(crop, round(h * scale)))
-    image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+        return None
+    return (max(crop, round(w * scale)), max(crop, round(h * scale)))
+
+
+def _fit_labels(labels: np.ndarray, crop: int) -> np.ndarray:
+    """Labels resized (nearest neighbour) as :func:`_fit` resizes them."""
+    size = _fit_size(*labels.shape, crop)
+    if size is None:
+        return labels
     labels = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize(size, Image.NEAREST))
-    return image, labels.astype(np.int32)
+    return labels.astype(np.int32)
+
+
+def _fit(image: np.ndarray, labels: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize up so that both sides are at least ``crop`` (see module docstring)."""
+    size = _fit_size(*labels.shape, crop)
+    if size is None:
+        return image, labels
+    image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    return image, _fit_labels(labels, crop)
 
 
 def iter_parts(src: str | Path, tiles: list[int]) -> Iterator[tuple[int, Path, Path]]:
@@ -194,3 +208,57 @@ def convert_dubai(
                     kind = sample["meta"]["kind"]
                     counts[split][kind] = counts[split].get(kind, 0) + 1
     return counts
+
+
+class DubaiLabelLookup:
+    """Class maps of Dubai crops, cut from the source tree by a sample's ``meta``.
+
+    :func:`convert_dubai` records each sample's part (``meta["source"]``, ``"tileN/image_part_00K"``)
+    and crop origin (``meta["crop_yx"]``), so the full label map of the crop, every class and
+    not only the referred object, can be recovered without storing it in the RefSegRS tree.
+    Training uses it for an auxiliary semantic loss (see ``rrsis.engine.auxiliary``).
+
+    Args:
+        src: the Dubai source directory (``tile1`` ... ``tile6``).
+        max_cached: parts kept in memory (a part is at most about 1.3 MB of labels).
+
+    Calling it with ``(meta, shape)`` returns the crop's ids ``(H, W)`` uint8 (0 = unlabeled,
+    ``DUBAI_TAXONOMY.classes`` otherwise), or ``None`` when the sample does not come from
+    this tree (no ``source``/``crop_yx``, unknown part, or a crop that does not fit).
+    """
+
+    num_classes = len(DUBAI_COLOURS)
+
+    def __init__(self, src: str | Path, max_cached: int = 128) -> None:
+        self.src = Path(src)
+        if not self.src.is_dir():
+            raise DatasetError("Dubai source directory not found", self.src)
+        self.max_cached = max_cached
+        self._cache: dict[tuple[str, int], np.ndarray | None] = {}
+
+    def _part(self, source: str, crop: int) -> np.ndarray | None:
+        key = (source, crop)
+        if key not in self._cache:
+            tile, _, stem = source.partition("/")
+            path = self.src / tile / "masks" / f"{stem}.png"
+            labels = None
+            if tile.startswith("tile") and stem and path.is_file():
+                labels = _fit_labels(labels_from_colours(read_image(path)), crop).astype(np.uint8)
+            if len(self._cache) >= self.max_cached:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = labels
+        return self._cache[key]
+
+    def __call__(self, meta: dict, shape: tuple[int, int]) -> np.ndarray | None:
+        source, origin = meta.get("source"), meta.get("crop_yx")
+        if not isinstance(source, str) or not origin or len(origin) != 2:
+            return None
+        h, w = int(shape[0]), int(shape[1])
+        if h != w:
+            return None
+        labels = self._part(source, h)
+        if labels is None:
+            return None
+        y, x = int(origin[0]), int(origin[1])
+        out = labels[y : y + h, x : x + w]
+        return out if out.shape == (h, w) else None

@@ -58,6 +58,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="keep the image encoder frozen (faster on CPU)",
     )
+    parser.add_argument(
+        "--semantic-labels",
+        metavar="DUBAI_DIR",
+        type=Path,
+        help="Dubai source tree (tileN/masks): adds an auxiliary loss on every training "
+        "crop's full class map (see docs/model-card.md)",
+    )
+    parser.add_argument(
+        "--semantic-weight",
+        type=float,
+        help="weight of that loss (default 0.5 with --semantic-labels)",
+    )
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
@@ -75,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
             raise RRSISError("--data is required with --preset paper")
         data, val = list(DEFAULT_DATA), val or DEFAULT_VAL
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    semantic_weight = args.semantic_weight
+    if args.semantic_labels is not None and semantic_weight is None:
+        semantic_weight = 0.5
     best = train(
         args.model,
         data or [],
@@ -96,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         tiny=args.tiny,
         progress_bar=not args.no_progress,
         freeze_vision=args.freeze_vision,
+        semantic_labels=args.semantic_labels,
+        semantic_weight=semantic_weight,
     )
     print(f"best checkpoint: {best}")
     print(f"model: {Path(args.out) / 'model.safetensors'}")

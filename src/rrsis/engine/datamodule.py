@@ -53,7 +53,9 @@ class SampleTransform:
         augment: random flips / 90-degree rotations for orientation-free samples.
 
     ``__call__`` returns the sample with ``image`` float ``(3, size, size)`` normalised and
-    ``mask`` long ``(size, size)``; ``text``, ``id`` and ``meta`` are kept.
+    ``mask`` long ``(size, size)``; ``text``, ``id`` and ``meta`` are kept. An optional
+    ``semantic`` class map (see :class:`WithSemantic`) is resized (nearest) and flipped or
+    rotated with the image.
     """
 
     def __init__(
@@ -78,19 +80,30 @@ class SampleTransform:
         if mask.shape[-2:] != size:
             mask = F.interpolate(mask, size=size, mode="nearest")
         image, mask = image[0].clamp_(0.0, 1.0), mask[0, 0]
+        semantic = sample.get("semantic")
+        if semantic is not None:
+            semantic = torch.from_numpy(np.ascontiguousarray(semantic)).float()[None, None]
+            if semantic.shape[-2:] != size:
+                semantic = F.interpolate(semantic, size=size, mode="nearest")
+            semantic = semantic[0, 0]
         if self.augment and orientation_free(sample):
             # torch's global RNG: seeded per worker by pl.seed_everything(workers=True).
-            if torch.rand(()) < 0.5:
-                image, mask = image.flip(-1), mask.flip(-1)
-            if torch.rand(()) < 0.5:
-                image, mask = image.flip(-2), mask.flip(-2)
+            flip_x, flip_y = bool(torch.rand(()) < 0.5), bool(torch.rand(()) < 0.5)
             k = int(torch.randint(0, 4, ()))
-            if k:
-                image, mask = torch.rot90(image, k, (-2, -1)), torch.rot90(mask, k, (-2, -1))
+
+            def move(t: Tensor) -> Tensor:
+                t = t.flip(-1) if flip_x else t
+                t = t.flip(-2) if flip_y else t
+                return torch.rot90(t, k, (-2, -1)) if k else t
+
+            image, mask = move(image), move(mask)
+            semantic = None if semantic is None else move(semantic)
         image = (image - self.mean) / self.std
         out = dict(sample)
         out["image"] = image.contiguous()
         out["mask"] = mask.long().contiguous()
+        if semantic is not None:
+            out["semantic"] = semantic.long().contiguous()
         return out
 
 
@@ -108,11 +121,44 @@ class TransformedDataset(Dataset):
         return self.transform(self.dataset[index])
 
 
+class WithSemantic(Dataset):
+    """Add the crop's full class map (``semantic``, uint8 ``(H, W)``) to each sample.
+
+    Args:
+        dataset: dataset of contract samples.
+        lookup: ``(meta, (H, W)) -> class ids or None``, e.g.
+            :class:`rrsis.data.dubai.DubaiLabelLookup`; id 0 is unlabeled (ignored by the loss).
+
+    Samples the lookup knows nothing about (synthetic scenes, another dataset) get no
+    ``semantic`` key; :class:`Collate` fills them with the ignore value.
+    """
+
+    def __init__(self, dataset: Dataset, lookup: Callable[[dict, tuple[int, int]], Any]) -> None:
+        self.dataset = dataset
+        self.lookup = lookup
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = dict(self.dataset[index])
+        semantic = self.lookup(sample.get("meta") or {}, sample["mask"].shape[:2])
+        if semantic is not None:
+            sample["semantic"] = semantic
+        return sample
+
+
+# Target value of pixels the auxiliary semantic loss ignores (unlabeled, or no class map).
+SEMANTIC_IGNORE = 255
+
+
 class Collate:
     """Stack transformed samples and tokenise their expressions.
 
     Returns a batch dict: ``image`` (B, 3, S, S), ``mask`` (B, S, S) long, ``word_ids`` and
-    ``word_mask`` (B, N) long, ``text`` / ``id`` / ``meta`` lists.
+    ``word_mask`` (B, N) long, ``text`` / ``id`` / ``meta`` lists; and ``semantic`` (B, S, S)
+    long when any sample has a class map: class ``id - 1``, or :data:`SEMANTIC_IGNORE` for
+    unlabeled pixels and samples without a map.
     """
 
     def __init__(self, tokenize: Tokenize) -> None:
@@ -121,7 +167,7 @@ class Collate:
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         texts = [s["text"] for s in samples]
         word_ids, word_mask = self.tokenize(texts)
-        return {
+        batch = {
             "image": torch.stack([s["image"] for s in samples]),
             "mask": torch.stack([s["mask"] for s in samples]),
             "word_ids": word_ids.long(),
@@ -130,6 +176,16 @@ class Collate:
             "id": [s["id"] for s in samples],
             "meta": [s.get("meta", {}) for s in samples],
         }
+        if any("semantic" in s for s in samples):
+            maps = []
+            for s in samples:
+                if "semantic" in s:
+                    ids = s["semantic"]
+                    maps.append(torch.where(ids > 0, ids - 1, SEMANTIC_IGNORE))
+                else:
+                    maps.append(torch.full_like(s["mask"], SEMANTIC_IGNORE))
+            batch["semantic"] = torch.stack(maps)
+        return batch
 
 
 def open_split(root: str | Path, split: str) -> Dataset:
@@ -158,6 +214,8 @@ class RefSegDataModule(pl.LightningDataModule):
         batch_size: samples per device.
         workers: DataLoader workers.
         augment: safe geometric augmentation of training samples.
+        semantic_lookup: ``(meta, shape) -> class map or None`` adding full class maps to
+            training samples (:class:`WithSemantic`) for an auxiliary loss; ``None`` = none.
     """
 
     def __init__(
@@ -171,8 +229,10 @@ class RefSegDataModule(pl.LightningDataModule):
         batch_size: int = 8,
         workers: int = 0,
         augment: bool = False,
+        semantic_lookup: Callable[[dict, tuple[int, int]], Any] | None = None,
     ) -> None:
         super().__init__()
+        self.semantic_lookup = semantic_lookup
         if not train_sets:
             raise DatasetError("no training data given")
         self.train_sets = list(train_sets)
@@ -197,6 +257,8 @@ class RefSegDataModule(pl.LightningDataModule):
                     "training split is empty", source if isinstance(source, (str, Path)) else None
                 )
         merged = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+        if self.semantic_lookup is not None:
+            merged = WithSemantic(merged, self.semantic_lookup)
         self.train_dataset = TransformedDataset(merged, self.train_transform)
         val = self.val_source
         if val is None:

@@ -18,9 +18,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rrsis.engine.auxiliary import SemanticAuxiliary
+from rrsis.engine.datamodule import SEMANTIC_IGNORE
 from rrsis.engine.losses import SegmentationLoss
 from rrsis.engine.optim import build_optimizer, param_groups
 from rrsis.engine.presets import TrainConfig
+from rrsis.errors import RRSISError
 from rrsis.eval.metrics import summarize
 from rrsis.models.encoders.base import TextEncoder, VisionEncoder
 
@@ -73,6 +76,14 @@ class RRSISLightningModule(pl.LightningModule):
         )
         self.criterion = SegmentationLoss(tuple(config.class_weights), config.dice_weight)
         self._frozen = freeze_encoders(model, text=config.freeze_text, vision=config.freeze_vision)
+        # Training-only head of the auxiliary semantic loss (never exported with the model).
+        self.semantic_aux: SemanticAuxiliary | None = None
+        if config.semantic_weight > 0:
+            if config.semantic_classes < 1:
+                raise RRSISError("semantic_weight > 0 needs semantic_classes >= 1")
+            self.semantic_aux = SemanticAuxiliary(
+                model, model.vision.out_channels, config.semantic_classes
+            )
         self._val_inter: list[int] = []
         self._val_union: list[int] = []
 
@@ -89,6 +100,15 @@ class RRSISLightningModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         logits = self(batch["image"], batch["word_ids"], batch["word_mask"])
         loss = self.criterion(logits, batch["mask"])
+        if self.semantic_aux is not None:
+            semantic = batch.get("semantic")
+            if semantic is None:
+                semantic = torch.full_like(batch["mask"], SEMANTIC_IGNORE)
+            aux = self.semantic_aux.loss(semantic)
+            self.log(
+                "train/semantic_loss", aux, on_step=True, on_epoch=True, batch_size=logits.shape[0]
+            )
+            loss = loss + self.config.semantic_weight * aux
         self.log(
             "train/loss",
             loss,
@@ -144,6 +164,10 @@ class RRSISLightningModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.config
         groups = param_groups(self.model, cfg.lr, cfg.weight_decay, cfg.pretrained_lr_scale)
+        if self.semantic_aux is not None:
+            for group in param_groups(self.semantic_aux, cfg.lr, cfg.weight_decay):
+                group["name"] = "semantic_aux_" + group["name"]
+                groups.append(group)
         total = int(self.trainer.estimated_stepping_batches)
         optimizer, scheduler = build_optimizer(groups, total, cfg.poly_power)
         return {

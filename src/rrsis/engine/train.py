@@ -118,6 +118,8 @@ def train(
     model: nn.Module | None = None,
     stop_after_steps: int | None = None,
     freeze_vision: bool | None = None,
+    semantic_labels: str | Path | None = None,
+    semantic_weight: float | None = None,
 ) -> Path:
     """Train a model and export its best-on-validation weights.
 
@@ -142,6 +144,10 @@ def train(
         freeze_vision: override the preset's ``freeze_vision`` (frozen image encoder).
         stop_after_steps: stop as if killed after this many steps, without shortening the
             schedule (tests of ``resume``).
+        semantic_labels: Dubai source tree whose label maps give every training crop's full
+            class map (``rrsis.data.dubai.DubaiLabelLookup``) for the auxiliary semantic loss;
+            needed when ``config.semantic_weight > 0``.
+        semantic_weight: override the preset's ``semantic_weight`` (0 = no auxiliary loss).
 
     Returns:
         Path of the best checkpoint (``last.ckpt`` if validation never ran).
@@ -159,6 +165,7 @@ def train(
         data_roots = saved.get("data_roots", data_roots)
         val_root = saved.get("val_root", val_root)
         preset = saved.get("preset", preset)
+        semantic_labels = saved.get("semantic_labels", semantic_labels)
     else:
         if ckpt_dir.exists() and any(ckpt_dir.iterdir()):
             raise OutputExistsError(f"{out}: holds checkpoints; pass --resume or another --out")
@@ -174,6 +181,7 @@ def train(
             ("seed", seed),
             ("workers", workers),
             ("freeze_vision", freeze_vision),
+            ("semantic_weight", semantic_weight),
         ):
             if value is not None:
                 setattr(config, key, value)
@@ -182,6 +190,17 @@ def train(
     for root in [*data_roots, *([val_root] if val_root is not None else [])]:
         if not Path(root).is_dir():
             raise DatasetError("dataset root does not exist", root)
+    lookup = None
+    if config.semantic_weight > 0:
+        from rrsis.data.dubai import DubaiLabelLookup
+
+        if semantic_labels is None:
+            raise RRSISError(
+                "semantic_weight > 0 needs the label maps: pass semantic_labels (the Dubai source tree)"
+            )
+        lookup = DubaiLabelLookup(semantic_labels)
+        if not config.semantic_classes:
+            config.semantic_classes = lookup.num_classes
     pl.seed_everything(config.seed, workers=True)
     if model is None:
         model = build_model(config.model_name, config.model_kwargs, tiny=tiny)
@@ -206,6 +225,7 @@ def train(
         batch_size=config.batch_size,
         workers=config.workers,
         augment=config.augment,
+        semantic_lookup=lookup,
     )
     module = RRSISLightningModule(model, config)
     best_cb = ModelCheckpoint(
@@ -254,6 +274,7 @@ def train(
         "data_roots": [str(r) for r in data_roots],
         "val_root": None if val_root is None else str(val_root),
         "preset": preset,
+        "semantic_labels": None if lookup is None else str(semantic_labels),
         "trainer": {
             "devices": devices,
             "accelerator": accelerator,

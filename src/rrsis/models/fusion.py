@@ -117,3 +117,36 @@ class LanguageGate(nn.Module):
     def forward(self, residual: Tensor) -> Tensor:
         """``(B, C, H, W)`` -> gate ``(B, C, H, W)``; the caller does ``x + gate * residual``."""
         return self.net(residual)
+
+
+class SpatialPrior(nn.Module):
+    """Sentence -> a coarse grid of foreground-logit offsets (our addition, not in LAVT).
+
+    Position expressions ("building in the upper left", "road at the top") name a region of
+    the image. Pixel-word attention can only learn such a region indirectly; this module maps
+    the mean word feature to ``grid x grid`` offsets, bilinearly upsampled and added to the
+    foreground logit, so "upper left" can lower the score of the other three quadrants
+    directly. The last layer starts at zero (no offset), and a 6 x 6 grid resolves both the
+    halves and the thirds that position expressions use.
+
+    Args:
+        text_dim: word feature size ``C_l``.
+        grid: side of the offset grid.
+        hidden: width of the hidden layer.
+    """
+
+    def __init__(self, text_dim: int, grid: int = 6, hidden: int = 128) -> None:
+        super().__init__()
+        self.grid = int(grid)
+        self.mlp = nn.Sequential(
+            nn.Linear(text_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, grid * grid)
+        )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, words: Tensor, word_mask: Tensor, size: tuple[int, int]) -> Tensor:
+        """``(B, N, C_l)``, ``(B, N)`` -> offsets ``(B, 1, *size)``."""
+        weights = word_mask.to(words.dtype)[..., None]
+        sentence = (words * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        offsets = self.mlp(sentence).view(-1, 1, self.grid, self.grid)
+        return F.interpolate(offsets, size=size, mode="bilinear", align_corners=False)

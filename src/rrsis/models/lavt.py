@@ -7,13 +7,16 @@ for stage i:  f = vision.forward_stage(i, x)                (B, C_i, H/s_i, W/s_
               x = f + gates[i](r) * r                        language gate
               maps[i] = norm_i(r);    x = vision.downsample(i, x)
 maps = neck(maps, words, word_mask)                          LGCE (identity for LAVT)
-logits = up(decoder(maps))                                   (B, 2, H, W)
+logits = decoder(maps)                                       (B, 2, H/4, W/4)
+logits[:, 1] += prior(words, word_mask)                      optional spatial prior
+logits = up(logits)                                          (B, 2, H, W)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -40,6 +43,8 @@ class LAVT(RRSISModel):
         decoder: maps the four fused maps to logits at 1/4 resolution.
         neck: optional module ``(maps, words, word_mask) -> maps`` between encoder and decoder
             (LGCE); ``None`` gives plain LAVT.
+        prior: optional module ``(words, word_mask, size) -> (B, 1, *size)`` added to the
+            foreground logit (:class:`~rrsis.models.fusion.SpatialPrior`); ``None`` = none.
         input_size: default square input side.
     """
 
@@ -52,6 +57,7 @@ class LAVT(RRSISModel):
         decoder: nn.Module,
         neck: nn.Module | None = None,
         input_size: int = 480,
+        prior: nn.Module | None = None,
     ) -> None:
         super().__init__()
         stages = vision.num_stages
@@ -72,6 +78,7 @@ class LAVT(RRSISModel):
         )
         self.neck = neck
         self.decoder = decoder
+        self.prior = prior
         self.input_size = input_size
 
     def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
@@ -84,6 +91,11 @@ class LAVT(RRSISModel):
         Returns:
             four maps ``(B, C_i, H/s_i, W/s_i)`` for the decoder.
         """
+        return self._encode(image, word_ids, word_mask)[0]
+
+    def _encode(
+        self, image: Tensor, word_ids: Tensor, word_mask: Tensor
+    ) -> tuple[list[Tensor], Tensor]:
         words = self.text(word_ids, word_mask)  # (B, N, C_l)
         x = self.vision.forward_stem(image)
         maps = []
@@ -99,7 +111,7 @@ class LAVT(RRSISModel):
                 x = self.vision.downsample(i, fused)
         if self.neck is not None:
             maps = self.neck(maps, words, word_mask)
-        return maps
+        return maps, words
 
     def forward(self, image: Tensor, word_ids: Tensor, word_mask: Tensor) -> Tensor:
         """Segment the referred object.
@@ -113,5 +125,9 @@ class LAVT(RRSISModel):
             logits ``(B, 2, H, W)``.
         """
         self.check_inputs(image, word_ids, word_mask)
-        logits = self.decoder(self.encode(image, word_ids, word_mask))
+        maps, words = self._encode(image, word_ids, word_mask)
+        logits = self.decoder(maps)
+        if self.prior is not None:
+            offsets = self.prior(words, word_mask, logits.shape[-2:]).to(logits.dtype)
+            logits = torch.cat([logits[:, :1], logits[:, 1:] + offsets], dim=1)
         return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)

@@ -26,7 +26,7 @@ from rrsis.models.encoders.presets import (
     extend_signature,
     swin_bert_encoders,
 )
-from rrsis.models.fusion import LanguageGate, PixelWordAttention
+from rrsis.models.fusion import LanguageGate, PixelWordAttention, SpatialPrior
 from rrsis.models.lavt import LAVT
 from rrsis.models.lgce import LGCE
 
@@ -53,6 +53,7 @@ def _assemble(
     lgce: dict[str, Any] | None,
     separable_decoder: bool = False,
     coord_features: bool = False,
+    spatial_prior: int = 0,
 ) -> LAVT:
     channels = list(vision.out_channels)
     fusions = [PixelWordAttention(c, text.out_dim, coord_features=coord_features) for c in channels]
@@ -64,7 +65,10 @@ def _assemble(
         convs_per_level=convs_per_level,
         separable=separable_decoder,
     )
-    return LAVT(vision, text, fusions, gates, decoder, neck=neck, input_size=input_size)
+    prior = SpatialPrior(text.out_dim, grid=spatial_prior) if spatial_prior else None
+    return LAVT(
+        vision, text, fusions, gates, decoder, neck=neck, input_size=input_size, prior=prior
+    )
 
 
 def _lgce_kwargs(
@@ -121,6 +125,7 @@ def lavt_effnet_minilm(
     input_size: int = 512,
     lgce: dict[str, Any] | None = None,
     coord_features: bool = False,
+    spatial_prior: int = 0,
     **encoder_kwargs: Any,
 ) -> LAVT:
     """Fast CPU model: LAVT on EfficientNet-Lite with a frozen MiniLM text encoder.
@@ -134,6 +139,8 @@ def lavt_effnet_minilm(
         lgce: LGCE keyword arguments; ``None`` means plain LAVT.
         coord_features: give every PWAM a learned embedding of pixel coordinates (see
             :class:`~rrsis.models.fusion.PixelWordAttention`); helps position expressions.
+        spatial_prior: side of the sentence-conditioned grid of foreground offsets
+            (:class:`~rrsis.models.fusion.SpatialPrior`, for position expressions); 0 = off.
         **encoder_kwargs: :func:`~rrsis.models.encoders.presets.effnet_minilm_encoders`
             arguments (``variant``, ``pretrained``, ``text_pretrained``, ``freeze_text``,
             ``text_layers``, ``max_tokens``).
@@ -148,6 +155,7 @@ def lavt_effnet_minilm(
         lgce,
         separable_decoder,
         coord_features,
+        spatial_prior,
     )
 
 

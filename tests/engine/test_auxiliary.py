@@ -1,0 +1,160 @@
+"""Auxiliary semantic loss: label lookup from a (generated) Dubai tree, batching, training."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rrsis.data.dubai import DUBAI_COLOURS, DUBAI_TAXONOMY, DubaiLabelLookup, convert_dubai
+from rrsis.data.refsegrs import RefSegRS
+from rrsis.engine.datamodule import SEMANTIC_IGNORE, Collate, SampleTransform, WithSemantic
+from rrsis.errors import DatasetError
+
+
+def _fake_dubai(root: Path, tiles: dict[int, tuple[int, int]]) -> Path:
+    """A Dubai-layout tree: per tile one part of the given (H, W), blocks of every class."""
+    rng = np.random.default_rng(0)
+    colours = list(DUBAI_COLOURS.values())
+    for tile, (h, w) in tiles.items():
+        labels = rng.integers(0, len(colours), size=(h // 16 + 1, w // 16 + 1))
+        labels = np.kron(labels, np.ones((16, 16), dtype=int))[:h, :w]
+        rgb = np.asarray(colours, dtype=np.uint8)[labels]
+        image = (rgb // 2 + rng.integers(0, 60, size=rgb.shape)).astype(np.uint8)
+        for sub in ("images", "masks"):
+            (root / f"tile{tile}" / sub).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / f"tile{tile}" / "images" / "image_part_001.jpg")
+        Image.fromarray(rgb).save(root / f"tile{tile}" / "masks" / "image_part_001.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def fake_dubai(tmp_path_factory) -> tuple[Path, Path]:
+    """(source tree, RefSegRS tree converted from it with 64 px crops)."""
+    base = tmp_path_factory.mktemp("aux")
+    # Tile 2 is narrower than the crop: the converter resizes it up, so must the lookup.
+    src = _fake_dubai(base / "src", {1: (112, 150), 2: (100, 60), 3: (64, 64)})
+    out = base / "refsegrs"
+    split_tiles = {"train": [1, 2], "val": [3]}
+    convert_dubai(src, out, crop=64, stride=40, split_tiles=split_tiles, seed=0)
+    return src, out
+
+
+def test_lookup_recovers_the_class_map_of_every_crop(fake_dubai) -> None:
+    src, out = fake_dubai
+    ds = RefSegRS(out, "train")
+    lookup = DubaiLabelLookup(src)
+    checked = set()
+    for i in range(len(ds)):
+        sample = ds[i]
+        labels = lookup(sample["meta"], sample["mask"].shape)
+        assert labels is not None and labels.shape == (64, 64) and labels.dtype == np.uint8
+        checked.add(sample["meta"]["source"].split("/")[0])
+        if sample["meta"]["kind"] in ("category", "attribute", "position"):
+            # The referred pixels are all of the expression's class in the class map.
+            class_id = DUBAI_TAXONOMY.classes[sample["meta"]["category"]]
+            assert (labels[sample["mask"]] == class_id).all()
+    assert checked == {"tile1", "tile2"}
+    # Samples that do not come from this tree get no map.
+    assert lookup({}, (64, 64)) is None
+    assert lookup({"source": "synth/scene_1", "crop_yx": [0, 0]}, (64, 64)) is None
+    assert lookup({"source": "tile1/image_part_001", "crop_yx": [100, 0]}, (64, 64)) is None
+    with pytest.raises(DatasetError):
+        DubaiLabelLookup(src / "missing")
+
+
+def test_transform_and_collate_carry_the_class_map() -> None:
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 6, size=(16, 16)).astype(np.uint8)
+    image = np.repeat((ids * 40)[..., None], 3, axis=2).astype(np.uint8)
+    base = {"image": image, "mask": ids == 2, "text": "road", "id": "a", "meta": {}}
+    transform = SampleTransform(16, (0, 0, 0), (1, 1, 1), augment=True)
+    torch.manual_seed(0)
+    for _ in range(8):  # random flips/rotations move the map with the image
+        out = transform({**base, "semantic": ids})
+        assert torch.equal(out["semantic"] == 2, out["mask"].bool())
+        assert torch.allclose(out["image"][0] * 255, out["semantic"].float() * 40, atol=1e-3)
+
+    collate = Collate(lambda texts: (torch.ones(len(texts), 2), torch.ones(len(texts), 2)))
+    with_map = transform({**base, "semantic": ids})
+    without = transform(dict(base))
+    batch = collate([with_map, without])
+    sem = batch["semantic"]
+    assert sem.shape == (2, 16, 16)
+    # id k > 0 -> class k - 1; unlabeled (0) and a sample without a map -> ignored.
+    expected = torch.where(with_map["semantic"] > 0, with_map["semantic"] - 1, SEMANTIC_IGNORE)
+    assert torch.equal(sem[0], expected)
+    assert (sem[1] == SEMANTIC_IGNORE).all()
+    assert "semantic" not in collate([without])
+
+    wrapped = WithSemantic([base], lambda meta, shape: np.zeros(shape, np.uint8) + 3)
+    assert (wrapped[0]["semantic"] == 3).all() and "semantic" not in base
+
+
+def test_training_with_the_auxiliary_loss(fake_dubai, tmp_path) -> None:
+    from rrsis.engine.module import RRSISLightningModule
+    from rrsis.engine.presets import get_preset
+    from rrsis.engine.train import train
+    from rrsis.models import registry
+    from rrsis.models.io import load_model
+
+    src, data = fake_dubai
+    config = get_preset("default", "lgce_effnet_minilm")
+    config.semantic_weight = 0.5
+    config.input_size, config.batch_size, config.workers, config.epochs = 64, 2, 0, 1
+
+    # The head sees the encoder's maps and gets gradients from a batch with class maps.
+    model = registry.get_tiny_model("lgce_effnet_minilm")
+    module = RRSISLightningModule(model, dataclasses.replace(config, semantic_classes=5))
+    image = torch.randn(2, 3, 64, 64)
+    ids, mask = model.tokenize(["road", "building"])
+    logits = module(image, ids, mask)
+    target = torch.randint(0, 5, (2, 64, 64))
+    target[1] = SEMANTIC_IGNORE
+    loss = module.semantic_aux.loss(target)
+    assert torch.isfinite(loss) and loss > 0
+    (loss + logits.sum() * 0).backward()
+    head_grads = [p.grad for p in module.semantic_aux.parameters()]
+    assert all(g is not None for g in head_grads) and any(g.abs().sum() > 0 for g in head_grads)
+    with pytest.raises(RuntimeError, match="forward"):
+        module.semantic_aux.loss(target)  # maps are consumed by each loss call
+
+    out = tmp_path / "run"
+    train(
+        None,
+        [data],
+        out,
+        val_root=data,
+        config=config,
+        tiny=True,
+        max_steps=2,
+        progress_bar=False,
+        semantic_labels=src,
+        limit_val_batches=1,
+    )
+    record = json.loads((out / "hparams.json").read_text())
+    assert record["semantic_labels"] == str(src)
+    assert record["train"]["semantic_classes"] == 5
+    metrics = (out / "logs" / "metrics.csv").read_text()
+    assert "train/semantic_loss" in metrics
+    exported = load_model(out / "model.safetensors")  # the head is not part of the model
+    assert not any("semantic" in k for k in exported.state_dict())
+
+    with pytest.raises(Exception, match="semantic_labels"):
+        train(None, [data], tmp_path / "no_labels", val_root=data, config=config, tiny=True)
+
+
+def test_cli_missing_label_tree_is_one_line(fake_dubai, tmp_path, capsys) -> None:
+    from rrsis.cli import main
+
+    _, data = fake_dubai
+    argv = ["train", "--tiny", "--data", str(data), "--out", str(tmp_path / "run")]
+    argv += ["--semantic-labels", str(tmp_path / "nowhere"), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nowhere" in err[0] and "Traceback" not in err[0]
