@@ -13,7 +13,13 @@ from PIL import Image
 
 from rrsis.data.dubai import DUBAI_COLOURS, DUBAI_TAXONOMY, DubaiLabelLookup, convert_dubai
 from rrsis.data.refsegrs import RefSegRS
-from rrsis.engine.datamodule import SEMANTIC_IGNORE, Collate, SampleTransform, WithSemantic
+from rrsis.engine.datamodule import (
+    SEMANTIC_IGNORE,
+    AddSemantic,
+    Collate,
+    SampleTransform,
+    TransformedDataset,
+)
 from rrsis.errors import DatasetError
 
 
@@ -92,7 +98,9 @@ def test_transform_and_collate_carry_the_class_map() -> None:
     assert (sem[1] == SEMANTIC_IGNORE).all()
     assert "semantic" not in collate([without])
 
-    wrapped = WithSemantic([base], lambda meta, shape: np.zeros(shape, np.uint8) + 3)
+    wrapped = TransformedDataset(
+        [base], AddSemantic(lambda meta, shape: np.zeros(shape, np.uint8) + 3)
+    )
     assert (wrapped[0]["semantic"] == 3).all() and "semantic" not in base
 
 

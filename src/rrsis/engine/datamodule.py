@@ -54,7 +54,7 @@ class SampleTransform:
 
     ``__call__`` returns the sample with ``image`` float ``(3, size, size)`` normalised and
     ``mask`` long ``(size, size)``; ``text``, ``id`` and ``meta`` are kept. An optional
-    ``semantic`` class map (see :class:`WithSemantic`) is resized (nearest) and flipped or
+    ``semantic`` class map (see :class:`AddSemantic`) is resized (nearest) and flipped or
     rotated with the image.
     """
 
@@ -73,19 +73,16 @@ class SampleTransform:
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         image = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
         image = image.float().div_(255.0)[None]
-        mask = torch.from_numpy(np.ascontiguousarray(sample["mask"])).float()[None, None]
+        # Label maps (the mask, and the optional class map) are resized together, nearest.
+        labels = [sample["mask"]] + ([sample["semantic"]] if "semantic" in sample else [])
+        labels = torch.stack([torch.from_numpy(np.asarray(m, dtype=np.float32)) for m in labels])
         size = (self.size, self.size)
         if image.shape[-2:] != size:
             image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-        if mask.shape[-2:] != size:
-            mask = F.interpolate(mask, size=size, mode="nearest")
-        image, mask = image[0].clamp_(0.0, 1.0), mask[0, 0]
-        semantic = sample.get("semantic")
-        if semantic is not None:
-            semantic = torch.from_numpy(np.ascontiguousarray(semantic)).float()[None, None]
-            if semantic.shape[-2:] != size:
-                semantic = F.interpolate(semantic, size=size, mode="nearest")
-            semantic = semantic[0, 0]
+        if labels.shape[-2:] != size:
+            labels = F.interpolate(labels[None], size=size, mode="nearest")[0]
+        image, mask = image[0].clamp_(0.0, 1.0), labels[0]
+        semantic = labels[1] if len(labels) > 1 else None
         if self.augment and orientation_free(sample):
             # torch's global RNG: seeded per worker by pl.seed_everything(workers=True).
             flip_x, flip_y = bool(torch.rand(()) < 0.5), bool(torch.rand(()) < 0.5)
@@ -121,11 +118,12 @@ class TransformedDataset(Dataset):
         return self.transform(self.dataset[index])
 
 
-class WithSemantic(Dataset):
-    """Add the crop's full class map (``semantic``, uint8 ``(H, W)``) to each sample.
+class AddSemantic:
+    """Transform adding the crop's full class map (``semantic``, uint8 ``(H, W)``) to a sample.
+
+    Used with :class:`TransformedDataset` before :class:`SampleTransform`.
 
     Args:
-        dataset: dataset of contract samples.
         lookup: ``(meta, (H, W)) -> class ids or None``, e.g.
             :class:`rrsis.data.dubai.DubaiLabelLookup`; id 0 is unlabeled (ignored by the loss).
 
@@ -133,19 +131,14 @@ class WithSemantic(Dataset):
     ``semantic`` key; :class:`Collate` fills them with the ignore value.
     """
 
-    def __init__(self, dataset: Dataset, lookup: Callable[[dict, tuple[int, int]], Any]) -> None:
-        self.dataset = dataset
+    def __init__(self, lookup: Callable[[dict, tuple[int, int]], Any]) -> None:
         self.lookup = lookup
 
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = dict(self.dataset[index])
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         semantic = self.lookup(sample.get("meta") or {}, sample["mask"].shape[:2])
-        if semantic is not None:
-            sample["semantic"] = semantic
-        return sample
+        if semantic is None:
+            return sample
+        return {**sample, "semantic": semantic}
 
 
 # Target value of pixels the auxiliary semantic loss ignores (unlabeled, or no class map).
@@ -215,7 +208,7 @@ class RefSegDataModule(pl.LightningDataModule):
         workers: DataLoader workers.
         augment: safe geometric augmentation of training samples.
         semantic_lookup: ``(meta, shape) -> class map or None`` adding full class maps to
-            training samples (:class:`WithSemantic`) for an auxiliary loss; ``None`` = none.
+            training samples (:class:`AddSemantic`) for an auxiliary loss; ``None`` = none.
     """
 
     def __init__(
@@ -258,7 +251,7 @@ class RefSegDataModule(pl.LightningDataModule):
                 )
         merged = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         if self.semantic_lookup is not None:
-            merged = WithSemantic(merged, self.semantic_lookup)
+            merged = TransformedDataset(merged, AddSemantic(self.semantic_lookup))
         self.train_dataset = TransformedDataset(merged, self.train_transform)
         val = self.val_source
         if val is None:
