@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from rrsis.engine.datamodule import Collate, SampleTransform, orientation_free
+from rrsis.engine.datamodule import Collate, SampleTransform, colour_free, orientation_free
 from rrsis.engine.losses import SegmentationLoss, WeightedCrossEntropy, soft_dice_loss
 from rrsis.engine.optim import build_optimizer, param_groups, poly_lambda
 from rrsis.engine.presets import TrainConfig, get_preset
@@ -173,6 +173,42 @@ def test_transform_resizes_normalises_and_augments_only_safe_samples():
         out = aug(_sample("the roof on the left"))
         assert torch.equal(out["mask"], plain["mask"])
         assert torch.equal(out["image"], plain["image"])
+
+
+@pytest.mark.parametrize(
+    "text,free",
+    [
+        ("road", True),
+        ("white building", False),
+        ("Dark water", False),
+        ("grey roof", False),
+        ("building along the road", True),
+        ("lighthouse", True),
+    ],
+)
+def test_colour_free(text, free):
+    assert colour_free({"text": text}) is free
+
+
+def test_photometric_jitter_changes_colours_only_and_spares_colour_expressions():
+    rng = np.random.default_rng(0)
+    sample = _sample("roof")
+    sample["image"] = rng.integers(40, 200, (16, 24, 3), dtype=np.uint8)
+    plain = SampleTransform(16, (0.0,) * 3, (1.0,) * 3)(sample)
+    jitter = SampleTransform(16, (0.0,) * 3, (1.0,) * 3, photometric=0.4)
+    torch.manual_seed(0)
+    outs = [jitter(sample) for _ in range(10)]
+    assert all(torch.equal(o["mask"], plain["mask"]) for o in outs)  # labels never move
+    changed = [(o["image"] - plain["image"]).abs().mean().item() for o in outs]
+    assert min(changed) > 0 and max(changed) > 0.02
+    assert all(0.0 <= o["image"].min() and o["image"].max() <= 1.0 for o in outs)
+    # Brightness scales the mean; over draws it goes both up and down.
+    means = [o["image"].mean().item() - plain["image"].mean().item() for o in outs]
+    assert min(means) < 0 < max(means)
+    named = dict(sample, text="white roof")
+    assert all(torch.equal(jitter(named)["image"], plain["image"]) for _ in range(5))
+    with pytest.raises(ValueError, match="photometric"):
+        SampleTransform(16, (0.0,) * 3, (1.0,) * 3, photometric=1.5)
 
 
 def test_collate_tokenises():

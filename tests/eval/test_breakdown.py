@@ -80,6 +80,7 @@ def test_per_group_metrics() -> None:
     metrics = RefSegMetrics()
     metrics.update(preds, targets, metas=metas)
     breakdown = metrics.compute_breakdown()
+    # No sample names its class: no category grouping.
     assert set(breakdown) == {"size", "scatter", "components", "kind"}
     assert list(breakdown["size"]) == ["small", "medium", "empty"]
     assert breakdown["size"]["medium"]["mIoU"] == pytest.approx(50.0)
@@ -93,3 +94,25 @@ def test_per_group_metrics() -> None:
     # Groups partition the split.
     for groups in breakdown.values():
         assert sum(g["n"] for g in groups.values()) == 3
+
+
+def test_category_breakdown_per_class_and_in_the_table() -> None:
+    from rrsis.eval.report import evaluation_markdown
+
+    assert sample_groups({"category": "road"}, _mask([]))["category"] == "road"
+    assert sample_groups({}, _mask([]))["category"] == "unknown"
+    target = _mask([(0, 0), (0, 1)])
+    miss = np.zeros_like(target)
+    metrics = RefSegMetrics()
+    metas = [
+        {"kind": "category", "category": "water"},
+        {"kind": "position", "category": "road"},
+        {"kind": "category"},
+    ]
+    metrics.update(np.stack([target, miss, target]), np.stack([target] * 3), metas=metas)
+    breakdown = metrics.compute_breakdown()
+    assert list(breakdown["category"]) == ["road", "water", "unknown"]
+    assert breakdown["category"]["water"]["mIoU"] == pytest.approx(100.0)
+    assert breakdown["category"]["road"]["mIoU"] == pytest.approx(0.0)
+    table = evaluation_markdown({"overall": metrics.compute(), "breakdown": breakdown})
+    assert "| category: road | 1 |" in table and "| category: water | 1 |" in table

@@ -70,6 +70,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help="weight of that loss (default 0.5 with --semantic-labels)",
     )
+    parser.add_argument(
+        "--photometric",
+        type=float,
+        metavar="S",
+        help="random brightness/contrast/saturation in [1-S, 1+S] for expressions naming no "
+        "colour (default: the preset's; 0 = off)",
+    )
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
@@ -113,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         freeze_vision=args.freeze_vision,
         semantic_labels=args.semantic_labels,
         semantic_weight=semantic_weight,
+        photometric=args.photometric,
     )
     print(f"best checkpoint: {best}")
     print(f"model: {Path(args.out) / 'model.safetensors'}")

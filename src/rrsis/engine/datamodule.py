@@ -10,6 +10,8 @@ Augmentation (off in the paper recipe, on in the CPU preset) draws a random flip
 rotation, but only for samples whose expression does not depend on orientation: a flip turns
 "the car on the left" into a wrong label. Samples with meta ``kind == "position"`` or with a
 spatial word (left, right, upper, lower, top, bottom, north, ... ) are never transformed.
+Photometric augmentation (random brightness, contrast and saturation) likewise skips
+expressions that name a colour or a tone ("white building", "dark water").
 """
 
 from __future__ import annotations
@@ -37,6 +39,18 @@ _SPATIAL = re.compile(
 Tokenize = Callable[[list[str]], tuple[Tensor, Tensor]]
 
 
+_TONE = re.compile(
+    r"\b(white|black|gr[ae]y|red|blue|green|yellow|brown|orange|purple|pink|dark|darker|"
+    r"darkest|light|lighter|bright|brighter|brightest|pale|colou?r(ed)?)\b",
+    re.IGNORECASE,
+)
+
+
+def colour_free(sample: dict[str, Any]) -> bool:
+    """Whether brightness, contrast and saturation changes keep the expression true."""
+    return not _TONE.search(sample.get("text", ""))
+
+
 def orientation_free(sample: dict[str, Any]) -> bool:
     """Whether flips and rotations keep the expression true for the mask."""
     kind = (sample.get("meta") or {}).get("kind")
@@ -51,6 +65,9 @@ class SampleTransform:
         mean: per-channel mean of 0-1 RGB.
         std: per-channel std of 0-1 RGB.
         augment: random flips / 90-degree rotations for orientation-free samples.
+        photometric: strength ``s`` of random brightness, contrast and saturation factors,
+            each drawn from ``[1 - s, 1 + s]``, for samples whose expression names no colour
+            (0 = off). Applied to the 0-1 image before normalisation, then clamped.
 
     ``__call__`` returns the sample with ``image`` float ``(3, size, size)`` normalised and
     ``mask`` long ``(size, size)``; ``text``, ``id`` and ``meta`` are kept. An optional
@@ -64,11 +81,15 @@ class SampleTransform:
         mean: Sequence[float],
         std: Sequence[float],
         augment: bool = False,
+        photometric: float = 0.0,
     ) -> None:
+        if not 0.0 <= photometric < 1.0:
+            raise ValueError(f"photometric strength must be in [0, 1), got {photometric}")
         self.size = int(size)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.augment = augment
+        self.photometric = float(photometric)
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         image = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
@@ -95,6 +116,8 @@ class SampleTransform:
 
             image, mask = move(image), move(mask)
             semantic = None if semantic is None else move(semantic)
+        if self.photometric and colour_free(sample):
+            image = self._jitter(image)
         image = (image - self.mean) / self.std
         out = dict(sample)
         out["image"] = image.contiguous()
@@ -102,6 +125,17 @@ class SampleTransform:
         if semantic is not None:
             out["semantic"] = semantic.long().contiguous()
         return out
+
+    def _jitter(self, image: Tensor) -> Tensor:
+        """Random brightness, contrast and saturation of a 0-1 ``(3, H, W)`` image."""
+        low, high = 1.0 - self.photometric, 1.0 + self.photometric
+        brightness, contrast, saturation = (low + (high - low) * torch.rand(3)).tolist()
+        image = image * brightness
+        gray = (image * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+        image = (image - gray.mean()) * contrast + gray.mean()
+        gray = (image * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+        image = (image - gray) * saturation + gray
+        return image.clamp_(0.0, 1.0)
 
 
 class TransformedDataset(Dataset):
@@ -207,6 +241,8 @@ class RefSegDataModule(pl.LightningDataModule):
         batch_size: samples per device.
         workers: DataLoader workers.
         augment: safe geometric augmentation of training samples.
+        photometric: strength of colour-safe photometric augmentation (see
+            :class:`SampleTransform`); 0 = off.
         semantic_lookup: ``(meta, shape) -> class map or None`` adding full class maps to
             training samples (:class:`AddSemantic`) for an auxiliary loss; ``None`` = none.
     """
@@ -223,6 +259,7 @@ class RefSegDataModule(pl.LightningDataModule):
         workers: int = 0,
         augment: bool = False,
         semantic_lookup: Callable[[dict, tuple[int, int]], Any] | None = None,
+        photometric: float = 0.0,
     ) -> None:
         super().__init__()
         self.semantic_lookup = semantic_lookup
@@ -233,7 +270,9 @@ class RefSegDataModule(pl.LightningDataModule):
         self.collate = Collate(tokenize)
         self.batch_size = batch_size
         self.workers = workers
-        self.train_transform = SampleTransform(input_size, mean, std, augment=augment)
+        self.train_transform = SampleTransform(
+            input_size, mean, std, augment=augment, photometric=photometric
+        )
         self.eval_transform = SampleTransform(input_size, mean, std, augment=False)
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None

@@ -120,6 +120,7 @@ def train(
     freeze_vision: bool | None = None,
     semantic_labels: str | Path | None = None,
     semantic_weight: float | None = None,
+    photometric: float | None = None,
 ) -> Path:
     """Train a model and export its best-on-validation weights.
 
@@ -148,6 +149,7 @@ def train(
             class map (``rrsis.data.dubai.DubaiLabelLookup``) for the auxiliary semantic loss;
             needed when ``config.semantic_weight > 0``.
         semantic_weight: override the preset's ``semantic_weight`` (0 = no auxiliary loss).
+        photometric: override the preset's ``photometric`` augmentation strength (0 = off).
 
     Returns:
         Path of the best checkpoint (``last.ckpt`` if validation never ran).
@@ -182,6 +184,7 @@ def train(
             ("workers", workers),
             ("freeze_vision", freeze_vision),
             ("semantic_weight", semantic_weight),
+            ("photometric", photometric),
         ):
             if value is not None:
                 setattr(config, key, value)
@@ -226,6 +229,7 @@ def train(
         workers=config.workers,
         augment=config.augment,
         semantic_lookup=lookup,
+        photometric=config.photometric,
     )
     module = RRSISLightningModule(model, config)
     best_cb = ModelCheckpoint(

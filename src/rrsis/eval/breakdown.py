@@ -11,6 +11,9 @@ evaluation also reports its metrics per group (``docs/protocol.md``):
 * ``kind``: the expression pattern, ``category`` / ``attribute`` / ``relation`` /
   ``position``, from ``meta["kind"]`` or, when absent (real RefSegRS), guessed from the text
   with :func:`rrsis.data.builder.infer_kind`; ``unknown`` when there is neither.
+* ``category``: the target's class (``meta["category"]``, written by our dataset builders:
+  ``road``, ``vegetation``, ...), so a new place's failures show per class. Its groups depend
+  on the dataset; a split whose samples carry no category (real RefSegRS) has no such grouping.
 
 Object statistics always come from the ground-truth mask at its own resolution, with the one
 definition shared by the dataset builder (:func:`rrsis.data.stats.object_stats`).
@@ -35,6 +38,8 @@ GROUPINGS: dict[str, tuple[str, ...]] = {
     "scatter": ("single", "scattered", EMPTY),
     "components": ("1", "2-5", ">5", EMPTY),
     "kind": (*KINDS, UNKNOWN),
+    # Dataset-specific names, shown sorted; left out when no sample has a category.
+    "category": (),
 }
 
 
@@ -72,6 +77,12 @@ def kind_group(meta: Mapping[str, Any], text: str | None = None) -> str:
     return UNKNOWN
 
 
+def category_group(meta: Mapping[str, Any]) -> str:
+    """The target's class from ``meta["category"]``, else ``unknown``."""
+    category = meta.get("category")
+    return str(category) if category else UNKNOWN
+
+
 def sample_groups(
     meta: Mapping[str, Any], target: np.ndarray | None = None, text: str | None = None
 ) -> dict[str, str]:
@@ -84,7 +95,7 @@ def sample_groups(
         text: the expression, used when ``meta`` has no ``kind``.
 
     Returns:
-        ``{"size": ..., "scatter": ..., "components": ..., "kind": ...}``.
+        ``{"size": ..., "scatter": ..., "components": ..., "kind": ..., "category": ...}``.
     """
     if "area_frac" in meta and "n_components" in meta:
         area_frac = float(meta["area_frac"])
@@ -100,4 +111,5 @@ def sample_groups(
         "scatter": scatter_group(n_components),
         "components": components_group(n_components),
         "kind": kind_group(meta, text if text is not None else meta.get("text")),
+        "category": category_group(meta),
     }

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rrsis.eval.breakdown import GROUPINGS, sample_groups
+from rrsis.eval.breakdown import GROUPINGS, UNKNOWN, sample_groups
 
 PR_THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
 METRIC_KEYS: tuple[str, ...] = (
@@ -177,16 +177,19 @@ class RefSegMetrics:
         Returns:
             ``{grouping: {group: metrics}}`` for the groupings of
             :data:`rrsis.eval.breakdown.GROUPINGS` (``size``, ``scatter``, ``components``,
-            ``kind``). Groups without samples are left out.
+            ``kind``, ``category``). Groups without samples are left out, and so is a
+            dataset-specific grouping (``category``) where no sample has a known group.
         """
         intersections = np.asarray(self._intersections, dtype=np.int64)
         unions = np.asarray(self._unions, dtype=np.int64)
         result: dict[str, dict[str, dict[str, float | int]]] = {}
         for grouping, group_names in GROUPINGS.items():
             labels = np.asarray([groups[grouping] for groups in self._groups], dtype=object)
+            if not group_names and set(labels.tolist()) <= {UNKNOWN}:
+                continue
             per_group: dict[str, dict[str, float | int]] = {}
             # Known group names first, in their natural order, then anything unexpected.
-            extra = sorted(set(labels.tolist()) - set(group_names))
+            extra = sorted(set(labels.tolist()) - set(group_names), key=lambda n: (n == UNKNOWN, n))
             for name in (*group_names, *extra):
                 selected = labels == name
                 if selected.any():

@@ -32,7 +32,7 @@ BENCHMARK_COLUMNS: tuple[str, ...] = (
     *(column for _, _, column in BENCHMARK_GROUP_COLUMNS),
 )
 # Groupings shown in the single-evaluation table (``components`` refines ``scatter``).
-_TABLE_GROUPINGS = ("size", "scatter", "components", "kind")
+_TABLE_GROUPINGS = ("size", "scatter", "components", "kind", "category")
 
 
 def _fmt(value: Any) -> str:
@@ -60,7 +60,8 @@ def evaluation_markdown(result: Mapping[str, Any]) -> str:
     rows: list[list[Any]] = [["overall", overall["n"], *(overall[k] for k in METRIC_KEYS)]]
     breakdown = result.get("breakdown", {})
     for grouping in _TABLE_GROUPINGS:
-        for group in GROUPINGS[grouping]:
+        # Dataset-specific groupings (category) list their groups in the result's order.
+        for group in GROUPINGS[grouping] or tuple(breakdown.get(grouping, {})):
             metrics = breakdown.get(grouping, {}).get(group)
             if metrics:
                 rows.append(
