@@ -36,14 +36,15 @@ _SPATIAL = re.compile(
     re.IGNORECASE,
 )
 
-Tokenize = Callable[[list[str]], tuple[Tensor, Tensor]]
-
-
 _TONE = re.compile(
     r"\b(white|black|gr[ae]y|red|blue|green|yellow|brown|orange|purple|pink|dark|darker|"
     r"darkest|light|lighter|bright|brighter|brightest|pale|colou?r(ed)?)\b",
     re.IGNORECASE,
 )
+# ITU-R BT.601 luma weights, for contrast and saturation changes.
+_LUMA = (0.299, 0.587, 0.114)
+
+Tokenize = Callable[[list[str]], tuple[Tensor, Tensor]]
 
 
 def colour_free(sample: dict[str, Any]) -> bool:
@@ -130,10 +131,11 @@ class SampleTransform:
         """Random brightness, contrast and saturation of a 0-1 ``(3, H, W)`` image."""
         low, high = 1.0 - self.photometric, 1.0 + self.photometric
         brightness, contrast, saturation = (low + (high - low) * torch.rand(3)).tolist()
+        luma = torch.tensor(_LUMA).view(3, 1, 1)
         image = image * brightness
-        gray = (image * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
-        image = (image - gray.mean()) * contrast + gray.mean()
-        gray = (image * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+        mean_gray = (image * luma).sum(0).mean()
+        image = (image - mean_gray) * contrast + mean_gray
+        gray = (image * luma).sum(0, keepdim=True)
         image = (image - gray) * saturation + gray
         return image.clamp_(0.0, 1.0)
 
