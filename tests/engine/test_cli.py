@@ -62,3 +62,11 @@ def test_cli_reports_missing_data_in_one_line(tmp_path: Path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope" in err[0] and "Traceback" not in err[0]
+
+
+def test_cli_refuses_photometric_strength_out_of_range_in_one_line(tmp_path: Path, capsys):
+    tree = make_tree(tmp_path / "tree")
+    argv = _train_argv(tree, tmp_path / "run") + ["--workers", "0", "--photometric", "1.5"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "photometric" in err[0] and "Traceback" not in err[0]

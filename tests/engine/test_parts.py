@@ -207,7 +207,7 @@ def test_photometric_jitter_changes_colours_only_and_spares_colour_expressions()
     assert min(means) < 0 < max(means)
     named = dict(sample, text="white roof")
     assert all(torch.equal(jitter(named)["image"], plain["image"]) for _ in range(5))
-    with pytest.raises(ValueError, match="photometric"):
+    with pytest.raises(RRSISError, match="photometric"):
         SampleTransform(16, (0.0,) * 3, (1.0,) * 3, photometric=1.5)
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from rrsis.errors import DatasetError
+from rrsis.errors import DatasetError, RRSISError
 
 _SPATIAL = re.compile(
     r"\b(left|right|upper|lower|top|bottom|above|below|north|south|east|west|"
@@ -85,7 +85,7 @@ class SampleTransform:
         photometric: float = 0.0,
     ) -> None:
         if not 0.0 <= photometric < 1.0:
-            raise ValueError(f"photometric strength must be in [0, 1), got {photometric}")
+            raise RRSISError(f"photometric strength must be in [0, 1), got {photometric}")
         self.size = int(size)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)

@@ -185,11 +185,13 @@ class RefSegMetrics:
         result: dict[str, dict[str, dict[str, float | int]]] = {}
         for grouping, group_names in GROUPINGS.items():
             labels = np.asarray([groups[grouping] for groups in self._groups], dtype=object)
-            if not group_names and set(labels.tolist()) <= {UNKNOWN}:
+            present = set(labels.tolist())
+            if not group_names and present <= {UNKNOWN}:
                 continue
             per_group: dict[str, dict[str, float | int]] = {}
-            # Known group names first, in their natural order, then anything unexpected.
-            extra = sorted(set(labels.tolist()) - set(group_names), key=lambda n: (n == UNKNOWN, n))
+            # Known group names first, in their natural order, then the others sorted
+            # (dataset-specific groupings), ``unknown`` last.
+            extra = sorted(present - set(group_names), key=lambda n: (n == UNKNOWN, n))
             for name in (*group_names, *extra):
                 selected = labels == name
                 if selected.any():
