@@ -34,12 +34,12 @@ def test_cli_trains_registered_tiny_model_and_export_matches(tmp_path: Path, cap
     out = tmp_path / "run"
     argv = _train_argv(tree, out)
     argv += ["--epochs", "1", "--batch-size", "4", "--input-size", "64", "--workers", "0"]
-    argv += ["--preset", "paper", "--seed", "1", "--photometric", "0.2"]
+    argv += ["--preset", "paper", "--seed", "1", "--photometric", "0.2", "--balance", "0.5"]
     assert main(argv) == 0
     assert "best checkpoint" in capsys.readouterr().out
     record = json.loads((out / "hparams.json").read_text())
     assert record["train"]["input_size"] == 64 and record["train"]["seed"] == 1
-    assert record["train"]["photometric"] == 0.2
+    assert record["train"]["photometric"] == 0.2 and record["train"]["balance"] == 0.5
 
     from rrsis.engine.train import build_model
     from rrsis.models.io import load_model
@@ -64,9 +64,12 @@ def test_cli_reports_missing_data_in_one_line(tmp_path: Path, capsys):
     assert len(err) == 1 and "nope" in err[0] and "Traceback" not in err[0]
 
 
-def test_cli_refuses_photometric_strength_out_of_range_in_one_line(tmp_path: Path, capsys):
+@pytest.mark.parametrize("option", ["--photometric", "--balance"])
+def test_cli_refuses_augmentation_strength_out_of_range_in_one_line(
+    tmp_path: Path, capsys, option: str
+):
     tree = make_tree(tmp_path / "tree")
-    argv = _train_argv(tree, tmp_path / "run") + ["--workers", "0", "--photometric", "1.5"]
+    argv = _train_argv(tree, tmp_path / "run") + ["--workers", "0", option, "1.5"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "photometric" in err[0] and "Traceback" not in err[0]
+    assert len(err) == 1 and option[2:] in err[0] and "Traceback" not in err[0]

@@ -7,7 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from rrsis.engine.datamodule import Collate, SampleTransform, colour_free, orientation_free
+from rrsis.engine.datamodule import (
+    Collate,
+    RefSegDataModule,
+    SampleTransform,
+    balance_weights,
+    colour_free,
+    orientation_free,
+    sample_categories,
+)
 from rrsis.engine.losses import SegmentationLoss, WeightedCrossEntropy, soft_dice_loss
 from rrsis.engine.optim import build_optimizer, param_groups, poly_lambda
 from rrsis.engine.presets import TrainConfig, get_preset
@@ -209,6 +217,71 @@ def test_photometric_jitter_changes_colours_only_and_spares_colour_expressions()
     assert all(torch.equal(jitter(named)["image"], plain["image"]) for _ in range(5))
     with pytest.raises(RRSISError, match="photometric"):
         SampleTransform(16, (0.0,) * 3, (1.0,) * 3, photometric=1.5)
+
+
+def test_balance_weights_equalise_categories_by_strength():
+    cats = ["a"] * 6 + ["b"] * 2 + [None]
+    plain = balance_weights(cats, 0.0)
+    assert plain == [1.0] * 9
+    full = balance_weights(cats, 1.0)
+    assert sum(full) == pytest.approx(9.0)  # an epoch keeps its size
+
+    def share(weights, cat):
+        return sum(w for w, c in zip(weights, cats) if c == cat) / sum(weights)
+
+    # balance 1: every category (None included) equally often; 0.5: between the two.
+    assert [share(full, c) for c in ("a", "b", None)] == pytest.approx([1 / 3] * 3)
+    half = balance_weights(cats, 0.5)
+    assert share(plain, "a") > share(half, "a") > share(full, "a")
+    for bad in (-0.1, 1.5):
+        with pytest.raises(RRSISError, match="balance"):
+            balance_weights(cats, bad)
+
+
+class _MetaOnly(torch.utils.data.Dataset):
+    """Items are their index; categories come from ``meta_of`` as in RefSegRS."""
+
+    def __init__(self, categories: list[str | None]) -> None:
+        self.categories = categories
+
+    def __len__(self) -> int:
+        return len(self.categories)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    def meta_of(self, index: int) -> dict:
+        category = self.categories[index]
+        return {} if category is None else {"category": category}
+
+
+def test_datamodule_balance_draws_rare_categories_more_within_each_dataset():
+    dubai = _MetaOnly(["building"] * 90 + ["water"] * 10)
+    synth = _MetaOnly(["car"] * 45 + ["bus"] * 5)
+    assert sample_categories(dubai)[-1] == "water" and sample_categories([1, 2]) == [None, None]
+
+    def draws(balance: float) -> tuple[float, float, float]:
+        dm = RefSegDataModule([dubai, synth], dubai, lambda t: (None, None), 8, (0,) * 3, (1,) * 3)
+        dm.balance = balance
+        dm.setup("fit")
+        sampler = dm.train_dataloader().sampler
+        torch.manual_seed(0)
+        picked = [i for _ in range(40) for i in sampler]
+        water = sum(90 <= i < 100 for i in picked) / len(picked)
+        bus = sum(i >= 145 for i in picked) / len(picked)
+        from_synth = sum(i >= 100 for i in picked) / len(picked)
+        return water, bus, from_synth
+
+    water, bus, from_synth = draws(1.0)
+    # Within each dataset the two categories come up equally often ...
+    assert water == pytest.approx(1 / 3, abs=0.03) and bus == pytest.approx(1 / 6, abs=0.03)
+    # ... and each dataset keeps its share of the draws (100 of 150 samples).
+    assert from_synth == pytest.approx(1 / 3, abs=0.03)
+    plain = RefSegDataModule([dubai], dubai, lambda t: (None, None), 8, (0,) * 3, (1,) * 3)
+    plain.setup("fit")
+    assert isinstance(plain.train_dataloader().sampler, torch.utils.data.RandomSampler)
+    with pytest.raises(RRSISError, match="balance"):
+        RefSegDataModule([dubai], dubai, lambda t: (None, None), 8, (0,) * 3, (1,) * 3, balance=2)
 
 
 def test_collate_tokenises():

@@ -77,6 +77,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="random brightness/contrast/saturation in [1-S, 1+S] for expressions naming no "
         "colour (default: the preset's; 0 = off)",
     )
+    parser.add_argument(
+        "--balance",
+        type=float,
+        metavar="B",
+        help="draw training samples with weight count(category)^-B, B in [0, 1] (0.5 = inverse "
+        "square root, 1 = categories equally often; default: the preset's, 0 = off)",
+    )
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
@@ -121,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         semantic_labels=args.semantic_labels,
         semantic_weight=semantic_weight,
         photometric=args.photometric,
+        balance=args.balance,
     )
     print(f"best checkpoint: {best}")
     print(f"model: {Path(args.out) / 'model.safetensors'}")

@@ -12,6 +12,12 @@ rotation, but only for samples whose expression does not depend on orientation: 
 spatial word (left, right, upper, lower, top, bottom, north, ... ) are never transformed.
 Photometric augmentation (random brightness, contrast and saturation) likewise skips
 expressions that name a colour or a tone ("white building", "dark water").
+
+Category balancing (off by default) draws training samples with weights
+``count(category) ** -balance`` (0 = natural frequencies, 0.5 = inverse square root, 1 = every
+category equally often), from the ``category`` of each sample's stored meta; samples without
+one share an "unknown" group. Counts are taken within each training dataset, and each dataset
+keeps its share of the draws. An epoch keeps the size of the training set.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
 
 from rrsis.errors import DatasetError, RRSISError
 
@@ -217,6 +223,36 @@ class Collate:
         return batch
 
 
+def sample_categories(part: Dataset) -> list[str | None]:
+    """Category of every sample of ``part``, read from stored meta only (no pixels).
+
+    Datasets without :meth:`~rrsis.data.refsegrs.RefSegRS.meta_of`, or samples whose meta has
+    no ``category``, give ``None``.
+    """
+    meta_of = getattr(part, "meta_of", None)
+    if meta_of is None:
+        return [None] * len(part)  # type: ignore[arg-type]
+    categories = (meta_of(i).get("category") for i in range(len(part)))  # type: ignore[arg-type]
+    return [None if c is None else str(c) for c in categories]
+
+
+def balance_weights(categories: Sequence[str | None], balance: float) -> list[float]:
+    """Sampling weight of each sample, ``count(its category) ** -balance``, scaled to sum to
+    the number of samples.
+
+    ``None`` categories form one group of their own. ``balance`` 0 gives equal weights,
+    1 makes every category equally likely.
+    """
+    if not 0.0 <= balance <= 1.0:
+        raise RRSISError(f"category balance must be in [0, 1], got {balance}")
+    counts: dict[str | None, int] = {}
+    for category in categories:
+        counts[category] = counts.get(category, 0) + 1
+    weights = [counts[c] ** -balance for c in categories]
+    scale = len(weights) / sum(weights) if weights else 1.0
+    return [w * scale for w in weights]
+
+
 def open_split(root: str | Path, split: str) -> Dataset:
     """Open ``split`` of a RefSegRS-format tree (``rrsis.data.refsegrs.RefSegRS``)."""
     from rrsis.data.refsegrs import RefSegRS
@@ -247,6 +283,8 @@ class RefSegDataModule(pl.LightningDataModule):
             :class:`SampleTransform`); 0 = off.
         semantic_lookup: ``(meta, shape) -> class map or None`` adding full class maps to
             training samples (:class:`AddSemantic`) for an auxiliary loss; ``None`` = none.
+        balance: category balancing strength in [0, 1] (see the module docstring); 0 = off
+            (plain shuffling).
     """
 
     def __init__(
@@ -262,8 +300,13 @@ class RefSegDataModule(pl.LightningDataModule):
         augment: bool = False,
         semantic_lookup: Callable[[dict, tuple[int, int]], Any] | None = None,
         photometric: float = 0.0,
+        balance: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= balance <= 1.0:
+            raise RRSISError(f"category balance must be in [0, 1], got {balance}")
+        self.balance = float(balance)
+        self.train_weights: list[float] | None = None
         self.semantic_lookup = semantic_lookup
         if not train_sets:
             raise DatasetError("no training data given")
@@ -291,6 +334,12 @@ class RefSegDataModule(pl.LightningDataModule):
                     "training split is empty", source if isinstance(source, (str, Path)) else None
                 )
         merged = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+        if self.balance > 0:
+            # Balanced within each dataset, so that each keeps its share of the draws (the
+            # synthetic scenes have many rare categories of their own).
+            self.train_weights = [
+                w for part in parts for w in balance_weights(sample_categories(part), self.balance)
+            ]
         if self.semantic_lookup is not None:
             merged = TransformedDataset(merged, AddSemantic(self.semantic_lookup))
         self.train_dataset = TransformedDataset(merged, self.train_transform)
@@ -309,10 +358,15 @@ class RefSegDataModule(pl.LightningDataModule):
         self.val_dataset = TransformedDataset(val, self.eval_transform)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        sampler = None
+        if shuffle and self.train_weights is not None:
+            # torch's global RNG (seeded by pl.seed_everything) draws the samples.
+            sampler = WeightedRandomSampler(self.train_weights, len(self.train_weights))
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.workers,
             collate_fn=self.collate,
             persistent_workers=self.workers > 0,

@@ -57,6 +57,9 @@ class TrainConfig:
         photometric: strength of random brightness / contrast / saturation changes for
             samples whose expression names no colour (0 = off; see
             :class:`rrsis.engine.datamodule.SampleTransform`).
+        balance: category balancing of the training samples, in [0, 1]: each is drawn with
+            weight ``count(its category) ** -balance`` (0 = off; 0.5 = inverse square root;
+            see :mod:`rrsis.engine.datamodule`).
         seed: global seed (``pl.seed_everything`` with worker seeding).
         workers: DataLoader worker processes per device.
         precision: Lightning precision string ("32-true", "bf16-mixed", ...).
@@ -81,6 +84,7 @@ class TrainConfig:
     freeze_vision: bool = False
     augment: bool = False
     photometric: float = 0.0
+    balance: float = 0.0
     seed: int = 0
     workers: int = 2
     precision: str = "32-true"

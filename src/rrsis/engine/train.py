@@ -121,6 +121,7 @@ def train(
     semantic_labels: str | Path | None = None,
     semantic_weight: float | None = None,
     photometric: float | None = None,
+    balance: float | None = None,
 ) -> Path:
     """Train a model and export its best-on-validation weights.
 
@@ -150,6 +151,7 @@ def train(
             needed when ``config.semantic_weight > 0``.
         semantic_weight: override the preset's ``semantic_weight`` (0 = no auxiliary loss).
         photometric: override the preset's ``photometric`` augmentation strength (0 = off).
+        balance: override the preset's category balancing strength (0 = off).
 
     Returns:
         Path of the best checkpoint (``last.ckpt`` if validation never ran).
@@ -185,6 +187,7 @@ def train(
             ("freeze_vision", freeze_vision),
             ("semantic_weight", semantic_weight),
             ("photometric", photometric),
+            ("balance", balance),
         ):
             if value is not None:
                 setattr(config, key, value)
@@ -230,6 +233,7 @@ def train(
         augment=config.augment,
         semantic_lookup=lookup,
         photometric=config.photometric,
+        balance=config.balance,
     )
     module = RRSISLightningModule(model, config)
     best_cb = ModelCheckpoint(

@@ -1,0 +1,83 @@
+"""scripts/gpu_train.py: the frozen text encoder's feature cache and the path rewriting.
+
+The GPU run itself needs a lent GPU machine; what it relies on is tested here on the CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+@pytest.fixture(scope="module")
+def gpu_train():
+    sys.path.insert(0, str(SCRIPTS))
+    spec = importlib.util.spec_from_file_location("gpu_train", SCRIPTS / "gpu_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    sys.path.remove(str(SCRIPTS))
+
+
+def test_text_cache_reproduces_the_frozen_encoder_and_refuses_unknown_text(
+    gpu_train, tmp_path: Path, monkeypatch
+):
+    from rrsis.models.encoders import text
+    from rrsis.models.registry import get_tiny_model
+
+    # install_text_cache patches the encoder classes: restore them after the test.
+    monkeypatch.setattr(text, "AutoModel", text.AutoModel)
+    monkeypatch.setattr(text.HFTextEncoder, "forward", text.HFTextEncoder.forward)
+    model = get_tiny_model("lgce_effnet_minilm").eval()
+    texts = ["water near the building", "long road", "the vegetation on the left"]
+    gpu_train.write_text_cache(model.text, texts, tmp_path / "cache.safetensors")
+    ids, mask = model.tokenize(texts[::-1])
+    image = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        reference = model(image, ids, mask)
+        gpu_train.install_text_cache(tmp_path / "cache.safetensors")
+        cached = model(image, ids, mask)
+    torch.testing.assert_close(cached, reference)
+    ids, mask = model.tokenize(["a text that was never cached"])
+    with pytest.raises(RuntimeError, match="not in the text cache"):
+        model.text(ids, mask)
+
+
+def test_relocate_hparams_names_this_checkout(gpu_train, tmp_path: Path):
+    there = "/root/work/repo"
+    path = tmp_path / "hparams.json"
+    path.write_text(
+        json.dumps(
+            {
+                "data_roots": [f"{there}/data/dubai_dense", f"{there}/data/synth"],
+                "val_root": f"{there}/data/dubai",
+                "semantic_labels": f"{there}/.gpu/dubai-aerial",
+                "train": {"batch_size": 16},
+            }
+        )
+    )
+    gpu_train.relocate_hparams(path, tmp_path / "here", "b16_photo")
+    hparams = json.loads(path.read_text())
+    here = str(tmp_path / "here")
+    assert hparams["data_roots"] == [f"{here}/data/dubai_dense", f"{here}/data/synth"]
+    assert hparams["val_root"] == f"{here}/data/dubai"
+    assert hparams["semantic_labels"] == str(gpu_train.SHARED_DUBAI)
+    assert hparams["gpu_train"]["variant"] == "b16_photo"
+    assert hparams["gpu_train"]["overrides"] == gpu_train.VARIANTS["b16_photo"]
+    gpu_train.relocate_hparams(path, tmp_path / "elsewhere", "b16_photo")  # done once only
+    assert json.loads(path.read_text())["val_root"] == f"{here}/data/dubai"
+
+
+def test_variants_are_valid_train_default_arguments(gpu_train):
+    import train_default
+
+    for name, overrides in gpu_train.VARIANTS.items():
+        args = train_default.parse_args(["--train-only", *overrides])
+        assert args.batch_size and args.lr and args.workers, name
