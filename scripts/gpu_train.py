@@ -21,6 +21,7 @@ Subcommands::
     python scripts/gpu_train.py run --budget 330   # there: build data, smoke, train variants
     python scripts/gpu_train.py collect DIR        # here: rebuild runs/gpu/<variant>/
     python scripts/gpu_train.py select             # here: val mIoU of each variant -> JSON
+                                                   # (scripts/select_on_val.py)
 
 then ``python scripts/train_default.py --export-only --run-dir runs/gpu/<best>`` ships the best.
 """
@@ -398,41 +399,15 @@ def relocate_hparams(path: Path, root: Path, name: str) -> None:
 
 
 def select(args: argparse.Namespace) -> int:
-    import torch
-
     sys.path.insert(0, str(REPO / "scripts"))
-    from train_default import choose_threshold
+    from select_on_val import score_runs
 
-    from rrsis.models.io import load_model
-
-    torch.set_num_threads(args.threads)
-    results = {}
-    for name in VARIANTS:
-        run_dir = args.root / "runs" / "gpu" / name
-        if not (run_dir / "model.safetensors").is_file():
-            continue
-        model = load_model(run_dir / "model.safetensors")
-        hparams = json.loads((run_dir / "hparams.json").read_text())
-        threshold, sweep = choose_threshold(
-            model, args.root / "data" / "dubai", hparams["train"]["input_size"], "cpu"
-        )
-        results[name] = {
-            "threshold": threshold,
-            "val_mIoU": sweep[threshold]["mIoU"],
-            "val_mIoU_at_0.5": sweep[0.5]["mIoU"],
-            "best_val_mIoU_during_training": hparams.get("best_val_mIoU"),
-            "epochs_done": hparams.get("epochs_done"),
-            "epochs_planned": hparams["train"]["epochs"],
-            "global_step": hparams.get("global_step"),
-            "overrides": VARIANTS[name],
-        }
-        log(f"{name}: {results[name]}")
-    best = max(results, key=lambda n: results[n]["val_mIoU"])
-    summary = {"selected": best, "rule": "highest val mIoU at its val-chosen threshold", **results}
+    runs = [args.root / "runs" / "gpu" / name for name in VARIANTS]
+    summary = score_runs(runs, args.root / "data" / "dubai", args.threads)
     path = args.root / "docs" / "results" / "gpu_variants_val.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2))
-    log(f"selected {best} -> {path}")
+    log(f"selected {summary['selected']} -> {path}")
     return 0
 
 

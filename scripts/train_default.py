@@ -128,7 +128,8 @@ def build_data(
         convert_dubai(dubai_src, dubai, seed=seed, overwrite=True)
     if not dense_stride:
         return [dubai, synth], dubai
-    dense = root / "data" / "dubai_dense"
+    # The shipped recipe's stride (128) keeps the historical folder name.
+    dense = root / "data" / ("dubai_dense" if dense_stride == 128 else f"dubai_dense{dense_stride}")
     if not (dense / "output_phrase_train.txt").is_file():
         from rrsis.data.dubai import DEFAULT_SPLITS, convert_dubai
 

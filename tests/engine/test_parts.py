@@ -261,8 +261,9 @@ def test_datamodule_balance_draws_rare_categories_more_within_each_dataset():
     assert sample_categories(dubai)[-1] == "water" and sample_categories([1, 2]) == [None, None]
 
     def draws(balance: float) -> tuple[float, float, float]:
-        dm = RefSegDataModule([dubai, synth], dubai, lambda t: (None, None), 8, (0,) * 3, (1,) * 3)
-        dm.balance = balance
+        dm = RefSegDataModule(
+            [dubai, synth], dubai, lambda t: (None, None), 8, (0,) * 3, (1,) * 3, balance=balance
+        )
         dm.setup("fit")
         sampler = dm.train_dataloader().sampler
         torch.manual_seed(0)

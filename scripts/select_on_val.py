@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""Compare finished training runs on the Dubai VAL tile, the way the shipped model is chosen.
+
+Each run's ``model.safetensors`` is scored at every threshold of
+``train_default.choose_threshold``'s grid; a run's score is its val mIoU at its own val-chosen
+threshold. The test split is never opened: run ``train_default.py --export-only --run-dir RUN``
+on the selected run only.
+
+Usage::
+
+    python scripts/select_on_val.py runs/default_v4 runs/default_v5 --out docs/results/x.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def score_runs(run_dirs: list[Path], val_root: Path, threads: int = 2) -> dict:
+    """``{"selected": name, "rule": ..., name: {...}}`` over the runs that have a model."""
+    sys.path.insert(0, str(REPO / "src"))
+    sys.path.insert(0, str(REPO / "scripts"))
+    import torch
+    from train_default import choose_threshold
+
+    from rrsis.models.io import load_model
+
+    torch.set_num_threads(threads)
+    results = {}
+    for run_dir in run_dirs:
+        if not (run_dir / "model.safetensors").is_file():
+            print(f"{run_dir}: no model.safetensors, skipped", flush=True)
+            continue
+        model = load_model(run_dir / "model.safetensors")
+        hparams = json.loads((run_dir / "hparams.json").read_text())
+        threshold, sweep = choose_threshold(model, val_root, hparams["train"]["input_size"], "cpu")
+        results[run_dir.name] = {
+            "threshold": threshold,
+            "val_mIoU": sweep[threshold]["mIoU"],
+            "val_mIoU_at_0.5": sweep[0.5]["mIoU"],
+            "best_val_mIoU_during_training": hparams.get("best_val_mIoU"),
+            "epochs_done": hparams.get("epochs_done"),
+            "epochs_planned": hparams["train"]["epochs"],
+            "global_step": hparams.get("global_step"),
+            "train": {
+                k: hparams["train"].get(k)
+                for k in ("batch_size", "lr", "photometric", "balance", "semantic_weight")
+            },
+            **({"gpu_train": hparams["gpu_train"]} if "gpu_train" in hparams else {}),
+        }
+        print(f"{run_dir.name}: val mIoU {results[run_dir.name]['val_mIoU']:.2f}", flush=True)
+    if not results:
+        raise SystemExit("no run has a model.safetensors")
+    best = max(results, key=lambda n: results[n]["val_mIoU"])
+    return {"selected": best, "rule": "highest val mIoU at its val-chosen threshold", **results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories")
+    parser.add_argument("--val-root", type=Path, default=REPO / "data" / "dubai")
+    parser.add_argument("--out", type=Path, help="write the comparison as JSON")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    summary = score_runs(args.runs, args.val_root, args.threads)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(summary, indent=2))
+    print(f"selected {summary['selected']}" + (f" -> {args.out}" if args.out else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
