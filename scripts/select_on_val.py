@@ -47,6 +47,10 @@ def score_runs(run_dirs: list[Path], val_root: Path, threads: int = 2) -> dict:
             "epochs_done": hparams.get("epochs_done"),
             "epochs_planned": hparams["train"]["epochs"],
             "global_step": hparams.get("global_step"),
+            "data_roots": [
+                str(Path(r).relative_to(REPO)) if Path(r).is_relative_to(REPO) else r
+                for r in hparams.get("data_roots", [])
+            ],
             "train": {
                 k: hparams["train"].get(k)
                 for k in ("batch_size", "lr", "photometric", "balance", "semantic_weight")
