@@ -199,9 +199,7 @@ def child(argv: list[str]) -> int:
 
 
 def _build(kind: str, root: str, src: str) -> None:
-    sys.path.insert(0, str(REPO / "scripts"))
-    import train_default
-
+    """Build one dataset exactly as ``train_default.build_data`` does (same seeds and sizes)."""
     root_path = Path(root)
     if kind == "synth":
         from rrsis.data.synthetic import build_synthetic_dataset
@@ -211,7 +209,7 @@ def _build(kind: str, root: str, src: str) -> None:
         from rrsis.data.dubai import convert_dubai
 
         convert_dubai(src, root_path / "data" / "dubai", seed=0, overwrite=True)
-    else:  # the dense training crops, exactly as train_default.build_data makes them
+    else:  # the dense training crops
         from rrsis.data.dubai import DEFAULT_SPLITS, convert_dubai
 
         convert_dubai(
@@ -222,7 +220,6 @@ def _build(kind: str, root: str, src: str) -> None:
             seed=0,
             overwrite=True,
         )
-    del train_default
 
 
 def check_cache(root: Path) -> None:
