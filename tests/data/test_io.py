@@ -134,6 +134,17 @@ def test_write_image_and_mask_round_trip_as_0_255_tiff(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["i.tif", "m.tif"]
 
 
+def test_write_image_without_imagecodecs_is_uncompressed_and_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert rio.tiff_compression() == "packbits"  # imagecodecs is a declared dependency
+    monkeypatch.setattr(rio, "tiff_compression", lambda: None)
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    write_image(tmp_path / "a.tif", image)
+    assert tifffile.TiffFile(tmp_path / "a.tif").pages[0].compression == 1  # none
+    np.testing.assert_array_equal(read_image(tmp_path / "a.tif"), image)
+
+
 def test_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "m.tif"
     write_mask(target, np.ones((4, 4), dtype=bool))

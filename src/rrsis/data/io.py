@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -154,10 +155,25 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+@lru_cache(maxsize=1)
+def tiff_compression() -> str | None:
+    """PackBits when ``imagecodecs`` (a declared dependency) can encode it, else ``None``.
+
+    Without it (e.g. a bare GPU image that has tifffile but not imagecodecs) TIFFs are written
+    uncompressed: the same pixels, larger files; tifffile reads both without imagecodecs.
+    """
+    try:
+        import imagecodecs
+    except ImportError:
+        return None
+    return "packbits" if hasattr(imagecodecs, "packbits_encode") else None
+
+
 def _atomic_tiff(path: Path, array: np.ndarray, photometric: str) -> None:
+    compression = tiff_compression()
     atomic_write(
         path,
-        lambda tmp: tifffile.imwrite(tmp, array, photometric=photometric, compression="packbits"),
+        lambda tmp: tifffile.imwrite(tmp, array, photometric=photometric, compression=compression),
     )
 
 
