@@ -281,7 +281,8 @@ def run(args: argparse.Namespace) -> int:
     ctx = mp.get_context("spawn")
     builders = []
     for kind in ("dense", "dubai", "synth"):
-        if not (args.root / "data" / kind.replace("dense", "dubai_dense")).is_dir():
+        folder = args.root / "data" / kind.replace("dense", "dubai_dense")
+        if not (folder / "output_phrase_train.txt").is_file():  # absent, or left half-built
             proc = ctx.Process(target=_build, args=(kind, str(args.root), src), name=kind)
             proc.start()
             builders.append(proc)
