@@ -199,41 +199,33 @@ def child(argv: list[str]) -> int:
 
 
 def _build(kind: str, root: str, src: str) -> None:
-    """Build one dataset exactly as ``train_default.build_data`` does (same seeds and sizes)."""
-    root_path = Path(root)
-    if kind == "synth":
-        from rrsis.data.synthetic import build_synthetic_dataset
+    """One dataset, with ``train_default.py``'s own defaults (so the same data as here)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import train_default
 
-        build_synthetic_dataset(root_path / "data" / "synth", 600, seed=0, size=512, overwrite=True)
-    elif kind == "dubai":
-        from rrsis.data.dubai import convert_dubai
-
-        convert_dubai(src, root_path / "data" / "dubai", seed=0, overwrite=True)
-    else:  # the dense training crops
-        from rrsis.data.dubai import DEFAULT_SPLITS, convert_dubai
-
-        convert_dubai(
-            src,
-            root_path / "data" / "dubai_dense",
-            stride=128,
-            split_tiles={"train": DEFAULT_SPLITS["train"]},
-            seed=0,
-            overwrite=True,
-        )
+    defaults = train_default.parse_args([])
+    train_default.build_dataset(
+        kind,
+        Path(root),
+        Path(src),
+        defaults.synthetic,
+        defaults.seed,
+        False,
+        defaults.dense_stride,
+    )
 
 
 def check_cache(root: Path) -> None:
     """Fail now, not minutes into training, if any expression lacks cached features."""
     from safetensors.torch import load_file
 
-    from rrsis.models.encoders.text import _load_tokenizer
+    from rrsis.models.encoders.text import MiniLMTextEncoder
 
     cache = load_file(str(STAGE / "text_cache.safetensors"))
     known = {tuple(row) for row in cache["ids"].tolist()}
     texts = expressions([root / r for r in DATA_ROOTS])
-    tokenizer = _load_tokenizer(str(STAGE / "minilm"))
-    batch = tokenizer(texts, padding="max_length", truncation=True, max_length=20)
-    missing = [t for t, ids in zip(texts, batch["input_ids"]) if tuple(ids) not in known]
+    ids, _ = MiniLMTextEncoder(pretrained=False).tokenize(texts)  # the model's own tokenisation
+    missing = [t for t, row in zip(texts, ids.tolist()) if tuple(row) not in known]
     if missing:
         raise SystemExit(f"{len(missing)} expressions lack cached features, e.g. {missing[:3]}")
     log(f"text cache covers all {len(texts)} expressions")
@@ -280,12 +272,14 @@ def run(args: argparse.Namespace) -> int:
     # 1. data (CPU, in parallel) while a tiny CUDA smoke run checks the GPU path end to end.
     ctx = mp.get_context("spawn")
     builders = []
-    for kind in ("dense", "dubai", "synth"):
-        folder = args.root / "data" / kind.replace("dense", "dubai_dense")
-        if not (folder / "output_phrase_train.txt").is_file():  # absent, or left half-built
-            proc = ctx.Process(target=_build, args=(kind, str(args.root), src), name=kind)
-            proc.start()
-            builders.append(proc)
+    for kind in (
+        "dense",
+        "dubai",
+        "synth",
+    ):  # each skips a complete dataset, rebuilds a partial one
+        proc = ctx.Process(target=_build, args=(kind, str(args.root), src), name=kind)
+        proc.start()
+        builders.append(proc)
     smoke = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "train_default.py"), "--smoke"]
         + ["--root", "/tmp/rrsis_smoke"],

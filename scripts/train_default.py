@@ -105,34 +105,37 @@ def seconds(hms: str) -> float:
     return ((days * 24 + hours) * 60 + minutes) * 60 + secs
 
 
-def build_data(
-    root: Path, dubai_src: Path, n_synth: int, seed: int, smoke: bool, dense_stride: int = 0
-) -> tuple[list[Path], Path]:
-    """Build missing datasets; returns (train roots, val root). Test is only used in evaluate."""
-    from rrsis.data.synthetic import build_synthetic_dataset
+def build_dataset(
+    kind: str, root: Path, dubai_src: Path, n_synth: int, seed: int, smoke: bool, dense_stride: int
+) -> Path:
+    """Build one dataset unless it is complete (its train phrase file exists); returns its root.
 
-    synth = root / "data" / "synth"
-    if not (synth / "output_phrase_train.txt").is_file():
-        size = 128 if smoke else 512
-        print(f"building {n_synth} synthetic triplets -> {synth}", flush=True)
-        build_synthetic_dataset(synth, n_synth, seed=seed, size=size, overwrite=True)
-    dubai = root / "data" / "dubai"
-    if smoke or not dubai_src.is_dir():
-        if not smoke:
-            print(f"warning: {dubai_src} missing; training and validating on synthetic data only")
-        return [synth], synth
-    if not (dubai / "output_phrase_train.txt").is_file():
-        from rrsis.data.dubai import convert_dubai
+    ``kind``: ``"synth"`` (procedural scenes), ``"dubai"`` (all six tiles, 512 px grid) or
+    ``"dense"`` (training tiles only, crops ``dense_stride`` px apart). A half-built folder (an
+    interrupted run) is rebuilt.
+    """
+    if kind == "synth":
+        from rrsis.data.synthetic import build_synthetic_dataset
 
-        print(f"converting {dubai_src} -> {dubai}", flush=True)
-        convert_dubai(dubai_src, dubai, seed=seed, overwrite=True)
-    if not dense_stride:
-        return [dubai, synth], dubai
+        synth = root / "data" / "synth"
+        if not (synth / "output_phrase_train.txt").is_file():
+            size = 128 if smoke else 512
+            print(f"building {n_synth} synthetic triplets -> {synth}", flush=True)
+            build_synthetic_dataset(synth, n_synth, seed=seed, size=size, overwrite=True)
+        return synth
+    from rrsis.data.dubai import DEFAULT_SPLITS, convert_dubai
+
+    if kind == "dubai":
+        dubai = root / "data" / "dubai"
+        if not (dubai / "output_phrase_train.txt").is_file():
+            print(f"converting {dubai_src} -> {dubai}", flush=True)
+            convert_dubai(dubai_src, dubai, seed=seed, overwrite=True)
+        return dubai
+    if kind != "dense":
+        raise ValueError(f"unknown dataset kind {kind!r}")
     # The shipped recipe's stride (128) keeps the historical folder name.
     dense = root / "data" / ("dubai_dense" if dense_stride == 128 else f"dubai_dense{dense_stride}")
     if not (dense / "output_phrase_train.txt").is_file():
-        from rrsis.data.dubai import DEFAULT_SPLITS, convert_dubai
-
         print(
             f"converting {dubai_src} training tiles, stride {dense_stride} -> {dense}", flush=True
         )
@@ -144,7 +147,26 @@ def build_data(
             seed=seed,
             overwrite=True,
         )
-    return [dense, synth], dubai
+    return dense
+
+
+def build_data(
+    root: Path, dubai_src: Path, n_synth: int, seed: int, smoke: bool, dense_stride: int = 0
+) -> tuple[list[Path], Path]:
+    """Build missing datasets; returns (train roots, val root). Test is only used in evaluate."""
+
+    def build(kind: str) -> Path:
+        return build_dataset(kind, root, dubai_src, n_synth, seed, smoke, dense_stride)
+
+    synth = build("synth")
+    if smoke or not dubai_src.is_dir():
+        if not smoke:
+            print(f"warning: {dubai_src} missing; training and validating on synthetic data only")
+        return [synth], synth
+    dubai = build("dubai")
+    if not dense_stride:
+        return [dubai, synth], dubai
+    return [build("dense"), synth], dubai
 
 
 def fit_epochs(model_name: str, config, n_train: int, budget_s: float, smoke: bool) -> int:
