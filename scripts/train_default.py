@@ -80,6 +80,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--balance", type=float, help="override the category balancing strength (0 = off)"
     )
     parser.add_argument(
+        "--preload",
+        action="store_true",
+        help="decode and resize every sample once and keep it in RAM (faster epochs)",
+    )
+    parser.add_argument(
+        "--share",
+        type=int,
+        default=1,
+        help="the device is shared with SHARE-1 other runs: fit the epochs to 1/SHARE of the "
+        "measured speed",
+    )
+    parser.add_argument(
         "--ckpt-every",
         type=int,
         help="refresh last.ckpt every N steps (preset: 25, sized for ~1.5 s CPU steps)",
@@ -169,8 +181,15 @@ def build_data(
     return [build("dense"), synth], dubai
 
 
-def fit_epochs(model_name: str, config, n_train: int, budget_s: float, smoke: bool) -> int:
-    """Epochs whose steps fit ~85 % of the budget, timed on a few real training steps."""
+def fit_epochs(
+    model_name: str, config, n_train: int, budget_s: float, smoke: bool, share: int = 1
+) -> int:
+    """Epochs whose steps fit ~85 % of the budget, timed on a few real training steps.
+
+    ``share`` runs training side by side on one device each get about ``1 / share`` of the
+    speed timed here (the timing itself may overlap the other runs' start, so this is a
+    conservative guess).
+    """
     import torch
 
     from rrsis.engine.losses import WeightedCrossEntropy
@@ -202,7 +221,7 @@ def fit_epochs(model_name: str, config, n_train: int, budget_s: float, smoke: bo
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     # The first steps pay one-off allocation costs; the median of the rest resists outliers.
-    per_step = sorted(times[warmup:])[timed // 2]
+    per_step = sorted(times[warmup:])[timed // 2] * max(1, share)
     steps_per_epoch = max(1, n_train // batch)
     fitted = int(0.85 * budget_s / (per_step * steps_per_epoch * 1.15))  # +15 %: val, loading
     epochs = max(1, min(config.epochs, fitted))
@@ -230,6 +249,7 @@ def train_default(args: argparse.Namespace, root: Path, run_dir: Path) -> Path:
     )
     config = get_preset("default")
     config.seed, config.workers = args.seed, args.workers
+    config.preload = config.preload or args.preload
     for key, value in (
         ("batch_size", args.batch_size),
         ("lr", args.lr),
@@ -255,7 +275,7 @@ def train_default(args: argparse.Namespace, root: Path, run_dir: Path) -> Path:
     elif not resume:
         n_train = sum(len(RefSegRS(r, "train")) for r in train_roots)
         config.epochs = args.epochs or fit_epochs(
-            config.model_name, config, n_train, seconds(args.max_time), args.smoke
+            config.model_name, config, n_train, seconds(args.max_time), args.smoke, args.share
         )
     started = time.time()
     best = train(

@@ -166,3 +166,63 @@ def test_cli_missing_label_tree_is_one_line(fake_dubai, tmp_path, capsys) -> Non
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nowhere" in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_preloaded_samples_match_the_decoded_ones(fake_dubai, workers: int) -> None:
+    from rrsis.engine.datamodule import PreloadedDataset
+
+    src, out = fake_dubai
+    source = TransformedDataset(RefSegRS(out, "train"), AddSemantic(DubaiLabelLookup(src)))
+    # One sample without a class map, as the synthetic scenes have none.
+    plain = RefSegRS(out, "val")
+    mixed = torch.utils.data.ConcatDataset([source, plain])
+    preloaded = PreloadedDataset(mixed, 48, workers=workers, progress=False)
+    assert len(preloaded) == len(mixed)
+    assert preloaded.nbytes == len(mixed) * 48 * 48 * 5
+    transform = SampleTransform(48, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    for i in range(len(mixed)):
+        reference, cached = transform(mixed[i]), transform(preloaded[i])
+        assert cached["text"] == reference["text"] and cached["id"] == reference["id"]
+        assert cached["meta"] == reference["meta"]
+        assert torch.equal(cached["mask"], reference["mask"])
+        assert ("semantic" in cached) == ("semantic" in reference) == (i < len(source))
+        if "semantic" in reference:
+            assert torch.equal(cached["semantic"], reference["semantic"])
+        # Rounded to 8 bit after resizing: at most half a grey level (scaled by 1 / std).
+        diff = (cached["image"] - reference["image"]) * transform.std
+        assert diff.abs().max() <= 0.5 / 255 + 1e-6
+    # The store holds the pixels: the source is no longer read.
+    assert preloaded[0]["image"].shape == (48, 48, 3) and preloaded[0]["image"].dtype == np.uint8
+
+
+def test_datamodule_preload_serves_the_same_batches(fake_dubai) -> None:
+    from rrsis.engine.datamodule import PreloadedDataset, RefSegDataModule
+
+    src, out = fake_dubai
+
+    def tokenize(texts):
+        ids = torch.tensor([[len(t), 1] for t in texts])
+        return ids, torch.ones_like(ids)
+
+    def first_val_batch(preload: bool) -> dict:
+        dm = RefSegDataModule(
+            [out],
+            out,
+            tokenize,
+            32,
+            (0.5,) * 3,
+            (0.25,) * 3,
+            batch_size=4,
+            semantic_lookup=DubaiLabelLookup(src),
+            preload=preload,
+        )
+        dm.setup("fit")
+        assert isinstance(dm.train_dataset.dataset, PreloadedDataset) == preload
+        train = next(iter(dm.train_dataloader()))
+        assert train["image"].shape == (4, 3, 32, 32) and train["semantic"].shape == (4, 32, 32)
+        return next(iter(dm.val_dataloader()))
+
+    plain, cached = first_val_batch(False), first_val_batch(True)
+    assert plain["id"] == cached["id"] and torch.equal(plain["mask"], cached["mask"])
+    assert torch.allclose(plain["image"], cached["image"], atol=0.5 / 255 / 0.25 + 1e-6)

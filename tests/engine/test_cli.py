@@ -34,12 +34,23 @@ def test_cli_trains_registered_tiny_model_and_export_matches(tmp_path: Path, cap
     out = tmp_path / "run"
     argv = _train_argv(tree, out)
     argv += ["--epochs", "1", "--batch-size", "4", "--input-size", "64", "--workers", "0"]
-    argv += ["--preset", "paper", "--seed", "1", "--photometric", "0.2", "--balance", "0.5"]
+    argv += [
+        "--preset",
+        "paper",
+        "--seed",
+        "1",
+        "--photometric",
+        "0.2",
+        "--balance",
+        "0.5",
+        "--preload",
+    ]
     assert main(argv) == 0
     assert "best checkpoint" in capsys.readouterr().out
     record = json.loads((out / "hparams.json").read_text())
     assert record["train"]["input_size"] == 64 and record["train"]["seed"] == 1
     assert record["train"]["photometric"] == 0.2 and record["train"]["balance"] == 0.5
+    assert record["train"]["preload"] is True
 
     from rrsis.engine.train import build_model
     from rrsis.models.io import load_model

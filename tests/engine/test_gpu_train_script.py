@@ -81,3 +81,28 @@ def test_variants_are_valid_train_default_arguments(gpu_train):
     for name, overrides in gpu_train.VARIANTS.items():
         args = train_default.parse_args(["--train-only", *overrides])
         assert args.batch_size and args.lr and args.workers, name
+
+
+def test_fit_epochs_gives_each_run_its_share_of_the_device(gpu_train, monkeypatch):
+    import itertools
+    import types
+
+    import train_default
+
+    from rrsis.engine.presets import get_preset
+
+    # A clock on which every timed training step takes exactly one second.
+    ticks = itertools.count()
+    monkeypatch.setattr(
+        train_default, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks))
+    )
+    config = get_preset("default")
+    config.epochs, config.input_size, config.batch_size = 10_000, 64, 8
+
+    def fitted(share: int) -> int:
+        return train_default.fit_epochs(config.model_name, config, 16, 1000.0, True, share)
+
+    # 2 steps per epoch at 1 s each (+15 % for validation and loading), in 85 % of 1000 s.
+    assert fitted(1) == int(850 / 2.3)
+    assert fitted(3) == int(850 / 6.9)
+    assert all("--preload" in overrides for overrides in gpu_train.VARIANTS.values())

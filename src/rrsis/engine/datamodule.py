@@ -18,6 +18,10 @@ Category balancing (off by default) draws training samples with weights
 category equally often), from the ``category`` of each sample's stored meta; samples without
 one share an "unknown" group. Counts are taken within each training dataset, and each dataset
 keeps its share of the draws. An epoch keeps the size of the training set.
+
+Preloading (off by default, ``preload=True``) decodes and resizes every sample once and serves
+it from RAM at the model's input size (:class:`PreloadedDataset`); augmentation still happens
+per epoch.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
+from tqdm.auto import tqdm
 
 from rrsis.errors import DatasetError, RRSISError
 
@@ -62,6 +67,26 @@ def orientation_free(sample: dict[str, Any]) -> bool:
     """Whether flips and rotations keep the expression true for the mask."""
     kind = (sample.get("meta") or {}).get("kind")
     return kind != "position" and not _SPATIAL.search(sample.get("text", ""))
+
+
+def resize_sample(sample: dict[str, Any], size: int) -> tuple[Tensor, Tensor]:
+    """A contract sample's image and label maps at ``size x size``.
+
+    Returns the image as float ``(3, size, size)`` in 0-1 (bilinear, ``align_corners=False``,
+    no anti-aliasing) and the label maps, the mask and then the optional ``semantic`` class map,
+    as float ``(L, size, size)`` (nearest). Maps already at ``size`` are not resampled.
+    """
+    image = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
+    image = image.float().div_(255.0)[None]
+    # Label maps (the mask, and the optional class map) are resized together, nearest.
+    labels = [sample["mask"]] + ([sample["semantic"]] if "semantic" in sample else [])
+    labels = torch.stack([torch.from_numpy(np.asarray(m, dtype=np.float32)) for m in labels])
+    shape = (size, size)
+    if image.shape[-2:] != shape:
+        image = F.interpolate(image, size=shape, mode="bilinear", align_corners=False)
+    if labels.shape[-2:] != shape:
+        labels = F.interpolate(labels[None], size=shape, mode="nearest")[0]
+    return image[0].clamp_(0.0, 1.0), labels
 
 
 class SampleTransform:
@@ -99,17 +124,8 @@ class SampleTransform:
         self.photometric = float(photometric)
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        image = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
-        image = image.float().div_(255.0)[None]
-        # Label maps (the mask, and the optional class map) are resized together, nearest.
-        labels = [sample["mask"]] + ([sample["semantic"]] if "semantic" in sample else [])
-        labels = torch.stack([torch.from_numpy(np.asarray(m, dtype=np.float32)) for m in labels])
-        size = (self.size, self.size)
-        if image.shape[-2:] != size:
-            image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-        if labels.shape[-2:] != size:
-            labels = F.interpolate(labels[None], size=size, mode="nearest")[0]
-        image, mask = image[0].clamp_(0.0, 1.0), labels[0]
+        image, labels = resize_sample(sample, self.size)
+        mask = labels[0]
         semantic = labels[1] if len(labels) > 1 else None
         if self.augment and orientation_free(sample):
             # torch's global RNG: seeded per worker by pl.seed_everything(workers=True).
@@ -158,6 +174,101 @@ class TransformedDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.transform(self.dataset[index])
+
+
+def _keep(sample: Any) -> Any:
+    # Without it, batch_size=None would turn the numpy arrays into tensors.
+    return sample
+
+
+class _ResizeToUint8:
+    """Picklable transform: a contract sample at ``size x size``, image rounded to uint8."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        image, labels = resize_sample(sample, self.size)
+        out = dict(sample)
+        out["image"] = image.mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+        out["mask"] = labels[0].numpy() > 0.5
+        if len(labels) > 1:
+            out["semantic"] = labels[1].numpy().astype(np.uint8)
+        return out
+
+
+class PreloadedDataset(Dataset):
+    """Every sample of ``dataset`` decoded and resized once, then served from RAM.
+
+    Reading a TIFF crop, cutting its class map and resizing it cost tens of milliseconds per
+    sample, paid again at every epoch by the DataLoader workers (on a GPU they set the pace of
+    training; on 2 CPU cores they take time from the model). This wrapper pays them once, at
+    construction, and keeps the samples at the model's input size: images ``uint8 (size, size,
+    3)`` (the bilinear resize of :class:`SampleTransform`, rounded to 8 bit: at most half a grey
+    level away), masks ``bool`` and ``semantic`` class maps ``uint8`` (nearest). Items are
+    contract samples that :class:`SampleTransform` takes without resizing, so random
+    augmentation still happens per epoch.
+
+    The pixels live in a few large numpy arrays created in the main process, so DataLoader
+    workers forked later share them instead of copying (about ``5 * size**2`` bytes per sample:
+    0.5 MB at 320).
+
+    Args:
+        dataset: map-style dataset of contract samples (optionally with ``semantic``).
+        size: square side to store the samples at.
+        workers: processes decoding in parallel (0 = in this process).
+        progress: show a progress bar.
+        desc: the progress bar's label.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        size: int,
+        workers: int = 0,
+        progress: bool = True,
+        desc: str = "preload",
+    ) -> None:
+        n = len(dataset)  # type: ignore[arg-type]
+        self.size = int(size)
+        self.images = np.empty((n, self.size, self.size, 3), dtype=np.uint8)
+        self.masks = np.empty((n, self.size, self.size), dtype=bool)
+        self.semantic: np.ndarray | None = None
+        self.has_semantic = np.zeros(n, dtype=bool)
+        self.records: list[dict[str, Any]] = []
+        loader = DataLoader(
+            TransformedDataset(dataset, _ResizeToUint8(self.size)),
+            batch_size=None,
+            num_workers=workers,
+            collate_fn=_keep,
+        )
+        for index, sample in enumerate(tqdm(loader, total=n, desc=desc, disable=not progress)):
+            self.images[index] = sample.pop("image")
+            self.masks[index] = sample.pop("mask")
+            semantic = sample.pop("semantic", None)
+            if semantic is not None:
+                if self.semantic is None:
+                    self.semantic = np.zeros((n, self.size, self.size), dtype=np.uint8)
+                self.semantic[index] = semantic
+                self.has_semantic[index] = True
+            self.records.append(sample)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = dict(self.records[index])
+        sample["image"] = self.images[index]
+        sample["mask"] = self.masks[index]
+        if self.has_semantic[index]:
+            sample["semantic"] = self.semantic[index]  # type: ignore[index]
+        return sample
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the pixel arrays."""
+        extra = 0 if self.semantic is None else self.semantic.nbytes
+        return self.images.nbytes + self.masks.nbytes + extra
 
 
 class AddSemantic:
@@ -285,6 +396,9 @@ class RefSegDataModule(pl.LightningDataModule):
             training samples (:class:`AddSemantic`) for an auxiliary loss; ``None`` = none.
         balance: category balancing strength in [0, 1] (see the module docstring); 0 = off
             (plain shuffling).
+        preload: decode and resize the train and val samples once, at ``setup``, and serve
+            them from RAM (:class:`PreloadedDataset`); much faster epochs for the cost of
+            about 0.5 MB of memory per sample at 320x320.
     """
 
     def __init__(
@@ -301,8 +415,11 @@ class RefSegDataModule(pl.LightningDataModule):
         semantic_lookup: Callable[[dict, tuple[int, int]], Any] | None = None,
         photometric: float = 0.0,
         balance: float = 0.0,
+        preload: bool = False,
     ) -> None:
         super().__init__()
+        self.input_size = int(input_size)
+        self.preload = bool(preload)
         if not 0.0 <= balance <= 1.0:
             raise RRSISError(f"category balance must be in [0, 1], got {balance}")
         self.balance = float(balance)
@@ -342,6 +459,10 @@ class RefSegDataModule(pl.LightningDataModule):
             ]
         if self.semantic_lookup is not None:
             merged = TransformedDataset(merged, AddSemantic(self.semantic_lookup))
+        if self.preload:
+            merged = PreloadedDataset(
+                merged, self.input_size, workers=self.workers, desc="preload train"
+            )
         self.train_dataset = TransformedDataset(merged, self.train_transform)
         val = self.val_source
         if val is None:
@@ -355,6 +476,8 @@ class RefSegDataModule(pl.LightningDataModule):
                 "validation split is empty",
                 self.val_source if isinstance(self.val_source, (str, Path)) else None,
             )
+        if self.preload:
+            val = PreloadedDataset(val, self.input_size, workers=self.workers, desc="preload val")
         self.val_dataset = TransformedDataset(val, self.eval_transform)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:

@@ -60,6 +60,9 @@ class TrainConfig:
         balance: category balancing of the training samples, in [0, 1]: each is drawn with
             weight ``count(its category) ** -balance`` (0 = off; 0.5 = inverse square root;
             see :mod:`rrsis.engine.datamodule`).
+        preload: decode and resize every training and validation sample once and keep it in
+            RAM (:class:`rrsis.engine.datamodule.PreloadedDataset`): faster epochs, about
+            0.5 MB per sample at 320x320; images are rounded to 8 bit after resizing.
         seed: global seed (``pl.seed_everything`` with worker seeding).
         workers: DataLoader worker processes per device.
         precision: Lightning precision string ("32-true", "bf16-mixed", ...).
@@ -85,6 +88,7 @@ class TrainConfig:
     augment: bool = False
     photometric: float = 0.0
     balance: float = 0.0
+    preload: bool = False
     seed: int = 0
     workers: int = 2
     precision: str = "32-true"

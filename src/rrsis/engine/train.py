@@ -122,6 +122,7 @@ def train(
     semantic_weight: float | None = None,
     photometric: float | None = None,
     balance: float | None = None,
+    preload: bool | None = None,
 ) -> Path:
     """Train a model and export its best-on-validation weights.
 
@@ -152,6 +153,7 @@ def train(
         semantic_weight: override the preset's ``semantic_weight`` (0 = no auxiliary loss).
         photometric: override the preset's ``photometric`` augmentation strength (0 = off).
         balance: override the preset's category balancing strength (0 = off).
+        preload: override the preset's ``preload`` (samples decoded once and kept in RAM).
 
     Returns:
         Path of the best checkpoint (``last.ckpt`` if validation never ran).
@@ -188,6 +190,7 @@ def train(
             ("semantic_weight", semantic_weight),
             ("photometric", photometric),
             ("balance", balance),
+            ("preload", preload),
         ):
             if value is not None:
                 setattr(config, key, value)
@@ -234,6 +237,7 @@ def train(
         semantic_lookup=lookup,
         photometric=config.photometric,
         balance=config.balance,
+        preload=config.preload,
     )
     module = RRSISLightningModule(model, config)
     best_cb = ModelCheckpoint(
