@@ -3,11 +3,12 @@
 test-time augmentation (TTA), each at several foreground thresholds.
 
 TTA averages the foreground probabilities of transformed copies of the image, mapped back:
-``hflip`` (identity + horizontal flip) or ``d4`` (identity, horizontal and vertical flips and
-the three 90-degree rotations). As in training, only orientation-free expressions
+``hflip`` (identity + horizontal flip) or ``flip_rot`` (6 views: identity, horizontal and
+vertical flips, the three 90-degree rotations). As in training, only orientation-free expressions
 (:func:`rrsis.engine.datamodule.orientation_free`) are transformed; the others get one pass.
 
-Validation only, like every choice made for the shipped model; the test split is refused.
+Validation only, like every choice made for the shipped model: ``--split`` accepts ``val`` and
+``train``, never ``test``.
 
 Usage::
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
-MODES = ("none", "hflip", "d4")
+MODES = ("none", "hflip", "flip_rot")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
                     for k in (1, 2, 3):
                         rotated = foreground(torch.rot90(x, k, (2, 3)), ids, word_mask)
                         views.append(torch.rot90(rotated, -k, (2, 3)))
-                    probs["d4"] = torch.stack(views).mean(0)
+                    probs["flip_rot"] = torch.stack(views).mean(0)
                 for mode in MODES:
                     prob = F.interpolate(
                         probs[mode], size=target.shape, mode="bilinear", align_corners=False

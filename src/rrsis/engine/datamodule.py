@@ -200,10 +200,11 @@ class _ResizeToUint8:
 class PreloadedDataset(Dataset):
     """Every sample of ``dataset`` decoded and resized once, then served from RAM.
 
-    Reading a TIFF crop, cutting its class map and resizing it cost tens of milliseconds per
-    sample, paid again at every epoch by the DataLoader workers (on a GPU they set the pace of
-    training; on 2 CPU cores they take time from the model). This wrapper pays them once, at
-    construction, and keeps the samples at the model's input size: images ``uint8 (size, size,
+    Reading a TIFF crop, cutting its class map and resizing it cost about 10 ms of CPU per
+    sample, paid again at every epoch by the DataLoader workers, which share the cores with the
+    model (``benchmarks/bench_train_loader.py``: the loader's throughput nearly doubles). This
+    wrapper pays them once, at construction, and keeps the samples at the model's input size:
+    images ``uint8 (size, size,
     3)`` (the bilinear resize of :class:`SampleTransform`, rounded to 8 bit: at most half a grey
     level away), masks ``bool`` and ``semantic`` class maps ``uint8`` (nearest). Items are
     contract samples that :class:`SampleTransform` takes without resizing, so random
