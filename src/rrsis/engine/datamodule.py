@@ -242,6 +242,9 @@ class PreloadedDataset(Dataset):
             batch_size=None,
             num_workers=workers,
             collate_fn=_keep,
+            # Its own generator: iterating a DataLoader draws a seed from torch's global RNG,
+            # which would change the training run's shuffling and augmentation.
+            generator=torch.Generator().manual_seed(0),
         )
         for index, sample in enumerate(tqdm(loader, total=n, desc=desc, disable=not progress)):
             self.images[index] = sample.pop("image")
