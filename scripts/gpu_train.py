@@ -57,7 +57,7 @@ PART_BYTES = 15 * 2**20
 # name -> train_default.py overrides. "b8" is the shipped CPU recipe run longer; the others trade
 # steps for larger batches (the GPU is launch-bound at batch 8), with the square-root lr rule,
 # and add the photometric jitter that was neutral in one CPU epoch.
-# All preload their samples into RAM: the first GPU run was bound by decoding in the loaders.
+# All preload their samples into RAM (cheap headroom for the loaders at large batches).
 VARIANTS: dict[str, list[str]] = {
     "b8": ["--batch-size", "8", "--lr", "6e-4", "--workers", "4", "--preload"],
     "b16_photo": [
