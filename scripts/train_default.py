@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--preload",
         action="store_true",
-        help="decode and resize every sample once and keep it in RAM (faster epochs)",
+        help="decode and resize every sample once and keep it in RAM (a faster loader)",
     )
     parser.add_argument(
         "--share",
@@ -186,9 +186,9 @@ def fit_epochs(
 ) -> int:
     """Epochs whose steps fit ~85 % of the budget, timed on a few real training steps.
 
-    ``share`` runs training side by side on one device each get about ``1 / share`` of the
-    speed timed here (the timing itself may overlap the other runs' start, so this is a
-    conservative guess).
+    With ``share`` runs training side by side on one device, each gets about ``1 / share`` of
+    the speed timed here. That is a guess: the timing itself may overlap the other runs' start,
+    and then the guess is conservative.
     """
     import torch
 
@@ -249,12 +249,12 @@ def train_default(args: argparse.Namespace, root: Path, run_dir: Path) -> Path:
     )
     config = get_preset("default")
     config.seed, config.workers = args.seed, args.workers
-    config.preload = config.preload or args.preload
     for key, value in (
         ("batch_size", args.batch_size),
         ("lr", args.lr),
         ("photometric", args.photometric),
         ("balance", args.balance),
+        ("preload", args.preload or None),
         ("ckpt_every_n_steps", args.ckpt_every),
     ):
         if value is not None:

@@ -34,17 +34,8 @@ def test_cli_trains_registered_tiny_model_and_export_matches(tmp_path: Path, cap
     out = tmp_path / "run"
     argv = _train_argv(tree, out)
     argv += ["--epochs", "1", "--batch-size", "4", "--input-size", "64", "--workers", "0"]
-    argv += [
-        "--preset",
-        "paper",
-        "--seed",
-        "1",
-        "--photometric",
-        "0.2",
-        "--balance",
-        "0.5",
-        "--preload",
-    ]
+    argv += ["--preset", "paper", "--seed", "1", "--photometric", "0.2", "--balance", "0.5"]
+    argv += ["--preload"]
     assert main(argv) == 0
     assert "best checkpoint" in capsys.readouterr().out
     record = json.loads((out / "hparams.json").read_text())

@@ -88,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--preload",
         action="store_true",
         default=None,
-        help="decode and resize every sample once and keep it in RAM (faster epochs; about "
+        help="decode and resize every sample once and keep it in RAM (a faster loader; about "
         "0.5 MB per sample at 320x320)",
     )
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)

@@ -61,7 +61,7 @@ class TrainConfig:
             weight ``count(its category) ** -balance`` (0 = off; 0.5 = inverse square root;
             see :mod:`rrsis.engine.datamodule`).
         preload: decode and resize every training and validation sample once and keep it in
-            RAM (:class:`rrsis.engine.datamodule.PreloadedDataset`): faster epochs, about
+            RAM (:class:`rrsis.engine.datamodule.PreloadedDataset`): a faster loader for about
             0.5 MB per sample at 320x320; images are rounded to 8 bit after resizing.
         seed: global seed (``pl.seed_everything`` with worker seeding).
         workers: DataLoader worker processes per device.
