@@ -18,7 +18,7 @@ model always does, so what is trained there runs here unchanged.
 Subcommands::
 
     python scripts/gpu_train.py stage              # here: fill .gpu/ (carried to the GPU)
-    python scripts/gpu_train.py run --budget 330   # there: build data, smoke, train variants
+    python scripts/gpu_train.py run --deadline 560 # there: build data, smoke, train variants
     python scripts/gpu_train.py collect DIR        # here: rebuild runs/gpu/<variant>/
     python scripts/gpu_train.py select             # here: val mIoU of each variant -> JSON
                                                    # (scripts/select_on_val.py)
@@ -57,16 +57,24 @@ PART_BYTES = 15 * 2**20
 # name -> train_default.py overrides. "b8" is the shipped CPU recipe run longer; the others trade
 # steps for larger batches (the GPU is launch-bound at batch 8), with the square-root lr rule,
 # and add the photometric jitter that was neutral in one CPU epoch.
-# All preload their samples into RAM (cheap headroom for the loaders at large batches).
+# All preload their samples into RAM (cheap headroom for the loaders at large batches), and fit
+# their schedule to the time left after every epoch (session 7: the planned epochs took twice the
+# timed speed, and --max-time cut the run with the lr at half its peak).
+COMMON = ("--preload", "--fit-to-time")
+# With --deadline: seconds kept after training for preloading and timing before it and the final
+# export after it, and the seconds before the deadline at which unfinished runs are stopped and
+# exported from their best checkpoint.
+DEADLINE_OVERHEAD = 75
+DEADLINE_KILL = 25
 VARIANTS: dict[str, list[str]] = {
-    "b8": ["--batch-size", "8", "--lr", "6e-4", "--workers", "4", "--preload"],
+    "b8": ["--batch-size", "8", "--lr", "6e-4", "--workers", "4", *COMMON],
     "b16_photo": [
         *("--batch-size", "16", "--lr", "8.5e-4", "--photometric", "0.3"),
-        *("--workers", "4", "--preload"),
+        *("--workers", "4", *COMMON),
     ],
     "b32_photo": [
         *("--batch-size", "32", "--lr", "1.2e-3", "--photometric", "0.3"),
-        *("--workers", "6", "--preload"),
+        *("--workers", "6", *COMMON),
     ],
 }
 
@@ -238,15 +246,37 @@ def check_cache(root: Path) -> None:
     log(f"text cache covers all {len(texts)} expressions")
 
 
+def model_from_checkpoint(run_dir: Path) -> Path | None:
+    """``run_dir/model.safetensors`` from the best (else last) checkpoint of a run cut short."""
+    ckpts = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+    ckpt = ckpts[-1] if ckpts else run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file() or not (run_dir / "hparams.json").is_file():
+        return None
+    from rrsis.engine.train import build_model, export_checkpoint
+
+    config = json.loads((run_dir / "hparams.json").read_text())["model_config"]
+    path = export_checkpoint(
+        ckpt, build_model(config["name"], config.get("kwargs")), run_dir / "model.safetensors"
+    )
+    log(f"{run_dir.name}: model.safetensors from {ckpt.name}")
+    return path
+
+
 def export_run(run_dir: Path, name: str, out: Path) -> None:
-    """``run_dir/model.safetensors`` without the text encoder, as ``out/NAME.partK`` files."""
-    if not (run_dir / "model.safetensors").is_file():
-        log(f"{name}: no model.safetensors")
+    """``run_dir/model.safetensors`` without the text encoder, as ``out/NAME.partK`` files.
+
+    A run stopped before it exported its model is exported from its best checkpoint.
+    """
+    if not (run_dir / "model.safetensors").is_file() and model_from_checkpoint(run_dir) is None:
+        log(f"{name}: no model.safetensors and no checkpoint")
         return
     from rrsis.models.io import load_model, save_model
 
     shipped = run_dir / "model_notext.safetensors"
-    save_model(load_model(run_dir / "model.safetensors"), shipped, omit_pretrained_text=True)
+    model = load_model(run_dir / "model.safetensors")
+    # The packaged MiniLM is left out (it comes from its wheel); a tiny test model has none.
+    omit = bool((model.config.get("kwargs") or {}).get("text_pretrained"))
+    save_model(model, shipped, omit_pretrained_text=omit)
     data = shipped.read_bytes()
     for k in range(0, len(data), PART_BYTES):
         (out / f"{name}.part{k // PART_BYTES}").write_bytes(data[k : k + PART_BYTES])
@@ -287,25 +317,27 @@ def run(args: argparse.Namespace) -> int:
         proc = ctx.Process(target=_build, args=(kind, str(args.root), src), name=kind)
         proc.start()
         builders.append(proc)
-    smoke = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "train_default.py"), "--smoke"]
-        + ["--root", "/tmp/rrsis_smoke"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
     logs = args.root / "runs" / "gpu"  # logs travel back inside runs.tar.gz: OUT takes 8 files
     logs.mkdir(parents=True, exist_ok=True)
-    (logs / "smoke.log").write_text(smoke.stdout + smoke.stderr)
-    if smoke.returncode:
-        print(smoke.stdout[-3000:] + smoke.stderr[-6000:])
-        log("CUDA smoke run failed: stopping before the long runs")
-        for proc in builders:
-            proc.terminate()
-        return 3
-    log(
-        f"smoke run passed ({time.time() - started:.0f} s): {smoke.stdout.strip().splitlines()[-1]}"
-    )
+    if args.resume:
+        log("resuming: no smoke run (the first call had one)")
+    else:
+        smoke = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "train_default.py"), "--smoke"]
+            + ["--root", "/tmp/rrsis_smoke"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        (logs / "smoke.log").write_text(smoke.stdout + smoke.stderr)
+        if smoke.returncode:
+            print(smoke.stdout[-3000:] + smoke.stderr[-6000:])
+            log("CUDA smoke run failed: stopping before the long runs")
+            for proc in builders:
+                proc.terminate()
+            return 3
+        last = smoke.stdout.strip().splitlines()[-1]
+        log(f"smoke run passed ({time.time() - started:.0f} s): {last}")
     for proc in builders:
         proc.join()
         if proc.exitcode:
@@ -314,16 +346,24 @@ def run(args: argparse.Namespace) -> int:
     log(f"data built ({time.time() - started:.0f} s)")
     check_cache(args.root)
     # 2. the variants, side by side on the one GPU.
-    budget = time.strftime("%H:%M:%S", time.gmtime(args.budget))
+    seconds = args.budget
+    if args.deadline and not args.continued:
+        seconds = min(seconds, int(args.deadline - (time.time() - started) - DEADLINE_OVERHEAD))
+        if seconds < 30:
+            log(f"only {seconds} s would be left for training before the deadline: stopping")
+            return 6
+    budget = time.strftime("%H:%M:%S", time.gmtime(seconds))
+    log(f"training budget per variant: {seconds} s")
     children = {}
     names = args.variants or list(VARIANTS)
     for name in names:
         cmd = [sys.executable, __file__, "child", "--root", str(args.root)]
         cmd += ["--run-dir", str(args.root / "runs" / "gpu" / name), "--dubai-src", src]
-        cmd += ["--max-time", budget, "--ckpt-every", "100000", "--train-only"]
+        # last.ckpt every ~30 s, so a run stopped at the deadline loses little and can resume.
+        cmd += ["--max-time", budget, "--ckpt-every", "200", "--train-only"]
         # The variants share the card: fit each one's epochs to its share of the speed.
         cmd += ["--share", str(len(names)), *VARIANTS[name]]
-        handle = open(logs / f"{name}.log", "w")  # noqa: SIM115 (closed below)
+        handle = open(logs / f"{name}.log", "a")  # noqa: SIM115 (closed below)
         children[name] = (
             subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT),
             handle,
@@ -335,7 +375,12 @@ def run(args: argparse.Namespace) -> int:
     pending = dict(children)
     while pending:
         time.sleep(2)
+        late = args.deadline and time.time() - started > args.deadline - DEADLINE_KILL
         for name, (proc, handle) in list(pending.items()):
+            if proc.poll() is None and late:
+                log(f"{name}: still running {DEADLINE_KILL} s before the deadline, stopped")
+                proc.kill()
+                proc.wait()
             if proc.poll() is None:
                 continue
             handle.close()
@@ -423,6 +468,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=REPO)
     parser.add_argument("--dubai-src", type=Path, default=SHARED_DUBAI)
     parser.add_argument("--budget", type=int, default=330, help="run: training seconds per variant")
+    parser.add_argument(
+        "--deadline",
+        type=int,
+        help="run: seconds the whole call may take (the device call's timeout_s less a margin); "
+        "caps the training budget to what is left after the data and smoke run, and stops and "
+        "exports runs still going shortly before it",
+    )
+    parser.add_argument(
+        "--continued",
+        action="store_true",
+        help="run: --budget spans this call and a later 'run --resume' call on the same warm "
+        "machine; --deadline then stops the runs without shortening their schedule",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="run: continue the runs of an earlier call on this machine (no smoke run; each "
+        "variant resumes from its last.ckpt; pass the same --budget)",
+    )
     parser.add_argument("--variants", nargs="*", choices=sorted(VARIANTS))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)

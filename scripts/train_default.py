@@ -97,6 +97,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="refresh last.ckpt every N steps (preset: 25, sized for ~1.5 s CPU steps)",
     )
     parser.add_argument(
+        "--fit-to-time",
+        action="store_true",
+        help="re-fit the epochs after each one to the time left, so --max-time ends the run on "
+        "an epoch boundary with the lr schedule completed (rrsis.engine.train.FitScheduleToTime)",
+    )
+    parser.add_argument(
         "--train-only",
         action="store_true",
         help="stop after training (no export, threshold choice or test evaluation)",
@@ -286,6 +292,7 @@ def train_default(args: argparse.Namespace, root: Path, run_dir: Path) -> Path:
         config=config,
         resume=resume,
         max_time=args.max_time,
+        fit_to_time=args.fit_to_time,
         tiny=args.smoke,
         max_steps=2 if args.smoke else -1,
         progress_bar=not args.smoke,

@@ -35,13 +35,15 @@ def test_cli_trains_registered_tiny_model_and_export_matches(tmp_path: Path, cap
     argv = _train_argv(tree, out)
     argv += ["--epochs", "1", "--batch-size", "4", "--input-size", "64", "--workers", "0"]
     argv += ["--preset", "paper", "--seed", "1", "--photometric", "0.2", "--balance", "0.5"]
-    argv += ["--preload"]
+    argv += ["--preload", "--max-time", "01:00:00", "--fit-to-time"]
     assert main(argv) == 0
     assert "best checkpoint" in capsys.readouterr().out
     record = json.loads((out / "hparams.json").read_text())
     assert record["train"]["input_size"] == 64 and record["train"]["seed"] == 1
     assert record["train"]["photometric"] == 0.2 and record["train"]["balance"] == 0.5
     assert record["train"]["preload"] is True
+    assert record["trainer"]["fit_to_time"] is True and record["trainer"]["max_time"] == "01:00:00"
+    assert record["fit_to_time_events"] == []  # one planned epoch always fits an hour
 
     from rrsis.engine.train import build_model
     from rrsis.models.io import load_model
@@ -75,3 +77,12 @@ def test_cli_refuses_augmentation_strength_out_of_range_in_one_line(
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and option[2:] in err[0] and "Traceback" not in err[0]
+
+
+def test_cli_fit_to_time_without_budget_is_one_line(tmp_path: Path, capsys):
+    tree = make_tree(tmp_path / "tree")
+    argv = _train_argv(tree, tmp_path / "run") + ["--workers", "0", "--fit-to-time"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--max-time" in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "run").exists()

@@ -81,6 +81,7 @@ def test_variants_are_valid_train_default_arguments(gpu_train):
     for name, overrides in gpu_train.VARIANTS.items():
         args = train_default.parse_args(["--train-only", *overrides])
         assert args.batch_size and args.lr and args.workers, name
+        assert args.preload and args.fit_to_time, name
 
 
 def test_fit_epochs_gives_each_run_its_share_of_the_device(gpu_train, monkeypatch):
@@ -106,3 +107,40 @@ def test_fit_epochs_gives_each_run_its_share_of_the_device(gpu_train, monkeypatc
     assert fitted(1) == int(850 / 2.3)
     assert fitted(3) == int(850 / 6.9)
     assert all("--preload" in overrides for overrides in gpu_train.VARIANTS.values())
+
+
+def test_a_run_cut_short_is_exported_from_its_best_checkpoint(gpu_train, tmp_path: Path):
+    """No model.safetensors (the run was stopped): the parts come from checkpoints/best-*.ckpt."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_train import make_tree
+
+    from rrsis.engine.train import train
+    from rrsis.models.io import load_model
+
+    torch.set_num_threads(1)
+    tree = make_tree(tmp_path / "tree")
+    run_dir = tmp_path / "runs" / "gpu" / "b8"
+    train(
+        "lgce_effnet_minilm",
+        [tree],
+        run_dir,
+        epochs=1,
+        batch_size=4,
+        input_size=64,
+        workers=0,
+        tiny=True,
+        progress_bar=False,
+        preset="paper",
+    )
+    (run_dir / "model.safetensors").unlink()
+    out = tmp_path / "out"
+    out.mkdir()
+    gpu_train.export_run(run_dir, "b8", out)
+    parts = sorted(out.glob("b8.part*"))
+    assert parts
+    (tmp_path / "back.safetensors").write_bytes(b"".join(p.read_bytes() for p in parts))
+    back = load_model(tmp_path / "back.safetensors")
+    best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    for key, value in back.state_dict().items():
+        torch.testing.assert_close(value, state["model." + key], msg=key)

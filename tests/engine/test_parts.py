@@ -344,3 +344,66 @@ def test_frozen_encoders_stay_in_eval_and_out_of_the_optimiser():
     assert not any(p.requires_grad for p in net.vision.parameters())
     groups = param_groups(net, 1e-3, 0.01)
     assert {g["name"] for g in groups} == {"new_decay", "new_no_decay"}
+
+
+def test_retargeted_poly_is_continuous_and_ends_at_zero():
+    from rrsis.engine.train import _retarget
+
+    base = poly_lambda(100, 0.9)
+    short = _retarget(base, start=30, end=60, power=0.9)
+    assert [short(s) for s in range(31)] == [base(s) for s in range(31)]
+    values = [short(s) for s in range(30, 70)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert short(30) == pytest.approx(base(30))
+    assert short(45) == pytest.approx(base(30) * 0.5**0.9)
+    assert short(60) == 0.0 and short(69) == 0.0
+
+
+def test_fit_to_time_counts_training_time_before_a_resume():
+    """A resumed run has less budget left: Lightning's Timer carries the earlier part's time."""
+    import types
+
+    from pytorch_lightning.callbacks import Timer
+
+    from rrsis.engine.train import FitScheduleToTime
+
+    net = torch.nn.Linear(2, 2)
+    optimizer, scheduler = build_optimizer(param_groups(net, 0.1, 0.0), total_steps=100)
+    for _ in range(40):
+        optimizer.step()
+        scheduler.step()
+
+    def stub(before: float):
+        timer = Timer()
+        timer._offset = before
+        trainer = types.SimpleNamespace(
+            callbacks=[timer],
+            current_epoch=4,
+            fit_loop=types.SimpleNamespace(max_epochs=10),
+            strategy=types.SimpleNamespace(broadcast=lambda value, src=0: value),
+            num_training_batches=10,
+            accumulate_grad_batches=1,
+            lr_scheduler_configs=[types.SimpleNamespace(scheduler=scheduler)],
+        )
+        return trainer
+
+    now = [0.0]
+    fitter = FitScheduleToTime(100.0, margin=0.0, clock=lambda: now[0])
+    fresh = stub(before=0.0)
+    fitter.on_train_start(fresh, None)
+    now[0] = 10.0  # the first epoch after the start took 10 s; 90 s are left: all 10 epochs fit
+    fitter.on_train_epoch_end(fresh, None)
+    assert fresh.fit_loop.max_epochs == 10 and fitter.events == []
+
+    resumed = stub(before=60.0)  # 60 s were spent before the resume: 30 s = 3 epochs are left
+    now[0] = 0.0
+    fitter.on_train_start(resumed, None)
+    now[0] = 10.0
+    fitter.on_train_epoch_end(resumed, None)
+    assert resumed.fit_loop.max_epochs == 8
+    assert fitter.events[-1]["schedule_end_step"] == 80
+    lr_now = scheduler.get_last_lr()[0]
+    for _ in range(40):
+        optimizer.step()
+        scheduler.step()
+    assert scheduler.get_last_lr()[0] == 0.0 and lr_now > 0

@@ -193,3 +193,47 @@ def test_existing_run_needs_resume(tree: Path, tmp_path: Path):
     _fit(tree, tmp_path / "run", epochs=1)
     with pytest.raises(OutputExistsError):
         _fit(tree, tmp_path / "run", epochs=1)
+
+
+def test_fit_to_time_ends_early_with_the_schedule_completed(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Epochs slower than planned: the run stops on an epoch boundary with the lr decayed to 0."""
+    import functools
+
+    import rrsis.engine.train as train_module
+
+    now = [0.0]
+
+    def clock() -> float:  # every reading is 10 s after the previous one: 10 s per epoch
+        now[0] += 10.0
+        return now[0]
+
+    monkeypatch.setattr(
+        train_module,
+        "FitScheduleToTime",
+        functools.partial(train_module.FitScheduleToTime, clock=clock),
+    )
+    out = tmp_path / "run"
+    # 10 planned epochs of 2 steps; a 50 s budget less 5 % holds 4 epochs of 10 s.
+    _fit(tree, out, epochs=10, max_time="00:00:50", fit_to_time=True)
+    record = json.loads((out / "hparams.json").read_text())
+    assert record["trainer"]["fit_to_time"] is True
+    assert record["fit_to_time_events"] == [
+        {"after_epoch": 0, "epoch_s": 10.0, "epochs": "10 -> 4", "schedule_end_step": 8}
+    ]
+    assert record["global_step"] == 8
+    val_rows = [r for r in read_metrics(out) if r.get("val/mIoU")]
+    assert len(val_rows) == 4
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    scheduler = state["lr_schedulers"][0]
+    assert scheduler["last_epoch"] == 8
+    # The planned 20-step schedule would still be at (1 - 8/20) ** 0.9 = 63 % of the lr.
+    assert scheduler["_last_lr"][0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_fit_to_time_needs_max_time(tree: Path, tmp_path: Path):
+    from rrsis.errors import RRSISError
+
+    with pytest.raises(RRSISError, match="needs a time budget"):
+        _fit(tree, tmp_path / "run", epochs=2, fit_to_time=True)

@@ -50,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--max-time", metavar="HH:MM:SS", help="stop training after this wall time")
+    parser.add_argument(
+        "--fit-to-time",
+        action="store_true",
+        help="with --max-time: after each epoch, end the run early on an epoch boundary if the "
+        "planned epochs do not fit the time left, with the lr schedule shortened to complete",
+    )
     parser.add_argument("--max-steps", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, help="DataLoader workers per device")
     parser.add_argument(
@@ -137,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         photometric=args.photometric,
         balance=args.balance,
         preload=args.preload,
+        fit_to_time=args.fit_to_time,
     )
     print(f"best checkpoint: {best}")
     print(f"model: {Path(args.out) / 'model.safetensors'}")

@@ -16,14 +16,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import platform
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from rrsis.engine.datamodule import RefSegDataModule
@@ -81,6 +83,96 @@ def _loggers(out_dir: Path) -> list:
     return loggers
 
 
+class FitScheduleToTime(pl.Callback):
+    """End a time-budgeted run on an epoch boundary, with its poly schedule completed.
+
+    The epoch count of a run with a wall-time budget is planned before training (e.g. from a few
+    timed steps). When real epochs turn out slower, ``max_time`` alone cuts the run mid-schedule
+    with the learning rate still high. After every training epoch (its validation included) this
+    callback projects the mean epoch time onto what is left of ``budget_s`` (less a ``margin``
+    fraction) and, if the planned epochs no longer fit, lowers ``max_epochs`` and re-targets the
+    per-step poly schedule: from the current multiplier ``f0`` at step ``s0`` it decays as
+    ``f0 * (1 - (s - s0) / (end - s0)) ** power``, reaching 0 at the new last step. It never adds
+    epochs. Each change is kept in ``events``.
+
+    A resumed run counts the training time of its earlier part (Lightning's ``Timer`` keeps it in
+    the checkpoint, as it does for ``max_time``); re-targeting itself is not stored, so a resumed
+    run starts from the planned schedule and re-fits after its first epoch.
+
+    Args:
+        budget_s: the run's wall-time budget in seconds, counted from the start of training.
+        power: the schedule's poly exponent.
+        margin: fraction of the budget kept free (the final export, timing noise).
+        clock: time source, ``time.monotonic`` by default (tests pass a fake one).
+    """
+
+    def __init__(
+        self, budget_s: float, power: float = 0.9, margin: float = 0.05, clock=None
+    ) -> None:
+        self.budget_s = float(budget_s)
+        self.power = power
+        self.margin = margin
+        self.clock = clock or time.monotonic
+        self.events: list[dict[str, Any]] = []
+        self._start = 0.0
+        self._first_epoch = 0
+        self._before = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = self.clock()
+        self._first_epoch = trainer.current_epoch
+        # Training time spent before a resume (0 for a fresh run).
+        timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
+        self._before = float(timers[0]._offset) if timers else 0.0
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        done = trainer.current_epoch + 1 - self._first_epoch
+        elapsed = self.clock() - self._start
+        per_epoch = elapsed / max(1, done)
+        left = self.budget_s * (1.0 - self.margin) - elapsed - self._before
+        fits = trainer.current_epoch + 1 + max(0, int(left // per_epoch))
+        # Every rank must agree (their clocks differ slightly).
+        fits = int(trainer.strategy.broadcast(fits, src=0))
+        planned = trainer.fit_loop.max_epochs
+        if planned is None or planned < 0 or fits >= planned:
+            return
+        trainer.fit_loop.max_epochs = fits
+        steps_per_epoch = max(1, trainer.num_training_batches // trainer.accumulate_grad_batches)
+        end = fits * steps_per_epoch
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                scheduler.lr_lambdas = [
+                    _retarget(fn, scheduler.last_epoch, end, self.power)
+                    for fn in scheduler.lr_lambdas
+                ]
+        self.events.append(
+            {
+                "after_epoch": int(trainer.current_epoch),
+                "epoch_s": round(per_epoch, 1),
+                "epochs": f"{planned} -> {fits}",
+                "schedule_end_step": end,
+            }
+        )
+        rank_zero_info(
+            f"fit to time: {per_epoch:.0f} s per epoch, {planned} planned epochs do not fit the "
+            f"budget; ending after epoch {fits} (step {end}), the lr schedule re-targeted"
+        )
+
+
+def _retarget(fn, start: int, end: int, power: float):
+    """A multiplier equal to ``fn(start)`` at ``start`` that decays poly-wise to 0 at ``end``."""
+    f0 = fn(start)
+    span = max(1, end - start)
+
+    def factor(step: int) -> float:
+        if step <= start:
+            return fn(step)
+        return f0 * max(0.0, 1.0 - (step - start) / span) ** power
+
+    return factor
+
+
 class _StopAfter(pl.Callback):
     """Request a stop after ``steps`` optimiser steps (simulates an interrupted run)."""
 
@@ -123,6 +215,7 @@ def train(
     photometric: float | None = None,
     balance: float | None = None,
     preload: bool | None = None,
+    fit_to_time: bool = False,
 ) -> Path:
     """Train a model and export its best-on-validation weights.
 
@@ -154,6 +247,9 @@ def train(
         photometric: override the preset's ``photometric`` augmentation strength (0 = off).
         balance: override the preset's category balancing strength (0 = off).
         preload: override the preset's ``preload`` (samples decoded once and kept in RAM).
+        fit_to_time: with ``max_time``, shorten the run after each epoch so that it ends on an
+            epoch boundary within the budget with its lr schedule completed
+            (:class:`FitScheduleToTime`) instead of being cut mid-schedule.
 
     Returns:
         Path of the best checkpoint (``last.ckpt`` if validation never ran).
@@ -161,6 +257,8 @@ def train(
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
     hparams_path = out / "hparams.json"
+    if fit_to_time and parse_max_time(max_time) is None:
+        raise RRSISError("fit_to_time (--fit-to-time) needs a time budget: max_time (--max-time)")
     if resume:
         if not (ckpt_dir / "last.ckpt").is_file():
             raise RRSISError(f"{ckpt_dir / 'last.ckpt'}: nothing to resume from")
@@ -259,6 +357,14 @@ def train(
         enable_version_counter=False,
         every_n_train_steps=max(1, config.ckpt_every_n_steps),
     )
+    fitter = None
+    if fit_to_time:
+        budget = parse_max_time(max_time)
+        assert budget is not None  # checked on entry
+        days, hours, minutes, secs = (int(p) for p in budget.split(":"))
+        fitter = FitScheduleToTime(
+            ((days * 24 + hours) * 60 + minutes) * 60 + secs, power=config.poly_power
+        )
     trainer = pl.Trainer(
         max_epochs=config.epochs,
         max_steps=max_steps,
@@ -268,7 +374,9 @@ def train(
         strategy=strategy,
         precision=config.precision,
         gradient_clip_val=config.grad_clip or None,
-        callbacks=[best_cb, step_cb] + ([_StopAfter(stop_after_steps)] if stop_after_steps else []),
+        callbacks=[best_cb, step_cb]
+        + ([fitter] if fitter else [])
+        + ([_StopAfter(stop_after_steps)] if stop_after_steps else []),
         logger=_loggers(out),
         default_root_dir=out,
         deterministic="warn",
@@ -293,6 +401,7 @@ def train(
             "strategy": strategy,
             "max_time": max_time,
             "max_steps": max_steps,
+            "fit_to_time": fit_to_time,
         },
         "monitor": MONITOR,
         "versions": {
@@ -316,5 +425,7 @@ def train(
         record["best_" + MONITOR.replace("/", "_")] = None if score is None else float(score)
         record["global_step"] = int(trainer.global_step)
         record["epochs_done"] = int(trainer.current_epoch)
+        if fitter is not None:
+            record.setdefault("fit_to_time_events", []).extend(fitter.events)
         hparams_path.write_text(json.dumps(record, indent=2))
     return Path(best)
