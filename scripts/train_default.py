@@ -97,6 +97,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="refresh last.ckpt every N steps (preset: 25, sized for ~1.5 s CPU steps)",
     )
     parser.add_argument(
+        "--init",
+        type=Path,
+        help="start from this model file's weights (rrsis train --init): e.g. continue a run "
+        "cut short elsewhere with a fresh, shorter schedule",
+    )
+    parser.add_argument(
         "--fit-to-time",
         action="store_true",
         help="re-fit the epochs after each one to the time left, so --max-time ends the run on "
@@ -293,6 +299,7 @@ def train_default(args: argparse.Namespace, root: Path, run_dir: Path) -> Path:
         resume=resume,
         max_time=args.max_time,
         fit_to_time=args.fit_to_time,
+        init=args.init,
         tiny=args.smoke,
         max_steps=2 if args.smoke else -1,
         progress_bar=not args.smoke,
@@ -324,13 +331,12 @@ def export_default(trained: Path, shipped: Path, omit_text: bool = True) -> None
 def choose_threshold(model, val_root: Path, input_size: int, device: str) -> tuple[float, dict]:
     """The val-mIoU-best foreground threshold on a 0.05 grid (ties: the one nearest 0.5)."""
     from rrsis.data.refsegrs import RefSegRS
-    from rrsis.eval.evaluate import sweep_thresholds
+    from rrsis.eval.evaluate import THRESHOLD_GRID, best_threshold, sweep_thresholds
 
-    grid = [round(0.05 * i, 2) for i in range(1, 20)]
     sweep = sweep_thresholds(
-        model, RefSegRS(val_root, "val"), grid, device=device, input_size=input_size
+        model, RefSegRS(val_root, "val"), THRESHOLD_GRID, device=device, input_size=input_size
     )
-    best = max(grid, key=lambda t: (round(sweep[t]["mIoU"], 2), -abs(t - 0.5)))
+    best = best_threshold(sweep)
     print(
         f"threshold chosen on {val_root.name}:val: {best} (val mIoU {sweep[best]['mIoU']:.2f}; "
         f"0.5 gives {sweep[0.5]['mIoU']:.2f})",

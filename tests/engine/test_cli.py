@@ -86,3 +86,52 @@ def test_cli_fit_to_time_without_budget_is_one_line(tmp_path: Path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--max-time" in err[0] and "Traceback" not in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_fine_tunes_from_a_saved_model(tmp_path: Path, capsys):
+    """--init starts from the file's weights and architecture, not the registry's init."""
+    from rrsis.models.io import load_model, save_model
+    from rrsis.models.registry import get_tiny_model
+
+    tree = make_tree(tmp_path / "tree")
+    torch.manual_seed(5)
+    start = get_tiny_model("lgce_effnet_minilm", input_size=64)
+    init = save_model(start, tmp_path / "start.safetensors", threshold=0.3)
+    out = tmp_path / "run"
+    argv = ["train", "--init", str(init), "--data", str(tree), "--out", str(out), "--no-progress"]
+    argv += ["--epochs", "1", "--batch-size", "4", "--workers", "0", "--preset", "paper"]
+    argv += ["--max-steps", "1", "--lr", "1e-9"]
+    assert main(argv) == 0
+    record = json.loads((out / "hparams.json").read_text())
+    assert record["init"] == str(init)
+    assert record["train"]["model_name"] == "lgce_effnet_minilm"
+    assert record["train"]["input_size"] == 64  # the file's, not the preset's 320
+    tuned = load_model(out / "model.safetensors")
+    assert not hasattr(tuned, "recommended_threshold")  # 0.3 was chosen for the old weights
+    # One step at a negligible lr: the weights are the file's, not a fresh initialisation.
+    torch.manual_seed(6)
+    fresh = get_tiny_model("lgce_effnet_minilm", input_size=64)
+    keys = [
+        k
+        for k, v in tuned.state_dict().items()
+        if v.is_floating_point() and v.numel() > 1 and "running" not in k
+    ]
+    assert all(
+        torch.allclose(tuned.state_dict()[k], start.state_dict()[k], atol=1e-5) for k in keys
+    )
+    # ... and they are not what a fresh initialisation gives (constants like norm scales aside).
+    differ = [k for k in keys if not torch.allclose(start.state_dict()[k], fresh.state_dict()[k])]
+    assert len(differ) > len(keys) // 2
+
+
+def test_cli_init_with_another_model_name_is_one_line(tmp_path: Path, capsys):
+    from rrsis.models.io import save_model
+    from rrsis.models.registry import get_tiny_model
+
+    tree = make_tree(tmp_path / "tree")
+    init = save_model(get_tiny_model("lgce_effnet_minilm"), tmp_path / "start.safetensors")
+    argv = ["train", "--init", str(init), "--model", "lavt_effnet_minilm", "--data", str(tree)]
+    argv += ["--out", str(tmp_path / "run"), "--workers", "0", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lavt_effnet_minilm" in err[0] and "Traceback" not in err[0]

@@ -169,3 +169,68 @@ def test_evaluate_fixture_trees(
     assert Image.open(png).size == sample["mask"].shape[::-1]
     # Every sample has a kind (from meta or inferred from the text), never "unknown".
     assert "unknown" not in result["breakdown"]["kind"]
+
+
+def test_calibrate_chooses_and_stores_the_best_val_threshold(
+    tiny_weights: Path, oracle_tree: Path, tmp_path: Path, capsys
+) -> None:
+    from rrsis.eval.evaluate import THRESHOLD_GRID, best_threshold, sweep_thresholds
+
+    torch.set_num_threads(1)
+    out = tmp_path / "calibrated.safetensors"
+    argv = ["calibrate", "--model", str(tiny_weights), "--data", str(oracle_tree)]
+    assert main([*argv, "--write", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    model = model_io.load_model(tiny_weights)
+    sweep = sweep_thresholds(model, open_dataset(oracle_tree, "val"), THRESHOLD_GRID)
+    best = best_threshold(sweep)
+    assert f"best threshold: {best} " in printed
+    assert (
+        printed.count("| best") == 1
+        and len([ln for ln in printed.splitlines() if ln.startswith("| 0.")]) == 19
+    )
+    calibrated = model_io.load_model(out)
+    assert calibrated.recommended_threshold == best
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, calibrated.state_dict()[key]), key
+    # The written copy is marked as stored, and it is not replaced without --overwrite.
+    assert (
+        main(["calibrate", "--model", str(out), "--data", str(oracle_tree), "--no-progress"]) == 0
+    )
+    assert "best, stored" in capsys.readouterr().out
+    assert main([*argv, "--write", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--split", "test"], "never on test"),
+        (["--write", "{weights}"], "is the input model"),
+        (["--write", "x.pt"], ".safetensors"),
+    ],
+)
+def test_calibrate_refusals_are_one_line(
+    tiny_weights: Path, oracle_tree: Path, capsys, extra: list[str], message: str
+) -> None:
+    before = tiny_weights.read_bytes()
+    extra = [e.replace("{weights}", str(tiny_weights)) for e in extra]
+    argv = ["calibrate", "--model", str(tiny_weights), "--data", str(oracle_tree), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+    assert tiny_weights.read_bytes() == before
+
+
+def test_best_threshold_ties_go_to_the_one_nearest_half() -> None:
+    from rrsis.eval.evaluate import best_threshold
+
+    sweep = {
+        0.2: {"mIoU": 40.004},
+        0.45: {"mIoU": 40.0},
+        0.7: {"mIoU": 39.0},
+        0.55: {"mIoU": 40.001},
+    }
+    assert best_threshold(sweep) == 0.45
+    sweep[0.2]["mIoU"] = 40.006  # 40.01 at two decimals: a real gain
+    assert best_threshold(sweep) == 0.2

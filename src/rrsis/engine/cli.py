@@ -23,6 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", help="registry name (default: the preset's model)")
     parser.add_argument(
+        "--init",
+        metavar="WEIGHTS",
+        help="fine-tune: start from a model file written by rrsis (.safetensors; 'default' = "
+        "the shipped default model) instead of the registry's initialisation",
+    )
+    parser.add_argument(
         "--data",
         nargs="+",
         metavar="ROOT",
@@ -144,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         balance=args.balance,
         preload=args.preload,
         fit_to_time=args.fit_to_time,
+        init=args.init,
     )
     print(f"best checkpoint: {best}")
     print(f"model: {Path(args.out) / 'model.safetensors'}")

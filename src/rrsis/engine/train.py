@@ -74,6 +74,20 @@ def export_checkpoint(checkpoint: str | Path, model: nn.Module, path: str | Path
     return Path(path)
 
 
+def _init_model(init: str | Path, model_name: str | None) -> tuple[nn.Module, Path]:
+    """The model of ``init`` (a save_model file, or "default") for fine-tuning, and its path."""
+    from rrsis.infer.predictor import default_weights_path
+    from rrsis.models.io import load_model
+
+    path = default_weights_path() if str(init) == "default" else Path(init)
+    model = load_model(path)
+    name = model.config["name"]
+    if model_name and model_name != name:
+        raise ModelError(f"{path}: holds a {name!r} model, not {model_name!r} (--model)")
+    model.__dict__.pop("recommended_threshold", None)  # chosen for the old weights
+    return model.train(), path
+
+
 def _loggers(out_dir: Path) -> list:
     loggers: list = [CSVLogger(out_dir, name="logs", version="")]
     if importlib.util.find_spec("tensorboard") is not None:
@@ -216,6 +230,7 @@ def train(
     balance: float | None = None,
     preload: bool | None = None,
     fit_to_time: bool = False,
+    init: str | Path | None = None,
 ) -> Path:
     """Train a model and export its best-on-validation weights.
 
@@ -250,6 +265,11 @@ def train(
         fit_to_time: with ``max_time``, shorten the run after each epoch so that it ends on an
             epoch boundary within the budget with its lr schedule completed
             (:class:`FitScheduleToTime`) instead of being cut mid-schedule.
+        init: fine-tune: start from the weights of a model file written by
+            :func:`rrsis.models.io.save_model` (``"default"`` = the shipped default model)
+            instead of the registry's initialisation. The file's architecture is used
+            (``model_name``, if given, must name it) and its recorded threshold is dropped
+            (it was chosen for the old weights). Ignored on resume.
 
     Returns:
         Path of the best checkpoint (``last.ckpt`` if validation never ran).
@@ -309,6 +329,16 @@ def train(
         if not config.semantic_classes:
             config.semantic_classes = lookup.num_classes
     pl.seed_everything(config.seed, workers=True)
+    init_path = None
+    if init is not None and not resume:
+        if model is not None:
+            raise RRSISError("pass either a model or init weights, not both")
+        model, init_path = _init_model(init, model_name)
+        # The run (and a resume of it) rebuilds this architecture, then loads the checkpoint.
+        config.model_name = model.config["name"]
+        config.model_kwargs = dict(model.config.get("kwargs") or {})
+        if input_size is None:
+            config.input_size = int(model.input_size)
     if model is None:
         model = build_model(config.model_name, config.model_kwargs, tiny=tiny)
     size = int(config.input_size or model.input_size)
@@ -394,6 +424,7 @@ def train(
         "data_roots": [str(r) for r in data_roots],
         "val_root": None if val_root is None else str(val_root),
         "preset": preset,
+        "init": None if init_path is None else str(init_path),
         "semantic_labels": None if lookup is None else str(semantic_labels),
         "trainer": {
             "devices": devices,

@@ -137,6 +137,73 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_calibrate(args: argparse.Namespace) -> int:
+    import os
+
+    from rrsis.eval.benchmark import weights_input_size
+    from rrsis.eval.evaluate import THRESHOLD_GRID, best_threshold, open_dataset, sweep_thresholds
+    from rrsis.models.io import OMITTED_KEY, load_model, save_model
+
+    if args.split.lower() == "test":
+        raise RRSISError(
+            "thresholds are chosen on a validation split, never on test (pass --split val)"
+        )
+    weights = Path(args.model)
+    if not weights.is_file():
+        raise ModelError(f"{weights}: no such model file")
+    out = None if args.write is None else Path(args.write)
+    if out is not None:
+        if out.suffix.lower() != ".safetensors":
+            raise RRSISError(f"{out}: --write must name a .safetensors file")
+        if out.exists() and out.resolve() == weights.resolve():
+            raise OutputExistsError(
+                f"{out}: is the input model; write the calibrated copy elsewhere"
+            )
+        if out.exists() and not args.overwrite:
+            raise OutputExistsError(f"{out}: exists (pass --overwrite to replace it)")
+    dataset = open_dataset(args.data, args.split, args.format)
+    model = load_model(weights, map_location=args.device)
+    stored = getattr(model, "recommended_threshold", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        sweep = sweep_thresholds(
+            model,
+            dataset,
+            THRESHOLD_GRID,
+            batch_size=args.batch_size,
+            device=args.device,
+            input_size=weights_input_size(weights),
+            progress=not args.no_progress,
+        )
+    best = best_threshold(sweep)
+    print(f"{weights} on {args.data} ({args.split}, n={int(sweep[best]['n'])}):")
+    print("| threshold | mIoU | oIoU | Pr@0.5 |  |")
+    print("| --- | --- | --- | --- | --- |")
+    for t, m in sweep.items():
+        notes = [w for w, hit in (("best", t == best), ("stored", t == stored)) if hit]
+        print(
+            f"| {t:.2f} | {m['mIoU']:.2f} | {m['oIoU']:.2f} | {m['Pr@0.5']:.2f} | {', '.join(notes)} |"
+        )
+    print(
+        f"best threshold: {best} (mIoU {sweep[best]['mIoU']:.2f}; 0.5 gives {sweep[0.5]['mIoU']:.2f})"
+    )
+    if out is not None:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as handle:
+            omitted = OMITTED_KEY in (handle.metadata() or {})
+        model.to("cpu")
+        tmp = out.with_name(f".{out.name}.tmp")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            save_model(model, tmp, omit_pretrained_text=omitted, threshold=best)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+        print(f"wrote {out} (threshold {best} stored; Segmenter, predict and evaluate use it)")
+    return 0
+
+
 def run_benchmark_cli(args: argparse.Namespace) -> int:
     from rrsis.eval.benchmark import parse_checkpoints, parse_models, run_benchmark
     from rrsis.eval.report import benchmark_markdown
@@ -221,6 +288,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     ev.set_defaults(func=run_evaluate, _parser=ev)
+
+    cal = subparsers.add_parser(
+        "calibrate",
+        help="choose a model's foreground threshold on a validation split",
+        description=(
+            "Score a model on a validation split at the thresholds 0.05, 0.10, ..., 0.95, print "
+            "the table and the best (by mIoU; ties go to the one nearest 0.5), and with --write "
+            "save a copy of the model that stores it (as the shipped model stores its own). "
+            "The test split is refused."
+        ),
+    )
+    cal.add_argument("--model", required=True, help="trained .safetensors file")
+    cal.add_argument("--data", required=True, type=Path, help="dataset root")
+    cal.add_argument("--format", choices=_FORMATS, default="auto", help="dataset layout")
+    cal.add_argument("--split", default="val", help="validation split (default: val)")
+    cal.add_argument("--write", type=Path, metavar="OUT.safetensors", help="calibrated copy")
+    cal.add_argument("--batch-size", type=int, default=8)
+    cal.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    cal.add_argument("--overwrite", action="store_true", help="replace an existing --write file")
+    cal.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    cal.set_defaults(func=run_calibrate, _parser=cal)
 
     bench = subparsers.add_parser(
         "benchmark",

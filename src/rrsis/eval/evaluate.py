@@ -321,3 +321,16 @@ def sweep_thresholds(
     finally:
         model.train(was_training)
     return {t: summarize(inter[t], union[t]) for t in thresholds}
+
+
+#: The thresholds :func:`best_threshold` chooses from: 0.05, 0.10, ..., 0.95.
+THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+def best_threshold(sweep: dict[float, dict[str, float]]) -> float:
+    """The threshold of a :func:`sweep_thresholds` result with the best mIoU.
+
+    mIoU is compared at two decimals; ties go to the threshold nearest 0.5 (the arg-max).
+    This is the rule the shipped model's threshold was chosen by (on the validation tile).
+    """
+    return max(sweep, key=lambda t: (round(sweep[t]["mIoU"], 2), -abs(t - 0.5)))
