@@ -298,6 +298,18 @@ def write_tar(root: Path, names: list[str], out: Path) -> None:
     (out / "runs.tar.gz.tmp").replace(out / "runs.tar.gz")
 
 
+def training_seconds(args: argparse.Namespace, elapsed: float) -> int:
+    """Each run's ``--max-time`` in seconds, ``elapsed`` seconds into the call.
+
+    ``--budget`` is a run's total training time (Lightning's Timer carries it across a resume),
+    so only a run that starts and ends in this call (no ``--continued``, no ``--resume``) is
+    capped to what the ``--deadline`` leaves after ``DEADLINE_OVERHEAD``.
+    """
+    if args.deadline and not (args.continued or args.resume):
+        return min(args.budget, int(args.deadline - elapsed - DEADLINE_OVERHEAD))
+    return args.budget
+
+
 def run(args: argparse.Namespace) -> int:
     import multiprocessing as mp
 
@@ -346,12 +358,10 @@ def run(args: argparse.Namespace) -> int:
     log(f"data built ({time.time() - started:.0f} s)")
     check_cache(args.root)
     # 2. the variants, side by side on the one GPU.
-    seconds = args.budget
-    if args.deadline and not args.continued:
-        seconds = min(seconds, int(args.deadline - (time.time() - started) - DEADLINE_OVERHEAD))
-        if seconds < 30:
-            log(f"only {seconds} s would be left for training before the deadline: stopping")
-            return 6
+    seconds = training_seconds(args, time.time() - started)
+    if seconds < 30:
+        log(f"only {seconds} s would be left for training before the deadline: stopping")
+        return 6
     budget = time.strftime("%H:%M:%S", time.gmtime(seconds))
     log(f"training budget per variant: {seconds} s")
     children = {}

@@ -144,3 +144,19 @@ def test_a_run_cut_short_is_exported_from_its_best_checkpoint(gpu_train, tmp_pat
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     for key, value in back.state_dict().items():
         torch.testing.assert_close(value, state["model." + key], msg=key)
+
+
+def test_training_budget_against_the_call_deadline(gpu_train):
+    import argparse
+
+    def seconds(elapsed: float, **flags) -> int:
+        args = dict(budget=540, deadline=560, continued=False, resume=False) | flags
+        return gpu_train.training_seconds(argparse.Namespace(**args), elapsed)
+
+    # One call: what the deadline leaves after the data (110 s) and the overhead.
+    assert seconds(110) == 560 - 110 - gpu_train.DEADLINE_OVERHEAD
+    assert seconds(110, deadline=None) == 540
+    assert seconds(10, deadline=900) == 540  # never more than the budget
+    # A run spread over two calls keeps its total budget in both (the Timer counts across).
+    assert seconds(110, continued=True) == 540
+    assert seconds(20, deadline=245, resume=True) == 540
