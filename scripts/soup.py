@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "scripts"))
 
+from rrsis.engine.train import load_checkpoint_weights  # noqa: E402
 from rrsis.errors import ModelError  # noqa: E402
 from rrsis.models.io import load_model, save_model  # noqa: E402
 
@@ -64,15 +65,7 @@ def load_ingredient(path: Path) -> torch.nn.Module:
     like = run_dir_of(path) / "model.safetensors"
     if not like.is_file():
         raise ModelError(f"{path}: needs {like} for the architecture")
-    model = load_model(like)
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise ModelError(
-            f"{path}: weights do not fit ({len(missing)} missing, {len(unexpected)} unexpected)"
-        )
-    return model.eval()
+    return load_checkpoint_weights(path, load_model(like)).eval()
 
 
 def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

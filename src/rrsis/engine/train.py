@@ -67,11 +67,20 @@ def export_checkpoint(checkpoint: str | Path, model: nn.Module, path: str | Path
     """
     from rrsis.models.io import save_model
 
+    save_model(load_checkpoint_weights(checkpoint, model), path)
+    return Path(path)
+
+
+def load_checkpoint_weights(checkpoint: str | Path, model: nn.Module) -> nn.Module:
+    """Load the network weights of a training checkpoint into ``model`` (strictly); returns it.
+
+    The checkpoint is read with ``weights_only=True``; its ``model.``-prefixed entries (the
+    Lightning module's network) must match ``model``'s parameters exactly.
+    """
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     model.load_state_dict(weights)
-    save_model(model, path)
-    return Path(path)
+    return model
 
 
 def _init_model(init: str | Path, model_name: str | None) -> tuple[nn.Module, Path]:

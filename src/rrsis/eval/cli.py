@@ -138,8 +138,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    import os
-
+    from rrsis.data.io import atomic_write
     from rrsis.eval.benchmark import weights_input_size
     from rrsis.eval.evaluate import THRESHOLD_GRID, best_threshold, open_dataset, sweep_thresholds
     from rrsis.models.io import OMITTED_KEY, load_model, save_model
@@ -193,13 +192,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
         with safe_open(str(weights), framework="pt") as handle:
             omitted = OMITTED_KEY in (handle.metadata() or {})
         model.to("cpu")
-        tmp = out.with_name(f".{out.name}.tmp")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            save_model(model, tmp, omit_pretrained_text=omitted, threshold=best)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(
+            out, lambda tmp: save_model(model, tmp, omit_pretrained_text=omitted, threshold=best)
+        )
         print(f"wrote {out} (threshold {best} stored; Segmenter, predict and evaluate use it)")
     return 0
 
@@ -237,6 +232,11 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_arguments(parser: argparse.ArgumentParser, data_help: str = "dataset root") -> None:
+    parser.add_argument("--data", required=True, type=Path, help=data_help)
+    parser.add_argument("--format", choices=_FORMATS, default="auto", help="dataset layout")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``evaluate`` and ``benchmark`` to the ``rrsis`` command."""
     ev = subparsers.add_parser(
@@ -248,8 +248,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     ev.add_argument("--model", required=True, help="trained .safetensors file, or registry name")
-    ev.add_argument("--data", required=True, type=Path, help="dataset root")
-    ev.add_argument("--format", choices=_FORMATS, default="auto", help="dataset layout")
+    _dataset_arguments(ev)
     ev.add_argument("--split", default="test", help="split to score (default: test)")
     ev.add_argument(
         "--protocol",
@@ -300,8 +299,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     cal.add_argument("--model", required=True, help="trained .safetensors file")
-    cal.add_argument("--data", required=True, type=Path, help="dataset root")
-    cal.add_argument("--format", choices=_FORMATS, default="auto", help="dataset layout")
+    _dataset_arguments(cal)
     cal.add_argument("--split", default="val", help="validation split (default: val)")
     cal.add_argument("--write", type=Path, metavar="OUT.safetensors", help="calibrated copy")
     cal.add_argument("--batch-size", type=int, default=8)
@@ -320,8 +318,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     bench.add_argument("--models", required=True, help="comma-separated names, e.g. lavt_x,lgce_x")
-    bench.add_argument("--data", required=True, type=Path, help="dataset root (train/val/test)")
-    bench.add_argument("--format", choices=_FORMATS, default="auto", help="dataset layout")
+    _dataset_arguments(bench, "dataset root (train/val/test)")
     bench.add_argument("--out", required=True, type=Path, help="output directory")
     bench.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
     bench.add_argument("--checkpoints", metavar="NAME=PATH,...", help="load instead of training")
