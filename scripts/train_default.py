@@ -75,6 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # shipped CPU model uses the preset's values.
     parser.add_argument("--batch-size", type=int, help="override the preset's batch size")
     parser.add_argument("--lr", type=float, help="override the preset's learning rate")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        help="override the preset's square training size (shipped: 320; CPU latency grows with "
+        "its square)",
+    )
     parser.add_argument("--photometric", type=float, help="override the photometric strength")
     parser.add_argument(
         "--balance", type=float, help="override the category balancing strength (0 = off)"
@@ -264,6 +270,7 @@ def train_default(args: argparse.Namespace, root: Path, run_dir: Path) -> Path:
     for key, value in (
         ("batch_size", args.batch_size),
         ("lr", args.lr),
+        ("input_size", args.input_size),
         ("photometric", args.photometric),
         ("balance", args.balance),
         ("preload", args.preload or None),
