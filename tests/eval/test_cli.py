@@ -43,14 +43,23 @@ def test_evaluate_end_to_end(tiny_weights: Path, oracle_tree: Path, tmp_path: Pa
     assert result["n"] == 4 and result["split"] == "test" and result["untrained"] is False
     assert result["model"]["name"] == TINY
     assert set(result["overall"]) >= {"oIoU", "mIoU", "Pr@0.5", "Pr@0.9", "n"}
+    low, high = result["interval"]["mIoU"]
+    assert low <= result["overall"]["mIoU"] <= high and result["interval"]["resamples"] == 2000
+    assert "95 % interval (bootstrap over" in printed
+    assert all(sample["image"] for sample in result["samples"])
     assert out.with_suffix(".md").read_text().startswith("Results (protocol `native`")
     assert len(list(pred_dir.glob("*.png"))) == 4
     # Outputs exist now: refused with one line and exit code 2, fine with --overwrite.
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("rrsis: error:") and "--overwrite" in err and len(err.splitlines()) == 1
-    assert main([*argv, "--overwrite", "--protocol", "lavt"]) == 0
+    assert main([*argv, "--overwrite", "--protocol", "lavt", "--resamples", "0"]) == 0
     assert json.loads(out.read_text())["protocol"] == "lavt"
+    assert json.loads(out.read_text())["interval"] is None
+    with pytest.raises(SystemExit) as exit_info:  # argparse: too few resamples
+        main([*argv, "--overwrite", "--resamples", "50"])
+    assert exit_info.value.code == 2
+    assert "at least 100, got 50" in capsys.readouterr().err
 
 
 def test_evaluate_user_errors(tiny_weights: Path, oracle_tree: Path, capsys) -> None:

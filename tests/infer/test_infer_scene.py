@@ -11,9 +11,9 @@ from rasterio import features
 from shapely.geometry import shape
 
 from rrsis.data.io import _stretch_to_uint8
-from rrsis.errors import ImageReadError, OutputExistsError
+from rrsis.errors import ImageReadError, OutputExistsError, RRSISError
 from rrsis.infer.predictor import Segmenter
-from rrsis.infer.scene import predict_scene, ramp_weights, tile_starts
+from rrsis.infer.scene import predict_scene, ramp_weights, scene_position, tile_starts
 
 H, W = 700, 600
 
@@ -244,3 +244,66 @@ def test_write_geojson_in_pixel_coordinates(tmp_path):
     blended = overlay_image(image, mask)
     assert (blended[~mask] == 100).all()
     assert (blended[mask][:, 0] > 100).all() and (blended[mask][:, 1] < 100).all()
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("building in the upper left", ("building", "upper left")),
+        ("vegetation in the top right corner", ("vegetation", "upper right")),
+        ("water at the bottom of the scene", ("water", "bottom")),
+        ("road in the centre", ("road", "center")),
+        ("vehicle in the parking area on the left", ("vehicle in the parking area", "left")),
+        # Not a scene position: a relation to another object, or nothing left once removed.
+        ("the building on the left of the road", ("the building on the left of the road", None)),
+        ("the left", ("the left", None)),
+        ("road along the river", ("road along the river", None)),
+    ],
+)
+def test_scene_position_parsing(expression, expected):
+    assert scene_position(expression) == expected
+
+
+def test_positions_refer_to_the_scene(tmp_path, geotiff, pixel_model, monkeypatch):
+    src = geotiff(tmp_path / "scene.tif", H, W, seed=5)
+    seg = Segmenter(pixel_model)
+    fed = []
+    tokenize = seg.tokenize
+    monkeypatch.setattr(
+        seg, "tokenize", lambda texts: (fed.append(list(texts)), tokenize(texts))[1]
+    )
+    names = ["zebra", "zebra in the upper left", "zebra on the right"]
+    kwargs = {"tile": 64, "overlap": 16, "progress": False, "probabilities": True}
+    predict_scene(src, names, tmp_path / "scene.tif.out.tif", seg, **kwargs)
+    probs = _read(tmp_path / "scene.tif.out.tif")[0]
+    # The model saw the expressions without their position phrases.
+    assert fed == [["zebra", "zebra", "zebra"]]
+    assert (probs[0] > 0).all()
+    upper_left = np.zeros((H, W), bool)
+    upper_left[: H // 2, : W // 2] = True
+    np.testing.assert_array_equal(probs[1], np.where(upper_left, probs[0], 0))
+    right = np.zeros((H, W), bool)
+    right[:, round(W * 2 / 3) :] = True
+    np.testing.assert_array_equal(probs[2], np.where(right, probs[0], 0))
+    # Window mode: the model reads the whole expression in every window (here: the same pixels).
+    fed.clear()
+    predict_scene(src, names, tmp_path / "window.tif", seg, positions="window", **kwargs)
+    assert fed == [names]
+    window = _read(tmp_path / "window.tif")[0]
+    np.testing.assert_array_equal(window[1], window[0])
+
+
+def test_unrecognised_position_words_warn(tmp_path, geotiff, pixel_model):
+    src = geotiff(tmp_path / "scene.tif", 96, 96)
+    with pytest.warns(UserWarning, match="no scene region recognised"):
+        predict_scene(
+            src,
+            "zebra in the north",
+            tmp_path / "o.tif",
+            Segmenter(pixel_model),
+            tile=64,
+            overlap=16,
+            progress=False,
+        )
+    with pytest.raises(RRSISError, match="positions must be"):
+        predict_scene(src, "zebra", tmp_path / "p.tif", Segmenter(pixel_model), positions="map")

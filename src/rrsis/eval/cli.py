@@ -1,4 +1,4 @@
-"""``rrsis evaluate`` and ``rrsis benchmark``.
+"""``rrsis evaluate``, ``rrsis calibrate``, ``rrsis compare`` and ``rrsis benchmark``.
 
 Both only parse arguments, call :mod:`rrsis.eval` and print; user mistakes raise
 :class:`rrsis.errors.RRSISError` subclasses that the top-level CLI prints as one line.
@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from rrsis.errors import ModelError, OutputExistsError, RRSISError
+from rrsis.eval.uncertainty import DEFAULT_RESAMPLES
 
 _FORMATS = ("auto", "refsegrs", "rrsisd")
 
@@ -118,6 +119,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             input_size=input_size,
             threshold=args.threshold,
+            resamples=args.resamples,
         )
     result.update(
         {
@@ -132,6 +134,78 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(table, end="")
     if out is not None:
         write_json(result, out)
+        out.with_suffix(".md").write_text(table, encoding="utf-8")
+        print(f"wrote {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+def _read_result(path: Path) -> dict:
+    import json
+
+    if not path.is_file():
+        raise RRSISError(f"{path}: no such file")
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RRSISError(f"{path}: not a JSON file ({error})") from None
+    if not isinstance(result, dict) or not isinstance(result.get("samples"), list):
+        raise RRSISError(
+            f"{path}: no per-sample records; write it with `rrsis evaluate ... --out {path.name}`"
+        )
+    return result
+
+
+def _parse_by(spec: str) -> tuple[str, ...]:
+    from rrsis.eval.breakdown import GROUPINGS
+
+    names = tuple(name.strip() for name in spec.split(",") if name.strip())
+    unknown = [name for name in names if name not in GROUPINGS]
+    if unknown:
+        raise RRSISError(f"--by: unknown grouping {unknown[0]!r}; known: {', '.join(GROUPINGS)}")
+    return names
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from rrsis.eval.breakdown import GROUPINGS
+    from rrsis.eval.report import compare_markdown, write_json
+    from rrsis.eval.uncertainty import paired_difference
+
+    if args.resamples < 100:
+        raise RRSISError(f"--resamples must be at least 100, got {args.resamples}")
+    out = None if args.out is None else Path(args.out)
+    if out is not None:
+        if out.suffix.lower() != ".json":
+            raise RRSISError(f"{out}: --out must name a .json file")
+        _check_out(out, args.overwrite)
+    by = _parse_by(args.by)
+    a, b = _read_result(args.a), _read_result(args.b)
+    for key in ("split", "protocol", "empty_iou"):
+        if key in a and key in b and a[key] != b[key]:
+            raise RRSISError(f"the results differ in {key}: {a[key]!r} (A) vs {b[key]!r} (B)")
+    kwargs = {"resamples": args.resamples, "seed": args.seed, "empty_iou": a.get("empty_iou", 0)}
+    rows = [("overall", paired_difference(a["samples"], b["samples"], **kwargs))]
+    for grouping in by:
+        present = {str(s.get(grouping)) for s in a["samples"]}
+        order = [g for g in GROUPINGS[grouping] if g in present] or sorted(present)
+        for group in order:
+            subset = {grouping: group}
+            rows.append(
+                (
+                    f"{grouping}: {group}",
+                    paired_difference(a["samples"], b["samples"], subset=subset, **kwargs),
+                )
+            )
+    comparison = {
+        "a": str(args.a),
+        "b": str(args.b),
+        "split": a.get("split"),
+        "rows": {name: row for name, row in rows},
+        "command": command_line(args),
+    }
+    table = compare_markdown(comparison)
+    print(table, end="")
+    if out is not None:
+        write_json(comparison, out)
         out.with_suffix(".md").write_text(table, encoding="utf-8")
         print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
@@ -232,6 +306,13 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resamples(text: str) -> int:
+    value = int(text)
+    if value != 0 and value < 100:
+        raise argparse.ArgumentTypeError(f"must be 0 (no interval) or at least 100, got {value}")
+    return value
+
+
 def _dataset_arguments(parser: argparse.ArgumentParser, data_help: str = "dataset root") -> None:
     parser.add_argument("--data", required=True, type=Path, help=data_help)
     parser.add_argument("--format", choices=_FORMATS, default="auto", help="dataset layout")
@@ -283,10 +364,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="foreground probability cut (default: the one stored with the weights, else 0.5 "
         "= the paper's arg-max)",
     )
+    ev.add_argument(
+        "--resamples",
+        type=_resamples,
+        default=DEFAULT_RESAMPLES,
+        help="bootstrap resamples of the overall 95 %% interval, whole images resampled "
+        f"(default {DEFAULT_RESAMPLES}; 0 = none)",
+    )
     ev.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     ev.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     ev.set_defaults(func=run_evaluate, _parser=ev)
+
+    cmp_ = subparsers.add_parser(
+        "compare",
+        help="is model B better than model A? paired bootstrap of two evaluations",
+        description=(
+            "Read two `rrsis evaluate --out` files scored on the same samples and print B - A "
+            "in mIoU and oIoU with a 95 %% interval and the share of resamples in which B is "
+            "ahead, overall and per group. Whole images are resampled with all their "
+            "expressions. This measures the noise of the sample of images only; another "
+            "training seed moves a model too."
+        ),
+    )
+    cmp_.add_argument("a", type=Path, metavar="A.json", help="the reference (e.g. shipped model)")
+    cmp_.add_argument("b", type=Path, metavar="B.json", help="the candidate")
+    cmp_.add_argument(
+        "--by",
+        default="kind,size",
+        help="comma-separated groupings to break the difference down by (default: kind,size; "
+        "also scatter, components, category; '' = overall only)",
+    )
+    cmp_.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES)
+    cmp_.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    cmp_.add_argument("--out", type=Path, metavar="COMPARISON.json", help="write JSON (+ .md)")
+    cmp_.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    cmp_.set_defaults(func=run_compare, _parser=cmp_)
 
     cal = subparsers.add_parser(
         "calibrate",

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from rrsis.data.stats import object_stats
 from rrsis.errors import ModelError, OutputExistsError
 from rrsis.eval.metrics import RefSegMetrics, summarize
+from rrsis.eval.uncertainty import DEFAULT_RESAMPLES
 from rrsis.models.io import default_threshold
 
 PROTOCOLS: tuple[str, ...] = ("native", "lavt")
@@ -164,6 +165,7 @@ def evaluate(
     overwrite: bool = False,
     input_size: int | None = None,
     threshold: float | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
 ) -> dict[str, Any]:
     """Predict every sample of ``dataset`` and score it.
 
@@ -187,9 +189,12 @@ def evaluate(
             Pass the size a model was trained at when it differs from its default.
         threshold: foreground-probability cut; ``None`` = the model's
             ``recommended_threshold`` if it has one, else 0.5 (the arg-max of the paper).
+        resamples: bootstrap resamples of the 95 % interval of the overall mIoU and oIoU
+            (whole images resampled, :mod:`rrsis.eval.uncertainty`); 0 = no interval.
 
     Returns:
-        ``{"protocol", "input_size", "threshold", "n", "overall": metrics, "breakdown": {grouping: {group:
+        ``{"protocol", "input_size", "threshold", "n", "overall": metrics, "interval": {"mIoU":
+        [low, high], "oIoU": [low, high], ...} or None, "breakdown": {grouping: {group:
         metrics}}, "samples": [per-sample records], "shuffle_expressions", "empty_iou",
         "model": model config, "seconds"}``; metrics in percent as in
         :meth:`RefSegMetrics.compute`.
@@ -269,6 +274,7 @@ def evaluate(
         "threshold": threshold,
         "n": len(metrics),
         "overall": metrics.compute(),
+        "interval": metrics.interval(resamples) if resamples and len(metrics) else None,
         "breakdown": metrics.compute_breakdown(),
         "samples": metrics.samples(),
         "shuffle_expressions": bool(shuffle_expressions),

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from rrsis.eval.breakdown import GROUPINGS, UNKNOWN, sample_groups
+from rrsis.eval.uncertainty import DEFAULT_RESAMPLES, bootstrap_interval, image_key
 
 PR_THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
 METRIC_KEYS: tuple[str, ...] = (
@@ -123,6 +124,7 @@ class RefSegMetrics:
         self._unions: list[int] = []
         self._groups: list[dict[str, str]] = []
         self._ids: list[str | None] = []
+        self._images: list[str] = []
 
     def __len__(self) -> int:
         return len(self._intersections)
@@ -166,10 +168,26 @@ class RefSegMetrics:
             self._unions.append(int(unions[i]))
             self._groups.append(sample_groups(meta, target_np[i], text))
             self._ids.append(None if meta.get("id") is None else str(meta["id"]))
+            self._images.append(image_key(meta, self._ids[-1]))
 
     def compute(self) -> dict[str, float | int]:
         """Metrics over every sample so far: ``Pr@0.5 .. Pr@0.9``, ``oIoU``, ``mIoU`` (%), ``n``."""
         return summarize(np.asarray(self._intersections), np.asarray(self._unions), self.empty_iou)
+
+    def interval(self, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict[str, Any]:
+        """Bootstrap interval of mIoU and oIoU over the images seen so far.
+
+        See :func:`rrsis.eval.uncertainty.bootstrap_interval`: whole images are resampled, with
+        all their expressions.
+        """
+        return bootstrap_interval(
+            self._intersections,
+            self._unions,
+            clusters=self._images,
+            resamples=resamples,
+            seed=seed,
+            empty_iou=self.empty_iou,
+        )
 
     def compute_breakdown(self) -> dict[str, dict[str, dict[str, float | int]]]:
         """The same metrics per group.
@@ -202,19 +220,24 @@ class RefSegMetrics:
         return result
 
     def samples(self) -> list[dict[str, Any]]:
-        """Per-sample records ``{"id", "I", "U", "IoU", <grouping>: group}`` in update order."""
+        """Per-sample records ``{"id", "image", "I", "U", "IoU", <grouping>: group}`` in update order.
+
+        ``image`` is the key of the image the expression is about
+        (:func:`rrsis.eval.uncertainty.image_key`), used to resample whole images.
+        """
         ious = per_sample_iou(
             np.asarray(self._intersections), np.asarray(self._unions), self.empty_iou
         )
         return [
             {
                 "id": sample_id,
+                "image": image,
                 "I": intersection,
                 "U": union,
                 "IoU": float(iou),
                 **groups,
             }
-            for sample_id, intersection, union, iou, groups in zip(
-                self._ids, self._intersections, self._unions, ious, self._groups
+            for sample_id, image, intersection, union, iou, groups in zip(
+                self._ids, self._images, self._intersections, self._unions, ious, self._groups
             )
         ]

@@ -70,7 +70,63 @@ def evaluation_markdown(result: Mapping[str, Any]) -> str:
     title = f"protocol `{result.get('protocol', '?')}`"
     if result.get("shuffle_expressions"):
         title += ", expressions shuffled across samples"
-    return f"Results ({title})\n\n" + _markdown(header, rows)
+    return f"Results ({title})\n\n" + _markdown(header, rows) + interval_line(result)
+
+
+def interval_line(result: Mapping[str, Any]) -> str:
+    """One sentence giving the overall bootstrap interval of a result, or ``""`` without one."""
+    interval = result.get("interval")
+    if not interval:
+        return ""
+    units = "images" if interval["unit"] == "image" else "expressions"
+    return (
+        f"\n{100 * interval['level']:.0f} % interval (bootstrap over {interval['n_units']} "
+        f"{units}, {interval['resamples']} resamples): mIoU {_fmt(interval['mIoU'][0])} - "
+        f"{_fmt(interval['mIoU'][1])}, oIoU {_fmt(interval['oIoU'][0])} - "
+        f"{_fmt(interval['oIoU'][1])}\n"
+    )
+
+
+def compare_markdown(comparison: Mapping[str, Any]) -> str:
+    """Table of a ``rrsis compare`` result: one row per subset, B - A with its interval."""
+    rows = []
+    first = None
+    for name, row in comparison["rows"].items():
+        first = first or row
+        m, o = row["mIoU"], row["oIoU"]
+        rows.append(
+            [
+                name,
+                row["n"],
+                m["a"],
+                m["b"],
+                f"{m['delta']:+.2f}",
+                f"{m['interval'][0]:+.2f} .. {m['interval'][1]:+.2f}",
+                f"{100 * m['p_b_ahead']:.1f} %",
+                f"{o['delta']:+.2f}",
+                f"{o['interval'][0]:+.2f} .. {o['interval'][1]:+.2f}",
+            ]
+        )
+    header = (
+        "subset",
+        "n",
+        "A mIoU",
+        "B mIoU",
+        "B - A mIoU",
+        "interval",
+        "resamples B ahead",
+        "B - A oIoU",
+        "interval",
+    )
+    intro = f"A = {comparison['a']}\nB = {comparison['b']}\n"
+    if first is not None:
+        units = "images" if first["unit"] == "image" else "expressions"
+        intro += (
+            f"{100 * first['level']:.0f} % intervals of the paired difference, bootstrap over "
+            f"{first['n_units']} {units} ({first['resamples']} resamples, seed {first['seed']}); "
+            "sampling noise only, not training noise.\n"
+        )
+    return intro + "\n" + _markdown(header, rows)
 
 
 def benchmark_row(name: str, result: Mapping[str, Any]) -> dict[str, Any]:

@@ -116,6 +116,7 @@ def _cmd_predict_scene(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             probabilities=args.probabilities,
             simplify=args.simplify,
+            positions=args.positions,
         )
     print(f"wrote {output}" + (f" and {vector}" if vector else ""))
     return 0
@@ -158,6 +159,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     scene.add_argument(
         "--simplify", type=float, default=None, help="polygon simplification (CRS units)"
+    )
+    scene.add_argument(
+        "--positions",
+        choices=("scene", "window"),
+        default="scene",
+        help="'in the upper left' etc. mean the scene's (default) or each window's",
     )
     scene.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_model_args(scene)

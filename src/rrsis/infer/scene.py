@@ -17,6 +17,13 @@ How it works:
   ``probabilities=True``), same CRS and geotransform as the input. Written atomically
   (temporary file in the same directory + rename); an existing output is refused unless
   ``overwrite``.
+* Positions ("buildings in the upper left") mean the **scene's** upper left, not each window's
+  (``positions="scene"``, the default): the position phrase is taken off the expression the model
+  sees, and the probabilities outside that part of the scene are set to 0, row band by row band.
+  The regions are those of the dataset builder (:data:`rrsis.data.relations.POSITIONS`: quadrants,
+  thirds, the centre ninth), applied to pixels rather than to object centroids, so an object
+  crossing the border is cut there. ``positions="window"`` feeds the expression as written:
+  each window then answers for its own upper left, as the model was trained on 512 px crops.
 * Band/dtype rules follow :mod:`rrsis.data.io`: 1 band is replicated, 4 bands keep the first three,
   non-``uint8`` scenes get a per-band 2-98 percentile stretch whose percentiles are estimated
   once for the whole scene from a decimated read (so that tiles share one stretch, no seams).
@@ -25,6 +32,7 @@ How it works:
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,6 +109,57 @@ def check_output(path: Path, overwrite: bool) -> None:
         raise OutputExistsError(f"{path}: output exists (use --overwrite to replace it)")
 
 
+# "in the upper left", "on the left", "at the top", "in the centre/middle" (the builder's
+# wording, rrsis.data.relations.position_phrase, and its common variants).
+_REGION_WORDS = {
+    "upper left": "upper left",
+    "top left": "upper left",
+    "upper right": "upper right",
+    "top right": "upper right",
+    "lower left": "lower left",
+    "bottom left": "lower left",
+    "lower right": "lower right",
+    "bottom right": "lower right",
+    "top": "top",
+    "bottom": "bottom",
+    "left": "left",
+    "right": "right",
+    "center": "center",
+    "centre": "center",
+    "middle": "center",
+}
+_POSITION_PHRASE = re.compile(
+    r"\s*\b(?:in|on|at)\s+the\s+("
+    + "|".join(sorted((re.escape(k) for k in _REGION_WORDS), key=len, reverse=True))
+    + r")(?:\s+(?:corner|part|side))?(?:\s+of\s+the\s+(?:image|scene))?\b(?!\s+of\b)",
+    re.IGNORECASE,
+)
+
+
+def scene_position(expression: str) -> tuple[str, str | None]:
+    """Split off a position phrase: ``("building", "upper left")`` for "building in the upper left".
+
+    Returns ``(expression, None)`` when the expression has no position phrase of the builder's
+    regions (:data:`rrsis.data.relations.POSITIONS`). Only a phrase that can be removed leaving
+    words behind counts ("the left" alone is kept as it is).
+    """
+    match = _POSITION_PHRASE.search(expression)
+    if match is None:
+        return expression, None
+    rest = " ".join((expression[: match.start()] + " " + expression[match.end() :]).split())
+    if not rest:
+        return expression, None
+    return rest, _REGION_WORDS[match.group(1).lower()]
+
+
+def region_bounds(region: str, height: int, width: int) -> tuple[int, int, int, int]:
+    """``(row0, row1, col0, col1)`` pixel bounds of a named region of a ``height x width`` scene."""
+    from rrsis.data.relations import POSITIONS
+
+    (r0, r1), (c0, c1) = POSITIONS[region]
+    return (round(r0 * height), round(r1 * height), round(c0 * width), round(c1 * width))
+
+
 def _blended_rows(dataset, to_rgb, segmenter, word_ids, word_mask, tile, overlap, batch, bar):
     """Yield ``(row, probs (E, rows, W))``: final blended probabilities, band by band, top down."""
     from rasterio.windows import Window
@@ -151,6 +210,20 @@ def _blended_rows(dataset, to_rgb, segmenter, word_ids, word_mask, tile, overlap
         yield y0, final  # a view: valid until the next iteration
 
 
+def _keep_regions(probs: np.ndarray, y0: int, bounds) -> None:
+    """Zero, in place, each band's probabilities outside its region (rows ``y0 ...``)."""
+    rows = probs.shape[1]
+    for band, box in enumerate(bounds):
+        if box is None:
+            continue
+        r0, r1, c0, c1 = box
+        inside_top, inside_bottom = max(r0 - y0, 0), min(max(r1 - y0, 0), rows)
+        probs[band, :inside_top] = 0.0
+        probs[band, inside_bottom:] = 0.0
+        probs[band, :, :c0] = 0.0
+        probs[band, :, c1:] = 0.0
+
+
 class _BlockRowWriter:
     """Writes row bands so that every block row of the tiled output is written once, whole.
 
@@ -193,6 +266,7 @@ def predict_scene(
     progress: bool = True,
     probabilities: bool = False,
     simplify: float | None = None,
+    positions: str = "scene",
 ) -> Path:
     """Segment a GeoTIFF scene for one or several expressions.
 
@@ -211,6 +285,8 @@ def predict_scene(
         probabilities: write ``float32`` probabilities instead of ``uint8`` 0/255 masks (the
             vector output still uses the segmenter's threshold).
         simplify: polygon simplification tolerance in CRS units (``None``: exact pixel edges).
+        positions: ``"scene"``: a position phrase ("in the upper left") selects that part of
+            the scene (see the module docstring); ``"window"``: each window reads it for itself.
 
     Returns:
         ``dst`` as a :class:`~pathlib.Path`.
@@ -223,6 +299,23 @@ def predict_scene(
     src, dst = Path(src), Path(dst)
     vector = None if vector is None else Path(vector)
     names = [expressions] if isinstance(expressions, str) else list(expressions)
+    if positions not in ("scene", "window"):
+        raise RRSISError(f"positions must be 'scene' or 'window', got {positions!r}")
+    if positions == "scene":
+        from rrsis.data.builder import infer_kind
+
+        fed, regions = zip(*(scene_position(name) for name in names))
+        for name, region in zip(names, regions):
+            if region is None and infer_kind(name) == "position":
+                warnings.warn(
+                    f"{name!r}: no scene region recognised in its position words (known: in the "
+                    "upper left/right, lower left/right, centre; at the top/bottom; on the "
+                    "left/right); each window reads them for itself",
+                    UserWarning,
+                    stacklevel=2,
+                )
+    else:
+        fed, regions = tuple(names), (None,) * len(names)
     if tile < MIN_SIDE or not 0 <= overlap < tile:
         raise RRSISError(f"need tile >= {MIN_SIDE} and 0 <= overlap < tile, got {tile}/{overlap}")
     if not src.is_file():
@@ -232,7 +325,7 @@ def predict_scene(
             raise OutputExistsError(f"{out}: output would overwrite the input scene")
         if out is not None:
             check_output(out, overwrite)
-    word_ids, word_mask = segmenter.tokenize(names)
+    word_ids, word_mask = segmenter.tokenize(list(fed))
 
     try:
         dataset = rasterio.open(src)
@@ -297,7 +390,12 @@ def predict_scene(
                     bands = _blended_rows(
                         dataset, to_rgb, segmenter, word_ids, word_mask, tile, overlap, batch, bar
                     )
+                    bounds = [
+                        None if region is None else region_bounds(region, height, width)
+                        for region in regions
+                    ]
                     for y0, probs in bands:
+                        _keep_regions(probs, y0, bounds)
                         masks = probs > segmenter.threshold
                         writer.add(probs if probabilities else masks.view(np.uint8) * np.uint8(255))
                         if vectorizer is not None:
