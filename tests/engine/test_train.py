@@ -220,7 +220,14 @@ def test_fit_to_time_ends_early_with_the_schedule_completed(
     record = json.loads((out / "hparams.json").read_text())
     assert record["trainer"]["fit_to_time"] is True
     assert record["fit_to_time_events"] == [
-        {"after_epoch": 0, "epoch_s": 10.0, "epochs": "10 -> 4", "schedule_end_step": 8}
+        {
+            "after_epoch": 0,
+            "epoch_s": 10.0,
+            "epochs": "10 -> 4",
+            "fits": 4,
+            "schedule_start_step": 2,
+            "schedule_end_step": 8,
+        }
     ]
     assert record["global_step"] == 8
     val_rows = [r for r in read_metrics(out) if r.get("val/mIoU")]
@@ -230,6 +237,55 @@ def test_fit_to_time_ends_early_with_the_schedule_completed(
     assert scheduler["last_epoch"] == 8
     # The planned 20-step schedule would still be at (1 - 8/20) ** 0.9 = 63 % of the lr.
     assert scheduler["_last_lr"][0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_fit_to_time_resume_keeps_the_shortened_schedule(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A run cut after its schedule was shortened resumes on the short schedule (session 8 bug:
+    it went back to the planned epochs and lr, so the lr jumped up after the resume)."""
+    import functools
+
+    import rrsis.engine.train as train_module
+
+    now = [0.0]
+
+    def clock() -> float:  # 10 s per reading, as above
+        now[0] += 10.0
+        return now[0]
+
+    monkeypatch.setattr(
+        train_module,
+        "FitScheduleToTime",
+        functools.partial(train_module.FitScheduleToTime, clock=clock),
+    )
+    out = tmp_path / "run"
+    # Shortened to 4 epochs (8 steps) after epoch 0, then "killed" after step 4 (epoch 1).
+    _fit(tree, out, epochs=10, max_time="00:00:50", fit_to_time=True, stop_after_steps=4)
+    cut = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert cut["global_step"] == 4
+    lr_at_cut = cut["lr_schedulers"][0]["_last_lr"][0]
+    # The short schedule at step 4 of 8: 0.05 * (1 - 2/20) ** 0.9 * (1 - 2/6) ** 0.9.
+    assert lr_at_cut == pytest.approx(0.05 * 0.9**0.9 * (2 / 3) ** 0.9, rel=1e-6)
+    now[0] = 0.0
+    train(
+        None,
+        [],
+        out,
+        resume=True,
+        model=TinyNet(),
+        progress_bar=False,
+        max_time="00:00:50",
+        fit_to_time=True,
+    )
+    record = json.loads((out / "hparams.json").read_text())
+    # It ended where the short schedule ends, with the lr at 0. The planned schedule would have
+    # gone back to 0.05 * (1 - 4/20) ** 0.9 = 82 % of the peak and been re-fitted after epoch 2
+    # to end at epoch 6 (step 12).
+    assert record["global_step"] == 8 and record["epochs_done"] == 4
+    assert record["fit_to_time_events"][0]["epochs"] == "10 -> 4"  # the earlier part's, kept
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["lr_schedulers"][0]["_last_lr"][0] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_fit_to_time_needs_max_time(tree: Path, tmp_path: Path):

@@ -119,8 +119,10 @@ class FitScheduleToTime(pl.Callback):
     epochs. Each change is kept in ``events``.
 
     A resumed run counts the training time of its earlier part (Lightning's ``Timer`` keeps it in
-    the checkpoint, as it does for ``max_time``); re-targeting itself is not stored, so a resumed
-    run starts from the planned schedule and re-fits after its first epoch.
+    the checkpoint, as it does for ``max_time``), and continues on the schedule it had: the
+    re-targets are stored in the checkpoint (:meth:`state_dict`) and applied again, in order, when
+    training restarts, with the shortened ``max_epochs``. (Before session 8 they were not stored:
+    a run resumed in the middle of a shortened schedule jumped back to the planned, higher lr.)
 
     Args:
         budget_s: the run's wall-time budget in seconds, counted from the start of training.
@@ -140,6 +142,14 @@ class FitScheduleToTime(pl.Callback):
         self._start = 0.0
         self._first_epoch = 0
         self._before = 0.0
+        self._to_reapply: list[dict[str, Any]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"events": [dict(event) for event in self.events]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.events = [dict(event) for event in state_dict.get("events", [])]
+        self._to_reapply = list(self.events)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = self.clock()
@@ -147,6 +157,21 @@ class FitScheduleToTime(pl.Callback):
         # Training time spent before a resume (0 for a fresh run).
         timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
         self._before = float(timers[0]._offset) if timers else 0.0
+        # A resumed run: the schedulers were rebuilt as planned; shorten them again, in order.
+        for event in self._to_reapply:
+            self._retarget_schedulers(
+                trainer, event["schedule_start_step"], event["schedule_end_step"]
+            )
+            trainer.fit_loop.max_epochs = min(trainer.fit_loop.max_epochs, event["fits"])
+        self._to_reapply = []
+
+    def _retarget_schedulers(self, trainer: pl.Trainer, start: int, end: int) -> None:
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                scheduler.lr_lambdas = [
+                    _retarget(fn, start, end, self.power) for fn in scheduler.lr_lambdas
+                ]
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         done = trainer.current_epoch + 1 - self._first_epoch
@@ -162,18 +187,16 @@ class FitScheduleToTime(pl.Callback):
         trainer.fit_loop.max_epochs = fits
         steps_per_epoch = max(1, trainer.num_training_batches // trainer.accumulate_grad_batches)
         end = fits * steps_per_epoch
-        for config in trainer.lr_scheduler_configs:
-            scheduler = config.scheduler
-            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-                scheduler.lr_lambdas = [
-                    _retarget(fn, scheduler.last_epoch, end, self.power)
-                    for fn in scheduler.lr_lambdas
-                ]
+        schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
+        start = int(schedulers[0].last_epoch) if schedulers else int(trainer.global_step)
+        self._retarget_schedulers(trainer, start, end)
         self.events.append(
             {
                 "after_epoch": int(trainer.current_epoch),
                 "epoch_s": round(per_epoch, 1),
                 "epochs": f"{planned} -> {fits}",
+                "fits": fits,
+                "schedule_start_step": start,
                 "schedule_end_step": end,
             }
         )
@@ -466,6 +489,7 @@ def train(
         record["global_step"] = int(trainer.global_step)
         record["epochs_done"] = int(trainer.current_epoch)
         if fitter is not None:
-            record.setdefault("fit_to_time_events", []).extend(fitter.events)
+            # Those of the earlier part of a resumed run too (restored from the checkpoint).
+            record["fit_to_time_events"] = list(fitter.events)
         hparams_path.write_text(json.dumps(record, indent=2))
     return Path(best)

@@ -80,15 +80,33 @@ def _check_out(path: Path, overwrite: bool) -> None:
             raise OutputExistsError(f"{target}: exists (pass --overwrite to replace it)")
 
 
+def _json_out(args: argparse.Namespace) -> Path | None:
+    """``--out`` checked before any work: a ``.json`` path, not existing unless ``--overwrite``."""
+    if args.out is None:
+        return None
+    out = Path(args.out)
+    if out.suffix.lower() != ".json":
+        raise RRSISError(f"{out}: --out must name a .json file")
+    _check_out(out, args.overwrite)
+    return out
+
+
+def _emit(result: dict, table: str, out: Path | None) -> None:
+    """Print the table; with ``out``, also write the JSON and the table beside it (``.md``)."""
+    from rrsis.eval.report import write_json
+
+    print(table, end="")
+    if out is not None:
+        write_json(result, out)
+        out.with_suffix(".md").write_text(table, encoding="utf-8")
+        print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from rrsis.eval.evaluate import evaluate, open_dataset
-    from rrsis.eval.report import evaluation_markdown, write_json
+    from rrsis.eval.report import evaluation_markdown
 
-    out = None if args.out is None else Path(args.out)
-    if out is not None:
-        if out.suffix.lower() != ".json":
-            raise RRSISError(f"{out}: --out must name a .json file")
-        _check_out(out, args.overwrite)
+    out = _json_out(args)
     dataset = open_dataset(args.data, args.split, args.format)
     model, untrained = resolve_model(args.model, args.device)
     if untrained:
@@ -130,12 +148,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             "command": command_line(args),
         }
     )
-    table = evaluation_markdown(result)
-    print(table, end="")
-    if out is not None:
-        write_json(result, out)
-        out.with_suffix(".md").write_text(table, encoding="utf-8")
-        print(f"wrote {out} and {out.with_suffix('.md')}")
+    _emit(result, evaluation_markdown(result), out)
     return 0
 
 
@@ -167,16 +180,12 @@ def _parse_by(spec: str) -> tuple[str, ...]:
 
 def run_compare(args: argparse.Namespace) -> int:
     from rrsis.eval.breakdown import GROUPINGS
-    from rrsis.eval.report import compare_markdown, write_json
+    from rrsis.eval.report import compare_markdown
     from rrsis.eval.uncertainty import paired_difference
 
     if args.resamples < 100:
         raise RRSISError(f"--resamples must be at least 100, got {args.resamples}")
-    out = None if args.out is None else Path(args.out)
-    if out is not None:
-        if out.suffix.lower() != ".json":
-            raise RRSISError(f"{out}: --out must name a .json file")
-        _check_out(out, args.overwrite)
+    out = _json_out(args)
     by = _parse_by(args.by)
     a, b = _read_result(args.a), _read_result(args.b)
     for key in ("split", "protocol", "empty_iou"):
@@ -202,12 +211,7 @@ def run_compare(args: argparse.Namespace) -> int:
         "rows": {name: row for name, row in rows},
         "command": command_line(args),
     }
-    table = compare_markdown(comparison)
-    print(table, end="")
-    if out is not None:
-        write_json(comparison, out)
-        out.with_suffix(".md").write_text(table, encoding="utf-8")
-        print(f"wrote {out} and {out.with_suffix('.md')}")
+    _emit(comparison, compare_markdown(comparison), out)
     return 0
 
 
