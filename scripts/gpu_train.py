@@ -70,7 +70,17 @@ VARIANTS: dict[str, list[str]] = {
     "b8": ["--batch-size", "8", "--lr", "6e-4", "--workers", "4", *COMMON],
     # The shipped recipe at 384 px (1.44x the pixels, ~86 ms per CPU tile against ~69 at 320):
     # small and medium targets (53 % of val, 7.5 and 30 val mIoU) lose the most to the resize.
-    "b8_384": ["--batch-size", "8", "--lr", "6e-4", "--input-size", "384", "--workers", "4", *COMMON],
+    "b8_384": [
+        "--batch-size",
+        "8",
+        "--lr",
+        "6e-4",
+        "--input-size",
+        "384",
+        "--workers",
+        "4",
+        *COMMON,
+    ],
     "b16_photo": [
         *("--batch-size", "16", "--lr", "8.5e-4", "--photometric", "0.3"),
         *("--workers", "4", *COMMON),
@@ -142,8 +152,7 @@ def stage(args: argparse.Namespace) -> int:
     for path in (STAGE / "dubai-aerial").rglob("*"):  # the source tree may be read-only
         path.chmod(0o755 if path.is_dir() else 0o644)
     (STAGE / "dubai-aerial").chmod(0o755)
-    sys.path.insert(0, str(REPO / "scripts"))
-    from train_default import TIMING_EXPRESSION
+    from rrsis.engine.timing import TIMING_EXPRESSION
 
     texts = [*expressions(roots), TIMING_EXPRESSION]
     encoder = MiniLMTextEncoder(pretrained=True, freeze=True)

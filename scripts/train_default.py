@@ -39,8 +39,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DUBAI = REPO.parent / "shared" / "data" / "dubai-aerial"
-# The expression of the timing steps that fit the epochs to the budget.
-TIMING_EXPRESSION = "the building next to the road"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -210,36 +208,15 @@ def fit_epochs(
     """
     import torch
 
-    from rrsis.engine.losses import WeightedCrossEntropy
-    from rrsis.engine.module import freeze_encoders
-    from rrsis.engine.optim import build_optimizer, param_groups
-    from rrsis.engine.train import build_model
+    from rrsis.engine.timing import time_bare_steps
 
-    model = build_model(model_name, config.model_kwargs, tiny=smoke)
-    freeze_encoders(model, text=config.freeze_text, vision=config.freeze_vision)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device).train()
-    freeze_encoders(model, text=config.freeze_text, vision=config.freeze_vision)
-    optimizer, _ = build_optimizer(param_groups(model, config.lr, config.weight_decay), 10)
-    size, batch = config.input_size or model.input_size, config.batch_size
-    image = torch.randn(batch, 3, size, size, device=device)
-    ids, mask = model.tokenize([TIMING_EXPRESSION] * batch)
-    target = torch.rand(batch, size, size, device=device) > 0.8
-    loss_fn = WeightedCrossEntropy().to(device)
     # GPU steps take milliseconds and vary more (other runs may share the card): time more.
     warmup, timed = (5, 20) if device == "cuda" else (1, 2)
-    times = []
-    for _ in range(warmup + timed):
-        start = time.perf_counter()
-        loss = loss_fn(model(image, ids.to(device), mask.to(device)), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+    times = time_bare_steps(model_name, config, device, warmup, timed, tiny=smoke)
+    size, batch = config.input_size or "the model's ", config.batch_size
     # The first steps pay one-off allocation costs; the median of the rest resists outliers.
-    per_step = sorted(times[warmup:])[timed // 2] * max(1, share)
+    per_step = sorted(times)[timed // 2] * max(1, share)
     steps_per_epoch = max(1, n_train // batch)
     fitted = int(0.85 * budget_s / (per_step * steps_per_epoch * 1.15))  # +15 %: val, loading
     epochs = max(1, min(config.epochs, fitted))

@@ -90,13 +90,12 @@ def test_fit_epochs_gives_each_run_its_share_of_the_device(gpu_train, monkeypatc
 
     import train_default
 
+    import rrsis.engine.timing as timing
     from rrsis.engine.presets import get_preset
 
     # A clock on which every timed training step takes exactly one second.
     ticks = itertools.count()
-    monkeypatch.setattr(
-        train_default, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks))
-    )
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
     config = get_preset("default")
     config.epochs, config.input_size, config.batch_size = 10_000, 64, 8
 

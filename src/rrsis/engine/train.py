@@ -263,6 +263,8 @@ def train(
     preload: bool | None = None,
     fit_to_time: bool = False,
     init: str | Path | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+    deterministic: bool | str = "warn",
 ) -> Path:
     """Train a model and export its best-on-validation weights.
 
@@ -302,6 +304,11 @@ def train(
             instead of the registry's initialisation. The file's architecture is used
             (``model_name``, if given, must name it) and its recorded threshold is dropped
             (it was chosen for the old weights). Ignored on resume.
+
+        callbacks: extra Lightning callbacks (e.g. :class:`rrsis.engine.timing.StepTimer`).
+        deterministic: passed to ``pl.Trainer``: ``"warn"`` (default) uses deterministic
+            kernels where PyTorch has them and warns where it has not; ``False`` lets cuDNN
+            pick the fastest (non-reproducible) ones.
 
     Returns:
         Path of the best checkpoint (``last.ckpt`` if validation never ran).
@@ -438,10 +445,11 @@ def train(
         gradient_clip_val=config.grad_clip or None,
         callbacks=[best_cb, step_cb]
         + ([fitter] if fitter else [])
-        + ([_StopAfter(stop_after_steps)] if stop_after_steps else []),
+        + ([_StopAfter(stop_after_steps)] if stop_after_steps else [])
+        + list(callbacks),
         logger=_loggers(out),
         default_root_dir=out,
-        deterministic="warn",
+        deterministic=deterministic,
         log_every_n_steps=min(10, max(1, config.ckpt_every_n_steps)),
         enable_progress_bar=progress_bar,
         enable_model_summary=progress_bar,

@@ -1,0 +1,148 @@
+"""Where a training step's time goes: bare model steps against real ones, split by phase.
+
+On a lent GPU the default recipe reached 5.7-7 steps/s where bare steps on random tensors timed
+~18-20 (sessions 5-8). This script measures the pieces on one configuration and prints one JSON
+object, so one short device call can say which piece costs the difference:
+
+* ``bare``: forward, weighted cross-entropy, backward and AdamW step of the model alone on random
+  tensors (what ``scripts/train_default.py`` plans epochs with; ``rrsis.engine.timing``);
+* ``real``: ``rrsis.engine.train.train`` on the real data for ``--steps`` steps (no validation),
+  each step split by :class:`rrsis.engine.timing.StepTimer` into ``wait`` (between batches: the
+  loader, Lightning's logging and checkpointing) and ``step`` (the module's training step with the
+  auxiliary head, the Dice term, backward and optimiser).
+
+Switches isolate the suspects: ``--no-deterministic`` (cuDNN's fastest kernels),
+``--semantic-weight 0`` (no auxiliary head), ``--workers``, ``--preload``, ``--batch-size``,
+``--input-size``. On the GPU machine, after ``gpu_train.py run`` has built the data::
+
+    python3 benchmarks/bench_train_step.py --device cuda --preload --workers 4 \\
+        --dubai-src .gpu/dubai-aerial
+    python3 benchmarks/bench_train_step.py --device cuda --preload --workers 4 \\
+        --dubai-src .gpu/dubai-aerial --no-deterministic
+
+Here (2 CPU cores) ``--steps 12`` takes about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        type=Path,
+        default=[REPO / "data" / "dubai_dense", REPO / "data" / "synth"],
+        help="training roots (default: the shipped recipe's)",
+    )
+    parser.add_argument("--val-data", type=Path, default=REPO / "data" / "dubai")
+    parser.add_argument(
+        "--dubai-src",
+        type=Path,
+        default=REPO.parent / "shared" / "data" / "dubai-aerial",
+        help="label maps of the auxiliary loss",
+    )
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--steps", type=int, default=60, help="real steps timed (after --skip)")
+    parser.add_argument("--skip", type=int, default=5, help="first steps not timed")
+    parser.add_argument("--bare-steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--input-size", type=int)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--semantic-weight",
+        type=float,
+        default=0.5,
+        help="auxiliary loss weight (shipped recipe, scripts/train_default.py: 0.5; 0 = no head)",
+    )
+    parser.add_argument("--preload", action="store_true")
+    parser.add_argument("--no-deterministic", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--tiny", action="store_true", help="tiny model (tests)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from rrsis.engine.presets import get_preset
+    from rrsis.engine.timing import StepTimer, time_bare_steps
+    from rrsis.engine.train import train
+
+    config = get_preset("default")
+    config.workers = args.workers
+    config.preload = args.preload
+    config.epochs = 1000  # --steps ends the run
+    config.ckpt_every_n_steps = 200  # as on the GPU; the CPU preset's 25 would be timed too
+    config.semantic_weight = args.semantic_weight
+    for key, value in (("batch_size", args.batch_size), ("input_size", args.input_size)):
+        if value is not None:
+            setattr(config, key, value)
+    labels = args.dubai_src if config.semantic_weight > 0 else None
+    if labels is not None and not labels.is_dir():
+        print(f"{labels} missing: auxiliary loss off", file=sys.stderr)
+        config.semantic_weight, labels = 0.0, None
+    if args.tiny:
+        config.input_size = config.input_size if args.input_size else 64
+
+    bare = time_bare_steps(config.model_name, config, args.device, 3, args.bare_steps, args.tiny)
+    timer = StepTimer(skip=args.skip)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(
+            config.model_name,
+            args.data,
+            Path(tmp) / "run",
+            val_root=args.val_data,
+            config=config,
+            max_steps=args.skip + args.steps,
+            tiny=args.tiny,
+            progress_bar=False,
+            accelerator="gpu" if args.device == "cuda" else "cpu",
+            semantic_labels=labels,
+            callbacks=[timer],
+            deterministic=not args.no_deterministic and "warn",
+        )
+    bare_ms = 1000 * statistics.median(bare)
+    real = timer.summary()
+    result = {
+        "benchmark": "train_step_breakdown",
+        "device": torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else platform.processor() or platform.machine(),
+        "model": config.model_name,
+        "batch_size": config.batch_size,
+        "input_size": config.input_size,
+        "workers": config.workers,
+        "preload": bool(config.preload),
+        "semantic_weight": config.semantic_weight,
+        "deterministic": not args.no_deterministic,
+        "threads": torch.get_num_threads(),
+        "bare": {
+            "steps_timed": len(bare),
+            "step_ms_median": round(bare_ms, 2),
+            "steps_per_s": round(1000 / bare_ms, 2),
+        },
+        "real": real,
+        "real_over_bare": round(
+            (real.get("step_ms_median", 0) + real.get("wait_ms_median", 0)) / bare_ms, 2
+        ),
+        "torch": torch.__version__,
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
