@@ -71,6 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run-dir", type=Path, help="run directory (default: ROOT/runs/default)")
     # Recipe overrides, for runs on a lent GPU (scripts/gpu_train.py) and for probes; the
     # shipped CPU model uses the preset's values.
+    parser.add_argument(
+        "--model",
+        help="train this registry model with the default recipe instead of the preset's "
+        "lgce_effnet_minilm (e.g. lavt_effnet_minilm: the same model without LGCE)",
+    )
     parser.add_argument("--batch-size", type=int, help="override the preset's batch size")
     parser.add_argument("--lr", type=float, help="override the preset's learning rate")
     parser.add_argument(
@@ -242,7 +247,7 @@ def train_default(args: argparse.Namespace, root: Path, run_dir: Path) -> Path:
         args.smoke,
         args.dense_stride,
     )
-    config = get_preset("default")
+    config = get_preset("default", args.model)
     config.seed, config.workers = args.seed, args.workers
     for key, value in (
         ("batch_size", args.batch_size),

@@ -29,3 +29,18 @@ def test_train_default_smoke(tmp_path: Path):
 
     model = load_model(weights)
     assert model.input_size == hparams["train"]["input_size"] == 64
+
+
+def test_train_default_other_model(tmp_path: Path):
+    """--model trains another registry model with the default recipe (e.g. LAVT without LGCE)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run_dir = tmp_path / "runs" / "lavt"
+    cmd = [sys.executable, str(SCRIPT), "--smoke", "--root", str(tmp_path), "--train-only"]
+    cmd += ["--model", "lavt_effnet_minilm", "--run-dir", str(run_dir)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hparams = json.loads((run_dir / "hparams.json").read_text())
+    assert hparams["train"]["model_name"] == "lavt_effnet_minilm"
+    assert hparams["train"]["model_kwargs"] == {"coord_features": True}  # no LGCE scale
+    assert hparams["model_config"]["name"] == "lavt_effnet_minilm"
+    assert not (tmp_path / "src/rrsis/weights/default.safetensors").exists()  # nothing shipped
