@@ -385,7 +385,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="is model B better than model A? paired bootstrap of two evaluations",
         description=(
             "Read two `rrsis evaluate --out` files scored on the same samples and print B - A "
-            "in mIoU and oIoU with a 95 %% interval and the share of resamples in which B is "
+            "in mIoU and oIoU with a 95 % interval and the share of resamples in which B is "
             "ahead, overall and per group. Whole images are resampled with all their "
             "expressions. This measures the noise of the sample of images only; another "
             "training seed moves a model too."
@@ -399,7 +399,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated groupings to break the difference down by (default: kind,size; "
         "also scatter, components, category; '' = overall only)",
     )
-    cmp_.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES)
+    cmp_.add_argument(
+        "--resamples",
+        type=int,
+        default=DEFAULT_RESAMPLES,
+        help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})",
+    )
     cmp_.add_argument("--seed", type=int, default=0, help="seed of the resampling")
     cmp_.add_argument("--out", type=Path, metavar="COMPARISON.json", help="write JSON (+ .md)")
     cmp_.add_argument("--overwrite", action="store_true", help="replace an existing --out")
