@@ -305,5 +305,7 @@ def test_unrecognised_position_words_warn(tmp_path, geotiff, pixel_model):
             overlap=16,
             progress=False,
         )
+    with pytest.raises(RRSISError, match="at least one expression"):
+        predict_scene(src, [], tmp_path / "q.tif", Segmenter(pixel_model))
     with pytest.raises(RRSISError, match="positions must be"):
         predict_scene(src, "zebra", tmp_path / "p.tif", Segmenter(pixel_model), positions="map")

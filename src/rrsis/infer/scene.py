@@ -299,6 +299,8 @@ def predict_scene(
     src, dst = Path(src), Path(dst)
     vector = None if vector is None else Path(vector)
     names = [expressions] if isinstance(expressions, str) else list(expressions)
+    if not names:
+        raise RRSISError("give at least one expression")
     if positions not in ("scene", "window"):
         raise RRSISError(f"positions must be 'scene' or 'window', got {positions!r}")
     if positions == "scene":
