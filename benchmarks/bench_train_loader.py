@@ -23,21 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _recipe_data import add_recipe_data_arguments  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data",
-        nargs="+",
-        type=Path,
-        default=[REPO / "data" / "dubai_dense", REPO / "data" / "synth"],
-    )
-    parser.add_argument("--val-data", type=Path, default=REPO / "data" / "dubai")
-    parser.add_argument(
-        "--labels", type=Path, default=REPO.parent / "shared" / "data" / "dubai-aerial"
-    )
+    add_recipe_data_arguments(parser)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)

@@ -16,9 +16,9 @@ Switches isolate the suspects: ``--no-deterministic`` (cuDNN's fastest kernels),
 ``--input-size``. On the GPU machine, after ``gpu_train.py run`` has built the data::
 
     python3 benchmarks/bench_train_step.py --device cuda --preload --workers 4 \\
-        --dubai-src .gpu/dubai-aerial
+        --labels .gpu/dubai-aerial
     python3 benchmarks/bench_train_step.py --device cuda --preload --workers 4 \\
-        --dubai-src .gpu/dubai-aerial --no-deterministic
+        --labels .gpu/dubai-aerial --no-deterministic
 
 Here (2 CPU cores) ``--steps 12`` takes about a minute.
 """
@@ -34,25 +34,13 @@ import tempfile
 import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _recipe_data import add_recipe_data_arguments  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data",
-        nargs="+",
-        type=Path,
-        default=[REPO / "data" / "dubai_dense", REPO / "data" / "synth"],
-        help="training roots (default: the shipped recipe's)",
-    )
-    parser.add_argument("--val-data", type=Path, default=REPO / "data" / "dubai")
-    parser.add_argument(
-        "--dubai-src",
-        type=Path,
-        default=REPO.parent / "shared" / "data" / "dubai-aerial",
-        help="label maps of the auxiliary loss",
-    )
+    add_recipe_data_arguments(parser)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--steps", type=int, default=60, help="real steps timed (after --skip)")
     parser.add_argument("--skip", type=int, default=5, help="first steps not timed")
@@ -89,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in (("batch_size", args.batch_size), ("input_size", args.input_size)):
         if value is not None:
             setattr(config, key, value)
-    labels = args.dubai_src if config.semantic_weight > 0 else None
+    labels = args.labels if config.semantic_weight > 0 else None
     if labels is not None and not labels.is_dir():
         print(f"{labels} missing: auxiliary loss off", file=sys.stderr)
         config.semantic_weight, labels = 0.0, None

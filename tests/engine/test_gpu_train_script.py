@@ -111,26 +111,13 @@ def test_fit_epochs_gives_each_run_its_share_of_the_device(gpu_train, monkeypatc
 def test_a_run_cut_short_is_exported_from_its_best_checkpoint(gpu_train, tmp_path: Path):
     """No model.safetensors (the run was stopped): the parts come from checkpoints/best-*.ckpt."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from test_train import make_tree
+    from test_train import make_tree, tiny_run
 
-    from rrsis.engine.train import train
     from rrsis.models.io import load_model
 
     torch.set_num_threads(1)
     tree = make_tree(tmp_path / "tree")
-    run_dir = tmp_path / "runs" / "gpu" / "b8"
-    train(
-        "lgce_effnet_minilm",
-        [tree],
-        run_dir,
-        epochs=1,
-        batch_size=4,
-        input_size=64,
-        workers=0,
-        tiny=True,
-        progress_bar=False,
-        preset="paper",
-    )
+    run_dir = tiny_run(tree, tmp_path / "runs" / "gpu" / "b8")
     (run_dir / "model.safetensors").unlink()
     out = tmp_path / "out"
     out.mkdir()

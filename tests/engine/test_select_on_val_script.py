@@ -9,9 +9,7 @@ from pathlib import Path
 
 import torch
 
-from rrsis.engine.train import train
-
-from .test_train import make_tree
+from .test_train import make_tree, tiny_run
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "select_on_val.py"
 
@@ -28,21 +26,8 @@ def test_select_on_val_compares_each_run_with_the_first(tmp_path: Path, capsys):
     tree = make_tree(tmp_path / "tree")
     runs = []
     for name, epochs in (("ref", 1), ("longer", 3)):
-        run_dir = tmp_path / "runs" / name
         torch.manual_seed(0)
-        train(
-            "lgce_effnet_minilm",
-            [tree],
-            run_dir,
-            epochs=epochs,
-            batch_size=4,
-            input_size=64,
-            workers=0,
-            tiny=True,
-            progress_bar=False,
-            preset="paper",
-        )
-        runs.append(run_dir)
+        runs.append(tiny_run(tree, tmp_path / "runs" / name, epochs))
     (tmp_path / "runs" / "empty").mkdir()
     select = _load()
     out, evals = tmp_path / "sel.json", tmp_path / "evals"

@@ -195,17 +195,16 @@ def test_existing_run_needs_resume(tree: Path, tmp_path: Path):
         _fit(tree, tmp_path / "run", epochs=1)
 
 
-def test_fit_to_time_ends_early_with_the_schedule_completed(
-    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    """Epochs slower than planned: the run stops on an epoch boundary with the lr decayed to 0."""
+def fake_fit_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Give FitScheduleToTime a clock on which every reading is 10 s after the previous one (so
+    10 s per epoch); returns the clock's state, ``[seconds]``, to reset it."""
     import functools
 
     import rrsis.engine.train as train_module
 
     now = [0.0]
 
-    def clock() -> float:  # every reading is 10 s after the previous one: 10 s per epoch
+    def clock() -> float:
         now[0] += 10.0
         return now[0]
 
@@ -214,6 +213,31 @@ def test_fit_to_time_ends_early_with_the_schedule_completed(
         "FitScheduleToTime",
         functools.partial(train_module.FitScheduleToTime, clock=clock),
     )
+    return now
+
+
+def tiny_run(tree: Path, run_dir: Path, epochs: int = 1) -> Path:
+    """A finished tiny ``lgce_effnet_minilm`` run (batch 4, 64 px) on ``tree``; returns its dir."""
+    train(
+        "lgce_effnet_minilm",
+        [tree],
+        run_dir,
+        epochs=epochs,
+        batch_size=4,
+        input_size=64,
+        workers=0,
+        tiny=True,
+        progress_bar=False,
+        preset="paper",
+    )
+    return run_dir
+
+
+def test_fit_to_time_ends_early_with_the_schedule_completed(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Epochs slower than planned: the run stops on an epoch boundary with the lr decayed to 0."""
+    fake_fit_clock(monkeypatch)
     out = tmp_path / "run"
     # 10 planned epochs of 2 steps; a 50 s budget less 5 % holds 4 epochs of 10 s.
     _fit(tree, out, epochs=10, max_time="00:00:50", fit_to_time=True)
@@ -244,21 +268,7 @@ def test_fit_to_time_resume_keeps_the_shortened_schedule(
 ):
     """A run cut after its schedule was shortened resumes on the short schedule (session 8 bug:
     it went back to the planned epochs and lr, so the lr jumped up after the resume)."""
-    import functools
-
-    import rrsis.engine.train as train_module
-
-    now = [0.0]
-
-    def clock() -> float:  # 10 s per reading, as above
-        now[0] += 10.0
-        return now[0]
-
-    monkeypatch.setattr(
-        train_module,
-        "FitScheduleToTime",
-        functools.partial(train_module.FitScheduleToTime, clock=clock),
-    )
+    now = fake_fit_clock(monkeypatch)
     out = tmp_path / "run"
     # Shortened to 4 epochs (8 steps) after epoch 0, then "killed" after step 4 (epoch 1).
     _fit(tree, out, epochs=10, max_time="00:00:50", fit_to_time=True, stop_after_steps=4)
