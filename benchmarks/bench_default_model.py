@@ -26,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--expression", default="vehicle in the parking area")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        help="resize tiles to this side instead of the model's training size (what a model "
+        "trained at that size would cost)",
+    )
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -39,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore")
         segmenter = Segmenter.from_pretrained(args.model)
     load_s = time.perf_counter() - start
+    if args.input_size:
+        segmenter.input_size = args.input_size
     tile = np.random.default_rng(0).integers(0, 256, (1, args.tile, args.tile, 3), dtype=np.uint8)
     word_ids, word_mask = segmenter.tokenize([args.expression])
     for _ in range(args.warmup):
