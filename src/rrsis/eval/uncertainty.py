@@ -76,6 +76,14 @@ def _per_cluster(values: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.
     return np.bincount(labels, weights=values.astype(np.float64), minlength=n_clusters)
 
 
+def _cluster_sums(
+    inter: np.ndarray, union: np.ndarray, labels: np.ndarray, n_clusters: int, empty_iou: float
+) -> list[np.ndarray]:
+    """Per-cluster sums of IoU, sample count, intersection and union (what :func:`_scores` takes)."""
+    values = (_ious(inter, union, empty_iou), np.ones_like(inter), inter, union)
+    return [_per_cluster(v, labels, n_clusters) for v in values]
+
+
 def _ious(intersections: np.ndarray, unions: np.ndarray, empty_iou: float) -> np.ndarray:
     ious = np.full(unions.shape, float(empty_iou), dtype=np.float64)
     nonzero = unions > 0
@@ -136,10 +144,7 @@ def bootstrap_interval(
     if len(keys) != inter.size:
         raise ValueError(f"{len(keys)} cluster keys for {inter.size} samples")
     labels, n_clusters = _clusters(keys)
-    sums = [
-        _per_cluster(values, labels, n_clusters)
-        for values in (_ious(inter, union, empty_iou), np.ones_like(inter), inter, union)
-    ]
+    sums = _cluster_sums(inter, union, labels, n_clusters, empty_iou)
     miou, oiou = _scores(_draw_counts(n_clusters, resamples, seed), *sums)
     return {
         "mIoU": _interval(miou, level),
@@ -205,7 +210,6 @@ def paired_difference(
     keys = [str(a[i].get("image") or f"sample:{i}") for i in ids]
     labels, n_clusters = _clusters(keys)
     counts = _draw_counts(n_clusters, resamples, seed)
-    size = _per_cluster(np.ones(len(ids)), labels, n_clusters)
     result: dict[str, Any] = {
         "n": len(ids),
         "n_units": n_clusters,
@@ -218,11 +222,8 @@ def paired_difference(
     for name, records in (("a", a), ("b", b)):
         inter = np.asarray([records[i]["I"] for i in ids], dtype=np.float64)
         union = np.asarray([records[i]["U"] for i in ids], dtype=np.float64)
-        iou_sum = _per_cluster(_ious(inter, union, empty_iou), labels, n_clusters)
-        inter_c = _per_cluster(inter, labels, n_clusters)
-        union_c = _per_cluster(union, labels, n_clusters)
-        point = _scores(np.ones((1, n_clusters)), iou_sum, size, inter_c, union_c)
-        scores[name] = (point, _scores(counts, iou_sum, size, inter_c, union_c))
+        sums = _cluster_sums(inter, union, labels, n_clusters, empty_iou)
+        scores[name] = (_scores(np.ones((1, n_clusters)), *sums), _scores(counts, *sums))
     for k, metric in enumerate(("mIoU", "oIoU")):
         point_a, point_b = float(scores["a"][0][k][0]), float(scores["b"][0][k][0])
         delta = scores["b"][1][k] - scores["a"][1][k]
