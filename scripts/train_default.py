@@ -25,6 +25,16 @@ Usage::
     python scripts/train_default.py                 # epochs fitted to the 85 min budget
     python scripts/train_default.py --max-time 00:30:00
     python scripts/train_default.py --smoke --root /tmp/smoke   # tiny model, 2 steps
+
+Final fit (``--final-fit``): once the recipe, its number of epochs and its threshold have been
+chosen on the val tile, train the same recipe once more on tiles 1-5 (the val tile's crops join
+the training crops, ``data/dubai_dense_trainval``), without validation, export the LAST
+checkpoint and use the threshold given by ``--threshold`` (chosen on val by the selection run).
+The test tile stays unseen; the val scores of such a model are in-sample and say nothing about
+new tiles::
+
+    python scripts/train_default.py --final-fit --threshold 0.1 --epochs 8 \
+        --max-time 01:25:00 --fit-to-time --preload --run-dir runs/default_final
 """
 
 from __future__ import annotations
@@ -118,6 +128,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "an epoch boundary with the lr schedule completed (rrsis.engine.train.FitScheduleToTime)",
     )
     parser.add_argument(
+        "--final-fit",
+        action="store_true",
+        help="train on tiles 1-5 (train + val) without validation, export the last checkpoint "
+        "and use --threshold instead of choosing one on val (see the module docstring)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="with --final-fit: the foreground threshold to ship (chosen on val by the run that "
+        "selected the recipe)",
+    )
+    parser.add_argument(
         "--train-only",
         action="store_true",
         help="stop after training (no export, threshold choice or test evaluation)",
@@ -127,7 +149,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="skip data and training: export runs/default/model.safetensors and evaluate it",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.final_fit and not args.smoke and args.threshold is None:
+        parser.error("--final-fit needs --threshold (chosen on val by the recipe's selection run)")
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        parser.error(f"--threshold must lie in (0, 1), got {args.threshold}")
+    if args.final_fit and not args.dense_stride:
+        parser.error("--final-fit trains on the dense crops: --dense-stride must be > 0")
+    return args
 
 
 def seconds(hms: str) -> float:
@@ -139,13 +168,21 @@ def seconds(hms: str) -> float:
 
 
 def build_dataset(
-    kind: str, root: Path, dubai_src: Path, n_synth: int, seed: int, smoke: bool, dense_stride: int
+    kind: str,
+    root: Path,
+    dubai_src: Path,
+    n_synth: int,
+    seed: int,
+    smoke: bool,
+    dense_stride: int,
+    final_fit: bool = False,
 ) -> Path:
     """Build one dataset unless it is complete (its train phrase file exists); returns its root.
 
     ``kind``: ``"synth"`` (procedural scenes), ``"dubai"`` (all six tiles, 512 px grid) or
-    ``"dense"`` (training tiles only, crops ``dense_stride`` px apart). A half-built folder (an
-    interrupted run) is rebuilt.
+    ``"dense"`` (training tiles only, crops ``dense_stride`` px apart; with ``final_fit`` the
+    training and val tiles, never the test tile). A half-built folder (an interrupted run) is
+    rebuilt.
     """
     if kind == "synth":
         from rrsis.data.synthetic import build_synthetic_dataset
@@ -167,16 +204,18 @@ def build_dataset(
     if kind != "dense":
         raise ValueError(f"unknown dataset kind {kind!r}")
     # The shipped recipe's stride (128) keeps the historical folder name.
-    dense = root / "data" / ("dubai_dense" if dense_stride == 128 else f"dubai_dense{dense_stride}")
+    name = "dubai_dense" if dense_stride == 128 else f"dubai_dense{dense_stride}"
+    tiles = DEFAULT_SPLITS["train"]
+    if final_fit:
+        name, tiles = name + "_trainval", DEFAULT_SPLITS["train"] + DEFAULT_SPLITS["val"]
+    dense = root / "data" / name
     if not (dense / "output_phrase_train.txt").is_file():
-        print(
-            f"converting {dubai_src} training tiles, stride {dense_stride} -> {dense}", flush=True
-        )
+        print(f"converting {dubai_src} tiles {tiles}, stride {dense_stride} -> {dense}", flush=True)
         convert_dubai(
             dubai_src,
             dense,
             stride=dense_stride,
-            split_tiles={"train": DEFAULT_SPLITS["train"]},
+            split_tiles={"train": tiles},
             seed=seed,
             overwrite=True,
         )
@@ -184,12 +223,18 @@ def build_dataset(
 
 
 def build_data(
-    root: Path, dubai_src: Path, n_synth: int, seed: int, smoke: bool, dense_stride: int = 0
+    root: Path,
+    dubai_src: Path,
+    n_synth: int,
+    seed: int,
+    smoke: bool,
+    dense_stride: int = 0,
+    final_fit: bool = False,
 ) -> tuple[list[Path], Path]:
     """Build missing datasets; returns (train roots, val root). Test is only used in evaluate."""
 
     def build(kind: str) -> Path:
-        return build_dataset(kind, root, dubai_src, n_synth, seed, smoke, dense_stride)
+        return build_dataset(kind, root, dubai_src, n_synth, seed, smoke, dense_stride, final_fit)
 
     synth = build("synth")
     if smoke or not dubai_src.is_dir():
@@ -246,6 +291,7 @@ def train_default(args: argparse.Namespace, root: Path, run_dir: Path) -> Path:
         args.seed,
         args.smoke,
         args.dense_stride,
+        args.final_fit,
     )
     config = get_preset("default", args.model)
     config.seed, config.workers = args.seed, args.workers
@@ -294,6 +340,9 @@ def train_default(args: argparse.Namespace, root: Path, run_dir: Path) -> Path:
         progress_bar=not args.smoke,
         accelerator="auto",
         semantic_labels=args.dubai_src if config.semantic_weight > 0 else None,
+        # A final fit trains on the val tile: validating there would select in-sample, so it
+        # does not validate and exports the last checkpoint.
+        limit_val_batches=0 if args.final_fit else None,
     )
     print(f"trained in {time.time() - started:.0f} s; best checkpoint {best}", flush=True)
 
@@ -361,15 +410,33 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shipped = weights_dir / "default.safetensors"
     exported = load_model(shipped).to(device)
-    threshold, sweep = choose_threshold(exported, val_root, hparams["train"]["input_size"], device)
-    save_model(exported, shipped, omit_pretrained_text=not args.smoke, threshold=threshold)
     val_name = val_root.relative_to(root) if val_root.is_relative_to(root) else val_root
-    hparams["threshold"] = {
-        "value": threshold,
-        "chosen_on": f"{val_name}:val",
-        "val_by_threshold": {str(t): m for t, m in sweep.items()},
-    }
-    hparams["script"] = "scripts/train_default.py" + (" --smoke" if args.smoke else "")
+    if args.final_fit:
+        # The val tile is training data now: its best threshold would be an in-sample choice.
+        threshold = args.threshold if args.threshold is not None else 0.5
+        hparams["threshold"] = {
+            "value": threshold,
+            "chosen_on": "given (--threshold): chosen on val by the recipe's selection run",
+        }
+        hparams["final_fit"] = {
+            "tiles": "train + val (1-5); test tile 6 unseen",
+            "checkpoint": "last (no validation)",
+        }
+    else:
+        threshold, sweep = choose_threshold(
+            exported, val_root, hparams["train"]["input_size"], device
+        )
+        hparams["threshold"] = {
+            "value": threshold,
+            "chosen_on": f"{val_name}:val",
+            "val_by_threshold": {str(t): m for t, m in sweep.items()},
+        }
+    save_model(exported, shipped, omit_pretrained_text=not args.smoke, threshold=threshold)
+    hparams["script"] = (
+        "scripts/train_default.py"
+        + (" --smoke" if args.smoke else "")
+        + (f" --final-fit --threshold {threshold}" if args.final_fit else "")
+    )
     # Record data paths relative to the repository: absolute ones name the training machine.
     for key in ("data_roots", "val_root"):
         value = hparams.get(key)
