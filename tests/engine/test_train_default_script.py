@@ -44,3 +44,29 @@ def test_train_default_other_model(tmp_path: Path):
     assert hparams["train"]["model_kwargs"] == {"coord_features": True}  # no LGCE scale
     assert hparams["model_config"]["name"] == "lavt_effnet_minilm"
     assert not (tmp_path / "src/rrsis/weights/default.safetensors").exists()  # nothing shipped
+
+
+def test_train_default_final_fit(tmp_path: Path):
+    """--final-fit trains without validation, exports the last checkpoint and ships the given
+    threshold (the val tile is training data then, so nothing may be chosen on it)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(SCRIPT), "--smoke", "--root", str(tmp_path)]
+    cmd += ["--final-fit", "--threshold", "0.3"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hparams = json.loads((tmp_path / "src/rrsis/weights/default.json").read_text())
+    assert hparams["best_checkpoint"] == "last.ckpt" and hparams["global_step"] == 2
+    assert hparams["best_val_mIoU"] is None  # validation never ran
+    assert hparams["threshold"]["value"] == 0.3 and "val_by_threshold" not in hparams["threshold"]
+    assert hparams["final_fit"]["checkpoint"].startswith("last")
+
+    from rrsis.models.io import default_threshold, load_model
+
+    assert default_threshold(load_model(tmp_path / "src/rrsis/weights/default.safetensors")) == 0.3
+
+
+def test_train_default_final_fit_needs_a_threshold(tmp_path: Path):
+    cmd = [sys.executable, str(SCRIPT), "--final-fit", "--root", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--final-fit needs --threshold" in proc.stderr
+    assert not (tmp_path / "data").exists()  # refused before building anything
