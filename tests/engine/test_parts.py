@@ -9,8 +9,10 @@ from torch import nn
 
 from rrsis.engine.datamodule import (
     Collate,
+    EpochSampler,
     RefSegDataModule,
     SampleTransform,
+    TransformedDataset,
     balance_weights,
     colour_free,
     orientation_free,
@@ -266,8 +268,10 @@ def test_datamodule_balance_draws_rare_categories_more_within_each_dataset():
         )
         dm.setup("fit")
         sampler = dm.train_dataloader().sampler
-        torch.manual_seed(0)
-        picked = [i for _ in range(40) for i in sampler]
+        picked = []
+        for epoch in range(40):
+            sampler.set_epoch(epoch)
+            picked += [i for i, _ in sampler]
         water = sum(90 <= i < 100 for i in picked) / len(picked)
         bus = sum(i >= 145 for i in picked) / len(picked)
         from_synth = sum(i >= 100 for i in picked) / len(picked)
@@ -280,9 +284,40 @@ def test_datamodule_balance_draws_rare_categories_more_within_each_dataset():
     assert from_synth == pytest.approx(1 / 3, abs=0.03)
     plain = RefSegDataModule([dubai], dubai, lambda t: (None, None), 8, (0,) * 3, (1,) * 3)
     plain.setup("fit")
-    assert isinstance(plain.train_dataloader().sampler, torch.utils.data.RandomSampler)
+    sampler = plain.train_dataloader().sampler
+    assert isinstance(sampler, EpochSampler) and sampler.weights is None
+    assert sorted(i for i, _ in sampler) == list(range(100))  # without balance: a permutation
     with pytest.raises(RRSISError, match="balance"):
         RefSegDataModule([dubai], dubai, lambda t: (None, None), 8, (0,) * 3, (1,) * 3, balance=2)
+
+
+def test_epoch_sampler_order_depends_on_seed_and_epoch_only():
+    a, b = EpochSampler(50, seed=1), EpochSampler(50, seed=1)
+    torch.manual_seed(123)  # the global RNG plays no part
+    first = list(a)
+    torch.manual_seed(7)
+    assert list(b) == first and sorted(i for i, _ in first) == list(range(50))
+    assert len({s for _, s in first}) == 50  # each sample its own augmentation seed
+    b.set_epoch(1)
+    assert list(b) != first and list(EpochSampler(50, seed=2)) != first
+    # The trainer's epoch wins over set_epoch (Lightning sets it late on resume).
+    c = EpochSampler(50, seed=1, epoch_of=lambda: 1)
+    assert list(c) == list(b)
+    # A skip (set on resume) drops the epoch's first samples, once.
+    c.skip = 20
+    assert list(c) == list(b)[20:] and list(c) == list(b)
+    with pytest.raises(RRSISError, match="weights"):
+        EpochSampler(3, seed=0, weights=[1.0, 2.0])
+
+
+def test_transformed_dataset_seeds_the_augmentation():
+    t = SampleTransform(8, (0.5,) * 3, (0.5,) * 3, augment=True, photometric=0.5)
+    sample = _sample("a building")
+    sample["image"] = np.random.default_rng(0).integers(0, 255, (16, 24, 3), dtype=np.uint8)
+    data = TransformedDataset([sample], t)
+    views = [data[(0, seed)]["image"] for seed in range(12)]
+    assert all(torch.equal(data[(0, 5)]["image"], views[5]) for _ in range(3))
+    assert len({v.sum().item() for v in views}) > 3  # different seeds, different views
 
 
 def test_collate_tokenises():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
@@ -163,6 +164,82 @@ def test_resume_matches_uninterrupted_run(tree: Path, tmp_path: Path):
     last = torch.load(tmp_path / "cut/checkpoints/last.ckpt", weights_only=True)
     full_last = torch.load(tmp_path / "full/checkpoints/last.ckpt", weights_only=True)
     assert last["epoch"] == full_last["epoch"]
+    for key, value in full_last["state_dict"].items():
+        torch.testing.assert_close(last["state_dict"][key], value, msg=key)
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAt(pl.Callback):
+    """Raise before step ``step``, as a killed process would stop: no end-of-epoch checkpoint."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            raise _Killed
+
+
+class _BatchLog(pl.Callback):
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, float]] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module, batch, batch_idx) -> None:
+        self.seen.append((trainer.global_step, float(batch["image"].double().sum())))
+
+
+@pytest.mark.parametrize(("kill_at", "workers"), [(3, 0), (3, 2), (4, 0)])
+def test_killed_run_resumes_on_the_same_batches(
+    tree: Path, tmp_path: Path, kill_at: int, workers: int
+):
+    """A run killed mid-epoch (step 3 of 2-step epochs) or on an epoch boundary (step 4) and
+    resumed from its step checkpoint trains on the same batches, with the same augmentation,
+    as the run that was never interrupted, and ends with the same weights."""
+    from rrsis.engine.presets import get_preset
+
+    def config():
+        cfg = get_preset("paper")
+        cfg.batch_size, cfg.lr, cfg.workers, cfg.seed, cfg.input_size = 4, 0.05, workers, 3, 32
+        cfg.epochs, cfg.augment, cfg.ckpt_every_n_steps = 3, True, 1
+        return cfg
+
+    def fit(out: Path, callbacks: list) -> _BatchLog:
+        log = _BatchLog()
+        torch.manual_seed(0)  # the same initial weights
+        model = TinyNet()
+        train(
+            None,
+            [tree],
+            out,
+            config=config(),
+            model=model,
+            progress_bar=False,
+            callbacks=[log, *callbacks],
+        )
+        return log
+
+    full = fit(tmp_path / "full", [])
+    with pytest.raises(_Killed):
+        fit(tmp_path / "cut", [_KillAt(kill_at)])
+    cut = torch.load(tmp_path / "cut/checkpoints/last.ckpt", weights_only=True)
+    assert cut["global_step"] == kill_at
+    resumed = _BatchLog()
+    train(
+        None,
+        [],
+        tmp_path / "cut",
+        resume=True,
+        model=TinyNet(),
+        progress_bar=False,
+        callbacks=[resumed],
+    )
+    assert len(full.seen) == 6 and resumed.seen == full.seen[kill_at:]
+    last = torch.load(tmp_path / "cut/checkpoints/last.ckpt", weights_only=True)
+    full_last = torch.load(tmp_path / "full/checkpoints/last.ckpt", weights_only=True)
+    assert last["global_step"] == full_last["global_step"] == 6
     for key, value in full_last["state_dict"].items():
         torch.testing.assert_close(last["state_dict"][key], value, msg=key)
 

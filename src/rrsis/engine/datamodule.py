@@ -22,6 +22,12 @@ keeps its share of the draws. An epoch keeps the size of the training set.
 Preloading (off by default, ``preload=True``) decodes and resizes every sample once and serves
 it from RAM at the model's input size (:class:`PreloadedDataset`); augmentation still happens
 per epoch.
+
+Training order and augmentation depend only on the seed and the epoch (:class:`EpochSampler`):
+each epoch's order is drawn from ``(seed, epoch)``, and each drawn sample carries its own
+augmentation seed. A run killed mid-epoch and resumed from its last checkpoint therefore trains on the same batches, with the
+same flips, as a run that was never interrupted, whatever the number of loader workers
+(:class:`ResumeDataOrder`, a callback ``rrsis.engine.train`` adds).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from rrsis.errors import DatasetError, RRSISError
@@ -123,14 +129,18 @@ class SampleTransform:
         self.augment = augment
         self.photometric = float(photometric)
 
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+    def __call__(
+        self, sample: dict[str, Any], generator: torch.Generator | None = None
+    ) -> dict[str, Any]:
+        """Transform one sample; random draws come from ``generator`` (``None``: torch's global
+        RNG, seeded per worker by ``pl.seed_everything(workers=True)``)."""
         image, labels = resize_sample(sample, self.size)
         mask = labels[0]
         semantic = labels[1] if len(labels) > 1 else None
         if self.augment and orientation_free(sample):
-            # torch's global RNG: seeded per worker by pl.seed_everything(workers=True).
-            flip_x, flip_y = bool(torch.rand(()) < 0.5), bool(torch.rand(()) < 0.5)
-            k = int(torch.randint(0, 4, ()))
+            flips = torch.rand(2, generator=generator) < 0.5
+            flip_x, flip_y = bool(flips[0]), bool(flips[1])
+            k = int(torch.randint(0, 4, (), generator=generator))
 
             def move(t: Tensor) -> Tensor:
                 t = t.flip(-1) if flip_x else t
@@ -140,7 +150,7 @@ class SampleTransform:
             image, mask = move(image), move(mask)
             semantic = None if semantic is None else move(semantic)
         if self.photometric and colour_free(sample):
-            image = self._jitter(image)
+            image = self._jitter(image, generator)
         image = (image - self.mean) / self.std
         out = dict(sample)
         out["image"] = image.contiguous()
@@ -149,10 +159,11 @@ class SampleTransform:
             out["semantic"] = semantic.long().contiguous()
         return out
 
-    def _jitter(self, image: Tensor) -> Tensor:
+    def _jitter(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Random brightness, contrast and saturation of a 0-1 ``(3, H, W)`` image."""
         low, high = 1.0 - self.photometric, 1.0 + self.photometric
-        brightness, contrast, saturation = (low + (high - low) * torch.rand(3)).tolist()
+        factors = low + (high - low) * torch.rand(3, generator=generator)
+        brightness, contrast, saturation = factors.tolist()
         luma = torch.tensor(_LUMA).view(3, 1, 1)
         image = image * brightness
         mean_gray = (image * luma).sum(0).mean()
@@ -163,17 +174,130 @@ class SampleTransform:
 
 
 class TransformedDataset(Dataset):
-    """Apply a transform to the items of another dataset (no assumption on its class)."""
+    """Apply a transform to the items of another dataset (no assumption on its class).
 
-    def __init__(self, dataset: Dataset, transform: Callable[[dict], dict]) -> None:
+    An index may also be ``(index, seed)`` (what :class:`EpochSampler` yields): the transform
+    then draws its randomness from a generator seeded with ``seed``
+    (``transform(sample, generator)``).
+    """
+
+    def __init__(self, dataset: Dataset, transform: Callable[..., dict]) -> None:
         self.dataset = dataset
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        if isinstance(index, tuple):
+            index, seed = index
+            generator = torch.Generator().manual_seed(int(seed))
+            return self.transform(self.dataset[index], generator)
         return self.transform(self.dataset[index])
+
+
+class EpochSampler(Sampler):
+    """Training order drawn from ``(seed, epoch)`` alone; resumable mid-epoch.
+
+    Each epoch yields ``(index, augmentation_seed)`` pairs for :class:`TransformedDataset`: a
+    permutation of the ``n`` samples, or, with ``weights``, ``n`` draws with replacement in
+    proportion to them (category balancing).
+
+    Args:
+        n: number of samples.
+        seed: the run's seed.
+        weights: per-sample draw weights, or ``None`` (a permutation).
+        epoch_of: returns the epoch about to be iterated (the trainer's count of finished
+            epochs); ``None``: the value last given to :meth:`set_epoch`. Asking the trainer
+            matters on resume, where Lightning sets the sampler's epoch only after it has made
+            the epoch's iterator (see :class:`ResumeDataOrder`).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        weights: Sequence[float] | None = None,
+        epoch_of: Callable[[], int | None] | None = None,
+    ) -> None:
+        self.n = int(n)
+        self.seed = int(seed)
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
+        if self.weights is not None and len(self.weights) != self.n:
+            raise RRSISError(f"{len(self.weights)} weights for {self.n} samples")
+        self.epoch_of = epoch_of
+        self.epoch = 0
+        self.skip = 0  # samples of the next epoch already trained on (set on resume, used once)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def current_epoch(self) -> int:
+        epoch = self.epoch_of() if self.epoch_of is not None else None
+        return self.epoch if epoch is None else int(epoch)
+
+    def order(self, epoch: int) -> tuple[Tensor, Tensor]:
+        """``(indices, augmentation seeds)`` of one epoch."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        if self.weights is None:
+            indices = torch.randperm(self.n, generator=generator)
+        else:
+            indices = torch.multinomial(self.weights, self.n, True, generator=generator)
+        seeds = torch.randint(0, 2**62, (self.n,), generator=generator)
+        return indices, seeds
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        indices, seeds = self.order(self.current_epoch())
+        start, self.skip = self.skip, 0
+        for i in range(start, self.n):
+            yield int(indices[i]), int(seeds[i])
+
+
+class EpochLoader(DataLoader):
+    """The training DataLoader: marks itself resumable for Lightning.
+
+    Its position is restored by :class:`ResumeDataOrder`, not through this interface (Lightning
+    makes the first iterator before it restores loader states); ``state_dict`` records the
+    sampler's seed, size and epoch in the checkpoint for the record, and having both methods
+    stops Lightning from warning that a mid-epoch resume is unreliable.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        sampler = self.sampler
+        if not isinstance(sampler, EpochSampler):
+            return {}
+        return {"seed": sampler.seed, "n": sampler.n, "epoch": sampler.current_epoch()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to do here: see :class:`ResumeDataOrder`."""
+
+
+class ResumeDataOrder(pl.Callback):
+    """On resume, restart the training iterator where the interrupted run was.
+
+    Lightning makes the first training iterator early (``configure_optimizers`` asks for the
+    number of steps), before the checkpoint's loop state is restored, and keeps it when it
+    resumes. With an :class:`EpochSampler`, this callback sets how many samples of the current
+    epoch were already trained on and makes that iterator again, now that the epoch is known.
+    Distributed runs, whose sampler Lightning wraps, resume with their epoch's order restarted.
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+        if trainer.ckpt_path is None or not isinstance(sampler, EpochSampler) or fetcher is None:
+            return
+        done = 0
+        if trainer.fit_loop.restarting:  # stopped mid-epoch (at an epoch's end: nothing to skip)
+            # "processed": a step checkpoint is written in on_train_batch_end, after the batch
+            # was processed and before Lightning counts it completed; Lightning resumes after it.
+            done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        sampler.skip = min(sampler.n, done * int(loader.batch_size or 1))
+        iter(fetcher)
 
 
 def _keep(sample: Any) -> Any:
@@ -400,6 +524,7 @@ class RefSegDataModule(pl.LightningDataModule):
             training samples (:class:`AddSemantic`) for an auxiliary loss; ``None`` = none.
         balance: category balancing strength in [0, 1] (see the module docstring); 0 = off
             (plain shuffling).
+        seed: the training order and augmentation seed (:class:`EpochSampler`).
         preload: decode and resize the train and val samples once, at ``setup``, and serve
             them from RAM (:class:`PreloadedDataset`): the loader's work per epoch drops to
             augmentation, for about 0.5 MB of memory per sample at 320x320 (on 2 CPU cores the
@@ -421,8 +546,10 @@ class RefSegDataModule(pl.LightningDataModule):
         photometric: float = 0.0,
         balance: float = 0.0,
         preload: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
+        self.seed = int(seed)
         self.input_size = int(input_size)
         self.preload = bool(preload)
         if not 0.0 <= balance <= 1.0:
@@ -485,21 +612,34 @@ class RefSegDataModule(pl.LightningDataModule):
             val = PreloadedDataset(val, self.input_size, workers=self.workers, desc="preload val")
         self.val_dataset = TransformedDataset(val, self.eval_transform)
 
+    def _trainer_epoch(self) -> int | None:
+        trainer = self._trainer_or_none()
+        return None if trainer is None else int(trainer.fit_loop.epoch_progress.current.completed)
+
+    def _trainer_or_none(self) -> pl.Trainer | None:
+        return getattr(self, "trainer", None)
+
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        sampler = None
-        if shuffle and self.train_weights is not None:
-            # torch's global RNG (seeded by pl.seed_everything) draws the samples.
-            sampler = WeightedRandomSampler(self.train_weights, len(self.train_weights))
-        return DataLoader(
-            dataset,
+        options: dict[str, Any] = dict(
             batch_size=self.batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
             num_workers=self.workers,
             collate_fn=self.collate,
             persistent_workers=self.workers > 0,
+        )
+        if not shuffle:
+            return DataLoader(dataset, shuffle=False, **options)
+        sampler = EpochSampler(
+            len(dataset),  # type: ignore[arg-type]
+            self.seed,
+            weights=self.train_weights,
+            epoch_of=self._trainer_epoch,
+        )
+        return EpochLoader(
+            dataset,
+            sampler=sampler,
             # A ragged last batch of one sample breaks BatchNorm in training.
-            drop_last=shuffle and len(dataset) > self.batch_size,  # type: ignore[arg-type]
+            drop_last=len(dataset) > self.batch_size,  # type: ignore[arg-type]
+            **options,
         )
 
     def train_dataloader(self) -> DataLoader:

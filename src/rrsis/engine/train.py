@@ -28,7 +28,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
-from rrsis.engine.datamodule import RefSegDataModule
+from rrsis.engine.datamodule import RefSegDataModule, ResumeDataOrder
 from rrsis.engine.module import RRSISLightningModule
 from rrsis.engine.presets import TrainConfig, get_preset
 from rrsis.errors import DatasetError, ModelError, OutputExistsError, RRSISError
@@ -405,6 +405,7 @@ def train(
         photometric=config.photometric,
         balance=config.balance,
         preload=config.preload,
+        seed=config.seed,
     )
     module = RRSISLightningModule(model, config)
     best_cb = ModelCheckpoint(
@@ -443,7 +444,7 @@ def train(
         strategy=strategy,
         precision=config.precision,
         gradient_clip_val=config.grad_clip or None,
-        callbacks=[best_cb, step_cb]
+        callbacks=[best_cb, step_cb, ResumeDataOrder()]
         + ([fitter] if fitter else [])
         + ([_StopAfter(stop_after_steps)] if stop_after_steps else [])
         + list(callbacks),
