@@ -345,6 +345,11 @@ def train_default(args: argparse.Namespace, root: Path, run_dir: Path) -> Path:
         limit_val_batches=0 if args.final_fit else None,
     )
     print(f"trained in {time.time() - started:.0f} s; best checkpoint {best}", flush=True)
+    # Kept with the run, so that a later --export-only reports this run's time.
+    record_path = run_dir / "hparams.json"
+    record = json.loads(record_path.read_text())
+    record["train_seconds"] = record.get("train_seconds", 0) + round(time.time() - started)
+    record_path.write_text(json.dumps(record, indent=2))
 
     return val_root
 
@@ -448,9 +453,12 @@ def main(argv: list[str] | None = None) -> int:
         hparams["semantic_labels"] = os.path.relpath(labels, root)  # ../shared/data/...
     if not args.export_only:
         hparams["train_seconds_this_session"] = round(time.time() - started)
+    elif "train_seconds" in hparams:  # the run's own record (all its parts, if resumed)
+        hparams["train_seconds_this_session"] = hparams["train_seconds"]
     elif (weights_dir / "default.json").is_file():  # keep what the training session recorded
         previous = json.loads((weights_dir / "default.json").read_text())
-        if "train_seconds_this_session" in previous:
+        same_run = previous.get("data_roots") == hparams.get("data_roots")
+        if "train_seconds_this_session" in previous and same_run:
             hparams["train_seconds_this_session"] = previous["train_seconds_this_session"]
     (weights_dir / "default.json").write_text(json.dumps(hparams, indent=2))
 

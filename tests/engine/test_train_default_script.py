@@ -59,6 +59,10 @@ def test_train_default_final_fit(tmp_path: Path):
     assert hparams["best_val_mIoU"] is None  # validation never ran
     assert hparams["threshold"]["value"] == 0.3 and "val_by_threshold" not in hparams["threshold"]
     assert hparams["final_fit"]["checkpoint"].startswith("last")
+    # The run keeps its training time, which a later --export-only reports.
+    run_record = json.loads((tmp_path / "runs/default/hparams.json").read_text())
+    assert run_record["train_seconds"] >= 0
+    assert hparams["train_seconds_this_session"] >= run_record["train_seconds"]
 
     from rrsis.models.io import default_threshold, load_model
 
