@@ -25,9 +25,9 @@ per epoch.
 
 Training order and augmentation depend only on the seed and the epoch (:class:`EpochSampler`):
 each epoch's order is drawn from ``(seed, epoch)``, and each drawn sample carries its own
-augmentation seed. A run killed mid-epoch and resumed from its last checkpoint therefore trains on the same batches, with the
-same flips, as a run that was never interrupted, whatever the number of loader workers
-(:class:`ResumeDataOrder`, a callback ``rrsis.engine.train`` adds).
+augmentation seed. A run killed mid-epoch and resumed from its last checkpoint therefore trains
+on the same batches, with the same flips, as a run that was never interrupted, whatever the
+number of loader workers (:class:`ResumeDataOrder`, a callback ``rrsis.engine.train`` adds).
 """
 
 from __future__ import annotations
