@@ -442,3 +442,55 @@ def test_fit_to_time_counts_training_time_before_a_resume():
         optimizer.step()
         scheduler.step()
     assert scheduler.get_last_lr()[0] == 0.0 and lr_now > 0
+
+
+def test_fit_to_time_gives_epochs_back_when_later_epochs_are_faster():
+    """A run shortened after a slow first epoch (other work on the machine) gets epochs back when
+    the next ones are fast, up to the planned count, with the lr still decaying to 0 at the end;
+    never once its current schedule has ended."""
+    import types
+
+    from rrsis.engine.train import FitScheduleToTime
+
+    net = torch.nn.Linear(2, 2)
+    optimizer, scheduler = build_optimizer(param_groups(net, 0.1, 0.0), total_steps=100)
+    trainer = types.SimpleNamespace(
+        callbacks=[],
+        current_epoch=0,
+        fit_loop=types.SimpleNamespace(max_epochs=10),
+        strategy=types.SimpleNamespace(broadcast=lambda value, src=0: value),
+        num_training_batches=10,
+        accumulate_grad_batches=1,
+        lr_scheduler_configs=[types.SimpleNamespace(scheduler=scheduler)],
+    )
+    now = [0.0]
+    fitter = FitScheduleToTime(100.0, margin=0.0, clock=lambda: now[0])
+    fitter.on_train_start(trainer, None)
+
+    def epoch(seconds: float) -> None:
+        for _ in range(10):
+            optimizer.step()
+            scheduler.step()
+        now[0] += seconds
+        fitter.on_train_epoch_end(trainer, None)
+        trainer.current_epoch += 1
+
+    epoch(30.0)  # 30 s per epoch, 70 s left: 1 + 2 epochs fit
+    assert trainer.fit_loop.max_epochs == 3
+    epoch(5.0)  # mean 17.5 s, 65 s left: 2 + 3 epochs fit again
+    assert trainer.fit_loop.max_epochs == 5
+    assert [e["epochs"] for e in fitter.events] == ["10 -> 3", "3 -> 5"]
+    assert fitter.events[-1]["schedule_end_step"] == 50
+    lrs = []
+    for seconds in (17.5, 17.5, 1.0):  # on pace; then a fast last epoch, after which lr is 0
+        lrs.append(scheduler.get_last_lr()[0])
+        epoch(seconds)
+    assert trainer.current_epoch == trainer.fit_loop.max_epochs == 5 and len(fitter.events) == 2
+    assert scheduler.get_last_lr()[0] == 0.0
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] > 0
+    # Never more than planned: a fresh fitter on a 3-epoch plan with time for 20 stays at 3.
+    trainer.current_epoch, trainer.fit_loop.max_epochs, now[0] = 0, 3, 0.0
+    fitter = FitScheduleToTime(100.0, margin=0.0, clock=lambda: now[0])
+    fitter.on_train_start(trainer, None)
+    epoch(5.0)
+    assert trainer.fit_loop.max_epochs == 3 and fitter.events == []

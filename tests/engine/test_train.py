@@ -354,7 +354,20 @@ def test_fit_to_time_resume_keeps_the_shortened_schedule(
     lr_at_cut = cut["lr_schedulers"][0]["_last_lr"][0]
     # The short schedule at step 4 of 8: 0.05 * (1 - 2/20) ** 0.9 * (1 - 2/6) ** 0.9.
     assert lr_at_cut == pytest.approx(0.05 * 0.9**0.9 * (2 / 3) ** 0.9, rel=1e-6)
+    # The earlier part trained 2 epochs of 10 s on the fake clock: tell Lightning's Timer so (it
+    # measured real seconds), as a real run's checkpoint would.
+    cut["callbacks"]["Timer"]["time_elapsed"]["train"] = 20.0
+    torch.save(cut, out / "checkpoints" / "last.ckpt")
     now[0] = 0.0
+
+    class LrLog(pl.Callback):
+        def __init__(self) -> None:
+            self.lrs: list[float] = []
+
+        def on_train_batch_start(self, trainer, *args) -> None:
+            self.lrs.append(trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0])
+
+    lr_log = LrLog()
     train(
         None,
         [],
@@ -364,11 +377,14 @@ def test_fit_to_time_resume_keeps_the_shortened_schedule(
         progress_bar=False,
         max_time="00:00:50",
         fit_to_time=True,
+        callbacks=[lr_log],
     )
     record = json.loads((out / "hparams.json").read_text())
-    # It ended where the short schedule ends, with the lr at 0. The planned schedule would have
-    # gone back to 0.05 * (1 - 4/20) ** 0.9 = 82 % of the peak and been re-fitted after epoch 2
-    # to end at epoch 6 (step 12).
+    # It went on from the short schedule's lr, and ended where that schedule ends, with the lr
+    # at 0. The planned schedule would have gone back to 0.05 * (1 - 4/20) ** 0.9 = 82 % of the
+    # peak.
+    short = [0.05 * 0.9**0.9 * (1 - (step - 2) / 6) ** 0.9 for step in range(4, 8)]
+    assert lr_log.lrs == pytest.approx(short, rel=1e-6) and short[0] == pytest.approx(lr_at_cut)
     assert record["global_step"] == 8 and record["epochs_done"] == 4
     assert record["fit_to_time_events"][0]["epochs"] == "10 -> 4"  # the earlier part's, kept
     last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

@@ -115,8 +115,11 @@ class FitScheduleToTime(pl.Callback):
     callback projects the mean epoch time onto what is left of ``budget_s`` (less a ``margin``
     fraction) and, if the planned epochs no longer fit, lowers ``max_epochs`` and re-targets the
     per-step poly schedule: from the current multiplier ``f0`` at step ``s0`` it decays as
-    ``f0 * (1 - (s - s0) / (end - s0)) ** power``, reaching 0 at the new last step. It never adds
-    epochs. Each change is kept in ``events``.
+    ``f0 * (1 - (s - s0) / (end - s0)) ** power``, reaching 0 at the new last step. When a run was
+    shortened because its early epochs were slow (other work on the machine) and later ones make
+    up for it, it gives epochs back the same way, never beyond the planned count and never after
+    the last epoch of the current schedule (whose lr has reached 0). Each change is kept in
+    ``events``.
 
     A resumed run counts the training time of its earlier part (Lightning's ``Timer`` keeps it in
     the checkpoint, as it does for ``max_time``), and continues on the schedule it had: the
@@ -143,6 +146,7 @@ class FitScheduleToTime(pl.Callback):
         self._first_epoch = 0
         self._before = 0.0
         self._to_reapply: list[dict[str, Any]] = []
+        self._planned: int | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"events": [dict(event) for event in self.events]}
@@ -157,12 +161,13 @@ class FitScheduleToTime(pl.Callback):
         # Training time spent before a resume (0 for a fresh run).
         timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
         self._before = float(timers[0]._offset) if timers else 0.0
-        # A resumed run: the schedulers were rebuilt as planned; shorten them again, in order.
+        self._planned = trainer.fit_loop.max_epochs
+        # A resumed run: the schedulers were rebuilt as planned; re-target them again, in order.
         for event in self._to_reapply:
             self._retarget_schedulers(
                 trainer, event["schedule_start_step"], event["schedule_end_step"]
             )
-            trainer.fit_loop.max_epochs = min(trainer.fit_loop.max_epochs, event["fits"])
+            trainer.fit_loop.max_epochs = event["fits"]
         self._to_reapply = []
 
     def _retarget_schedulers(self, trainer: pl.Trainer, start: int, end: int) -> None:
@@ -181,8 +186,13 @@ class FitScheduleToTime(pl.Callback):
         fits = trainer.current_epoch + 1 + max(0, int(left // per_epoch))
         # Every rank must agree (their clocks differ slightly).
         fits = int(trainer.strategy.broadcast(fits, src=0))
-        planned = trainer.fit_loop.max_epochs
-        if planned is None or planned < 0 or fits >= planned:
+        current = trainer.fit_loop.max_epochs
+        if current is None or current < 0:
+            return
+        planned = self._planned if self._planned is not None and self._planned > 0 else current
+        fits = min(fits, planned)
+        last = trainer.current_epoch + 1 >= current  # the schedule has reached lr 0
+        if fits == current or (fits > current and last):
             return
         trainer.fit_loop.max_epochs = fits
         steps_per_epoch = max(1, trainer.num_training_batches // trainer.accumulate_grad_batches)
@@ -194,15 +204,16 @@ class FitScheduleToTime(pl.Callback):
             {
                 "after_epoch": int(trainer.current_epoch),
                 "epoch_s": round(per_epoch, 1),
-                "epochs": f"{planned} -> {fits}",
+                "epochs": f"{current} -> {fits}",
                 "fits": fits,
                 "schedule_start_step": start,
                 "schedule_end_step": end,
             }
         )
+        what = "do not fit the budget" if fits < current else "leave time for more"
         rank_zero_info(
-            f"fit to time: {per_epoch:.0f} s per epoch, {planned} planned epochs do not fit the "
-            f"budget; ending after epoch {fits} (step {end}), the lr schedule re-targeted"
+            f"fit to time: {per_epoch:.0f} s per epoch, {current} epochs {what} (planned "
+            f"{planned}); ending after epoch {fits} (step {end}), the lr schedule re-targeted"
         )
 
 
