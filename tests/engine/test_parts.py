@@ -394,9 +394,23 @@ def test_retargeted_poly_is_continuous_and_ends_at_zero():
     assert short(60) == 0.0 and short(69) == 0.0
 
 
+def _stub_trainer(scheduler, callbacks: list, current_epoch: int):
+    """The parts of a Trainer that FitScheduleToTime reads: 10 planned epochs of 10 steps."""
+    import types
+
+    return types.SimpleNamespace(
+        callbacks=callbacks,
+        current_epoch=current_epoch,
+        fit_loop=types.SimpleNamespace(max_epochs=10),
+        strategy=types.SimpleNamespace(broadcast=lambda value, src=0: value),
+        num_training_batches=10,
+        accumulate_grad_batches=1,
+        lr_scheduler_configs=[types.SimpleNamespace(scheduler=scheduler)],
+    )
+
+
 def test_fit_to_time_counts_training_time_before_a_resume():
     """A resumed run has less budget left: Lightning's Timer carries the earlier part's time."""
-    import types
 
     from pytorch_lightning.callbacks import Timer
 
@@ -411,16 +425,7 @@ def test_fit_to_time_counts_training_time_before_a_resume():
     def stub(before: float):
         timer = Timer()
         timer._offset = before
-        trainer = types.SimpleNamespace(
-            callbacks=[timer],
-            current_epoch=4,
-            fit_loop=types.SimpleNamespace(max_epochs=10),
-            strategy=types.SimpleNamespace(broadcast=lambda value, src=0: value),
-            num_training_batches=10,
-            accumulate_grad_batches=1,
-            lr_scheduler_configs=[types.SimpleNamespace(scheduler=scheduler)],
-        )
-        return trainer
+        return _stub_trainer(scheduler, callbacks=[timer], current_epoch=4)
 
     now = [0.0]
     fitter = FitScheduleToTime(100.0, margin=0.0, clock=lambda: now[0])
@@ -448,21 +453,12 @@ def test_fit_to_time_gives_epochs_back_when_later_epochs_are_faster():
     """A run shortened after a slow first epoch (other work on the machine) gets epochs back when
     the next ones are fast, up to the planned count, with the lr still decaying to 0 at the end;
     never once its current schedule has ended."""
-    import types
 
     from rrsis.engine.train import FitScheduleToTime
 
     net = torch.nn.Linear(2, 2)
     optimizer, scheduler = build_optimizer(param_groups(net, 0.1, 0.0), total_steps=100)
-    trainer = types.SimpleNamespace(
-        callbacks=[],
-        current_epoch=0,
-        fit_loop=types.SimpleNamespace(max_epochs=10),
-        strategy=types.SimpleNamespace(broadcast=lambda value, src=0: value),
-        num_training_batches=10,
-        accumulate_grad_batches=1,
-        lr_scheduler_configs=[types.SimpleNamespace(scheduler=scheduler)],
-    )
+    trainer = _stub_trainer(scheduler, callbacks=[], current_epoch=0)
     now = [0.0]
     fitter = FitScheduleToTime(100.0, margin=0.0, clock=lambda: now[0])
     fitter.on_train_start(trainer, None)
