@@ -613,11 +613,9 @@ class RefSegDataModule(pl.LightningDataModule):
         self.val_dataset = TransformedDataset(val, self.eval_transform)
 
     def _trainer_epoch(self) -> int | None:
-        trainer = self._trainer_or_none()
+        """The trainer's count of finished epochs (``None`` outside a trainer)."""
+        trainer = getattr(self, "trainer", None)
         return None if trainer is None else int(trainer.fit_loop.epoch_progress.current.completed)
-
-    def _trainer_or_none(self) -> pl.Trainer | None:
-        return getattr(self, "trainer", None)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         options: dict[str, Any] = dict(
