@@ -26,6 +26,7 @@ from rrsis.engine.presets import TrainConfig
 from rrsis.errors import RRSISError
 from rrsis.eval.metrics import summarize
 from rrsis.models.encoders.base import TextEncoder, VisionEncoder
+from rrsis.models.speed import channels_last
 
 
 def freeze_encoders(model: nn.Module, text: bool = True, vision: bool = False) -> list[nn.Module]:
@@ -86,9 +87,15 @@ class RRSISLightningModule(pl.LightningModule):
             )
         self._val_inter: list[int] = []
         self._val_union: list[int] = []
+        if config.channels_last:
+            # Only the memory layout changes: exports copy the weights back to contiguous
+            # tensors (rrsis.models.io.save_model), and checkpoints load into either layout.
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, image: Tensor, word_ids: Tensor, word_mask: Tensor) -> Tensor:
         """``(B, 3, H, W)``, ``(B, N)``, ``(B, N)`` -> logits ``(B, 2, H, W)``."""
+        if self.config.channels_last:
+            image = channels_last(image)
         return self.model(image, word_ids, word_mask)
 
     def on_train_epoch_start(self) -> None:

@@ -68,6 +68,10 @@ class TrainConfig:
         precision: Lightning precision string ("32-true", "bf16-mixed", ...).
         grad_clip: gradient-norm clipping, 0 = off.
         ckpt_every_n_steps: also refresh ``last.ckpt`` every this many optimiser steps.
+        channels_last: train with the model's weights and the images in channels-last memory
+            layout. The same arithmetic in another order (results agree to float rounding);
+            on 2 CPU cores the default recipe's steps take about 0.7x the time, because
+            oneDNN's depthwise convolutions, whose backward dominates, are faster in it.
     """
 
     model_name: str = DEFAULT_MODEL
@@ -94,6 +98,7 @@ class TrainConfig:
     precision: str = "32-true"
     grad_clip: float = 0.0
     ckpt_every_n_steps: int = 200
+    channels_last: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (tuples become lists)."""
