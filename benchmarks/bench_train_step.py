@@ -12,6 +12,7 @@ object, so one short device call can say which piece costs the difference:
   auxiliary head, the Dice term, backward and optimiser).
 
 Switches isolate the suspects: ``--no-deterministic`` (cuDNN's fastest kernels),
+``--no-channels-last`` (contiguous NCHW weights and images, the layout before session 10),
 ``--semantic-weight 0`` (no auxiliary head), ``--workers``, ``--preload``, ``--batch-size``,
 ``--input-size``. On the GPU machine, after ``gpu_train.py run`` has built the data::
 
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--preload", action="store_true")
     parser.add_argument("--no-deterministic", action="store_true")
+    parser.add_argument(
+        "--no-channels-last", action="store_true", help="train in contiguous NCHW memory"
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--tiny", action="store_true", help="tiny model (tests)")
     args = parser.parse_args(argv)
@@ -74,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     config.epochs = 1000  # --steps ends the run
     config.ckpt_every_n_steps = 200  # as on the GPU; the CPU preset's 25 would be timed too
     config.semantic_weight = args.semantic_weight
+    config.channels_last = not args.no_channels_last
     for key, value in (("batch_size", args.batch_size), ("input_size", args.input_size)):
         if value is not None:
             setattr(config, key, value)
@@ -116,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "preload": bool(config.preload),
         "semantic_weight": config.semantic_weight,
         "deterministic": not args.no_deterministic,
+        "channels_last": config.channels_last,
         "threads": torch.get_num_threads(),
         "bare": {
             "steps_timed": len(bare),

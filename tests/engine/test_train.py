@@ -396,3 +396,39 @@ def test_fit_to_time_needs_max_time(tree: Path, tmp_path: Path):
 
     with pytest.raises(RRSISError, match="needs a time budget"):
         _fit(tree, tmp_path / "run", epochs=2, fit_to_time=True)
+
+
+def test_channels_last_training_changes_the_layout_not_the_result():
+    from rrsis.engine.module import RRSISLightningModule
+    from rrsis.engine.presets import get_preset
+
+    # In float64, where the rounding of another summation order stays far below the tolerance
+    # (in float32 it is amplified to about 2 % of the first layers' gradients of this model).
+    torch.manual_seed(0)
+    reference = registry.get_tiny_model("lgce_effnet_minilm").double()
+    image = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    ids, mask = reference.tokenize(["the red roof", "a long road"])
+    target = torch.rand(2, 64, 64) > 0.7
+    results = {}
+    for layout in (False, True):
+        config = get_preset("paper", "lgce_effnet_minilm")
+        config.channels_last = layout
+        model = registry.get_tiny_model("lgce_effnet_minilm").double()
+        model.load_state_dict(reference.state_dict())
+        module = RRSISLightningModule(model, config).train()
+        torch.manual_seed(1)  # the same stochastic-depth draws
+        loss = module.criterion(module(image, ids, mask), target)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+        # (Depthwise kernels, one input channel, are contiguous in both layouts.)
+        convs = [p for p in module.parameters() if p.ndim == 4 and p.shape[1] > 1]
+        fmt = torch.channels_last if layout else torch.contiguous_format
+        assert convs and all(p.is_contiguous(memory_format=fmt) for p in convs)
+        assert layout == convs[0].is_contiguous(memory_format=torch.channels_last)
+        results[layout] = (loss.detach(), grads)
+    # The same loss and gradients up to rounding: only the memory layout differs.
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-12, atol=0.0)
+    assert results[True][1].keys() == results[False][1].keys()
+    for name, grad in results[False][1].items():
+        error = float((results[True][1][name] - grad).norm())
+        assert error <= 1e-9 * float(grad.norm()) + 1e-15, (name, error, float(grad.norm()))

@@ -136,7 +136,7 @@ def get_preset(preset: str, model_name: str | None = None) -> TrainConfig:
     name = model_name or (DEFAULT_MODEL if preset == "default" else "lgce_swin_base")
     if preset == "paper" or "swin_base" in name:
         return TrainConfig(model_name=name, input_size=480)
-    # CPU recipe: 2 cores take ~1.2-1.4 s per step of 8 images at 320 px (frozen MiniLM;
+    # CPU recipe: 2 cores take ~1.5 s per step of 8 images at 320 px (frozen MiniLM;
     # backward through the depthwise convolutions dominates), so a 85 minute budget allows
     # a few thousand steps. The new layers need a much higher lr than the paper's 5e-5 to learn
     # in that time, and so does the EfficientNet-Lite: with one lr for both the first epoch

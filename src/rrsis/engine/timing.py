@@ -39,7 +39,8 @@ def time_bare_steps(
 
     Builds ``model_name`` with ``config.model_kwargs`` (a :class:`~rrsis.engine.presets.
     TrainConfig`), freezes its encoders as the config says, and times forward, the weighted
-    cross-entropy, backward and an AdamW step at ``config.batch_size`` and ``config.input_size``.
+    cross-entropy, backward and an AdamW step at ``config.batch_size`` and ``config.input_size``,
+    in the memory layout the training module uses (``config.channels_last``).
     """
     from rrsis.engine.losses import WeightedCrossEntropy
     from rrsis.engine.module import freeze_encoders
@@ -52,6 +53,9 @@ def time_bare_steps(
     optimizer, _ = build_optimizer(param_groups(model, config.lr, config.weight_decay), 10)
     size, batch = config.input_size or model.input_size, config.batch_size
     image = torch.randn(batch, 3, size, size, device=device)
+    if getattr(config, "channels_last", False):
+        model.to(memory_format=torch.channels_last)
+        image = image.contiguous(memory_format=torch.channels_last)
     ids, mask = model.tokenize([TIMING_EXPRESSION] * batch)
     ids, mask = ids.to(device), mask.to(device)
     target = torch.rand(batch, size, size, device=device) > 0.8
