@@ -24,5 +24,10 @@ $py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 > "$out/sc
 # Training input pipeline, decoded per epoch or preloaded (needs the data of make train-default).
 if [ -d data/dubai_dense ] && [ -d data/synth ]; then
   $py benchmarks/bench_train_loader.py --threads 2 --workers 2 > "$out/train_loader.json"
+  # Training steps of the shipped recipe in channels-last memory (the default) and in NCHW.
+  $py benchmarks/bench_train_step.py --threads 2 --steps 12 --skip 3 --bare-steps 5 \
+    > "$out/train_step.json"
+  $py benchmarks/bench_train_step.py --threads 2 --steps 12 --skip 3 --bare-steps 5 \
+    --no-channels-last > "$out/train_step_nchw.json"
 fi
 uptime > "$out/load_after.txt"
