@@ -70,7 +70,7 @@ class TrainConfig:
         ckpt_every_n_steps: also refresh ``last.ckpt`` every this many optimiser steps.
         channels_last: train with the model's weights and the images in channels-last memory
             layout. The same arithmetic in another order (results agree to float rounding);
-            on 2 CPU cores the default recipe's steps take about 0.7x the time, because
+            on 2 CPU cores the default recipe's steps take about 0.8x the time, because
             oneDNN's depthwise convolutions, whose backward dominates, are faster in it.
     """
 
