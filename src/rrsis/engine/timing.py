@@ -46,6 +46,7 @@ def time_bare_steps(
     from rrsis.engine.module import freeze_encoders
     from rrsis.engine.optim import build_optimizer, param_groups
     from rrsis.engine.train import build_model
+    from rrsis.models.speed import channels_last
 
     model = build_model(model_name, config.model_kwargs, tiny=tiny)
     model.to(device).train()
@@ -55,7 +56,7 @@ def time_bare_steps(
     image = torch.randn(batch, 3, size, size, device=device)
     if getattr(config, "channels_last", False):
         model.to(memory_format=torch.channels_last)
-        image = image.contiguous(memory_format=torch.channels_last)
+        image = channels_last(image)
     ids, mask = model.tokenize([TIMING_EXPRESSION] * batch)
     ids, mask = ids.to(device), mask.to(device)
     target = torch.rand(batch, size, size, device=device) > 0.8
