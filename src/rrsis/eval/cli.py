@@ -107,6 +107,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from rrsis.eval.report import evaluation_markdown
 
     out = _json_out(args)
+    from rrsis.infer.compose import parse_rules
+
+    try:
+        rules = parse_rules(args.compose)
+    except ValueError as error:
+        raise RRSISError(f"--compose: {error}") from None
     dataset = open_dataset(args.data, args.split, args.format)
     model, untrained = resolve_model(args.model, args.device)
     if untrained:
@@ -138,6 +144,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             input_size=input_size,
             threshold=args.threshold,
             resamples=args.resamples,
+            compose=rules,
         )
     result.update(
         {
@@ -374,6 +381,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_RESAMPLES,
         help="bootstrap resamples of the overall 95 %% interval, whole images resampled "
         f"(default {DEFAULT_RESAMPLES}; 0 = none)",
+    )
+    ev.add_argument(
+        "--compose",
+        default="none",
+        metavar="RULES",
+        help="read position/relation/attribute phrases with geometry rules on the network's "
+        "objects: 'all', 'none' (default: the network alone) or a comma list of "
+        "position,relation,attribute",
     )
     ev.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     ev.add_argument("--overwrite", action="store_true", help="replace existing outputs")

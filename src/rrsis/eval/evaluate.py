@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,47 @@ def _mask_at(logits: Tensor, size: tuple[int, int], threshold: float = 0.5) -> n
     return (logits.softmax(dim=1)[0, 1] > threshold).cpu().numpy()
 
 
+def _composed_mask(
+    model: torch.nn.Module,
+    image: Tensor,
+    logits: Tensor,
+    text: str,
+    rules: Collection[str],
+    size: tuple[int, int],
+    threshold: float,
+    pixels: np.ndarray | None,
+) -> np.ndarray | None:
+    """The mask of ``text`` read by the composition rules, or ``None`` when none applies.
+
+    ``image`` is the model input ``(1, 3, s, s)``, ``logits`` the network's ``(1, 2, h, w)``
+    for the whole expression; other texts (the subject, the relation's object) get their own
+    forward pass. ``pixels`` (uint8 at ``size``) serves colour attributes.
+    """
+    from rrsis.infer.compose import compose_probability, parse_expression
+
+    composition = parse_expression(text, rules)
+    if composition is None:
+        return None
+
+    def to_prob(out: Tensor) -> np.ndarray:
+        out = F.interpolate(out.float(), size=size, mode="bilinear", align_corners=False)
+        return out.softmax(dim=1)[0, 1].cpu().numpy()
+
+    cache = {text: to_prob(logits)}
+
+    def probability(t: str) -> np.ndarray:
+        if t not in cache:
+            word_ids, word_mask = model.tokenize([t])
+            device = image.device
+            cache[t] = to_prob(model(image, word_ids.to(device), word_mask.to(device)))
+        return cache[t]
+
+    prob = compose_probability(
+        composition, probability, threshold, image=pixels, fallback=cache[text]
+    )
+    return prob > threshold
+
+
 def model_threshold(model: torch.nn.Module, threshold: float | None = None) -> float:
     """``threshold``, else the model's recommended one (:func:`rrsis.models.io.default_threshold`)."""
     value = default_threshold(model) if threshold is None else float(threshold)
@@ -166,6 +207,7 @@ def evaluate(
     input_size: int | None = None,
     threshold: float | None = None,
     resamples: int = DEFAULT_RESAMPLES,
+    compose: Collection[str] | str | None = None,
 ) -> dict[str, Any]:
     """Predict every sample of ``dataset`` and score it.
 
@@ -191,6 +233,9 @@ def evaluate(
             ``recommended_threshold`` if it has one, else 0.5 (the arg-max of the paper).
         resamples: bootstrap resamples of the 95 % interval of the overall mIoU and oIoU
             (whole images resampled, :mod:`rrsis.eval.uncertainty`); 0 = no interval.
+        compose: geometry rules that read position / relation / attribute phrases
+            (:mod:`rrsis.infer.compose`; ``"all"``, ``"none"`` or a comma list); ``None`` =
+            none, the network alone. The rules run at the scoring resolution.
 
     Returns:
         ``{"protocol", "input_size", "threshold", "n", "overall": metrics, "interval": {"mIoU":
@@ -219,6 +264,9 @@ def evaluate(
             f"multiples of {divisor}"
         )
     threshold = model_threshold(model, threshold)
+    from rrsis.infer.compose import parse_rules
+
+    rules = parse_rules(compose)
     prediction_dir = None if save_predictions is None else Path(save_predictions)
     if prediction_dir is not None:
         _prepare_prediction_dir(prediction_dir, overwrite)
@@ -253,11 +301,18 @@ def evaluate(
                 meta.update(object_stats(mask))
                 meta["id"] = sample["id"]
                 if protocol == "native":
-                    pred = _mask_at(logits[k : k + 1], mask.shape, threshold)
                     target = mask
                 else:
-                    pred = _mask_at(logits[k : k + 1], (LAVT_SIZE, LAVT_SIZE), threshold)
                     target = _resize_mask_nearest(mask, LAVT_SIZE)
+                pred = None
+                if rules:
+                    pred = _composed_mask(
+                        model, images[k : k + 1].to(device), logits[k : k + 1],
+                        fed_texts[k], rules, target.shape, threshold,
+                        sample["image"] if protocol == "native" else None,
+                    )
+                if pred is None:
+                    pred = _mask_at(logits[k : k + 1], target.shape, threshold)
                 # Native masks may differ in size across samples: score one sample at a time.
                 metrics.update(pred[None], target[None], metas=[meta], texts=[own_texts[k]])
                 if prediction_dir is not None:
@@ -279,6 +334,7 @@ def evaluate(
         "samples": metrics.samples(),
         "shuffle_expressions": bool(shuffle_expressions),
         "empty_iou": float(empty_iou),
+        "compose": sorted(rules),
         "model": dict(getattr(model, "config", {}) or {}),
         "seconds": seconds,
     }
