@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Probe test-time batch-norm adaptation (AdaBN, :mod:`rrsis.models.adapt`) on the Dubai VAL tile.
+"""Probe test-time batch-norm adaptation (AdaBN, Li et al. 2016) on the Dubai VAL tile.
 
 For each variant, the model's batch-norm statistics are re-estimated on all the crops of the
 split (images and their expressions, no masks), the split is scored at the model's threshold
@@ -21,9 +21,15 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
+import torch
+from torch import Tensor, nn
+
 REPO = Path(__file__).resolve().parents[1]
+#: Which batch-norm layers :func:`adapt_batchnorm` re-estimates: the image encoder's only, or all.
+ADAPT_SCOPES: tuple[str, ...] = ("vision", "all")
 VARIANTS = {
     "none": None,
     "vision": ("vision", 1.0),
@@ -31,6 +37,104 @@ VARIANTS = {
     "all": ("all", 1.0),
     "all_half": ("all", 0.5),
 }
+
+
+BNState = dict[str, tuple[Tensor, Tensor]]
+
+
+def batchnorm_layers(
+    model: nn.Module, scope: str = "all"
+) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+    """The batch-norm layers with running statistics in ``scope`` (see :data:`ADAPT_SCOPES`)."""
+    if scope not in ADAPT_SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(ADAPT_SCOPES)}, got {scope!r}")
+    layers = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.modules.batchnorm._BatchNorm):
+            continue
+        if not module.track_running_stats or module.running_mean is None:
+            continue
+        if scope == "vision" and not name.startswith("vision."):
+            continue
+        layers[name] = module
+    return layers
+
+
+def _snapshot(layers: dict[str, nn.modules.batchnorm._BatchNorm]) -> BNState:
+    return {
+        name: (bn.running_mean.detach().clone(), bn.running_var.detach().clone())
+        for name, bn in layers.items()
+    }
+
+
+@torch.no_grad()
+def adapt_batchnorm(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor, Tensor]],
+    scope: str = "all",
+    blend: float = 1.0,
+) -> BNState:
+    """Re-estimate batch-norm statistics on ``batches`` in place; return the old ones.
+
+    Each layer's new statistics are the average over all batches (cumulative moving average,
+    so every batch counts the same), blended with the trained ones:
+    ``blend * new + (1 - blend) * trained``. Everything else in the model is untouched, and it
+    is left in eval mode.
+
+    Args:
+        model: a model whose forward takes ``(images, word_ids, word_mask)``; the images
+            already normalised at the model's input size.
+        batches: iterable of ``(images, word_ids, word_mask)`` tensors on the model's device.
+            Language-fused models see the expressions too, so pass the ones you will predict.
+        scope: ``"vision"`` (the image encoder's layers) or ``"all"`` (also neck and decoder).
+        blend: weight of the new statistics in ``[0, 1]``.
+
+    Returns:
+        The trained statistics, for :func:`restore_batchnorm`.
+
+    Raises:
+        ValueError: unknown scope, ``blend`` outside ``[0, 1]``, or no batch given.
+    """
+    if not 0.0 <= blend <= 1.0:
+        raise ValueError(f"blend must be in [0, 1], got {blend}")
+    layers = batchnorm_layers(model, scope)
+    saved = _snapshot(layers)
+    momenta = {name: bn.momentum for name, bn in layers.items()}
+    model.eval()
+    for bn in layers.values():
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: every batch weighs the same
+        bn.train()
+    seen = 0
+    try:
+        for images, word_ids, word_mask in batches:
+            model(images, word_ids, word_mask)
+            seen += 1
+    except BaseException:
+        restore_batchnorm(model, saved)
+        raise
+    finally:
+        for name, bn in layers.items():
+            bn.momentum = momenta[name]
+        model.eval()
+    if seen == 0:
+        restore_batchnorm(model, saved)
+        raise ValueError("adapt_batchnorm needs at least one batch")
+    for name, bn in layers.items():
+        old_mean, old_var = saved[name]
+        bn.running_mean.mul_(blend).add_(old_mean, alpha=1.0 - blend)
+        bn.running_var.mul_(blend).add_(old_var, alpha=1.0 - blend)
+    return saved
+
+
+@torch.no_grad()
+def restore_batchnorm(model: nn.Module, state: BNState) -> None:
+    """Put back the statistics returned by :func:`adapt_batchnorm`."""
+    modules = dict(model.named_modules())
+    for name, (mean, var) in state.items():
+        bn = modules[name]
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
 
 
 def adaptation_batches(model, dataset, size: int, batch_size: int = 8):
@@ -55,8 +159,6 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(REPO / "src"))
-    import torch
-
     from rrsis.eval.evaluate import (
         THRESHOLD_GRID,
         best_threshold,
@@ -65,7 +167,6 @@ def main(argv: list[str] | None = None) -> dict:
         sweep_thresholds,
     )
     from rrsis.eval.report import write_json
-    from rrsis.models.adapt import adapt_batchnorm, restore_batchnorm
     from rrsis.models.io import load_model
 
     torch.set_num_threads(args.threads)

@@ -31,6 +31,23 @@ VARIANTS = {
 }
 
 
+def network_probability(model, x, shape):
+    """``text -> (H, W)`` foreground probabilities of ``model`` on input ``x``, cached per text."""
+    import torch.nn.functional as F
+
+    cache = {}
+
+    def probability(text: str):
+        if text not in cache:
+            ids, word_mask = model.tokenize([text])
+            logits = model(x, ids, word_mask).float()
+            logits = F.interpolate(logits, size=shape, mode="bilinear", align_corners=False)
+            cache[text] = logits.softmax(1)[0, 1].numpy()
+        return cache[text]
+
+    return probability
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("weights", type=Path)
@@ -43,7 +60,6 @@ def main(argv: list[str] | None = None) -> dict:
     sys.path.insert(0, str(REPO / "src"))
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
     from rrsis.data.builder import infer_kind
     from rrsis.eval.evaluate import _images_to_input, open_dataset
@@ -68,18 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
             text = sample["text"]
             kinds.append((sample.get("meta") or {}).get("kind") or infer_kind(text))
             x = _images_to_input([sample["image"]], size, model.mean, model.std)
-            cache: dict[str, np.ndarray] = {}
-
-            def probability(t: str) -> np.ndarray:
-                if t not in cache:
-                    ids, word_mask = model.tokenize([t])
-                    logits = model(x, ids, word_mask).float()
-                    logits = F.interpolate(
-                        logits, size=target.shape, mode="bilinear", align_corners=False
-                    )
-                    cache[t] = logits.softmax(1)[0, 1].numpy()
-                return cache[t]
-
+            probability = network_probability(model, x, target.shape)
             full = probability(text)
             for v, rules in VARIANTS.items():
                 composition = parse_expression(text, rules) if rules else None

@@ -384,11 +384,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     ev.add_argument(
         "--compose",
-        default="none",
+        default="all",
         metavar="RULES",
         help="read position/relation/attribute phrases with geometry rules on the network's "
-        "objects: 'all', 'none' (default: the network alone) or a comma list of "
-        "position,relation,attribute",
+        "objects as `rrsis predict` does (docs/compose.md): 'all' (default), 'none' (the "
+        "network alone) or a comma list of position,relation,attribute",
     )
     ev.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     ev.add_argument("--overwrite", action="store_true", help="replace existing outputs")

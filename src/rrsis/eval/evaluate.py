@@ -307,8 +307,13 @@ def evaluate(
                 pred = None
                 if rules:
                     pred = _composed_mask(
-                        model, images[k : k + 1].to(device), logits[k : k + 1],
-                        fed_texts[k], rules, target.shape, threshold,
+                        model,
+                        images[k : k + 1].to(device),
+                        logits[k : k + 1],
+                        fed_texts[k],
+                        rules,
+                        target.shape,
+                        threshold,
                         sample["image"] if protocol == "native" else None,
                     )
                 if pred is None:

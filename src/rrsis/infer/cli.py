@@ -57,7 +57,12 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 def _segmenter(args: argparse.Namespace):
     from rrsis.infer.predictor import Segmenter
 
-    return Segmenter.from_pretrained(args.model, device=args.device, threshold=args.threshold)
+    return Segmenter.from_pretrained(
+        args.model,
+        device=args.device,
+        threshold=args.threshold,
+        compose=getattr(args, "compose", "all"),
+    )
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -142,6 +147,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("-o", "--output", required=True, help="mask file (.png or .tif), 0/255")
     predict.add_argument("--overlay", default=None, help="also write an overlay PNG")
     _add_model_args(predict)
+    predict.add_argument(
+        "--compose",
+        default="all",
+        metavar="RULES",
+        help="read position/relation/attribute phrases with geometry rules on the network's "
+        "objects (docs/compose.md): 'all' (default), 'none' (the network alone) or a comma "
+        "list of position,relation,attribute",
+    )
     predict.set_defaults(func=_cmd_predict)
 
     scene = subparsers.add_parser(

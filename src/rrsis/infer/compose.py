@@ -227,4 +227,3 @@ def compose_probability(
             fallback = probability(composition.expression)
         return np.asarray(fallback, dtype=np.float32)
     return np.where(comps.select(keep), subject_p, np.float32(0.0)).astype(np.float32)
-

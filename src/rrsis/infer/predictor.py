@@ -122,6 +122,12 @@ class Segmenter:
             the model's ``recommended_threshold`` (stored with the weights when it was chosen
             on validation data, as for the shipped model), else 0.5.
         dtype: ``torch.float32`` or ``torch.bfloat16`` (autocast; faster on recent CPUs/GPUs).
+        compose: geometry rules that read position, relation and attribute phrases on the
+            network's objects (:mod:`rrsis.infer.compose`): ``"all"`` (default), ``"none"``
+            (the network alone) or a comma list / collection of ``position``, ``relation``,
+            ``attribute``. The network then segments the class ("building") instead of the
+            whole expression; a relation costs one more pass (its other class), and so does
+            a rule that cannot decide (the whole expression).
     """
 
     def __init__(
@@ -131,9 +137,16 @@ class Segmenter:
         input_size: int | None = None,
         threshold: float | None = None,
         dtype: torch.dtype = torch.float32,
+        compose: str | Sequence[str] | bool | None = "all",
     ) -> None:
         if dtype not in (torch.float32, torch.bfloat16):
             raise ModelError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+        from rrsis.infer.compose import parse_rules
+
+        try:
+            self.compose = parse_rules(compose)
+        except ValueError as error:
+            raise ModelError(str(error)) from None
         if threshold is None:
             from rrsis.models.io import default_threshold
 
@@ -245,7 +258,9 @@ class Segmenter:
         Returns:
             ``word_ids (E, N)`` and ``word_mask (E, N)`` long tensors on the device.
         """
-        expressions = self._check_expressions(expressions)
+        return self._tokenize(self._check_expressions(expressions))
+
+    def _tokenize(self, expressions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         word_ids, word_mask = self.model.tokenize(list(expressions))
         n_tokens = word_mask.shape[1]
         for expression, used in zip(expressions, word_mask.sum(dim=1).tolist()):
@@ -344,9 +359,41 @@ class Segmenter:
                 UserWarning,
                 stacklevel=2,
             )
-        word_ids, word_mask = self.tokenize(expressions)
-        probs = self.predict_tiles(array[None], word_ids, word_mask)[:, 0]
+        expressions = self._check_expressions(expressions)
+        probs = self._probabilities(array, expressions)
         outputs = [p if return_probs else p > self.threshold for p in probs]
         return outputs[0] if single else outputs
+
+    def _probabilities(self, array: np.ndarray, expressions: list[str]) -> list[np.ndarray]:
+        """Foreground probabilities of checked ``expressions``, composed where a rule applies."""
+        from rrsis.infer.compose import compose_probability, parse_expression
+
+        compositions = [
+            parse_expression(e, self.compose) if self.compose else None for e in expressions
+        ]
+        # Every text the network must read, once, in one batched forward.
+        needed: list[str] = []
+        for expression, composition in zip(expressions, compositions):
+            for text in composition.texts() if composition else [expression]:
+                if text not in needed:
+                    needed.append(text)
+        cache: dict[str, np.ndarray] = {}
+
+        def probability(text: str) -> np.ndarray:
+            if text not in cache:
+                # Only a rule's fallback gets here: the whole expression, one more pass.
+                word_ids, word_mask = self._tokenize([text])
+                cache[text] = self.predict_tiles(array[None], word_ids, word_mask)[0, 0]
+            return cache[text]
+
+        word_ids, word_mask = self._tokenize(needed)
+        for text, prob in zip(needed, self.predict_tiles(array[None], word_ids, word_mask)[:, 0]):
+            cache[text] = prob
+        return [
+            probability(e)
+            if c is None
+            else compose_probability(c, probability, self.threshold, image=array)
+            for e, c in zip(expressions, compositions)
+        ]
 
     seg = __call__

@@ -1,0 +1,84 @@
+"""scripts/probe_compose.py and scripts/probe_adapt.py: validation-only probes of session 11."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rrsis.eval.evaluate import evaluate, open_dataset
+from rrsis.models.io import load_model, save_model
+from rrsis.models.registry import get_tiny_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+import probe_adapt  # noqa: E402
+import probe_compose  # noqa: E402
+from test_train import make_tree  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("probe")
+    torch.manual_seed(0)
+    weights = save_model(get_tiny_model("lgce_effnet_minilm"), root / "m.safetensors")
+    return weights, make_tree(root / "tree", n_val=6, size=64)
+
+
+def test_compose_probe_matches_evaluate(tiny, tmp_path: Path) -> None:
+    weights, tree = tiny
+    out = tmp_path / "compose.json"
+    result = probe_compose.main([str(weights), "--root", str(tree), "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    # "the red roof" is a colour attribute: every variant with the attribute rule parses it.
+    assert result["n_parsed"] == {"none": 0, "position": 0, "relation": 0, "attribute": 6, "all": 6}
+    for variant, rules in (("none", "none"), ("all", "all")):
+        reference = evaluate(
+            load_model(weights),
+            open_dataset(tree, "val"),
+            threshold=0.5,
+            progress=False,
+            resamples=0,
+            compose=rules,
+        )
+        row = result["table"][variant]["0.5"]
+        assert row["mIoU"] == pytest.approx(reference["overall"]["mIoU"], abs=1e-6)
+        assert row["oIoU"] == pytest.approx(reference["overall"]["oIoU"], abs=1e-6)
+    with pytest.raises(SystemExit):
+        probe_compose.main([str(weights), "--root", str(tree), "--split", "test"])
+
+
+def test_adapt_batchnorm_changes_only_statistics_and_restores_them(tiny) -> None:
+    weights, tree = tiny
+    model = load_model(weights).eval()
+    dataset = open_dataset(tree, "val")
+    layers = probe_adapt.batchnorm_layers(model, "vision")
+    assert layers and all(name.startswith("vision.") for name in layers)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = list(probe_adapt.adaptation_batches(model, dataset, model.input_size, 3))
+    saved = probe_adapt.adapt_batchnorm(model, batches, scope="vision")
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(
+        k.rsplit(".", 1)[0] in layers
+        and k.rsplit(".", 1)[1] in ("running_mean", "running_var", "num_batches_tracked")
+        for k in changed
+    )
+    assert not model.training
+    probe_adapt.restore_batchnorm(model, saved)
+    restored = model.state_dict()
+    assert all(
+        torch.equal(before[k], restored[k]) for k in before if not k.endswith("num_batches_tracked")
+    )
+    # blend 0 keeps the trained statistics.
+    probe_adapt.adapt_batchnorm(model, batches, scope="all", blend=0.0)
+    assert all(
+        torch.allclose(before[k], model.state_dict()[k])
+        for k in before
+        if k.endswith(("running_mean", "running_var"))
+    )
+    with pytest.raises(ValueError):
+        probe_adapt.adapt_batchnorm(model, [], scope="all")

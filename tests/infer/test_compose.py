@@ -1,0 +1,214 @@
+"""Composition rules (``rrsis.infer.compose``) on hand-made scenes with known objects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from rrsis.errors import ModelError
+from rrsis.eval.evaluate import evaluate
+from rrsis.infer.compose import (
+    RULES,
+    Composition,
+    compose_probability,
+    parse_expression,
+    parse_rules,
+)
+from rrsis.infer.predictor import Segmenter
+
+SIDE = 64
+
+
+class ClassModel(nn.Module):
+    """Segments "house" pixels (red channel high) or "road" pixels (green channel high).
+
+    It reads only the class word, never positions, relations or sizes: exactly the network the
+    composition rules are meant to help.
+    """
+
+    input_size = SIDE
+    size_divisor = 32
+    mean = (0.0, 0.0, 0.0)
+    std = (1.0, 1.0, 1.0)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        self.texts += list(texts)
+        ids = torch.tensor([[1 if t.split()[-1] == "road" else 2, 0, 0, 0] for t in texts])
+        return ids, (ids > 0).long()
+
+    def forward(self, image: Tensor, word_ids: Tensor, word_mask: Tensor) -> Tensor:
+        wants_road = (word_ids[:, 0] == 1).view(-1, 1, 1, 1)
+        channel = torch.where(wants_road, image[:, 1:2], image[:, 0:1])
+        fg = (channel[:, 0] > 0.5).float() * 8.0 - 4.0
+        return torch.stack([torch.zeros_like(fg), fg], dim=1)
+
+
+def scene() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Houses (red): a big one upper left, small ones upper right and lower right, one lower
+    left next to the road (green column at x 28-31). Returns the image and the true masks."""
+    image = np.zeros((SIDE, SIDE, 3), np.uint8)
+    houses = {
+        "big_ul": (slice(4, 20), slice(4, 20)),  # 256 px, centroid (11.5, 11.5)
+        "small_ur": (slice(6, 10), slice(50, 54)),  # 16 px
+        "small_lr": (slice(50, 54), slice(50, 54)),  # 16 px
+        "by_road": (slice(40, 48), slice(20, 28)),  # 64 px, 1 px from the road
+    }
+    masks = {}
+    for name, (rows, cols) in houses.items():
+        image[rows, cols, 0] = 255
+        masks[name] = np.zeros((SIDE, SIDE), bool)
+        masks[name][rows, cols] = True
+    image[:, 28:32, 1] = 255
+    return image, masks
+
+
+def test_parse_expression_reads_the_builders_templates():
+    assert parse_expression("building in the upper left") == Composition(
+        "position", "building", "upper left", expression="building in the upper left"
+    )
+    assert parse_expression("water on the left").value == "left"
+    relation = parse_expression("building  along the road")
+    assert (relation.rule, relation.subject, relation.value, relation.object) == (
+        "relation",
+        "building",
+        "along",
+        "road",
+    )
+    assert parse_expression("vehicle next to the road").value == "beside"
+    assert parse_expression("vehicle in the parking area").value == "in"
+    large = parse_expression("large building")
+    assert (large.rule, large.subject, large.value) == ("attribute", "building", "large")
+    assert parse_expression("grey car").value == "gray"
+    assert parse_expression("building") is None
+    assert parse_expression("water body") is None
+
+
+def test_parse_expression_honours_the_rule_set():
+    # A position phrase is never an "in" relation, even with the position rule off.
+    assert parse_expression("building in the upper left", {"relation"}) is None
+    assert parse_expression("building along the road", {"position", "attribute"}) is None
+    assert parse_expression("large building", {"position", "relation"}) is None
+    assert parse_rules("all") == frozenset(RULES) == parse_rules(True)
+    assert parse_rules("none") == frozenset() == parse_rules(None)
+    assert parse_rules("position, relation") == {"position", "relation"}
+    with pytest.raises(ValueError, match="unknown composition rule"):
+        parse_rules("position,colour")
+
+
+def _probability_of(image: np.ndarray):
+    """``text -> probabilities`` of :class:`ClassModel` on ``image`` (0.9 / 0.1)."""
+
+    def probability(text: str) -> np.ndarray:
+        channel = 1 if text.split()[-1] == "road" else 0
+        return np.where(image[..., channel] > 127, 0.9, 0.1).astype(np.float32)
+
+    return probability
+
+
+def test_position_keeps_the_objects_whose_centroid_is_in_the_region():
+    image, truth = scene()
+    prob = compose_probability(
+        parse_expression("house in the upper left"), _probability_of(image), 0.5
+    )
+    assert np.array_equal(prob > 0.5, truth["big_ul"])
+    right = compose_probability(parse_expression("house on the right"), _probability_of(image), 0.5)
+    assert np.array_equal(right > 0.5, truth["small_ur"] | truth["small_lr"])
+    # Kept objects keep the network's probability.
+    assert np.allclose(prob[truth["big_ul"]], 0.9)
+
+
+def test_relation_and_attribute_rules():
+    image, truth = scene()
+    probability = _probability_of(image)
+    along = compose_probability(parse_expression("house along the road"), probability, 0.5)
+    assert np.array_equal(along > 0.5, truth["by_road"])
+    large = compose_probability(parse_expression("large house"), probability, 0.5)
+    assert np.array_equal(large > 0.5, truth["big_ul"] | truth["by_road"])
+    small = compose_probability(parse_expression("small house"), probability, 0.5)
+    assert np.array_equal(small > 0.5, truth["small_ur"] | truth["small_lr"])
+    red = compose_probability(parse_expression("red house"), probability, 0.5, image=image)
+    assert (red > 0.5).sum() == sum(m.sum() for m in truth.values())
+
+
+def test_an_undecidable_rule_falls_back_to_the_whole_expression():
+    image, _ = scene()
+    probability = _probability_of(image)
+    fallback = np.full((SIDE, SIDE), 0.3, np.float32)
+    # No house predicted at all, so there is no object to test: the network's answer stays.
+    empty = np.zeros_like(image)
+    got = compose_probability(
+        parse_expression("house in the center"), _probability_of(empty), 0.5, fallback=fallback
+    )
+    assert np.array_equal(got, fallback)
+    # Objects exist but none lies in the region: also the network's answer.
+    got = compose_probability(
+        parse_expression("house in the center"), probability, 0.5, fallback=fallback
+    )
+    assert np.array_equal(got, fallback)
+    # A relation to a class that is not predicted cannot be tested.
+    got = compose_probability(
+        parse_expression("house near the lake"), probability, 0.5, fallback=fallback
+    )
+    assert np.array_equal(got, fallback)
+    # Without a fallback given, the whole expression is asked for.
+    asked = []
+
+    def recording(text):
+        asked.append(text)
+        return probability(text)
+
+    compose_probability(parse_expression("house in the center"), recording, 0.5)
+    assert asked == ["house", "house in the center"]
+
+
+def test_segmenter_composes_by_default_and_not_when_told():
+    image, truth = scene()
+    model = ClassModel()
+    composed = Segmenter(model)
+    alone = Segmenter(model, compose="none")
+    everything = np.logical_or.reduce(list(truth.values()))
+    assert np.array_equal(alone(image, "house in the upper left"), everything)
+    masks = composed(image, ["house in the upper left", "house along the road", "house"])
+    assert np.array_equal(masks[0], truth["big_ul"])
+    assert np.array_equal(masks[1], truth["by_road"])
+    assert np.array_equal(masks[2], everything)
+    # The network read each text it needed once, in one batch: "house" and "road".
+    model.texts.clear()
+    composed(image, ["house in the upper left", "house along the road", "house"])
+    assert model.texts == ["house", "road"]
+    probs = composed(image, "house on the right", return_probs=True)
+    assert probs.dtype == np.float32 and probs[truth["big_ul"]].max() == 0.0
+    with pytest.raises(ModelError, match="unknown composition rule"):
+        Segmenter(model, compose="colour")
+
+
+def test_evaluate_scores_the_composed_masks():
+    image, truth = scene()
+    dataset = [
+        {"image": image, "mask": truth["big_ul"], "text": "house in the upper left", "id": "a"},
+        {"image": image, "mask": truth["by_road"], "text": "house along the road", "id": "b"},
+        {
+            "image": image,
+            "mask": truth["small_ur"] | truth["small_lr"],
+            "text": "small house",
+            "id": "c",
+        },
+    ]
+    model = ClassModel()
+    alone = evaluate(model, dataset, progress=False, resamples=0, threshold=0.5)
+    composed = evaluate(model, dataset, progress=False, resamples=0, threshold=0.5, compose="all")
+    assert composed["compose"] == sorted(RULES)
+    assert alone["compose"] == []
+    assert composed["overall"]["mIoU"] == pytest.approx(100.0)
+    assert alone["overall"]["mIoU"] < 50.0
+    only_position = evaluate(
+        model, dataset, progress=False, resamples=0, threshold=0.5, compose="position"
+    )
+    ious = [s["IoU"] for s in only_position["samples"]]
+    assert ious[0] == pytest.approx(1.0) and max(ious[1:]) < 0.5
