@@ -9,6 +9,8 @@ py=.venv/bin/python
 uptime > "$out/load_before.txt"
 # The shipped model on one 512x512 tile (batch 1, 2 threads) and its peak RSS.
 $py benchmarks/bench_default_model.py --threads 2 --repeats 20 > "$out/default_model.json"
+# Segmenter calls per expression kind, with the composition rules (default) and without.
+$py benchmarks/bench_compose.py --threads 2 --repeats 10 > "$out/compose.json"
 # Fast CPU variants at their default size.
 $py benchmarks/bench_models.py --models lgce_effnet_minilm,lavt_effnet_minilm,rrn_effnet_minilm,cmsa_effnet_minilm \
   --threads 2 --repeats 10 > "$out/cpu_variants.json"

@@ -47,6 +47,8 @@ def test_evaluate_end_to_end(tiny_weights: Path, oracle_tree: Path, tmp_path: Pa
     assert low <= result["overall"]["mIoU"] <= high and result["interval"]["resamples"] == 2000
     assert "95 % interval (bootstrap over" in printed
     assert all(sample["image"] for sample in result["samples"])
+    # The native protocol scores what `rrsis predict` gives: composition rules on.
+    assert result["compose"] == ["attribute", "position", "relation"]
     assert out.with_suffix(".md").read_text().startswith("Results (protocol `native`")
     assert len(list(pred_dir.glob("*.png"))) == 4
     # Outputs exist now: refused with one line and exit code 2, fine with --overwrite.
@@ -56,6 +58,10 @@ def test_evaluate_end_to_end(tiny_weights: Path, oracle_tree: Path, tmp_path: Pa
     assert main([*argv, "--overwrite", "--protocol", "lavt", "--resamples", "0"]) == 0
     assert json.loads(out.read_text())["protocol"] == "lavt"
     assert json.loads(out.read_text())["interval"] is None
+    # The published protocol compares networks: no composition unless asked for.
+    assert json.loads(out.read_text())["compose"] == []
+    assert main([*argv, "--overwrite", "--resamples", "0", "--compose", "position"]) == 0
+    assert json.loads(out.read_text())["compose"] == ["position"]
     with pytest.raises(SystemExit) as exit_info:  # argparse: too few resamples
         main([*argv, "--overwrite", "--resamples", "50"])
     assert exit_info.value.code == 2
@@ -70,6 +76,9 @@ def test_evaluate_user_errors(tiny_weights: Path, oracle_tree: Path, capsys) -> 
     assert "neither a model file nor a registered model" in capsys.readouterr().err
     assert main([*base, "--model", str(tiny_weights), "--split", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+    assert main([*base, "--model", str(tiny_weights), "--compose", "colour"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown composition rule(s) colour" in err and len(err.strip().splitlines()) == 1
 
 
 def test_bare_registry_name_warns_untrained(

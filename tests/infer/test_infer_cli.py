@@ -235,3 +235,27 @@ def test_demo_segments_samples_and_prints_timings(tmp_path, tiny_weights, monkey
     n_calls = 2 + len(demo_module.DEFAULT_EXPRESSIONS)
     assert printed.count(" ms ") == n_calls
     assert len(list(out.glob("*.png"))) == n_calls
+
+
+def test_predict_compose_option(tmp_path, tiny_weights, capsys, monkeypatch):
+    image = _png(tmp_path / "in.png")
+    base = ["predict", str(image), "building in the upper left", "--model", str(tiny_weights)]
+    seen = []
+    original = Segmenter.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(self.compose)
+
+    monkeypatch.setattr(Segmenter, "__init__", spy)
+    assert main([*base, "-o", str(tmp_path / "a.png")]) == 0
+    assert main([*base, "-o", str(tmp_path / "b.png"), "--compose", "none"]) == 0
+    assert main([*base, "-o", str(tmp_path / "c.png"), "--compose", "position,relation"]) == 0
+    assert seen == [
+        {"position", "relation", "attribute"},
+        set(),
+        {"position", "relation"},
+    ]
+    assert main([*base, "-o", str(tmp_path / "x.png"), "--compose", "colour"]) == 2
+    assert "unknown composition rule" in _error_line(capsys)
+    assert not (tmp_path / "x.png").exists()

@@ -110,7 +110,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from rrsis.infer.compose import parse_rules
 
     try:
-        rules = parse_rules(args.compose)
+        compose = args.compose
+        if compose is None:
+            compose = "none" if args.protocol == "lavt" else "all"
+        rules = parse_rules(compose)
     except ValueError as error:
         raise RRSISError(f"--compose: {error}") from None
     dataset = open_dataset(args.data, args.split, args.format)
@@ -384,11 +387,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     ev.add_argument(
         "--compose",
-        default="all",
+        default=None,
         metavar="RULES",
         help="read position/relation/attribute phrases with geometry rules on the network's "
-        "objects as `rrsis predict` does (docs/compose.md): 'all' (default), 'none' (the "
-        "network alone) or a comma list of position,relation,attribute",
+        "objects as `rrsis predict` does (docs/compose.md): 'all', 'none' (the network alone) "
+        "or a comma list of position,relation,attribute (default: 'all' with the native "
+        "protocol, 'none' with the lavt protocol, which compares with published networks)",
     )
     ev.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     ev.add_argument("--overwrite", action="store_true", help="replace existing outputs")

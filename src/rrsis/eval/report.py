@@ -68,6 +68,8 @@ def evaluation_markdown(result: Mapping[str, Any]) -> str:
                     [f"{grouping}: {group}", metrics["n"], *(metrics[k] for k in METRIC_KEYS)]
                 )
     title = f"protocol `{result.get('protocol', '?')}`"
+    if result.get("compose"):
+        title += f", composition rules: {', '.join(result['compose'])}"
     if result.get("shuffle_expressions"):
         title += ", expressions shuffled across samples"
     return f"Results ({title})\n\n" + _markdown(header, rows) + interval_line(result)
