@@ -1,4 +1,4 @@
-"""scripts/probe_compose.py and scripts/probe_adapt.py: validation-only probes of session 11."""
+"""scripts/probe_compose.py, probe_adapt.py, probe_semantic_head.py: session 11's val-only probes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 import probe_adapt  # noqa: E402
 import probe_compose  # noqa: E402
+import probe_semantic_head  # noqa: E402
 from test_train import make_tree  # noqa: E402
 
 
@@ -82,3 +83,43 @@ def test_adapt_batchnorm_changes_only_statistics_and_restores_them(tiny) -> None
     )
     with pytest.raises(ValueError):
         probe_adapt.adapt_batchnorm(model, [], scope="all")
+
+
+def test_semantic_head_probe_scores_category_expressions(tmp_path: Path) -> None:
+    import numpy as np
+
+    from rrsis.data.refsegrs import RefSegRSWriter
+    from rrsis.engine.auxiliary import SemanticAuxiliary
+
+    torch.manual_seed(0)
+    model = get_tiny_model("lgce_effnet_minilm")
+    aux = SemanticAuxiliary(model, model.vision.out_channels, 5)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state |= {f"semantic_aux.{k}": v for k, v in aux.state_dict().items()}
+    torch.save({"state_dict": state}, run / "checkpoints" / "last.ckpt")
+    hparams = {"model_config": model.config, "train": {"semantic_classes": 5}}
+    (run / "hparams.json").write_text(json.dumps(hparams))
+    rng = np.random.default_rng(0)
+    with RefSegRSWriter(tmp_path / "tree") as writer:
+        for i, (kind, category) in enumerate(
+            [("category", "water"), ("category", "building"), ("position", "water")]
+        ):
+            writer.add(
+                "val",
+                {
+                    "image": rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
+                    "mask": rng.random((64, 64)) > 0.5,
+                    "text": category,
+                    "id": f"v{i}",
+                    "meta": {"kind": kind, "category": category},
+                },
+            )
+    result = probe_semantic_head.main([str(run), "--root", str(tmp_path / "tree")])
+    # Only the two category expressions are scored, by both heads.
+    assert result["n_category_expressions"] == 2
+    assert set(result["table"]["semantic_argmax"]["by_category"]) == {"water", "building"}
+    assert 0.0 <= result["table"]["referring"]["mIoU"] <= 100.0
+    with pytest.raises(SystemExit):
+        probe_semantic_head.main([str(run), "--root", str(tmp_path / "tree"), "--split", "test"])
