@@ -71,7 +71,8 @@ def child(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        segmenter = Segmenter.from_pretrained(args.model)
+        dtype = torch.bfloat16 if args.bf16 else torch.float32
+        segmenter = Segmenter.from_pretrained(args.model, dtype=dtype)
     rss_model = _rss_mb()
     expressions = ["building", "road", "vehicle in the parking area"][: args.expressions]
     start = time.perf_counter()
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--expressions", type=int, default=1, choices=(1, 2, 3))
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (rrsis --bf16)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -145,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             ]
             if args.model:
                 command += ["--model", args.model]
+            if args.bf16:
+                command.append("--bf16")
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode:
                 print(done.stderr, file=sys.stderr)
@@ -159,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "tile": args.tile,
         "overlap": args.overlap,
         "batch": args.batch,
+        "dtype": "bfloat16" if args.bf16 else "float32",
         "runs": records,
         "min_mp_per_s_per_expression": min(r["mp_per_s_per_expression"] for r in records),
         "target_mp_per_s": 2.5,

@@ -259,3 +259,22 @@ def test_predict_compose_option(tmp_path, tiny_weights, capsys, monkeypatch):
     assert main([*base, "-o", str(tmp_path / "x.png"), "--compose", "colour"]) == 2
     assert "unknown composition rule" in _error_line(capsys)
     assert not (tmp_path / "x.png").exists()
+
+
+def test_bf16_option_builds_a_bfloat16_segmenter(tmp_path, tiny_weights, monkeypatch):
+    import torch
+
+    image = _png(tmp_path / "in.png")
+    seen = []
+    original = Segmenter.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(self.dtype)
+
+    monkeypatch.setattr(Segmenter, "__init__", spy)
+    base = ["predict", str(image), "road", "--model", str(tiny_weights)]
+    assert main([*base, "-o", str(tmp_path / "a.png")]) == 0
+    assert main([*base, "-o", str(tmp_path / "b.png"), "--bf16"]) == 0
+    assert seen == [torch.float32, torch.bfloat16]
+    assert np.asarray(Image.open(tmp_path / "b.png")).shape == (64, 96)

@@ -51,10 +51,18 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         help="foreground probability cut (default: the one stored with the model, else 0.5)",
     )
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="run the network in bfloat16 autocast: faster on CPUs with bf16 support (about "
+        "1.4x here), masks differ from float32 on a few border pixels",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
 def _segmenter(args: argparse.Namespace):
+    import torch
+
     from rrsis.infer.predictor import Segmenter
 
     return Segmenter.from_pretrained(
@@ -62,6 +70,7 @@ def _segmenter(args: argparse.Namespace):
         device=args.device,
         threshold=args.threshold,
         compose=getattr(args, "compose", "all"),
+        dtype=torch.bfloat16 if getattr(args, "bf16", False) else torch.float32,
     )
 
 
