@@ -237,21 +237,27 @@ def test_demo_segments_samples_and_prints_timings(tmp_path, tiny_weights, monkey
     assert len(list(out.glob("*.png"))) == n_calls
 
 
-def test_predict_compose_option(tmp_path, tiny_weights, capsys, monkeypatch):
-    image = _png(tmp_path / "in.png")
-    base = ["predict", str(image), "building in the upper left", "--model", str(tiny_weights)]
-    seen = []
+@pytest.fixture
+def built_segmenters(monkeypatch):
+    """Every Segmenter the CLI builds during the test, in order."""
+    built = []
     original = Segmenter.__init__
 
     def spy(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        seen.append(self.compose)
+        built.append(self)
 
     monkeypatch.setattr(Segmenter, "__init__", spy)
+    return built
+
+
+def test_predict_compose_option(tmp_path, tiny_weights, capsys, built_segmenters):
+    image = _png(tmp_path / "in.png")
+    base = ["predict", str(image), "building in the upper left", "--model", str(tiny_weights)]
     assert main([*base, "-o", str(tmp_path / "a.png")]) == 0
     assert main([*base, "-o", str(tmp_path / "b.png"), "--compose", "none"]) == 0
     assert main([*base, "-o", str(tmp_path / "c.png"), "--compose", "position,relation"]) == 0
-    assert seen == [
+    assert [seg.compose for seg in built_segmenters] == [
         {"position", "relation", "attribute"},
         set(),
         {"position", "relation"},
@@ -261,20 +267,12 @@ def test_predict_compose_option(tmp_path, tiny_weights, capsys, monkeypatch):
     assert not (tmp_path / "x.png").exists()
 
 
-def test_bf16_option_builds_a_bfloat16_segmenter(tmp_path, tiny_weights, monkeypatch):
+def test_bf16_option_builds_a_bfloat16_segmenter(tmp_path, tiny_weights, built_segmenters):
     import torch
 
     image = _png(tmp_path / "in.png")
-    seen = []
-    original = Segmenter.__init__
-
-    def spy(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        seen.append(self.dtype)
-
-    monkeypatch.setattr(Segmenter, "__init__", spy)
     base = ["predict", str(image), "road", "--model", str(tiny_weights)]
     assert main([*base, "-o", str(tmp_path / "a.png")]) == 0
     assert main([*base, "-o", str(tmp_path / "b.png"), "--bf16"]) == 0
-    assert seen == [torch.float32, torch.bfloat16]
+    assert [seg.dtype for seg in built_segmenters] == [torch.float32, torch.bfloat16]
     assert np.asarray(Image.open(tmp_path / "b.png")).shape == (64, 96)

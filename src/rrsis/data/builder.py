@@ -27,7 +27,16 @@ from rrsis.data.taxonomy import Relation, Taxonomy
 
 KINDS = ("category", "attribute", "relation", "position")
 
-__all__ = ["KINDS", "BuildConfig", "Relation", "Taxonomy", "build_triplets", "infer_kind"]
+__all__ = [
+    "KINDS",
+    "BuildConfig",
+    "Relation",
+    "Taxonomy",
+    "build_triplets",
+    "infer_kind",
+    "relation_keep",
+    "size_groups",
+]
 
 
 @dataclass
@@ -79,6 +88,45 @@ def _name(taxonomy: Taxonomy, name: str, rng: np.random.Generator, prob: float) 
     return name
 
 
+def size_groups(comps: geo.Components, config: BuildConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(large, small)``: ``(n,)`` bool of the components in the top / bottom third by area.
+
+    ``None`` when there are fewer than three components or the thirds differ less than
+    ``config.size_ratio`` in area ("large" would say nothing).
+    """
+    if comps.n < 3:
+        return None
+    lo, hi = np.quantile(comps.areas, [1 / 3, 2 / 3])
+    if hi < config.size_ratio * lo:
+        return None
+    return comps.areas >= hi, comps.areas <= lo
+
+
+def relation_keep(
+    comps: geo.Components,
+    word: str,
+    target: np.ndarray,
+    subject_mask: np.ndarray,
+    config: BuildConfig,
+) -> np.ndarray:
+    """``(n,)`` bool: the components (of ``subject_mask``) in relation ``word`` to ``target``.
+
+    ``in``/``on``: at least ``surround_frac`` of the component's outline lies on ``target``
+    (other subject pixels do not count); ``beside``/``along``/``near``: within ``touch_px``,
+    ``along_frac`` or ``near_frac`` of the shorter image side of the target's pixels outside
+    the subject.
+    """
+    if word in ("in", "on"):
+        return geo.surrounded_fraction(comps, target, subject_mask) >= config.surround_frac
+    side = min(subject_mask.shape)
+    limit = {
+        "beside": config.touch_px,
+        "along": config.along_frac * side,
+        "near": config.near_frac * side,
+    }[word]
+    return geo.distance_to(comps, target & ~subject_mask) <= limit
+
+
 def _subset_candidates(
     name: str,
     said: str,
@@ -98,11 +146,10 @@ def _subset_candidates(
         if keep.any() and not keep.all():
             out.append(_Candidate(kind, text, name, template, comps.select(keep)))
 
-    if taxonomy.is_object(name) and comps.n >= 3:
-        lo, hi = np.quantile(comps.areas, [1 / 3, 2 / 3])
-        if hi >= config.size_ratio * lo:
-            add("attribute", f"large {said}", "large {category}", comps.areas >= hi)
-            add("attribute", f"small {said}", "small {category}", comps.areas <= lo)
+    groups = size_groups(comps, config) if taxonomy.is_object(name) else None
+    if groups is not None:
+        add("attribute", f"large {said}", "large {category}", groups[0])
+        add("attribute", f"small {said}", "small {category}", groups[1])
     if taxonomy.is_object(name):
         add(
             "attribute",
@@ -137,16 +184,7 @@ def _relation_candidates(
     target = taxonomy.mask(labels, rel.object)
     if comps.n == 0 or not target.any():
         return []
-    side = min(labels.shape)
-    if rel.word in ("in", "on"):
-        keep = geo.surrounded_fraction(comps, target, subject_mask) >= config.surround_frac
-    else:
-        limit = {
-            "beside": config.touch_px,
-            "along": config.along_frac * side,
-            "near": config.near_frac * side,
-        }[rel.word]
-        keep = geo.distance_to(comps, target & ~subject_mask) <= limit
+    keep = relation_keep(comps, rel.word, target, subject_mask, config)
     if not keep.any():
         return []
     template = "{category} " + rel.word + " the {object}"

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rrsis.data import relations as geo
-from rrsis.data.builder import BuildConfig
+from rrsis.data.builder import BuildConfig, relation_keep, size_groups
 
 __all__ = [
     "RULES",
@@ -49,6 +49,12 @@ RULES: tuple[str, ...] = ("position", "relation", "attribute")
 
 _CONFIG = BuildConfig()
 
+
+def alternation(words: Collection[str]) -> str:
+    """A regex alternation of ``words``, escaped, longest first ("top left" before "top")."""
+    return "|".join(sorted((re.escape(w) for w in words), key=len, reverse=True))
+
+
 _RELATION_WORDS = {
     "along": "along",
     "alongside": "along",
@@ -62,7 +68,7 @@ _RELATION_WORDS = {
 }
 _RELATION = re.compile(
     r"^(?P<subject>.+?)\s+(?P<word>"
-    + "|".join(sorted((re.escape(w) for w in _RELATION_WORDS), key=len, reverse=True))
+    + alternation(_RELATION_WORDS)
     + r")\s+(?:the\s+)?(?P<object>.+)$",
     re.IGNORECASE,
 )
@@ -70,7 +76,7 @@ _SIZE_WORDS = {"large": "large", "big": "large", "small": "small", "tiny": "smal
 _COLOUR_WORDS = {name: name for name in geo.COLOUR_PROTOTYPES} | {"grey": "gray"}
 _ATTRIBUTE = re.compile(
     r"^(?:the\s+)?(?P<word>"
-    + "|".join(sorted(list(_SIZE_WORDS) + list(_COLOUR_WORDS), key=len, reverse=True))
+    + alternation([*_SIZE_WORDS, *_COLOUR_WORDS])
     + r")\s+(?P<subject>.+)$",
     re.IGNORECASE,
 )
@@ -129,22 +135,21 @@ def parse_expression(expression: str, rules: Collection[str] = RULES) -> Composi
     from rrsis.infer.scene import scene_position
 
     text = " ".join(expression.split())
-    if "position" in rules:
-        rest, region = scene_position(text)
-        if region is not None:
-            return Composition("position", rest, region, expression=text)
-    if "relation" in rules:
+    rest, region = scene_position(text)
+    if region is not None:
         # A position phrase is never read as a relation, even with the position rule off.
-        if scene_position(text)[1] is None:
-            match = _RELATION.match(text)
-            if match:
-                return Composition(
-                    "relation",
-                    match["subject"],
-                    _RELATION_WORDS[match["word"].lower()],
-                    match["object"],
-                    expression=text,
-                )
+        if "position" in rules:
+            return Composition("position", rest, region, expression=text)
+    elif "relation" in rules:
+        match = _RELATION.match(text)
+        if match:
+            return Composition(
+                "relation",
+                match["subject"],
+                _RELATION_WORDS[match["word"].lower()],
+                match["object"],
+                expression=text,
+            )
     if "attribute" in rules:
         match = _ATTRIBUTE.match(text)
         if match and not _RELATION.match(match["subject"]):
@@ -169,23 +174,13 @@ def _keep(
     if rule == "relation":
         if other is None or not (other & ~subject).any():
             return None
-        if value in ("in", "on"):
-            return geo.surrounded_fraction(comps, other, subject) >= _CONFIG.surround_frac
-        side = min(shape)
-        limit = {
-            "beside": _CONFIG.touch_px,
-            "along": _CONFIG.along_frac * side,
-            "near": _CONFIG.near_frac * side,
-        }[value]
-        return geo.distance_to(comps, other & ~subject) <= limit
+        return relation_keep(comps, value, other, subject, _CONFIG)
     # attribute
     if value in ("large", "small"):
-        if comps.n < 3:
+        groups = size_groups(comps, _CONFIG)
+        if groups is None:
             return None
-        lo, hi = np.quantile(comps.areas, [1 / 3, 2 / 3])
-        if hi < _CONFIG.size_ratio * lo:
-            return None
-        return comps.areas >= hi if value == "large" else comps.areas <= lo
+        return groups[0] if value == "large" else groups[1]
     if value == "long":
         return geo.elongation(comps) >= _CONFIG.long_ratio
     if image is None or image.shape[:2] != shape:

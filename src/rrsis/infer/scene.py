@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from rrsis.errors import ImageReadError, OutputExistsError, RRSISError
+from rrsis.infer.compose import alternation
 from rrsis.infer.predictor import MIN_SIDE, Segmenter
 
 #: Longest side of the decimated read used to estimate the stretch of non-uint8 scenes.
@@ -130,7 +131,7 @@ _REGION_WORDS = {
 }
 _POSITION_PHRASE = re.compile(
     r"\s*\b(?:in|on|at)\s+the\s+("
-    + "|".join(sorted((re.escape(k) for k in _REGION_WORDS), key=len, reverse=True))
+    + alternation(_REGION_WORDS)
     + r")(?:\s+(?:corner|part|side))?(?:\s+of\s+the\s+(?:image|scene))?\b(?!\s+of\b)",
     re.IGNORECASE,
 )
