@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         help="resize tiles to this side instead of the model's training size (what a model "
         "trained at that size would cost)",
     )
+    parser.add_argument(
+        "--no-fuse", action="store_true", help="keep the batch norms (the pre-session-12 path)"
+    )
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        segmenter = Segmenter.from_pretrained(args.model)
+        segmenter = Segmenter.from_pretrained(args.model, fuse=not args.no_fuse)
     load_s = time.perf_counter() - start
     if args.input_size:
         segmenter.input_size = args.input_size
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         "tile": args.tile,
         "model_input": segmenter.input_size,
         "batch": 1,
+        "fused": segmenter.fused or False,
         "threads": torch.get_num_threads(),
         "load_s": round(load_s, 2),
         "latency_ms_median": round(statistics.median(times_ms), 1),

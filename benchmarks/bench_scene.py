@@ -72,7 +72,7 @@ def child(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dtype = torch.bfloat16 if args.bf16 else torch.float32
-        segmenter = Segmenter.from_pretrained(args.model, dtype=dtype)
+        segmenter = Segmenter.from_pretrained(args.model, dtype=dtype, fuse=not args.no_fuse)
     rss_model = _rss_mb()
     expressions = ["building", "road", "vehicle in the parking area"][: args.expressions]
     start = time.perf_counter()
@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--expressions", type=int, default=1, choices=(1, 2, 3))
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (rrsis --bf16)")
+    parser.add_argument(
+        "--no-fuse", action="store_true", help="keep the batch norms (the pre-session-12 path)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -149,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 command += ["--model", args.model]
             if args.bf16:
                 command.append("--bf16")
+            if args.no_fuse:
+                command.append("--no-fuse")
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode:
                 print(done.stderr, file=sys.stderr)
@@ -164,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "overlap": args.overlap,
         "batch": args.batch,
         "dtype": "bfloat16" if args.bf16 else "float32",
+        "fused": not args.no_fuse,
         "runs": records,
         "min_mp_per_s_per_expression": min(r["mp_per_s_per_expression"] for r in records),
         "target_mp_per_s": 2.5,

@@ -157,3 +157,33 @@ def test_pickle_checkpoint_is_refused_without_running_it(tmp_path, monkeypatch):
     assert not (tmp_path / "SHOULD_NOT_EXIST").exists()
     with pytest.raises(ModelError, match="not found"):
         Segmenter.from_pretrained(tmp_path / "absent.safetensors")
+
+
+def test_from_pretrained_folds_norms_and_a_passed_model_is_left_alone(tmp_path):
+    from rrsis.models.io import load_model, save_model
+    from rrsis.models.registry import get_tiny_model
+
+    torch.manual_seed(0)
+    model = get_tiny_model("lgce_effnet_minilm")
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # trained-looking statistics, so that folding changes the weights
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.copy_(torch.randn(module.num_features, generator=generator))
+                module.running_var.uniform_(0.5, 1.5, generator=generator)
+    path = tmp_path / "tiny.safetensors"
+    save_model(model, path)
+
+    def n_norms(m: nn.Module) -> int:
+        return sum(isinstance(x, nn.BatchNorm2d) for x in m.modules())
+
+    plain = Segmenter(load_model(path), threshold=0.5)
+    assert plain.fused == {} and n_norms(plain.model) == n_norms(model) > 0
+    fused = Segmenter.from_pretrained(path, threshold=0.5)
+    assert fused.fused["batch_norms"] == n_norms(model) and n_norms(fused.model) == 0
+    image = _image(64, 64, seed=3)
+    expressions = ["the building along the road", "water"]
+    p_plain = plain(image, expressions, return_probs=True)
+    p_fused = fused(image, expressions, return_probs=True)
+    for a, b in zip(p_plain, p_fused):
+        np.testing.assert_allclose(b, a, atol=1e-4)

@@ -10,6 +10,7 @@ from rrsis.models import registry
 from rrsis.models.encoders.swin import SwinEncoder
 from rrsis.models.speed import (
     channels_last,
+    fuse_for_inference,
     inference_mode,
     mask_agreement,
     predict_logits,
@@ -83,3 +84,87 @@ def test_bf16_masks_agree_with_fp32_on_tiny_lavt() -> None:
     assert model.vision.norm0.weight.dtype == torch.float32
     with pytest.raises(ModelError, match="reload"):
         predict_logits(model, image, word_ids, word_mask)
+
+
+def _randomise_norms(model: torch.nn.Module) -> None:
+    """Non-trivial running statistics and affine parameters (a fresh norm folds to ~identity)."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator))
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.weight.copy_(torch.randn(n, generator=generator))
+                module.bias.copy_(torch.randn(n, generator=generator))
+
+
+def test_fuse_for_inference_folds_every_norm_of_the_default_architecture() -> None:
+    torch.manual_seed(0)
+    model = registry.get_tiny_model("lgce_effnet_minilm").eval()
+    _randomise_norms(model)
+    n_norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert n_norms > 10
+    word_ids, word_mask = model.tokenize(["the building along the road", "water"])
+    size = model.input_size
+    example = (torch.randn(1, 3, size, size), word_ids[:1], word_mask[:1])
+    image = torch.randn(2, 3, size, size)
+    with torch.inference_mode():
+        before = model(image, word_ids, word_mask)
+    counts = fuse_for_inference(model, example)
+    assert counts["batch_norms"] == n_norms
+    assert counts["activations"] > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    with torch.inference_mode():
+        after = model(image, word_ids, word_mask)  # other images and texts than the example
+    assert not torch.equal(before, after)  # the arithmetic changed ...
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)  # ... the function did not
+
+
+class _ResidualNorm(torch.nn.Module):
+    """``bn(conv(x)) + conv(x)``: folding the norm into the conv would change the residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.norm = torch.nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.norm(y) + y
+
+
+def test_fuse_for_inference_undoes_everything_when_the_output_changes() -> None:
+    torch.manual_seed(0)
+    model = _ResidualNorm().eval()
+    _randomise_norms(model)
+    x = torch.randn(1, 3, 8, 8)
+    with torch.inference_mode():
+        before = model(x)
+    weight = model.conv.weight.clone()
+    assert fuse_for_inference(model, (x,)) == {"batch_norms": 0, "activations": 0}
+    assert isinstance(model.norm, torch.nn.BatchNorm2d)
+    assert torch.equal(model.conv.weight, weight)
+    with torch.inference_mode():
+        assert torch.equal(model(x), before)
+
+
+def test_fuse_for_inference_skips_shared_norms_and_refuses_training_mode() -> None:
+    conv_a, conv_b = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(3, 4, 1)
+    shared = torch.nn.BatchNorm2d(4)
+
+    class Shared(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.norm = conv_a, conv_b, shared
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.norm(self.a(x)) + self.norm(self.b(x))
+
+    model = Shared()
+    _randomise_norms(model)
+    with pytest.raises(ModelError, match="eval mode"):
+        fuse_for_inference(model, (torch.randn(1, 3, 4, 4),))
+    model.eval()
+    assert fuse_for_inference(model, (torch.randn(1, 3, 4, 4),))["batch_norms"] == 0
+    assert model.norm is shared

@@ -128,6 +128,11 @@ class Segmenter:
             ``attribute``. The network then segments the class ("building") instead of the
             whole expression; a relation costs one more pass (its other class), and so does
             a rule that cannot decide (the whole expression).
+        fuse: fold the model's batch norms into its convolutions for inference
+            (:func:`rrsis.models.speed.fuse_for_inference`; checked to give the same logits to
+            float rounding). It rewrites ``model`` in place, so it is off for a model you pass
+            in; :meth:`from_pretrained`, which owns the model it loads, turns it on. The
+            shipped model runs ~1.25x faster with it (``benchmarks/``).
     """
 
     def __init__(
@@ -138,6 +143,7 @@ class Segmenter:
         threshold: float | None = None,
         dtype: torch.dtype = torch.float32,
         compose: str | Sequence[str] | bool | None = "all",
+        fuse: bool = False,
     ) -> None:
         if dtype not in (torch.float32, torch.bfloat16):
             raise ModelError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
@@ -166,6 +172,19 @@ class Segmenter:
         std = torch.as_tensor(model.std, dtype=torch.float32).view(1, 3, 1, 1)
         self._mean = mean.to(self.device)
         self._std = std.to(self.device)
+        self.fused: dict[str, int] = {}
+        if fuse:
+            self.fused = self._fuse()
+
+    def _fuse(self) -> dict[str, int]:
+        from rrsis.models.speed import fuse_for_inference
+
+        generator = torch.Generator().manual_seed(0)
+        size = self.input_size
+        image = torch.rand(1, 3, size, size, generator=generator).to(self.device)
+        image = ((image - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
+        word_ids, word_mask = self._tokenize(["the building along the road"])
+        return fuse_for_inference(self.model, (image, word_ids, word_mask))
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -188,6 +207,7 @@ class Segmenter:
             ModelError: missing default weights, unknown name, pickle checkpoint, or weights that
                 do not fit the architecture.
         """
+        kwargs.setdefault("fuse", True)  # the model is ours to rewrite
         if name_or_path is None:
             path = default_weights_path()
             if not path.is_file():
