@@ -9,6 +9,8 @@ py=.venv/bin/python
 uptime > "$out/load_before.txt"
 # The shipped model on one 512x512 tile (batch 1, 2 threads) and its peak RSS.
 $py benchmarks/bench_default_model.py --threads 2 --repeats 20 > "$out/default_model.json"
+# The same without folding the batch norms (Segmenter(fuse=False), the path before session 12).
+$py benchmarks/bench_default_model.py --threads 2 --repeats 20 --no-fuse > "$out/default_model_nofuse.json"
 # Segmenter calls per expression kind, with the composition rules (default) and without.
 $py benchmarks/bench_compose.py --threads 2 --repeats 10 > "$out/compose.json"
 # Fast CPU variants at their default size.
@@ -23,6 +25,7 @@ $py benchmarks/bench_models.py --models lavt_swin_base,lgce_swin_base --threads 
 # batch 1, and batch 4 (the `rrsis predict-scene` default).
 $py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 > "$out/scene.json"
 $py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 > "$out/scene_batch4.json"
+$py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 --no-fuse > "$out/scene_batch4_nofuse.json"
 # The same with --bf16 (bfloat16 autocast, opt-in: `rrsis predict-scene --bf16`).
 $py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 --bf16 > "$out/scene_batch4_bf16.json"
 # Training input pipeline, decoded per epoch or preloaded (needs the data of make train-default).

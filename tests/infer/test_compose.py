@@ -212,3 +212,52 @@ def test_evaluate_scores_the_composed_masks():
     )
     ious = [s["IoU"] for s in only_position["samples"]]
     assert ious[0] == pytest.approx(1.0) and max(ious[1:]) < 0.5
+
+
+def test_predict_scene_composes_inside_each_window(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from rrsis.infer.scene import predict_scene
+
+    image, truth = scene()
+    no_road = image.copy()
+    no_road[..., 1] = 0
+    # Two windows side by side: the hand-made scene, then its houses without the road.
+    raster = np.concatenate([image, no_road], axis=1)
+    src = tmp_path / "scene.tif"
+    profile = {"driver": "GTiff", "height": SIDE, "width": 2 * SIDE, "count": 3, "dtype": "uint8"}
+    profile |= {"crs": "EPSG:32640", "transform": from_origin(400000.0, 2700000.0, 0.5, 0.5)}
+    with rasterio.open(src, "w", **profile) as dst:
+        dst.write(np.moveaxis(raster, -1, 0))
+    houses = np.logical_or.reduce(list(truth.values()))
+
+    def run(expressions, **kwargs) -> np.ndarray:
+        out = tmp_path / "mask.tif"
+        seg = Segmenter(ClassModel(), threshold=0.5, compose=kwargs.pop("rules", "all"))
+        predict_scene(src, expressions, out, seg, tile=SIDE, overlap=0, progress=False,
+                      overwrite=True, **kwargs)  # fmt: skip
+        with rasterio.open(out) as ds:
+            return ds.read() > 0
+
+    expressions = ["house along the road", "large house", "house"]
+    along, large, every = run(expressions)
+    # Left window: the rules on its own objects, as Segmenter reads a 64 px image.
+    assert np.array_equal(along[:, :SIDE], truth["by_road"])
+    assert np.array_equal(large[:, :SIDE], truth["big_ul"] | truth["by_road"])
+    assert np.array_equal(every[:, :SIDE], houses)
+    # Right window: no road, so the relation cannot be tested there and the network reads
+    # the whole expression (this model then segments road pixels: none).
+    assert not along[:, SIDE:].any()
+    assert np.array_equal(large[:, SIDE:], truth["big_ul"] | truth["by_road"])
+    # compose="none" (or Segmenter(compose="none")): the network alone reads every expression.
+    for kwargs in ({"compose": "none"}, {"rules": "none"}):
+        alone = run(expressions, **kwargs)
+        assert np.array_equal(alone[1], np.concatenate([houses, houses], axis=1))
+    # Positions: the scene's upper left by pixels by default, each window's centroids if asked.
+    (scene_ul,) = run(["house in the upper left"])
+    expected = np.zeros_like(scene_ul)
+    expected[: SIDE // 2, :SIDE] = houses[: SIDE // 2]
+    assert np.array_equal(scene_ul, expected)
+    (window_ul,) = run(["house in the upper left"], positions="window")
+    assert np.array_equal(window_ul, np.concatenate([truth["big_ul"]] * 2, axis=1))

@@ -276,3 +276,13 @@ def test_bf16_option_builds_a_bfloat16_segmenter(tmp_path, tiny_weights, built_s
     assert main([*base, "-o", str(tmp_path / "b.png"), "--bf16"]) == 0
     assert [seg.dtype for seg in built_segmenters] == [torch.float32, torch.bfloat16]
     assert np.asarray(Image.open(tmp_path / "b.png")).shape == (64, 96)
+
+
+def test_predict_scene_compose_option(tmp_path, tiny_weights, geotiff, built_segmenters):
+    src = geotiff(tmp_path / "scene.tif", 200, 160)
+    base = ["predict-scene", str(src), "building along the road", "--model", str(tiny_weights)]
+    base += ["--tile", "128", "--overlap", "32", "--no-progress"]
+    assert main([*base, "-o", str(tmp_path / "a.tif")]) == 0
+    assert main([*base, "-o", str(tmp_path / "b.tif"), "--compose", "none"]) == 0
+    assert [seg.compose for seg in built_segmenters] == [{"position", "relation", "attribute"}, set()]
+    assert (tmp_path / "a.tif").exists() and (tmp_path / "b.tif").exists()

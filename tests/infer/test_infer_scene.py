@@ -268,9 +268,9 @@ def test_positions_refer_to_the_scene(tmp_path, geotiff, pixel_model, monkeypatc
     src = geotiff(tmp_path / "scene.tif", H, W, seed=5)
     seg = Segmenter(pixel_model)
     fed = []
-    tokenize = seg.tokenize
+    tokenize = seg._tokenize
     monkeypatch.setattr(
-        seg, "tokenize", lambda texts: (fed.append(list(texts)), tokenize(texts))[1]
+        seg, "_tokenize", lambda texts: (fed.append(list(texts)), tokenize(texts))[1]
     )
     names = ["zebra", "zebra in the upper left", "zebra on the right"]
     kwargs = {"tile": 64, "overlap": 16, "progress": False, "probabilities": True}
@@ -285,8 +285,11 @@ def test_positions_refer_to_the_scene(tmp_path, geotiff, pixel_model, monkeypatc
     right = np.zeros((H, W), bool)
     right[:, round(W * 2 / 3) :] = True
     np.testing.assert_array_equal(probs[2], np.where(right, probs[0], 0))
-    # Window mode: the model reads the whole expression in every window (here: the same pixels).
+    # Window mode without the rules: the model reads the whole expression in every window (here:
+    # the same pixels). With them, each window applies the position rule to its own objects
+    # (tests/infer/test_compose.py).
     fed.clear()
+    kwargs["compose"] = "none"
     predict_scene(src, names, tmp_path / "window.tif", seg, positions="window", **kwargs)
     assert fed == [names]
     window = _read(tmp_path / "window.tif")[0]

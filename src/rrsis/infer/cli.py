@@ -148,6 +148,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_compose_arg(parser: argparse.ArgumentParser, where: str = "") -> None:
+    parser.add_argument(
+        "--compose",
+        default="all",
+        metavar="RULES",
+        help="read position/relation/attribute phrases with geometry rules on the network's "
+        f"objects{where} (docs/compose.md): 'all' (default), 'none' (the network alone) or a "
+        "comma list of position,relation,attribute",
+    )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``predict``, ``predict-scene`` and ``demo`` to the ``rrsis`` command."""
     predict = subparsers.add_parser("predict", help="segment one image from an expression")
@@ -156,14 +167,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("-o", "--output", required=True, help="mask file (.png or .tif), 0/255")
     predict.add_argument("--overlay", default=None, help="also write an overlay PNG")
     _add_model_args(predict)
-    predict.add_argument(
-        "--compose",
-        default="all",
-        metavar="RULES",
-        help="read position/relation/attribute phrases with geometry rules on the network's "
-        "objects (docs/compose.md): 'all' (default), 'none' (the network alone) or a comma "
-        "list of position,relation,attribute",
-    )
+    _add_compose_arg(predict)
     predict.set_defaults(func=_cmd_predict)
 
     scene = subparsers.add_parser(
@@ -190,6 +194,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     scene.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_model_args(scene)
+    _add_compose_arg(scene, " (inside each window; positions: see --positions)")
     scene.set_defaults(func=_cmd_predict_scene)
 
     demo = subparsers.add_parser("demo", help="segment the bundled samples with the shipped model")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import unicodedata
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -386,34 +386,67 @@ class Segmenter:
 
     def _probabilities(self, array: np.ndarray, expressions: list[str]) -> list[np.ndarray]:
         """Foreground probabilities of checked ``expressions``, composed where a rule applies."""
+        return list(self.compose_tiles(array[None], expressions, checked=True)[:, 0])
+
+    def compose_tiles(
+        self,
+        tiles: np.ndarray,
+        expressions: Sequence[str],
+        rules: Collection[str] | None = None,
+        checked: bool = False,
+    ) -> np.ndarray:
+        """Like :meth:`predict_tiles`, but reading expressions with the composition rules.
+
+        Every text the network must read (each rule's class and relation object, or the whole
+        expression) goes through one batched forward for all tiles; the rules then run on each
+        tile's own predicted objects (:func:`rrsis.infer.compose.compose_probability`). A tile
+        where a rule cannot decide costs one more pass, for that tile and expression only.
+
+        Args:
+            tiles: ``uint8 (B, H, W, 3)``.
+            expressions: ``E`` expressions.
+            rules: the rules to apply; ``None`` uses the Segmenter's (``compose=``).
+            checked: ``expressions`` were already cleaned by :meth:`tokenize`'s checks.
+
+        Returns:
+            ``float32 (E, B, H, W)`` probabilities.
+        """
         from rrsis.infer.compose import compose_probability, parse_expression
 
-        compositions = [
-            parse_expression(e, self.compose) if self.compose else None for e in expressions
-        ]
+        rules = self.compose if rules is None else frozenset(rules)
+        if not checked:
+            expressions = self._check_expressions(expressions)
+        compositions = [parse_expression(e, rules) if rules else None for e in expressions]
         # Every text the network must read, once, in one batched forward.
         needed: list[str] = []
         for expression, composition in zip(expressions, compositions):
             for text in composition.texts() if composition else [expression]:
                 if text not in needed:
                     needed.append(text)
-        cache: dict[str, np.ndarray] = {}
-
-        def probability(text: str) -> np.ndarray:
-            if text not in cache:
-                # Only a rule's fallback gets here: the whole expression, one more pass.
-                word_ids, word_mask = self._tokenize([text])
-                cache[text] = self.predict_tiles(array[None], word_ids, word_mask)[0, 0]
-            return cache[text]
-
         word_ids, word_mask = self._tokenize(needed)
-        for text, prob in zip(needed, self.predict_tiles(array[None], word_ids, word_mask)[:, 0]):
-            cache[text] = prob
-        return [
-            probability(e)
-            if c is None
-            else compose_probability(c, probability, self.threshold, image=array)
-            for e, c in zip(expressions, compositions)
-        ]
+        batched = self.predict_tiles(tiles, word_ids, word_mask)
+        index = {text: i for i, text in enumerate(needed)}
+        out = np.empty((len(expressions), *batched.shape[1:]), np.float32)
+        for b in range(tiles.shape[0]):
+            cache: dict[str, np.ndarray] = {}
+
+            def probability(text: str, b: int = b, cache: dict = cache) -> np.ndarray:
+                if text in index:
+                    return batched[index[text], b]
+                if text not in cache:
+                    # Only a rule's fallback gets here: the whole expression, one more pass.
+                    ids, mask = self._tokenize([text])
+                    cache[text] = self.predict_tiles(tiles[b : b + 1], ids, mask)[0, 0]
+                return cache[text]
+
+            for e, (expression, composition) in enumerate(zip(expressions, compositions)):
+                out[e, b] = (
+                    probability(expression)
+                    if composition is None
+                    else compose_probability(
+                        composition, probability, self.threshold, image=tiles[b]
+                    )
+                )
+        return out
 
     seg = __call__

@@ -24,6 +24,12 @@ How it works:
   thirds, the centre ninth), applied to pixels rather than to object centroids, so an object
   crossing the border is cut there. ``positions="window"`` feeds the expression as written:
   each window then answers for its own upper left, as the model was trained on 512 px crops.
+* Relations and attributes ("buildings along the road", "large building") are read by the
+  composition rules of :mod:`rrsis.infer.compose`, as ``rrsis predict`` reads them, inside each
+  window: on the window's predicted objects, at the 512 px crop size the rules' distances and
+  size thirds were made for. The rules are the segmenter's (``Segmenter(compose=...)``) unless
+  ``compose`` says otherwise; with ``positions="window"`` the position rule runs per window too.
+  A relation costs one more network pass per window (its other class).
 * Band/dtype rules follow :mod:`rrsis.data.io`: 1 band is replicated, 4 bands keep the first three,
   non-``uint8`` scenes get a per-band 2-98 percentile stretch whose percentiles are estimated
   once for the whole scene from a decimated read (so that tiles share one stretch, no seams).
@@ -40,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from rrsis.errors import ImageReadError, OutputExistsError, RRSISError
-from rrsis.infer.compose import alternation
+from rrsis.infer.compose import alternation, parse_expression, parse_rules
 from rrsis.infer.predictor import MIN_SIDE, Segmenter
 
 #: Longest side of the decimated read used to estimate the stretch of non-uint8 scenes.
@@ -161,8 +167,11 @@ def region_bounds(region: str, height: int, width: int) -> tuple[int, int, int, 
     return (round(r0 * height), round(r1 * height), round(c0 * width), round(c1 * width))
 
 
-def _blended_rows(dataset, to_rgb, segmenter, word_ids, word_mask, tile, overlap, batch, bar):
-    """Yield ``(row, probs (E, rows, W))``: final blended probabilities, band by band, top down."""
+def _blended_rows(dataset, to_rgb, window_probs, n_expr, tile, overlap, batch, bar):
+    """Yield ``(row, probs (E, rows, W))``: final blended probabilities, band by band, top down.
+
+    ``window_probs(tiles uint8 (B, h, w, 3)) -> float32 (E, B, h, w)`` segments a batch of windows.
+    """
     from rasterio.windows import Window
 
     height, width = dataset.height, dataset.width
@@ -179,7 +188,6 @@ def _blended_rows(dataset, to_rgb, segmenter, word_ids, word_mask, tile, overlap
         row_sum[y0 : y0 + tile_h] += wy
     for x0 in xs:
         col_sum[x0 : x0 + tile_w] += wx
-    n_expr = word_ids.shape[0]
     # Accumulator for rows [top, top + tile_h), the only rows still open.
     acc = np.zeros((n_expr, tile_h, width), np.float32)
     top = 0
@@ -198,7 +206,7 @@ def _blended_rows(dataset, to_rgb, segmenter, word_ids, word_mask, tile, overlap
             raw = dataset.read(to_rgb.bands, window=Window(left, y0, right - left, tile_h))
             strip = to_rgb(raw)
             tiles = np.stack([strip[:, x0 - left : x0 - left + tile_w] for x0 in chunk])
-            probs = segmenter.predict_tiles(tiles, word_ids, word_mask)
+            probs = window_probs(tiles)
             for k, x0 in enumerate(chunk):
                 acc[:, :, x0 : x0 + tile_w] += probs[:, k] * tile_weight
             bar.update(len(chunk))
@@ -268,6 +276,7 @@ def predict_scene(
     probabilities: bool = False,
     simplify: float | None = None,
     positions: str = "scene",
+    compose: str | Sequence[str] | bool | None = None,
 ) -> Path:
     """Segment a GeoTIFF scene for one or several expressions.
 
@@ -288,6 +297,9 @@ def predict_scene(
         simplify: polygon simplification tolerance in CRS units (``None``: exact pixel edges).
         positions: ``"scene"``: a position phrase ("in the upper left") selects that part of
             the scene (see the module docstring); ``"window"``: each window reads it for itself.
+        compose: composition rules applied in each window (``"all"``, ``"none"`` or a comma
+            list, as for :class:`Segmenter`); ``None`` uses ``segmenter.compose``. With
+            ``positions="scene"`` the position rule is left to the scene.
 
     Returns:
         ``dst`` as a :class:`~pathlib.Path`.
@@ -328,7 +340,25 @@ def predict_scene(
             raise OutputExistsError(f"{out}: output would overwrite the input scene")
         if out is not None:
             check_output(out, overwrite)
-    word_ids, word_mask = segmenter.tokenize(list(fed))
+    try:
+        rules = set(segmenter.compose if compose is None else parse_rules(compose))
+    except ValueError as error:
+        raise RRSISError(str(error)) from None
+    if positions == "scene":
+        rules.discard("position")  # the scene's regions, not each window's
+    fed = segmenter._check_expressions(list(fed))
+    word_ids, word_mask = segmenter._tokenize(fed)  # warns once about truncated expressions
+    if any(parse_expression(text, rules) for text in fed):
+
+        def window_probs(tiles: np.ndarray) -> np.ndarray:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # already said once, above
+                return segmenter.compose_tiles(tiles, fed, rules, checked=True)
+
+    else:
+
+        def window_probs(tiles: np.ndarray) -> np.ndarray:
+            return segmenter.predict_tiles(tiles, word_ids, word_mask)
 
     try:
         dataset = rasterio.open(src)
@@ -391,7 +421,7 @@ def predict_scene(
                         )
                     writer = _BlockRowWriter(out, height)
                     bands = _blended_rows(
-                        dataset, to_rgb, segmenter, word_ids, word_mask, tile, overlap, batch, bar
+                        dataset, to_rgb, window_probs, n_expr, tile, overlap, batch, bar
                     )
                     bounds = [
                         None if region is None else region_bounds(region, height, width)
