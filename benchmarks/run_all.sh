@@ -23,11 +23,11 @@ $py benchmarks/bench_models.py --models lavt_swin_base,lgce_swin_base --threads 
   --bf16 --plain > "$out/paper_configs.json"
 # Scene inference with the shipped model: throughput and flat memory on 4000^2 and 8000^2 scenes.
 # batch 1, and batch 4 (the `rrsis predict-scene` default).
-$py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 > "$out/scene.json"
-$py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 > "$out/scene_batch4.json"
-$py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 --no-fuse > "$out/scene_batch4_nofuse.json"
+$py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --repeats 3 > "$out/scene.json"
+$py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 --repeats 3 > "$out/scene_batch4.json"
+$py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 --repeats 3 --no-fuse > "$out/scene_batch4_nofuse.json"
 # The same with --bf16 (bfloat16 autocast, opt-in: `rrsis predict-scene --bf16`).
-$py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 --bf16 > "$out/scene_batch4_bf16.json"
+$py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 --repeats 3 --bf16 > "$out/scene_batch4_bf16.json"
 # Training input pipeline, decoded per epoch or preloaded (needs the data of make train-default).
 if [ -d data/dubai_dense ] && [ -d data/synth ]; then
   $py benchmarks/bench_train_loader.py --threads 2 --workers 2 > "$out/train_loader.json"
