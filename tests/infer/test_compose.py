@@ -261,3 +261,16 @@ def test_predict_scene_composes_inside_each_window(tmp_path):
     assert np.array_equal(scene_ul, expected)
     (window_ul,) = run(["house in the upper left"], positions="window")
     assert np.array_equal(window_ul, np.concatenate([truth["big_ul"]] * 2, axis=1))
+
+
+def test_compose_tiles_ignores_invalid_pixels():
+    image, truth = scene()
+    seg = Segmenter(ClassModel(), threshold=0.5)
+    valid = np.ones((1, SIDE, SIDE), bool)
+    got = seg.compose_tiles(image[None], ["house along the road", "house"], valid=valid)
+    assert np.array_equal(got[0, 0] > 0.5, truth["by_road"])
+    valid[0, :, 24:] = False  # the road (and what lies right of it) is nodata
+    got = seg.compose_tiles(image[None], ["house along the road", "house"], valid=valid)
+    # No road left to be along: the whole expression, which this model reads as "road": none.
+    assert not (got[0, 0] > 0.5).any()
+    assert np.array_equal(got[1, 0] > 0.5, (truth["big_ul"] | truth["by_road"]) & valid[0])

@@ -312,3 +312,44 @@ def test_unrecognised_position_words_warn(tmp_path, geotiff, pixel_model):
         predict_scene(src, [], tmp_path / "q.tif", Segmenter(pixel_model))
     with pytest.raises(RRSISError, match="positions must be"):
         predict_scene(src, "zebra", tmp_path / "p.tif", Segmenter(pixel_model), positions="map")
+
+
+def test_nodata_is_skipped_masked_and_kept(tmp_path, geotiff, const_model, monkeypatch):
+    from rrsis.infer.scene import _Stretch, has_nodata
+
+    height, width, collar = 300, 400, 150
+    plain = geotiff(tmp_path / "plain.tif", height, width, dtype="uint16", seed=2)
+    with rasterio.open(plain) as ds:
+        data, profile = ds.read(), ds.profile
+    data[:, :, :collar] = 0  # a nodata collar, as at the edge of a satellite scene's footprint
+    src = tmp_path / "collar.tif"
+    with rasterio.open(src, "w", **(profile | {"nodata": 0})) as dst:
+        dst.write(data)
+    with rasterio.open(plain) as ds:
+        assert not has_nodata(ds)
+    with rasterio.open(src) as ds:
+        assert has_nodata(ds)
+        # The 16-bit stretch is estimated on valid pixels: the zeros would set the 2nd percentile.
+        assert (_Stretch(ds, src, masked=False).low == 0).all()
+        assert (_Stretch(ds, src, masked=True).low >= 100).all()
+    seg = Segmenter(const_model, threshold=0.5)  # foreground everywhere it is asked
+    seen = []
+    predict_tiles = seg.predict_tiles
+    monkeypatch.setattr(
+        seg, "predict_tiles", lambda tiles, *a: (seen.append(len(tiles)), predict_tiles(tiles, *a))[1]
+    )
+    dst = tmp_path / "mask.tif"
+    predict_scene(src, "building", dst, seg, tile=64, overlap=16, batch=3, progress=False,
+                  vector=tmp_path / "mask.geojson")  # fmt: skip
+    with rasterio.open(dst) as out:
+        mask, valid = out.read(1), out.dataset_mask()
+        assert out.crs == profile["crs"] and out.transform == profile["transform"]
+    assert (mask[:, :collar] == 0).all() and (mask[:, collar:] == 255).all()
+    assert (valid[:, :collar] == 0).all() and (valid[:, collar:] == 255).all()
+    # Windows wholly inside the collar (x0 = 0, 48 of each tile row) never reach the network.
+    starts = tile_starts(width, 64, 48)
+    n_rows = len(tile_starts(height, 64, 48))
+    assert sum(seen) == n_rows * sum(x0 + 64 > collar for x0 in starts) < n_rows * len(starts)
+    polygons = json.loads((tmp_path / "mask.geojson").read_text())["features"]
+    x_min = min(shape(f["geometry"]).bounds[0] for f in polygons)
+    assert x_min == pytest.approx(profile["transform"].c + collar * 0.5)

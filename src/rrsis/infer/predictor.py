@@ -394,6 +394,7 @@ class Segmenter:
         expressions: Sequence[str],
         rules: Collection[str] | None = None,
         checked: bool = False,
+        valid: np.ndarray | None = None,
     ) -> np.ndarray:
         """Like :meth:`predict_tiles`, but reading expressions with the composition rules.
 
@@ -407,6 +408,8 @@ class Segmenter:
             expressions: ``E`` expressions.
             rules: the rules to apply; ``None`` uses the Segmenter's (``compose=``).
             checked: ``expressions`` were already cleaned by :meth:`tokenize`'s checks.
+            valid: optional ``bool (B, H, W)``: pixels outside it (a scene's nodata) get
+                probability 0 before the rules look for objects.
 
         Returns:
             ``float32 (E, B, H, W)`` probabilities.
@@ -425,6 +428,8 @@ class Segmenter:
                     needed.append(text)
         word_ids, word_mask = self._tokenize(needed)
         batched = self.predict_tiles(tiles, word_ids, word_mask)
+        if valid is not None:
+            batched *= valid[None]
         index = {text: i for i, text in enumerate(needed)}
         out = np.empty((len(expressions), *batched.shape[1:]), np.float32)
         for b in range(tiles.shape[0]):
@@ -436,7 +441,8 @@ class Segmenter:
                 if text not in cache:
                     # Only a rule's fallback gets here: the whole expression, one more pass.
                     ids, mask = self._tokenize([text])
-                    cache[text] = self.predict_tiles(tiles[b : b + 1], ids, mask)[0, 0]
+                    prob = self.predict_tiles(tiles[b : b + 1], ids, mask)[0, 0]
+                    cache[text] = prob if valid is None else prob * valid[b]
                 return cache[text]
 
             for e, (expression, composition) in enumerate(zip(expressions, compositions)):

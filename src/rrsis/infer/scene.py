@@ -30,6 +30,11 @@ How it works:
   size thirds were made for. The rules are the segmenter's (``Segmenter(compose=...)``) unless
   ``compose`` says otherwise; with ``positions="window"`` the position rule runs per window too.
   A relation costs one more network pass per window (its other class).
+* Nodata (a nodata value, an alpha band or a mask band, as GDAL's dataset mask reports it):
+  windows without a valid pixel are not segmented, the network's probabilities are set to 0 on
+  invalid pixels before the composition rules look for objects, and the output gets the input's
+  validity as its mask band (GIS tools show those pixels as transparent; the bands hold 0 there).
+  The percentile stretch of non-``uint8`` scenes is estimated on valid pixels only.
 * Band/dtype rules follow :mod:`rrsis.data.io`: 1 band is replicated, 4 bands keep the first three,
   non-``uint8`` scenes get a per-band 2-98 percentile stretch whose percentiles are estimated
   once for the whole scene from a decimated read (so that tiles share one stretch, no seams).
@@ -75,7 +80,7 @@ def ramp_weights(size: int, overlap: int) -> np.ndarray:
 class _Stretch:
     """Maps a scene's raw window ``(C, h, w)`` to ``uint8 (h, w, 3)`` with the rrsis.data.io rules."""
 
-    def __init__(self, dataset, path: Path) -> None:
+    def __init__(self, dataset, path: Path, masked: bool = False) -> None:
         count = dataset.count
         if count not in (1, 3, 4):
             raise ImageReadError(
@@ -91,9 +96,12 @@ class _Stretch:
                 max(1, int(dataset.height / max(scale, 1))),
                 max(1, int(dataset.width / max(scale, 1))),
             )
-            sample = dataset.read(self.bands, out_shape=shape).astype(np.float64)
-            self.low = np.percentile(sample.reshape(3, -1), 2, axis=1)
-            self.high = np.percentile(sample.reshape(3, -1), 98, axis=1)
+            sample = dataset.read(self.bands, out_shape=shape).astype(np.float64).reshape(3, -1)
+            if masked:  # percentiles of the valid pixels only: nodata collars skew them
+                valid = dataset.dataset_mask(out_shape=shape[1:]).reshape(-1) > 0
+                sample = sample[:, valid] if valid.any() else sample
+            self.low = np.percentile(sample, 2, axis=1)
+            self.high = np.percentile(sample, 98, axis=1)
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         data = np.moveaxis(raw, 0, -1)
@@ -104,6 +112,13 @@ class _Stretch:
         scaled = (data - self.low.astype(np.float32)) / span * 255.0
         scaled[..., self.high <= self.low] = 0.0  # constant bands map to black, as in io
         return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
+def has_nodata(dataset) -> bool:
+    """Whether a rasterio dataset marks some pixels invalid (nodata value, alpha or mask band)."""
+    from rasterio.enums import MaskFlags
+
+    return any(MaskFlags.all_valid not in flags for flags in dataset.mask_flag_enums)
 
 
 def _tmp_path(dst: Path) -> Path:
@@ -167,10 +182,12 @@ def region_bounds(region: str, height: int, width: int) -> tuple[int, int, int, 
     return (round(r0 * height), round(r1 * height), round(c0 * width), round(c1 * width))
 
 
-def _blended_rows(dataset, to_rgb, window_probs, n_expr, tile, overlap, batch, bar):
+def _blended_rows(dataset, to_rgb, window_probs, n_expr, tile, overlap, batch, bar, masked):
     """Yield ``(row, probs (E, rows, W))``: final blended probabilities, band by band, top down.
 
-    ``window_probs(tiles uint8 (B, h, w, 3)) -> float32 (E, B, h, w)`` segments a batch of windows.
+    ``window_probs(tiles uint8 (B, h, w, 3), valid bool (B, h, w) | None) -> float32
+    (E, B, h, w)`` segments a batch of windows. With ``masked`` (the scene has nodata), windows
+    without a valid pixel are not segmented (probability 0), and the others get their validity.
     """
     from rasterio.windows import Window
 
@@ -203,13 +220,23 @@ def _blended_rows(dataset, to_rgb, window_probs, n_expr, tile, overlap, batch, b
             chunk = xs[start : start + batch]
             left, right = chunk[0], chunk[-1] + tile_w
             # Read only the columns this batch covers: memory does not grow with the width.
-            raw = dataset.read(to_rgb.bands, window=Window(left, y0, right - left, tile_h))
+            window = Window(left, y0, right - left, tile_h)
+            valid = None
+            if masked:
+                strip_valid = dataset.dataset_mask(window=window) > 0
+                valid = np.stack([strip_valid[:, x0 - left : x0 - left + tile_w] for x0 in chunk])
+                keep = valid.reshape(len(chunk), -1).any(axis=1)
+                if not keep.any():
+                    bar.update(len(chunk))  # nodata only: nothing to segment, probability 0
+                    continue
+                chunk, valid = [x0 for x0, k in zip(chunk, keep) if k], valid[keep]
+            raw = dataset.read(to_rgb.bands, window=window)
             strip = to_rgb(raw)
             tiles = np.stack([strip[:, x0 - left : x0 - left + tile_w] for x0 in chunk])
-            probs = window_probs(tiles)
+            probs = window_probs(tiles, valid)
             for k, x0 in enumerate(chunk):
                 acc[:, :, x0 : x0 + tile_w] += probs[:, k] * tile_weight
-            bar.update(len(chunk))
+            bar.update(len(keep) if masked else len(chunk))
         # Rows above the next tile row's start get no more contributions.
         done = ys[row + 1] - y0 if row + 1 < len(ys) else tile_h
         # Normalise in place: these rows leave the accumulator at the next shift anyway.
@@ -239,8 +266,8 @@ class _BlockRowWriter:
     Partially written blocks would stay dirty in GDAL's cache (or be compressed twice).
     """
 
-    def __init__(self, out, height: int) -> None:
-        self.out = out
+    def __init__(self, write, height: int) -> None:
+        self.write = write  # (data (E, n, W), window) -> None
         self.height = height
         self.top = 0
         self.pending: list[np.ndarray] = []
@@ -257,7 +284,7 @@ class _BlockRowWriter:
             return
         data = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending, axis=1)
         n = cut - self.top
-        self.out.write(data[:, :n], window=Window(0, self.top, data.shape[2], n))
+        self.write(data[:, :n], Window(0, self.top, data.shape[2], n))
         self.pending = [data[:, n:].copy()] if cut < end else []
         self.top = cut
 
@@ -305,6 +332,7 @@ def predict_scene(
         ``dst`` as a :class:`~pathlib.Path`.
     """
     import rasterio
+    from rasterio.windows import Window
     from tqdm import tqdm
 
     from rrsis.infer.vector import BandVectorizer
@@ -350,15 +378,18 @@ def predict_scene(
     word_ids, word_mask = segmenter._tokenize(fed)  # warns once about truncated expressions
     if any(parse_expression(text, rules) for text in fed):
 
-        def window_probs(tiles: np.ndarray) -> np.ndarray:
+        def window_probs(tiles: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # already said once, above
-                return segmenter.compose_tiles(tiles, fed, rules, checked=True)
+                return segmenter.compose_tiles(tiles, fed, rules, checked=True, valid=valid)
 
     else:
 
-        def window_probs(tiles: np.ndarray) -> np.ndarray:
-            return segmenter.predict_tiles(tiles, word_ids, word_mask)
+        def window_probs(tiles: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+            probs = segmenter.predict_tiles(tiles, word_ids, word_mask)
+            if valid is not None:
+                probs *= valid[None]
+            return probs
 
     try:
         dataset = rasterio.open(src)
@@ -374,7 +405,8 @@ def predict_scene(
                 UserWarning,
                 stacklevel=2,
             )
-        to_rgb = _Stretch(dataset, src)
+        masked = has_nodata(dataset)
+        to_rgb = _Stretch(dataset, src, masked)
         n_expr = len(names)
         out_dtype = np.dtype(np.float32 if probabilities else np.uint8)
         profile = {
@@ -405,7 +437,7 @@ def predict_scene(
         vectorizer = None
         bar = tqdm(total=n_tiles, unit="tile", disable=not progress, desc=src.name)
         try:
-            with rasterio.Env(GDAL_CACHEMAX=max(8 << 20, cache)):
+            with rasterio.Env(GDAL_CACHEMAX=max(8 << 20, cache), GDAL_TIFF_INTERNAL_MASK=True):
                 with rasterio.open(tmp, "w", **profile) as out:
                     for index, name in enumerate(names, start=1):
                         out.set_band_description(index, name[:200])
@@ -419,9 +451,16 @@ def predict_scene(
                             simplify,
                             overwrite,
                         )
-                    writer = _BlockRowWriter(out, height)
+                    writer = _BlockRowWriter(
+                        lambda data, window: out.write(data, window=window), height
+                    )
+                    # The input's nodata becomes the output's mask band (GIS tools show it as
+                    # transparent); the bands themselves hold 0 there.
+                    mask_writer = _BlockRowWriter(
+                        lambda data, window: out.write_mask(data[0], window=window), height
+                    )
                     bands = _blended_rows(
-                        dataset, to_rgb, window_probs, n_expr, tile, overlap, batch, bar
+                        dataset, to_rgb, window_probs, n_expr, tile, overlap, batch, bar, masked
                     )
                     bounds = [
                         None if region is None else region_bounds(region, height, width)
@@ -429,6 +468,11 @@ def predict_scene(
                     ]
                     for y0, probs in bands:
                         _keep_regions(probs, y0, bounds)
+                        if masked:
+                            rows = Window(0, y0, width, probs.shape[1])
+                            valid = dataset.dataset_mask(window=rows)
+                            probs *= valid > 0
+                            mask_writer.add(valid[None])
                         masks = probs > segmenter.threshold
                         writer.add(probs if probabilities else masks.view(np.uint8) * np.uint8(255))
                         if vectorizer is not None:
