@@ -168,3 +168,24 @@ def test_fuse_for_inference_skips_shared_norms_and_refuses_training_mode() -> No
     model.eval()
     assert fuse_for_inference(model, (torch.randn(1, 3, 4, 4),))["batch_norms"] == 0
     assert model.norm is shared
+
+
+def test_fuse_for_inference_undoes_a_rewrite_the_model_rejects() -> None:
+    class Picky(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 1)
+            self.norm = torch.nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not isinstance(self.norm, torch.nn.BatchNorm2d):
+                raise TypeError("this model needs its norm")
+            return self.norm(self.conv(x))
+
+    model = Picky().eval()
+    _randomise_norms(model)
+    x = torch.randn(1, 3, 4, 4)
+    assert fuse_for_inference(model, (x,)) == {"batch_norms": 0, "activations": 0}
+    assert isinstance(model.norm, torch.nn.BatchNorm2d)
+    with torch.inference_mode():
+        model(x)

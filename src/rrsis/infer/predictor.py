@@ -184,7 +184,15 @@ class Segmenter:
         image = torch.rand(1, 3, size, size, generator=generator).to(self.device)
         image = ((image - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
         word_ids, word_mask = self._tokenize(["the building along the road"])
-        return fuse_for_inference(self.model, (image, word_ids, word_mask))
+        try:
+            return fuse_for_inference(self.model, (image, word_ids, word_mask))
+        except Exception as err:  # the model cannot run this example: run it as it is
+            warnings.warn(
+                f"batch norms not folded ({type(err).__name__}: {err}); running unfolded",
+                UserWarning,
+                stacklevel=3,
+            )
+            return {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
