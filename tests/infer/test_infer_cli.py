@@ -286,3 +286,22 @@ def test_predict_scene_compose_option(tmp_path, tiny_weights, geotiff, built_seg
     assert main([*base, "-o", str(tmp_path / "b.tif"), "--compose", "none"]) == 0
     assert [seg.compose for seg in built_segmenters] == [{"position", "relation", "attribute"}, set()]
     assert (tmp_path / "a.tif").exists() and (tmp_path / "b.tif").exists()
+
+
+def test_predict_keeps_a_geotiffs_georeferencing(tmp_path, tiny_weights, geotiff):
+    import rasterio
+
+    src = geotiff(tmp_path / "tile.tif", 64, 96)
+    out = tmp_path / "mask.tif"
+    assert main(["predict", str(src), "road", "-o", str(out), "--model", str(tiny_weights)]) == 0
+    with rasterio.open(src) as a, rasterio.open(out) as b:
+        assert b.crs == a.crs and b.crs.to_epsg() == 32640
+        assert b.transform == a.transform
+        assert (b.count, b.dtypes[0], b.shape) == (1, "uint8", (64, 96))
+        assert set(np.unique(b.read(1))) <= {0, 255}
+    # A plain image in, a plain TIFF out (no georeferencing invented); same mask either way.
+    png = _png(tmp_path / "tile.png")
+    plain = tmp_path / "plain.tif"
+    assert main(["predict", str(png), "road", "-o", str(plain), "--model", str(tiny_weights)]) == 0
+    with rasterio.open(plain) as c:
+        assert c.crs is None

@@ -94,7 +94,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if output.suffix.lower() in (".tif", ".tiff"):
         from rrsis.data.io import write_mask
 
-        write_mask(output, mask)
+        georef = _georeference(image_path, mask.shape)
+        if georef is None:
+            write_mask(output, mask)
+        else:
+            _write_geotiff_mask(output, mask, *georef)
     else:
         try:
             Image.init()
@@ -107,6 +111,44 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         save_overlay(overlay, image, mask, args.expression)
     print(f"{output}: {mask.mean() * 100:.2f}% foreground ({mask.shape[1]}x{mask.shape[0]})")
     return 0
+
+
+def _georeference(path: Path, shape: tuple[int, int]):
+    """``(crs, transform)`` of a georeferenced GeoTIFF of that shape, else ``None``."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                crs, transform, size = ds.crs, ds.transform, (ds.height, ds.width)
+    except RasterioIOError:
+        return None
+    if size != tuple(shape) or (crs is None and transform.is_identity):
+        return None
+    return crs, transform
+
+
+def _write_geotiff_mask(path: Path, mask, crs, transform) -> None:
+    """The mask as a 0/255 GeoTIFF on the input's grid (CRS and geotransform), atomically."""
+    import rasterio
+
+    from rrsis.data.io import atomic_write
+
+    data = mask.astype("uint8")[None] * 255
+    profile = {"driver": "GTiff", "height": mask.shape[0], "width": mask.shape[1], "count": 1}
+    profile |= {"dtype": "uint8", "crs": crs, "transform": transform, "compress": "deflate"}
+
+    def write(tmp: Path) -> None:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+
+    atomic_write(path, write)
 
 
 def _cmd_predict_scene(args: argparse.Namespace) -> int:
@@ -164,7 +206,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict = subparsers.add_parser("predict", help="segment one image from an expression")
     predict.add_argument("image", help="image file (TIFF, PNG, JPEG; 1/3/4 bands, 8/16 bit)")
     predict.add_argument("expression", help='referring expression, e.g. "vehicle on the road"')
-    predict.add_argument("-o", "--output", required=True, help="mask file (.png or .tif), 0/255")
+    predict.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="mask file (.png or .tif), 0/255; a .tif from a GeoTIFF keeps its CRS and geotransform",
+    )
     predict.add_argument("--overlay", default=None, help="also write an overlay PNG")
     _add_model_args(predict)
     _add_compose_arg(predict)
