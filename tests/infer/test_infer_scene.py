@@ -353,3 +353,22 @@ def test_nodata_is_skipped_masked_and_kept(tmp_path, geotiff, const_model, monke
     polygons = json.loads((tmp_path / "mask.geojson").read_text())["features"]
     x_min = min(shape(f["geometry"]).bounds[0] for f in polygons)
     assert x_min == pytest.approx(profile["transform"].c + collar * 0.5)
+
+
+def test_plain_image_as_a_scene_warns_once(tmp_path, pixel_model):
+    import warnings
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 256, (90, 100, 3), dtype=np.uint8)).save(src)
+    dst = tmp_path / "mask.tif"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predict_scene(src, "road", dst, Segmenter(pixel_model), tile=64, overlap=16, progress=False)
+    assert [str(w.message) for w in caught] == [
+        f"{src} has no CRS; the output keeps its pixel grid without one"
+    ]
+    with rasterio.open(dst) as out:
+        assert out.crs is None and out.shape == (90, 100)

@@ -114,6 +114,15 @@ class _Stretch:
         return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
+def _open_output(path: Path, profile: dict):
+    """``rasterio.open(path, "w", **profile)``, quiet about a plain image's missing grid."""
+    import rasterio
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        return rasterio.open(path, "w", **profile)
+
+
 def has_nodata(dataset) -> bool:
     """Whether a rasterio dataset marks some pixels invalid (nodata value, alpha or mask band)."""
     from rasterio.enums import MaskFlags
@@ -392,7 +401,11 @@ def predict_scene(
             return probs
 
     try:
-        dataset = rasterio.open(src)
+        with warnings.catch_warnings():
+            # A plain image has no geotransform: the "no CRS" warning below says it once.
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            dataset = rasterio.open(src)
+            transform = dataset.transform
     except rasterio.errors.RasterioIOError as err:
         raise ImageReadError(f"cannot open scene ({err})", src) from err
     with dataset:
@@ -416,13 +429,14 @@ def predict_scene(
             "count": n_expr,
             "dtype": out_dtype.name,
             "crs": dataset.crs,
-            "transform": dataset.transform,
             "tiled": True,
             "blockxsize": _BLOCK,
             "blockysize": _BLOCK,
             "compress": "deflate",
             "BIGTIFF": "IF_SAFER",
         }
+        if dataset.crs is not None or not transform.is_identity:
+            profile["transform"] = transform  # else a plain image: no grid to keep
         # GDAL's block cache defaults to 5 % of RAM and would keep most of a scene's blocks, so
         # memory would grow with the scene: cap it at two output block rows plus the input
         # blocks one batch of tiles touches.
@@ -438,14 +452,14 @@ def predict_scene(
         bar = tqdm(total=n_tiles, unit="tile", disable=not progress, desc=src.name)
         try:
             with rasterio.Env(GDAL_CACHEMAX=max(8 << 20, cache), GDAL_TIFF_INTERNAL_MASK=True):
-                with rasterio.open(tmp, "w", **profile) as out:
+                with _open_output(tmp, profile) as out:
                     for index, name in enumerate(names, start=1):
                         out.set_band_description(index, name[:200])
                     if vector is not None:
                         vectorizer = BandVectorizer(
                             vector,
                             dataset.crs,
-                            dataset.transform,
+                            transform,
                             height,
                             names,
                             simplify,
