@@ -54,7 +54,6 @@ def position_variants(subject_p, full_p, region: str, threshold: float, min_px: 
     shape = subject_p.shape
     comps = geo.components(subject_p > threshold, min_px)
     inside = region_mask(region, shape)
-    cut = np.where(inside, subject_p, 0.0)
     kept = geo.in_region(comps, shape, region) if comps.n else np.zeros(0, bool)
     whole = comps.select(kept)
     big_objects = comps.areas >= big * subject_p.size if comps.n else np.zeros(0, bool)
@@ -67,7 +66,6 @@ def position_variants(subject_p, full_p, region: str, threshold: float, min_px: 
     out = {"network": full_p}
     for name, mask in keep.items():
         out[name] = np.where(mask, subject_p, 0.0) if mask.any() else full_p
-    del cut
     return out
 
 
@@ -88,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     from rrsis.data.builder import BuildConfig, infer_kind
     from rrsis.eval.evaluate import _images_to_input, open_dataset
     from rrsis.eval.metrics import summarize
-    from rrsis.infer.compose import parse_expression
+    from rrsis.infer.compose import compose_probability, parse_expression
 
     sys.path.insert(0, str(REPO / "scripts"))
     from probe_compose import network_probability
@@ -124,6 +122,11 @@ def main(argv: list[str] | None = None) -> dict:
                 min_px,
                 args.big,
             )
+            # The "centroid" variant is the library's rule, exactly.
+            library = compose_probability(
+                composition, probability, args.threshold, fallback=probability(text)
+            )
+            assert np.array_equal(library > args.threshold, variants["centroid"] > args.threshold)
             for v, p in variants.items():
                 pred = p > args.threshold
                 inter[v].append(int((pred & target).sum()))
