@@ -372,3 +372,31 @@ def test_plain_image_as_a_scene_warns_once(tmp_path, pixel_model):
     ]
     with rasterio.open(dst) as out:
         assert out.crs is None and out.shape == (90, 100)
+
+
+def test_bands_pick_rgb_from_a_multispectral_scene(tmp_path, geotiff, pixel_model):
+    stack = geotiff(tmp_path / "stack.tif", 120, 100, bands=5, dtype="uint16", seed=4)
+    with rasterio.open(stack) as ds:
+        data, profile = ds.read(), ds.profile
+    rgb = tmp_path / "rgb.tif"  # bands 4, 2, 1 of the stack, as a plain RGB scene
+    with rasterio.open(rgb, "w", **(profile | {"count": 3})) as dst:
+        dst.write(data[[3, 1, 0]])
+    seg = Segmenter(pixel_model)
+    kwargs = {"tile": 64, "overlap": 16, "progress": False, "probabilities": True}
+    predict_scene(stack, "zebra", tmp_path / "a.tif", seg, bands=(4, 2, 1), **kwargs)
+    predict_scene(rgb, "zebra", tmp_path / "b.tif", seg, **kwargs)
+    np.testing.assert_array_equal(_read(tmp_path / "a.tif")[0], _read(tmp_path / "b.tif")[0])
+    with pytest.raises(ImageReadError, match="unsupported band count 5.*--bands"):
+        predict_scene(stack, "zebra", tmp_path / "c.tif", seg, **kwargs)
+    with pytest.raises(ImageReadError, match="bands 6,2,1 do not fit this 5-band scene"):
+        predict_scene(stack, "zebra", tmp_path / "c.tif", seg, bands=(6, 2, 1), **kwargs)
+    assert not (tmp_path / "c.tif").exists()
+
+
+def test_bands_option_on_the_command_line(tmp_path, geotiff, capsys):
+    from rrsis.cli import main
+
+    stack = geotiff(tmp_path / "stack.tif", 80, 80, bands=5, dtype="uint16")
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage line + message, exit 2
+        main(["predict-scene", str(stack), "road", "-o", str(tmp_path / "m.tif"), "--bands", "4,x"])
+    assert exit_info.value.code == 2 and "R,G,B" in capsys.readouterr().err

@@ -173,6 +173,7 @@ def _cmd_predict_scene(args: argparse.Namespace) -> int:
             probabilities=args.probabilities,
             simplify=args.simplify,
             positions=args.positions,
+            bands=args.bands,
         )
     print(f"wrote {output}" + (f" and {vector}" if vector else ""))
     return 0
@@ -188,6 +189,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"{len(records)} overlays in {args.out}; mean {total / max(len(records), 1) * 1000:.1f} ms"
     )
     return 0
+
+
+def _band_list(text: str) -> list[int]:
+    try:
+        bands = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        bands = []
+    if len(bands) not in (1, 3) or min(bands) < 1:
+        raise argparse.ArgumentTypeError(f"need R,G,B (or one band), numbers from 1: {text!r}")
+    return bands
 
 
 def _add_compose_arg(parser: argparse.ArgumentParser, where: str = "") -> None:
@@ -238,6 +249,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("scene", "window"),
         default="scene",
         help="'in the upper left' etc. mean the scene's (default) or each window's",
+    )
+    scene.add_argument(
+        "--bands",
+        type=_band_list,
+        default=None,
+        metavar="R,G,B",
+        help="band numbers (from 1) to read as red, green, blue, e.g. 4,3,2 for a Sentinel-2 "
+        "stack (default: 1,2,3; 1 band: grey)",
     )
     scene.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_model_args(scene)

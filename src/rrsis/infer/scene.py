@@ -80,14 +80,28 @@ def ramp_weights(size: int, overlap: int) -> np.ndarray:
 class _Stretch:
     """Maps a scene's raw window ``(C, h, w)`` to ``uint8 (h, w, 3)`` with the rrsis.data.io rules."""
 
-    def __init__(self, dataset, path: Path, masked: bool = False) -> None:
+    def __init__(
+        self, dataset, path: Path, masked: bool = False, bands: Sequence[int] | None = None
+    ) -> None:
         count = dataset.count
-        if count not in (1, 3, 4):
+        if bands is not None:
+            bands = [int(b) for b in bands]
+            if len(bands) not in (1, 3) or not all(1 <= b <= count for b in bands):
+                raise ImageReadError(
+                    f"bands {','.join(map(str, bands))} do not fit this {count}-band scene "
+                    f"(give 3 band numbers, red,green,blue, or 1, each in 1..{count})",
+                    path,
+                )
+            self.bands = bands * 3 if len(bands) == 1 else bands
+        elif count in (1, 3, 4):
+            self.bands = [1, 1, 1] if count == 1 else [1, 2, 3]
+        else:
             raise ImageReadError(
-                f"unsupported band count {count} (need 1, 3 or 4: grey, RGB, RGBA/RGBN)", path
+                f"unsupported band count {count} (need 1, 3 or 4: grey, RGB, RGBA/RGBN; for "
+                "multispectral scenes choose the red, green and blue bands with --bands R,G,B)",
+                path,
             )
-        self.bands = [1, 1, 1] if count == 1 else [1, 2, 3]
-        self.is_uint8 = dataset.dtypes[0] == "uint8"
+        self.is_uint8 = all(dataset.dtypes[b - 1] == "uint8" for b in self.bands)
         self.low = self.high = None
         if not self.is_uint8:
             scale = max(dataset.height, dataset.width) / _STATS_SIDE
@@ -313,6 +327,7 @@ def predict_scene(
     simplify: float | None = None,
     positions: str = "scene",
     compose: str | Sequence[str] | bool | None = None,
+    bands: Sequence[int] | None = None,
 ) -> Path:
     """Segment a GeoTIFF scene for one or several expressions.
 
@@ -336,6 +351,8 @@ def predict_scene(
         compose: composition rules applied in each window (``"all"``, ``"none"`` or a comma
             list, as for :class:`Segmenter`); ``None`` uses ``segmenter.compose``. With
             ``positions="scene"`` the position rule is left to the scene.
+        bands: 1-based band numbers to read as red, green, blue (e.g. ``(4, 3, 2)`` for a
+            Sentinel-2 stack), or one band for grey; ``None``: bands 1-3 (1 band: grey).
 
     Returns:
         ``dst`` as a :class:`~pathlib.Path`.
@@ -419,7 +436,7 @@ def predict_scene(
                 stacklevel=2,
             )
         masked = has_nodata(dataset)
-        to_rgb = _Stretch(dataset, src, masked)
+        to_rgb = _Stretch(dataset, src, masked, bands)
         n_expr = len(names)
         out_dtype = np.dtype(np.float32 if probabilities else np.uint8)
         profile = {
