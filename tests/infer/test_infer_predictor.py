@@ -187,3 +187,15 @@ def test_from_pretrained_folds_norms_and_a_passed_model_is_left_alone(tmp_path):
     p_fused = fused(image, expressions, return_probs=True)
     for a, b in zip(p_plain, p_fused):
         np.testing.assert_allclose(b, a, atol=1e-4)
+
+
+def test_a_folded_model_cannot_be_saved_as_if_it_were_the_original(tmp_path):
+    from rrsis.models.io import save_model
+    from rrsis.models.registry import get_tiny_model
+
+    path = tmp_path / "tiny.safetensors"
+    save_model(get_tiny_model("lgce_effnet_minilm"), path)
+    seg = Segmenter.from_pretrained(path)
+    with pytest.raises(ModelError, match="folded for inference"):
+        save_model(seg.model, tmp_path / "again.safetensors")
+    assert not (tmp_path / "again.safetensors").exists()

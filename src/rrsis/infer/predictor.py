@@ -132,7 +132,8 @@ class Segmenter:
             (:func:`rrsis.models.speed.fuse_for_inference`; checked to give the same logits to
             float rounding). It rewrites ``model`` in place, so it is off for a model you pass
             in; :meth:`from_pretrained`, which owns the model it loads, turns it on. The
-            shipped model runs ~1.25x faster with it (``benchmarks/``).
+            shipped model runs ~1.25x faster with it (``benchmarks/``). ``self.model`` is then
+            for inference only: ``save_model`` refuses it; load the weights again to train.
     """
 
     def __init__(

@@ -67,6 +67,11 @@ def save_model(
     config = getattr(model, "config", None)
     if not isinstance(config, dict) or "name" not in config:
         raise ModelError("model has no registry config; build it with rrsis.models.get_model")
+    if getattr(model, "_rrsis_fused", False):
+        raise ModelError(
+            "this model's batch norms were folded for inference (Segmenter fuse=True): its "
+            "weights no longer fit its config; save the model as loaded, before the Segmenter"
+        )
     # Clone so that tensors sharing storage (tied weights, views) are saved independently.
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {CONFIG_KEY: json.dumps(config)}

@@ -281,6 +281,8 @@ def fuse_for_inference(model: nn.Module, example: tuple, rtol: float = 1e-3) -> 
         for owner, name, value in reversed(undo):
             setattr(owner, name, value)
         return dict.fromkeys(counts, 0)
+    if counts["batch_norms"]:
+        model._rrsis_fused = True  # save_model refuses it: the weights no longer fit the config
     return counts
 
 
