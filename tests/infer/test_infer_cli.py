@@ -284,7 +284,10 @@ def test_predict_scene_compose_option(tmp_path, tiny_weights, geotiff, built_seg
     base += ["--tile", "128", "--overlap", "32", "--no-progress"]
     assert main([*base, "-o", str(tmp_path / "a.tif")]) == 0
     assert main([*base, "-o", str(tmp_path / "b.tif"), "--compose", "none"]) == 0
-    assert [seg.compose for seg in built_segmenters] == [{"position", "relation", "attribute"}, set()]
+    assert [seg.compose for seg in built_segmenters] == [
+        {"position", "relation", "attribute"},
+        set(),
+    ]
     assert (tmp_path / "a.tif").exists() and (tmp_path / "b.tif").exists()
 
 
@@ -305,3 +308,24 @@ def test_predict_keeps_a_geotiffs_georeferencing(tmp_path, tiny_weights, geotiff
     assert main(["predict", str(png), "road", "-o", str(plain), "--model", str(tiny_weights)]) == 0
     with rasterio.open(plain) as c:
         assert c.crs is None
+
+
+def test_predict_bands_of_a_multispectral_tiff(tmp_path, tiny_weights, capsys):
+    data = np.random.default_rng(2).integers(0, 4000, (64, 64, 6), dtype=np.uint16)
+    # Band-sequential, as GDAL writes multispectral GeoTIFFs.
+    tifffile.imwrite(
+        tmp_path / "ms.tif",
+        np.moveaxis(data, -1, 0),
+        photometric="minisblack",
+        planarconfig="separate",
+    )
+    out = tmp_path / "mask.tif"
+    base = ["predict", str(tmp_path / "ms.tif"), "road", "--model", str(tiny_weights)]
+    assert main([*base, "-o", str(out)]) == 2
+    assert "--bands R,G,B" in _error_line(capsys) and not out.exists()
+    assert main([*base, "-o", str(out), "--bands", "5,3,2"]) == 0
+    # Bands 5, 3, 2 of the file, as the library reads them from an array.
+    expected = Segmenter.from_pretrained(tiny_weights)(to_rgb_uint8(data, bands=(5, 3, 2)), "road")
+    np.testing.assert_array_equal(tifffile.imread(out), expected.astype(np.uint8) * 255)
+    assert main([*base, "-o", str(tmp_path / "x.tif"), "--bands", "7,3,2"]) == 2
+    assert "do not fit this 6-band image" in _error_line(capsys)

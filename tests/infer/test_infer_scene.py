@@ -336,7 +336,9 @@ def test_nodata_is_skipped_masked_and_kept(tmp_path, geotiff, const_model, monke
     seen = []
     predict_tiles = seg.predict_tiles
     monkeypatch.setattr(
-        seg, "predict_tiles", lambda tiles, *a: (seen.append(len(tiles)), predict_tiles(tiles, *a))[1]
+        seg,
+        "predict_tiles",
+        lambda tiles, *a: (seen.append(len(tiles)), predict_tiles(tiles, *a))[1],
     )
     dst = tmp_path / "mask.tif"
     predict_scene(src, "building", dst, seg, tile=64, overlap=16, batch=3, progress=False,
@@ -388,7 +390,7 @@ def test_bands_pick_rgb_from_a_multispectral_scene(tmp_path, geotiff, pixel_mode
     np.testing.assert_array_equal(_read(tmp_path / "a.tif")[0], _read(tmp_path / "b.tif")[0])
     with pytest.raises(ImageReadError, match="unsupported band count 5.*--bands"):
         predict_scene(stack, "zebra", tmp_path / "c.tif", seg, **kwargs)
-    with pytest.raises(ImageReadError, match="bands 6,2,1 do not fit this 5-band scene"):
+    with pytest.raises(ImageReadError, match="bands 6,2,1 do not fit this 5-band image"):
         predict_scene(stack, "zebra", tmp_path / "c.tif", seg, bands=(6, 2, 1), **kwargs)
     assert not (tmp_path / "c.tif").exists()
 

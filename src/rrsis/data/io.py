@@ -81,11 +81,35 @@ def _stretch_to_uint8(array: np.ndarray) -> np.ndarray:
     return out
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def check_bands(bands, count: int, path: Path | None = None) -> list[int]:
+    """The 1-based band numbers ``bands`` (3: red, green, blue; or 1: grey) of a ``count``-band
+    image, as a list.
+
+    Raises:
+        ImageReadError: not 1 or 3 band numbers, or one outside ``1..count``.
+    """
+    bands = [int(b) for b in bands]
+    if len(bands) not in (1, 3) or not all(1 <= b <= count for b in bands):
+        raise ImageReadError(
+            f"bands {','.join(map(str, bands))} do not fit this {count}-band image "
+            f"(give 3 band numbers, red,green,blue, or 1, each in 1..{count})",
+            path,
+        )
+    return bands
+
+
+def select_bands(array: np.ndarray, bands, path: Path | None = None) -> np.ndarray:
+    """``array (H, W, C)`` reduced to the 1-based ``bands`` (see :func:`check_bands`)."""
+    return array[..., [b - 1 for b in check_bands(bands, array.shape[-1], path)]]
+
+
+def read_image(path: str | Path, bands=None) -> np.ndarray:
     """Read an image file as RGB ``uint8``.
 
     Args:
         path: ``.tif``/``.tiff`` (tifffile) or any format Pillow reads (JPEG, PNG, ...).
+        bands: optional 1-based band numbers to read as red, green, blue (or one, grey), for
+            multispectral files; ``None``: 1, 3 or 4 bands by the rules below.
 
     Returns:
         ``uint8`` array of shape ``(H, W, 3)``.
@@ -99,10 +123,14 @@ def read_image(path: str | Path) -> np.ndarray:
         array = array[..., None]
     if array.ndim != 3:
         raise ImageReadError(f"expected a 2-D image, got array of shape {array.shape}", path)
+    if bands is not None:
+        array = select_bands(array, bands, path)
     bands = array.shape[-1]
     if bands not in (1, 3, 4):
         raise ImageReadError(
-            f"unsupported band count {bands} (need 1, 3 or 4: grey, RGB, RGBA/RGBN)", path
+            f"unsupported band count {bands} (need 1, 3 or 4: grey, RGB, RGBA/RGBN; choose "
+            "the red, green and blue bands of a multispectral image with --bands R,G,B)",
+            path,
         )
     if bands == 4:
         array = array[..., :3]  # RGBA or RGB+NIR: keep the visible bands

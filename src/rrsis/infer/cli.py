@@ -88,7 +88,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if path is not None:
             check_output(path, args.overwrite)
     with _one_line_warnings():
-        image = to_rgb_uint8(image_path)
+        image = to_rgb_uint8(image_path, args.bands)
         segmenter = _segmenter(args)
         mask = segmenter(image, args.expression)
     if output.suffix.lower() in (".tif", ".tiff"):
@@ -201,6 +201,17 @@ def _band_list(text: str) -> list[int]:
     return bands
 
 
+def _add_bands_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bands",
+        type=_band_list,
+        default=None,
+        metavar="R,G,B",
+        help="band numbers (from 1) to read as red, green, blue, e.g. 4,3,2 for a Sentinel-2 "
+        "stack (default: 1,2,3; 1 band: grey)",
+    )
+
+
 def _add_compose_arg(parser: argparse.ArgumentParser, where: str = "") -> None:
     parser.add_argument(
         "--compose",
@@ -224,6 +235,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="mask file (.png or .tif), 0/255; a .tif from a GeoTIFF keeps its CRS and geotransform",
     )
     predict.add_argument("--overlay", default=None, help="also write an overlay PNG")
+    _add_bands_arg(predict)
     _add_model_args(predict)
     _add_compose_arg(predict)
     predict.set_defaults(func=_cmd_predict)
@@ -250,14 +262,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="scene",
         help="'in the upper left' etc. mean the scene's (default) or each window's",
     )
-    scene.add_argument(
-        "--bands",
-        type=_band_list,
-        default=None,
-        metavar="R,G,B",
-        help="band numbers (from 1) to read as red, green, blue, e.g. 4,3,2 for a Sentinel-2 "
-        "stack (default: 1,2,3; 1 band: grey)",
-    )
+    _add_bands_arg(scene)
     scene.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_model_args(scene)
     _add_compose_arg(scene, " (inside each window; positions: see --positions)")

@@ -60,12 +60,13 @@ def _check_weights_path(path: Path, safetensors_only: bool = False) -> None:
         )
 
 
-def to_rgb_uint8(image: ImageLike) -> np.ndarray:
+def to_rgb_uint8(image: ImageLike, bands: Sequence[int] | None = None) -> np.ndarray:
     """Convert any accepted image input to ``uint8 (H, W, 3)``.
 
     Files go through :func:`rrsis.data.io.read_image` (TIFF/JPEG/PNG, 1/4 bands, 16 bit). Arrays
     follow the same rules: ``(H, W)`` or one band is replicated, 4 bands keep the first three,
-    non-``uint8`` data gets the per-band 2-98 percentile stretch.
+    non-``uint8`` data gets the per-band 2-98 percentile stretch. ``bands`` (1-based, three for
+    red, green, blue or one for grey) picks the bands of a multispectral file or array first.
 
     Raises:
         ImageReadError: unreadable file, unsupported shape, or a side under 32 px.
@@ -75,13 +76,19 @@ def to_rgb_uint8(image: ImageLike) -> np.ndarray:
         from rrsis.data.io import read_image
 
         source = Path(image)
-        array = read_image(source)
+        array = read_image(source, bands)
     elif isinstance(image, Image.Image):
+        if bands is not None:
+            raise ImageReadError("bands= needs a file path or an array, not a PIL image")
         array = np.asarray(image.convert("RGB"))
     elif isinstance(image, np.ndarray):
         array = image
         if array.ndim == 2:
             array = array[..., None]
+        if bands is not None and array.ndim == 3:
+            from rrsis.data.io import select_bands
+
+            array = select_bands(array, bands)
         if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
             raise ImageReadError(
                 f"expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array, got {image.shape}"

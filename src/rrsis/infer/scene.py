@@ -85,13 +85,9 @@ class _Stretch:
     ) -> None:
         count = dataset.count
         if bands is not None:
-            bands = [int(b) for b in bands]
-            if len(bands) not in (1, 3) or not all(1 <= b <= count for b in bands):
-                raise ImageReadError(
-                    f"bands {','.join(map(str, bands))} do not fit this {count}-band scene "
-                    f"(give 3 band numbers, red,green,blue, or 1, each in 1..{count})",
-                    path,
-                )
+            from rrsis.data.io import check_bands
+
+            bands = check_bands(bands, count, path)
             self.bands = bands * 3 if len(bands) == 1 else bands
         elif count in (1, 3, 4):
             self.bands = [1, 1, 1] if count == 1 else [1, 2, 3]

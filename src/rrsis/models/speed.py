@@ -164,7 +164,9 @@ def _parents(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
     return parents
 
 
-def _conv_bn_pairs(model: nn.Module, example: tuple) -> tuple[list[tuple[nn.Conv2d, nn.Module]], Tensor]:
+def _conv_bn_pairs(
+    model: nn.Module, example: tuple
+) -> tuple[list[tuple[nn.Conv2d, nn.Module]], Tensor]:
     """Pairs (conv, batch norm) where the norm reads the very tensor the conv returned.
 
     Found by running ``example`` once with hooks. A conv or norm called more than once (shared
