@@ -86,6 +86,7 @@ def child(args: argparse.Namespace) -> int:
         batch=args.batch,
         overwrite=True,
         progress=False,
+        overviews=args.overviews,
     )
     seconds = time.perf_counter() - start
     import rasterio
@@ -117,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (rrsis --bf16)")
     parser.add_argument(
         "--no-fuse", action="store_true", help="keep the batch norms (the pre-session-12 path)"
+    )
+    parser.add_argument(
+        "--overviews", action="store_true", help="also build the output's overviews"
     )
     parser.add_argument(
         "--repeats",
@@ -161,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                 command.append("--bf16")
             if args.no_fuse:
                 command.append("--no-fuse")
+            if args.overviews:
+                command.append("--overviews")
             runs = []
             for _ in range(max(1, args.repeats)):
                 done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -186,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": max(1, args.repeats),
         "dtype": "bfloat16" if args.bf16 else "float32",
         "fused": not args.no_fuse,
+        "overviews": args.overviews,
         "runs": records,
         "min_mp_per_s_per_expression": min(r["mp_per_s_per_expression"] for r in records),
         "target_mp_per_s": 2.5,

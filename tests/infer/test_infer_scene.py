@@ -402,3 +402,17 @@ def test_bands_option_on_the_command_line(tmp_path, geotiff, capsys):
     with pytest.raises(SystemExit) as exit_info:  # argparse: usage line + message, exit 2
         main(["predict-scene", str(stack), "road", "-o", str(tmp_path / "m.tif"), "--bands", "4,x"])
     assert exit_info.value.code == 2 and "R,G,B" in capsys.readouterr().err
+
+
+def test_overviews_are_added_on_request(tmp_path, geotiff, pixel_model):
+    src = geotiff(tmp_path / "scene.tif", 1100, 600)
+    seg = Segmenter(pixel_model)
+    kwargs = {"tile": 128, "overlap": 32, "progress": False}
+    predict_scene(src, ["zebra", "apple"], tmp_path / "a.tif", seg, overviews=True, **kwargs)
+    predict_scene(src, ["zebra", "apple"], tmp_path / "b.tif", seg, **kwargs)
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        assert a.overviews(1) == a.overviews(2) == [2]  # 600 / 2 >= 256, 600 / 4 < 256
+        assert b.overviews(1) == []
+        np.testing.assert_array_equal(a.read(), b.read())  # the full-resolution bands unchanged
+        small = a.read(1, out_shape=(550, 300))  # read from the 2x overview
+        assert set(np.unique(small)) <= {0, 255}  # nearest: still a 0/255 mask

@@ -174,6 +174,7 @@ def _cmd_predict_scene(args: argparse.Namespace) -> int:
             simplify=args.simplify,
             positions=args.positions,
             bands=args.bands,
+            overviews=args.overviews,
         )
     print(f"wrote {output}" + (f" and {vector}" if vector else ""))
     return 0
@@ -263,6 +264,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="'in the upper left' etc. mean the scene's (default) or each window's",
     )
     _add_bands_arg(scene)
+    scene.add_argument(
+        "--overviews",
+        action="store_true",
+        help="add internal overviews to the output, for fast display of large scenes in GIS",
+    )
     scene.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_model_args(scene)
     _add_compose_arg(scene, " (inside each window; positions: see --positions)")

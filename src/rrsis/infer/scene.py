@@ -133,6 +133,19 @@ def _open_output(path: Path, profile: dict):
         return rasterio.open(path, "w", **profile)
 
 
+def _add_overviews(path: Path, height: int, width: int, probabilities: bool) -> None:
+    """Internal overviews of a written GeoTIFF: factors 2, 4, ... until the shorter side <= 256."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    factors = []
+    while min(height, width) // 2 ** (len(factors) + 1) >= _BLOCK:
+        factors.append(2 ** (len(factors) + 1))
+    factors = factors or [2]
+    with rasterio.open(path, "r+") as out:
+        out.build_overviews(factors, Resampling.average if probabilities else Resampling.nearest)
+
+
 def has_nodata(dataset) -> bool:
     """Whether a rasterio dataset marks some pixels invalid (nodata value, alpha or mask band)."""
     from rasterio.enums import MaskFlags
@@ -324,6 +337,7 @@ def predict_scene(
     positions: str = "scene",
     compose: str | Sequence[str] | bool | None = None,
     bands: Sequence[int] | None = None,
+    overviews: bool = False,
 ) -> Path:
     """Segment a GeoTIFF scene for one or several expressions.
 
@@ -349,6 +363,8 @@ def predict_scene(
             ``positions="scene"`` the position rule is left to the scene.
         bands: 1-based band numbers to read as red, green, blue (e.g. ``(4, 3, 2)`` for a
             Sentinel-2 stack), or one band for grey; ``None``: bands 1-3 (1 band: grey).
+        overviews: add internal overviews (2x, 4x, ... down to 256 px; nearest for masks,
+            average for probabilities) so that GIS viewers draw the whole scene quickly.
 
     Returns:
         ``dst`` as a :class:`~pathlib.Path`.
@@ -504,6 +520,8 @@ def predict_scene(
                         writer.add(probs if probabilities else masks.view(np.uint8) * np.uint8(255))
                         if vectorizer is not None:
                             vectorizer.add_rows(masks, y0)
+                if overviews:
+                    _add_overviews(tmp, height, width, probabilities)
             if vectorizer is not None:
                 vectorizer.close()
             os.replace(tmp, dst)
