@@ -416,3 +416,22 @@ def test_overviews_are_added_on_request(tmp_path, geotiff, pixel_model):
         np.testing.assert_array_equal(a.read(), b.read())  # the full-resolution bands unchanged
         small = a.read(1, out_shape=(550, 300))  # read from the 2x overview
         assert set(np.unique(small)) <= {0, 255}  # nearest: still a 0/255 mask
+
+
+def test_float_scene_with_untagged_nan_is_stretched_on_finite_values(tmp_path, pixel_model):
+    from rrsis.infer.scene import _Stretch
+
+    rng = np.random.default_rng(0)
+    data = rng.random((3, 80, 90)).astype(np.float32) * 1000 + 50
+    data[:, :, :20] = np.nan  # e.g. a reprojected scene's empty corner, without a nodata tag
+    src = tmp_path / "float.tif"
+    profile = {"driver": "GTiff", "height": 80, "width": 90, "count": 3, "dtype": "float32"}
+    with rasterio.open(src, "w", **profile) as dst:
+        dst.write(data)
+    with rasterio.open(src) as ds:
+        stretch = _Stretch(ds, src)
+        rgb = stretch(ds.read([1, 2, 3]))
+    assert np.isfinite(stretch.low).all() and (stretch.low >= 50).all()
+    assert (rgb[:, :20] == 0).all() and rgb[:, 20:].std() > 20  # NaN -> 0, the rest stretched
+    predict_scene(src, "zebra", tmp_path / "m.tif", Segmenter(pixel_model), tile=64, overlap=16,
+                  progress=False)  # fmt: skip

@@ -110,8 +110,11 @@ class _Stretch:
             if masked:  # percentiles of the valid pixels only: nodata collars skew them
                 valid = dataset.dataset_mask(out_shape=shape[1:]).reshape(-1) > 0
                 sample = sample[:, valid] if valid.any() else sample
-            self.low = np.percentile(sample, 2, axis=1)
-            self.high = np.percentile(sample, 98, axis=1)
+            sample[~np.isfinite(sample)] = np.nan  # NaN / inf (untagged nodata): not counted
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN band
+                self.low = np.nan_to_num(np.nanpercentile(sample, 2, axis=1))
+                self.high = np.nan_to_num(np.nanpercentile(sample, 98, axis=1))
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         data = np.moveaxis(raw, 0, -1)
@@ -121,6 +124,8 @@ class _Stretch:
         span = np.where(self.high > self.low, self.high - self.low, 1.0).astype(np.float32)
         scaled = (data - self.low.astype(np.float32)) / span * 255.0
         scaled[..., self.high <= self.low] = 0.0  # constant bands map to black, as in io
+        # NaN / inf become 0 / 255, as in io.
+        scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
         return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
