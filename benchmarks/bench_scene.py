@@ -72,7 +72,9 @@ def child(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dtype = torch.bfloat16 if args.bf16 else torch.float32
-        segmenter = Segmenter.from_pretrained(args.model, dtype=dtype, fuse=not args.no_fuse)
+        segmenter = Segmenter.from_pretrained(
+            args.model, dtype=dtype, fuse=not args.no_fuse, compose=args.compose
+        )
     rss_model = _rss_mb()
     expressions = ["building", "road", "vehicle in the parking area"][: args.expressions]
     start = time.perf_counter()
@@ -123,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         "--overviews", action="store_true", help="also build the output's overviews"
     )
     parser.add_argument(
+        "--compose",
+        default="all",
+        help="composition rules (all/none); only the third expression, a relation, uses them",
+    )
+    parser.add_argument(
         "--repeats",
         type=int,
         default=1,
@@ -167,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 command.append("--no-fuse")
             if args.overviews:
                 command.append("--overviews")
+            command += ["--compose", args.compose]
             runs = []
             for _ in range(max(1, args.repeats)):
                 done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -193,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         "dtype": "bfloat16" if args.bf16 else "float32",
         "fused": not args.no_fuse,
         "overviews": args.overviews,
+        "compose": args.compose,
+        "expressions": ["building", "road", "vehicle in the parking area"][: args.expressions],
         "runs": records,
         "min_mp_per_s_per_expression": min(r["mp_per_s_per_expression"] for r in records),
         "target_mp_per_s": 2.5,

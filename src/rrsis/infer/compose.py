@@ -39,6 +39,7 @@ from rrsis.data.builder import BuildConfig, relation_keep, size_groups
 __all__ = [
     "RULES",
     "Composition",
+    "compose_decided",
     "compose_probability",
     "parse_expression",
     "parse_rules",
@@ -188,6 +189,27 @@ def _keep(
     return np.array(geo.colour_names(comps, image)) == value
 
 
+def compose_decided(
+    composition: Composition,
+    probability: Callable[[str], np.ndarray],
+    threshold: float,
+    image: np.ndarray | None = None,
+) -> np.ndarray | None:
+    """The rule's probabilities, or ``None`` when it cannot decide (see :func:`compose_probability`)."""
+    subject_p = np.asarray(probability(composition.subject), dtype=np.float32)
+    subject = subject_p > threshold
+    comps = geo.components(subject, _CONFIG.min_component_px)
+    keep = None
+    if comps.n:
+        other = None
+        if composition.object is not None:
+            other = np.asarray(probability(composition.object)) > threshold
+        keep = _keep(composition, comps, subject, other, image)
+    if keep is None or not np.any(keep):
+        return None
+    return np.where(comps.select(keep), subject_p, np.float32(0.0)).astype(np.float32)
+
+
 def compose_probability(
     composition: Composition,
     probability: Callable[[str], np.ndarray],
@@ -208,17 +230,9 @@ def compose_probability(
     Returns:
         ``float32 (H, W)``: the subject's probabilities on the objects the rule keeps, 0 elsewhere.
     """
-    subject_p = np.asarray(probability(composition.subject), dtype=np.float32)
-    subject = subject_p > threshold
-    comps = geo.components(subject, _CONFIG.min_component_px)
-    keep = None
-    if comps.n:
-        other = None
-        if composition.object is not None:
-            other = np.asarray(probability(composition.object)) > threshold
-        keep = _keep(composition, comps, subject, other, image)
-    if keep is None or not np.any(keep):
-        if fallback is None:
-            fallback = probability(composition.expression)
-        return np.asarray(fallback, dtype=np.float32)
-    return np.where(comps.select(keep), subject_p, np.float32(0.0)).astype(np.float32)
+    decided = compose_decided(composition, probability, threshold, image)
+    if decided is not None:
+        return decided
+    if fallback is None:
+        fallback = probability(composition.expression)
+    return np.asarray(fallback, dtype=np.float32)

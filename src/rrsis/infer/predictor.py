@@ -430,7 +430,7 @@ class Segmenter:
         Returns:
             ``float32 (E, B, H, W)`` probabilities.
         """
-        from rrsis.infer.compose import compose_probability, parse_expression
+        from rrsis.infer.compose import compose_decided, parse_expression
 
         rules = self.compose if rules is None else frozenset(rules)
         if not checked:
@@ -448,27 +448,33 @@ class Segmenter:
             batched *= valid[None]
         index = {text: i for i, text in enumerate(needed)}
         out = np.empty((len(expressions), *batched.shape[1:]), np.float32)
-        for b in range(tiles.shape[0]):
-            cache: dict[str, np.ndarray] = {}
-
-            def probability(text: str, b: int = b, cache: dict = cache) -> np.ndarray:
-                if text in index:
-                    return batched[index[text], b]
-                if text not in cache:
-                    # Only a rule's fallback gets here: the whole expression, one more pass.
-                    ids, mask = self._tokenize([text])
-                    prob = self.predict_tiles(tiles[b : b + 1], ids, mask)[0, 0]
-                    cache[text] = prob if valid is None else prob * valid[b]
-                return cache[text]
-
-            for e, (expression, composition) in enumerate(zip(expressions, compositions)):
-                out[e, b] = (
-                    probability(expression)
-                    if composition is None
-                    else compose_probability(
-                        composition, probability, self.threshold, image=tiles[b]
+        undecided: dict[str, list[tuple[int, int]]] = {}  # whole expression -> [(e, b)]
+        for e, (expression, composition) in enumerate(zip(expressions, compositions)):
+            for b in range(tiles.shape[0]):
+                decided = None
+                if composition is not None:
+                    decided = compose_decided(
+                        composition,
+                        lambda text, b=b: batched[index[text], b],
+                        self.threshold,
+                        image=tiles[b],
                     )
-                )
+                if decided is not None:
+                    out[e, b] = decided
+                elif expression in index:
+                    out[e, b] = batched[index[expression], b]
+                else:
+                    undecided.setdefault(expression, []).append((e, b))
+        # Where a rule could not decide, the network reads the whole expression: one more
+        # forward per such expression, over the tiles that need it only.
+        for expression, where in undecided.items():
+            ids, mask = self._tokenize([expression])
+            rows = [b for _, b in where]
+            probs = self.predict_tiles(tiles[rows], ids, mask)[0]
+            if valid is not None:
+                probs *= valid[rows]
+            for (e, b), prob in zip(where, probs):
+                out[e, b] = prob
         return out
 
     seg = __call__

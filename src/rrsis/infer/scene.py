@@ -29,7 +29,8 @@ How it works:
   window: on the window's predicted objects, at the 512 px crop size the rules' distances and
   size thirds were made for. The rules are the segmenter's (``Segmenter(compose=...)``) unless
   ``compose`` says otherwise; with ``positions="window"`` the position rule runs per window too.
-  A relation costs one more network pass per window (its other class).
+  A relation costs one more network pass per window (its other class), and the windows where a
+  rule cannot decide (no such object there) one more for the whole expression, batched.
 * Nodata (a nodata value, an alpha band or a mask band, as GDAL's dataset mask reports it):
   windows without a valid pixel are not segmented, the network's probabilities are set to 0 on
   invalid pixels before the composition rules look for objects, and the output gets the input's
