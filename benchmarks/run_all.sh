@@ -28,6 +28,9 @@ $py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 --repeats 
 $py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 --repeats 3 --no-fuse > "$out/scene_batch4_nofuse.json"
 # The same with --bf16 (bfloat16 autocast, opt-in: `rrsis predict-scene --bf16`).
 $py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 --repeats 3 --bf16 > "$out/scene_batch4_bf16.json"
+# Three expressions, one of them a relation, with the composition rules and without.
+$py benchmarks/bench_scene.py --threads 2 --sizes 4000 --batch 4 --expressions 3 > "$out/scene_batch4_3expr_compose.json"
+$py benchmarks/bench_scene.py --threads 2 --sizes 4000 --batch 4 --expressions 3 --compose none > "$out/scene_batch4_3expr_none.json"
 # With --overviews (internal overviews of the output, opt-in).
 $py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 --overviews > "$out/scene_batch4_overviews.json"
 # Training input pipeline, decoded per epoch or preloaded (needs the data of make train-default).

@@ -199,3 +199,16 @@ def test_a_folded_model_cannot_be_saved_as_if_it_were_the_original(tmp_path):
     with pytest.raises(ModelError, match="folded for inference"):
         save_model(seg.model, tmp_path / "again.safetensors")
     assert not (tmp_path / "again.safetensors").exists()
+
+
+def test_many_pairs_are_split_into_forwards_of_at_most_max_rows(pixel_model):
+    seg = Segmenter(pixel_model)
+    tiles = np.stack([_image(64, 64, seed=s) for s in range(3)])
+    names = ["zebra", "apple", "road", "sea"]
+    ids, mask = seg.tokenize(names)
+    seg.max_rows = 5
+    probs = seg.predict_tiles(tiles, ids, mask)
+    assert pixel_model.batch_sizes == [5, 5, 2]  # 4 expressions x 3 tiles
+    for e, name in enumerate(names):
+        for b in range(3):
+            np.testing.assert_allclose(probs[e, b], _expected_probs(tiles[b], name), atol=1e-5)

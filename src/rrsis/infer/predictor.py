@@ -180,6 +180,8 @@ class Segmenter:
         std = torch.as_tensor(model.std, dtype=torch.float32).view(1, 3, 1, 1)
         self._mean = mean.to(self.device)
         self._std = std.to(self.device)
+        #: Most (image, expression) pairs per network forward (bounds peak memory).
+        self.max_rows = 8
         self.fused: dict[str, int] = {}
         if fuse:
             self.fused = self._fuse()
@@ -327,7 +329,7 @@ class Segmenter:
 
         Returns:
             ``float32 (E, B, H, W)`` probabilities (softmax of the 2-class logits, class 1).
-            All ``B * E`` pairs go through the model in one forward.
+            The ``B * E`` pairs go through the model in forwards of at most ``max_rows``.
         """
         n_tiles, height, width = tiles.shape[:3]
         n_expr = word_ids.shape[0]
@@ -345,23 +347,30 @@ class Segmenter:
             word_mask = word_mask.repeat_interleave(n_tiles, dim=0)
         elif n_tiles > 1:
             word_ids, word_mask = word_ids.expand(n_tiles, -1), word_mask.expand(n_tiles, -1)
-        with torch.autocast(
-            device_type=self.device.type,
-            dtype=torch.bfloat16,
-            enabled=self.dtype == torch.bfloat16,
-        ):
-            logits = self.model(images, word_ids, word_mask)
-        if logits.ndim != 4 or logits.shape[1] != 2:
-            raise ModelError(f"model must return logits (B, 2, H, W), got {tuple(logits.shape)}")
-        # softmax(l)[1] == sigmoid(l1 - l0); bilinear resizing is linear, so resizing the
-        # difference alone gives the same result at half the cost.
-        margin = (logits[:, 1:2] - logits[:, 0:1]).float()
-        if margin.shape[-2:] != (height, width):
-            margin = F.interpolate(
-                margin, size=(height, width), mode="bilinear", align_corners=False
-            )
-        probs = torch.sigmoid(margin)
-        return probs.reshape(n_expr, n_tiles, height, width).cpu().numpy()
+        out = np.empty((n_expr * n_tiles, height, width), np.float32)
+        # At most `max_rows` pairs per forward: activations grow with the batch (~40 MB per
+        # 320 px pair for the shipped model), and several expressions multiply it.
+        for start in range(0, images.shape[0], self.max_rows):
+            rows = slice(start, start + self.max_rows)
+            with torch.autocast(
+                device_type=self.device.type,
+                dtype=torch.bfloat16,
+                enabled=self.dtype == torch.bfloat16,
+            ):
+                logits = self.model(images[rows], word_ids[rows], word_mask[rows])
+            if logits.ndim != 4 or logits.shape[1] != 2:
+                raise ModelError(
+                    f"model must return logits (B, 2, H, W), got {tuple(logits.shape)}"
+                )
+            # softmax(l)[1] == sigmoid(l1 - l0); bilinear resizing is linear, so resizing the
+            # difference alone gives the same result at half the cost.
+            margin = (logits[:, 1:2] - logits[:, 0:1]).float()
+            if margin.shape[-2:] != (height, width):
+                margin = F.interpolate(
+                    margin, size=(height, width), mode="bilinear", align_corners=False
+                )
+            out[rows] = torch.sigmoid(margin)[:, 0].cpu().numpy()
+        return out.reshape(n_expr, n_tiles, height, width)
 
     def __call__(
         self,
@@ -374,7 +383,7 @@ class Segmenter:
         Args:
             image: ``uint8 (H, W, 3)`` array (other band counts/dtypes as in
                 :func:`to_rgb_uint8`), a PIL image, or an image file path.
-            expression: a string, or a list of strings (one batched forward for all).
+            expression: a string, or a list of strings (batched forwards, ``max_rows`` pairs each).
             return_probs: return ``float32`` foreground probabilities instead of ``bool`` masks.
 
         Returns:
@@ -415,7 +424,7 @@ class Segmenter:
         """Like :meth:`predict_tiles`, but reading expressions with the composition rules.
 
         Every text the network must read (each rule's class and relation object, or the whole
-        expression) goes through one batched forward for all tiles; the rules then run on each
+        expression) goes through batched forwards for all tiles; the rules then run on each
         tile's own predicted objects (:func:`rrsis.infer.compose.compose_probability`). A tile
         where a rule cannot decide costs one more pass, for that tile and expression only.
 
@@ -436,7 +445,7 @@ class Segmenter:
         if not checked:
             expressions = self._check_expressions(expressions)
         compositions = [parse_expression(e, rules) if rules else None for e in expressions]
-        # Every text the network must read, once, in one batched forward.
+        # Every text the network must read, once, in batched forwards.
         needed: list[str] = []
         for expression, composition in zip(expressions, compositions):
             for text in composition.texts() if composition else [expression]:
