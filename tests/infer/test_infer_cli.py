@@ -329,3 +329,28 @@ def test_predict_bands_of_a_multispectral_tiff(tmp_path, tiny_weights, capsys):
     np.testing.assert_array_equal(tifffile.imread(out), expected.astype(np.uint8) * 255)
     assert main([*base, "-o", str(tmp_path / "x.tif"), "--bands", "7,3,2"]) == 2
     assert "do not fit this 6-band image" in _error_line(capsys)
+
+
+def test_predict_vector_in_the_images_crs_or_in_pixels(tmp_path, tiny_weights, geotiff):
+    import rasterio
+    from shapely.geometry import box, shape
+
+    src = geotiff(tmp_path / "tile.tif", 64, 96)
+    base = ["--model", str(tiny_weights), "--threshold", "0.0"]  # every pixel foreground
+    vector = tmp_path / "tile.geojson"
+    args = ["predict", str(src), "road", "-o", str(tmp_path / "m.tif"), "--vector", str(vector)]
+    assert main([*args, *base]) == 0
+    collection = json.loads(vector.read_text())
+    with rasterio.open(src) as ds:
+        bounds = box(*ds.bounds)
+    area = sum(shape(f["geometry"]).area for f in collection["features"])
+    assert area == pytest.approx(bounds.area)  # the whole tile, in metres (0.5 m pixels)
+    assert all(shape(f["geometry"]).within(bounds.buffer(1e-6)) for f in collection["features"])
+    assert collection["features"][0]["properties"]["expression"] == "road"
+    png = _png(tmp_path / "tile.png")
+    pixels = tmp_path / "png.geojson"
+    args = ["predict", str(png), "road", "-o", str(tmp_path / "m.png"), "--vector", str(pixels)]
+    assert main([*args, *base]) == 0
+    features = json.loads(pixels.read_text())["features"]
+    assert sum(shape(f["geometry"]).area for f in features) == pytest.approx(64 * 96)
+    assert main([*args, *base]) == 2  # outputs exist: refused without --overwrite

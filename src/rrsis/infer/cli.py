@@ -83,8 +83,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     image_path, output, overlay = Path(args.image), Path(args.output), args.overlay
     overlay = None if overlay is None else Path(overlay)
-    _check_distinct([image_path], [output, overlay])
-    for path in (output, overlay):
+    vector = None if args.vector is None else Path(args.vector)
+    _check_distinct([image_path], [output, overlay, vector])
+    for path in (output, overlay, vector):
         if path is not None:
             check_output(path, args.overwrite)
     with _one_line_warnings():
@@ -109,6 +110,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         atomic_write(output, lambda tmp: mask_image.save(tmp, format=fmt))
     if overlay is not None:
         save_overlay(overlay, image, mask, args.expression)
+    if vector is not None:
+        from affine import Affine
+
+        from rrsis.infer.vector import BandVectorizer
+
+        crs, transform = _georeference(image_path, mask.shape) or (None, Affine.identity())
+        writer = BandVectorizer(vector, crs, transform, mask.shape[0], [args.expression])
+        try:
+            writer.add_rows(mask[None], 0)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
     print(f"{output}: {mask.mean() * 100:.2f}% foreground ({mask.shape[1]}x{mask.shape[0]})")
     return 0
 
@@ -236,6 +250,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="mask file (.png or .tif), 0/255; a .tif from a GeoTIFF keeps its CRS and geotransform",
     )
     predict.add_argument("--overlay", default=None, help="also write an overlay PNG")
+    predict.add_argument(
+        "--vector",
+        default=None,
+        help="also write the mask's polygons as GeoJSON (in the image's CRS for a GeoTIFF, "
+        "else in pixel coordinates)",
+    )
     _add_bands_arg(predict)
     _add_model_args(predict)
     _add_compose_arg(predict)
