@@ -115,12 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         },
         "command": "python scripts/check_fast_inference.py " + " ".join(sys.argv[1:]),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
+    print(json.dumps(result, indent=2))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
+        from rrsis.eval.report import write_json
+
+        write_json(result, args.out)
     return 0
 
 

@@ -15,7 +15,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -48,28 +47,41 @@ def network_probability(model, x, shape):
     return probability
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def probe_parser(description: str) -> argparse.ArgumentParser:
+    """Arguments every validation probe of a weights file takes (more can be added)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("weights", type=Path)
     parser.add_argument("--root", type=Path, default=REPO / "data" / "dubai")
     parser.add_argument("--split", default="val", choices=["val", "train"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def load_probe(args: argparse.Namespace):
+    """``(model in eval mode, dataset)`` for :func:`probe_parser`'s arguments."""
     sys.path.insert(0, str(REPO / "src"))
+    import torch
+
+    from rrsis.eval.evaluate import open_dataset
+    from rrsis.models.io import load_model
+
+    torch.set_num_threads(args.threads)
+    return load_model(args.weights).eval(), open_dataset(args.root, args.split)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = probe_parser(__doc__.split("\n\n")[0]).parse_args(argv)
+    model, dataset = load_probe(args)
     import numpy as np
     import torch
 
     from rrsis.data.builder import infer_kind
-    from rrsis.eval.evaluate import _images_to_input, open_dataset
+    from rrsis.eval.evaluate import _images_to_input
     from rrsis.eval.metrics import summarize
+    from rrsis.eval.report import write_json
     from rrsis.infer.compose import compose_probability, parse_expression
-    from rrsis.models.io import load_model
 
-    torch.set_num_threads(args.threads)
-    model = load_model(args.weights).eval()
-    dataset = open_dataset(args.root, args.split)
     size = int(model.input_size)
     keys = [(v, t) for v in VARIANTS for t in THRESHOLDS]
     inter = {k: [] for k in keys}
@@ -137,8 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
                 flush=True,
             )
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(result, args.out)
     return result
 
 

@@ -19,7 +19,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -114,8 +113,9 @@ def main(argv: list[str] | None = None) -> dict:
         "results": table,
     }
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        from rrsis.eval.report import write_json
+
+        write_json(result, args.out)
     return result
 
 

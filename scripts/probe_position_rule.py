@@ -23,7 +23,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -70,32 +69,24 @@ def position_variants(subject_p, full_p, region: str, threshold: float, min_px: 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("weights", type=Path)
-    parser.add_argument("--root", type=Path, default=Path("data/dubai"))
-    parser.add_argument("--split", default="val", choices=["val", "train"])
+    sys.path.insert(0, str(REPO / "scripts"))
+    from probe_compose import load_probe, network_probability, probe_parser
+
+    parser = probe_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--threshold", type=float, default=0.1)
     parser.add_argument("--big", type=float, default=0.10, help="big_pixel's object size cut")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    model, dataset = load_probe(args)
 
     import numpy as np
     import torch
 
     from rrsis.data.builder import BuildConfig, infer_kind
-    from rrsis.eval.evaluate import _images_to_input, open_dataset
+    from rrsis.eval.evaluate import _images_to_input
     from rrsis.eval.metrics import summarize
+    from rrsis.eval.report import write_json
     from rrsis.infer.compose import compose_probability, parse_expression
 
-    sys.path.insert(0, str(REPO / "scripts"))
-    from probe_compose import network_probability
-
-    from rrsis.models.io import load_model
-
-    torch.set_num_threads(args.threads)
-    model = load_model(args.weights).eval()
-    dataset = open_dataset(args.root, args.split)
     size = int(model.input_size)
     min_px = BuildConfig().min_component_px
     inter = {v: [] for v in VARIANTS}
@@ -156,8 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(json.dumps(result, indent=2))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(result, args.out)
     return result
 
 

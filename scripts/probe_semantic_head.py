@@ -142,8 +142,9 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "python scripts/probe_semantic_head.py " + " ".join(sys.argv[1:]),
     }
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        from rrsis.eval.report import write_json
+
+        write_json(result, args.out)
     return result
 
 

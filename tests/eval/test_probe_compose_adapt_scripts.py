@@ -123,3 +123,53 @@ def test_semantic_head_probe_scores_category_expressions(tmp_path: Path) -> None
     assert 0.0 <= result["table"]["referring"]["mIoU"] <= 100.0
     with pytest.raises(SystemExit):
         probe_semantic_head.main([str(run), "--root", str(tmp_path / "tree"), "--split", "test"])
+
+
+def test_position_rule_variants_on_known_objects() -> None:
+    import numpy as np
+    import probe_position_rule
+
+    side = 64
+    boxes = {  # the region is rows 0-31, columns 0-31
+        "small": (slice(4, 12), slice(4, 8)),  # inside it
+        "tall": (slice(2, 44), slice(10, 14)),  # centroid inside, reaches below row 32
+        "band": (slice(24, 40), slice(30, 64)),  # big (> 10 %), centroid outside, enters it
+    }
+    subject = np.zeros((side, side), np.float32)
+    masks = {}
+    for name, (rows, cols) in boxes.items():
+        subject[rows, cols] = 0.9
+        masks[name] = np.zeros((side, side), bool)
+        masks[name][rows, cols] = True
+    region = np.zeros((side, side), bool)
+    region[:32, :32] = True
+    full = np.full((side, side), 0.3, np.float32)
+    got = probe_position_rule.position_variants(subject, full, "upper left", 0.5, 12, 0.10)
+    whole = masks["small"] | masks["tall"]
+    assert np.array_equal(got["network"], full)
+    assert np.array_equal(got["centroid"] > 0.5, whole)
+    assert np.array_equal(got["pixel"] > 0.5, (whole | masks["band"]) & region)
+    assert np.array_equal(got["union"] > 0.5, whole | (masks["band"] & region))
+    assert np.array_equal(got["big_pixel"] > 0.5, whole | (masks["band"] & region))
+    # Nothing of the class in the region: every rule falls back to the whole expression.
+    elsewhere = np.zeros((side, side), np.float32)
+    elsewhere[40:50, 40:50] = 0.9
+    got = probe_position_rule.position_variants(elsewhere, full, "upper left", 0.5, 12, 0.10)
+    assert all(np.array_equal(p, full) for p in got.values())
+    with pytest.raises(SystemExit):
+        probe_position_rule.main(["m.safetensors", "--split", "test"])
+
+
+def test_check_fast_inference_compares_the_paths(tiny, tmp_path: Path) -> None:
+    import check_fast_inference
+
+    weights, tree = tiny
+    out = tmp_path / "fast.json"
+    argv = [*("--model", str(weights), "--data", str(tree)), "--limit", "3", "--out", str(out)]
+    assert check_fast_inference.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == 3 and result["fused"]["batch_norms"] > 0
+    fused, bf16 = result["paths"]["fused"], result["paths"]["bf16"]
+    assert fused["pixel_agreement_pct"] > 99.9 and fused["max_prob_diff"] < 1e-3
+    assert fused["mIoU"] == pytest.approx(result["paths"]["plain"]["mIoU"], abs=0.05)
+    assert 0 < bf16["max_prob_diff"]  # bfloat16 really ran

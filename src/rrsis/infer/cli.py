@@ -92,10 +92,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         image = to_rgb_uint8(image_path, args.bands)
         segmenter = _segmenter(args)
         mask = segmenter(image, args.expression)
+    georef = _georeference(image_path, mask.shape)  # (crs, transform) of a GeoTIFF, else None
     if output.suffix.lower() in (".tif", ".tiff"):
         from rrsis.data.io import write_mask
 
-        georef = _georeference(image_path, mask.shape)
         if georef is None:
             write_mask(output, mask)
         else:
@@ -115,7 +115,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         from rrsis.infer.vector import BandVectorizer
 
-        crs, transform = _georeference(image_path, mask.shape) or (None, Affine.identity())
+        crs, transform = georef or (None, Affine.identity())
         writer = BandVectorizer(vector, crs, transform, mask.shape[0], [args.expression])
         try:
             writer.add_rows(mask[None], 0)
