@@ -70,13 +70,25 @@ def load_probe(args: argparse.Namespace):
     return load_model(args.weights).eval(), open_dataset(args.root, args.split)
 
 
+def samples_with_kind(dataset):
+    """Yield ``(sample, target bool mask, text, kind)`` for every sample of ``dataset``."""
+    import numpy as np
+
+    from rrsis.data.builder import infer_kind
+
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        text = sample["text"]
+        kind = (sample.get("meta") or {}).get("kind") or infer_kind(text)
+        yield sample, np.asarray(sample["mask"], dtype=bool), text, kind
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = probe_parser(__doc__.split("\n\n")[0]).parse_args(argv)
     model, dataset = load_probe(args)
     import numpy as np
     import torch
 
-    from rrsis.data.builder import infer_kind
     from rrsis.eval.evaluate import _images_to_input
     from rrsis.eval.metrics import summarize
     from rrsis.eval.report import write_json
@@ -90,11 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     start = time.perf_counter()
     with torch.inference_mode():
-        for i in range(len(dataset)):
-            sample = dataset[i]
-            target = np.asarray(sample["mask"], dtype=bool)
-            text = sample["text"]
-            kinds.append((sample.get("meta") or {}).get("kind") or infer_kind(text))
+        for sample, target, text, kind in samples_with_kind(dataset):
+            kinds.append(kind)
             x = _images_to_input([sample["image"]], size, model.mean, model.std)
             probability = network_probability(model, x, target.shape)
             full = probability(text)

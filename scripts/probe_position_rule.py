@@ -70,7 +70,7 @@ def position_variants(subject_p, full_p, region: str, threshold: float, min_px: 
 
 def main(argv: list[str] | None = None) -> dict:
     sys.path.insert(0, str(REPO / "scripts"))
-    from probe_compose import load_probe, network_probability, probe_parser
+    from probe_compose import load_probe, network_probability, probe_parser, samples_with_kind
 
     parser = probe_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--threshold", type=float, default=0.1)
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
     import torch
 
-    from rrsis.data.builder import BuildConfig, infer_kind
+    from rrsis.data.builder import BuildConfig
     from rrsis.eval.evaluate import _images_to_input
     from rrsis.eval.metrics import summarize
     from rrsis.eval.report import write_json
@@ -94,11 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     n_positions = 0
     start = time.perf_counter()
     with torch.inference_mode():
-        for i in range(len(dataset)):
-            sample = dataset[i]
-            target = np.asarray(sample["mask"], dtype=bool)
-            text = sample["text"]
-            kind = (sample.get("meta") or {}).get("kind") or infer_kind(text)
+        for sample, target, text, kind in samples_with_kind(dataset):
             composition = parse_expression(text, ("position",))
             if kind != "position" or composition is None:
                 continue
