@@ -1,4 +1,4 @@
-"""``rrsis predict``, ``rrsis predict-scene`` and ``rrsis demo``.
+"""``rrsis predict``, ``rrsis predict-batch``, ``rrsis predict-scene`` and ``rrsis demo``.
 
 Handlers raise :class:`~rrsis.errors.RRSISError` subclasses for user mistakes; the top-level CLI
 prints them as one line. Warnings (truncated or non-Latin expressions, scenes without CRS,
@@ -13,7 +13,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from rrsis.errors import OutputExistsError, RRSISError
+from rrsis.errors import OutputExistsError
 
 
 @contextmanager
@@ -75,9 +75,7 @@ def _segmenter(args: argparse.Namespace):
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from PIL import Image
-
-    from rrsis.infer.demo import atomic_write, save_overlay
+    from rrsis.infer.batch import check_mask_format, georeference, write_prediction
     from rrsis.infer.predictor import to_rgb_uint8
     from rrsis.infer.scene import check_output
 
@@ -85,6 +83,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     overlay = None if overlay is None else Path(overlay)
     vector = None if args.vector is None else Path(args.vector)
     _check_distinct([image_path], [output, overlay, vector])
+    check_mask_format(output)
     for path in (output, overlay, vector):
         if path is not None:
             check_output(path, args.overwrite)
@@ -92,77 +91,47 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         image = to_rgb_uint8(image_path, args.bands)
         segmenter = _segmenter(args)
         mask = segmenter(image, args.expression)
-    georef = _georeference(image_path, mask.shape)  # (crs, transform) of a GeoTIFF, else None
-    if output.suffix.lower() in (".tif", ".tiff"):
-        from rrsis.data.io import write_mask
-
-        if georef is None:
-            write_mask(output, mask)
-        else:
-            _write_geotiff_mask(output, mask, *georef)
-    else:
-        try:
-            Image.init()
-            fmt = Image.EXTENSION[output.suffix.lower()]
-        except KeyError as err:
-            raise RRSISError(f"{output}: unknown image format {output.suffix!r}") from err
-        mask_image = Image.fromarray(mask.astype("uint8") * 255)
-        atomic_write(output, lambda tmp: mask_image.save(tmp, format=fmt))
-    if overlay is not None:
-        save_overlay(overlay, image, mask, args.expression)
-    if vector is not None:
-        from affine import Affine
-
-        from rrsis.infer.vector import BandVectorizer
-
-        crs, transform = georef or (None, Affine.identity())
-        writer = BandVectorizer(vector, crs, transform, mask.shape[0], [args.expression])
-        try:
-            writer.add_rows(mask[None], 0)
-        except BaseException:
-            writer.abort()
-            raise
-        writer.close()
+    write_prediction(
+        mask,
+        output,
+        expression=args.expression,
+        image=image,
+        overlay=overlay,
+        vector=vector,
+        georef=georeference(image_path, mask.shape),
+    )
     print(f"{output}: {mask.mean() * 100:.2f}% foreground ({mask.shape[1]}x{mask.shape[0]})")
     return 0
 
 
-def _georeference(path: Path, shape: tuple[int, int]):
-    """``(crs, transform)`` of a georeferenced GeoTIFF of that shape, else ``None``."""
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        return None
-    import warnings
+def _cmd_predict_batch(args: argparse.Namespace) -> int:
+    from rrsis.infer.batch import SUMMARY_NAME, predict_images
 
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as ds:
-                crs, transform, size = ds.crs, ds.transform, (ds.height, ds.width)
-    except RasterioIOError:
-        return None
-    if size != tuple(shape) or (crs is None and transform.is_identity):
-        return None
-    return crs, transform
-
-
-def _write_geotiff_mask(path: Path, mask, crs, transform) -> None:
-    """The mask as a 0/255 GeoTIFF on the input's grid (CRS and geotransform), atomically."""
-    import rasterio
-
-    from rrsis.data.io import atomic_write
-
-    data = mask.astype("uint8")[None] * 255
-    profile = {"driver": "GTiff", "height": mask.shape[0], "width": mask.shape[1], "count": 1}
-    profile |= {"dtype": "uint8", "crs": crs, "transform": transform, "compress": "deflate"}
-
-    def write(tmp: Path) -> None:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(data)
-
-    atomic_write(path, write)
+    with _one_line_warnings():
+        segmenter = _segmenter(args)
+        rows = predict_images(
+            args.inputs,
+            args.expression,
+            Path(args.out_dir),
+            segmenter,
+            bands=args.bands,
+            mask_format=args.format,
+            overlay=args.overlay,
+            vector=args.vector,
+            recursive=args.recursive,
+            overwrite=args.overwrite,
+            skip_existing=args.skip_existing,
+            progress=not args.no_progress,
+        )
+    status = {}
+    for row in rows:
+        status.setdefault(row["image"], row["status"])
+    counts = {s: sum(v == s for v in status.values()) for s in ("ok", "skipped", "error")}
+    print(
+        f"{counts['ok']} images segmented, {counts['skipped']} skipped (outputs exist), "
+        f"{counts['error']} unreadable; summary in {Path(args.out_dir) / SUMMARY_NAME}"
+    )
+    return 1 if counts["error"] else 0
 
 
 def _cmd_predict_scene(args: argparse.Namespace) -> int:
@@ -293,6 +262,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_model_args(scene)
     _add_compose_arg(scene, " (inside each window; positions: see --positions)")
     scene.set_defaults(func=_cmd_predict_scene)
+
+    batch = subparsers.add_parser(
+        "predict-batch",
+        help="segment many images (files or folders) into an output folder, with a summary.csv",
+    )
+    batch.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    batch.add_argument(
+        "-e",
+        "--expression",
+        action="append",
+        required=True,
+        help="referring expression; repeat for several (one mask per image and expression)",
+    )
+    batch.add_argument("-o", "--out-dir", required=True, help="output folder (created if missing)")
+    batch.add_argument(
+        "--format",
+        choices=("auto", "tif", "png"),
+        default="auto",
+        help="mask format: auto (default) writes a .tif for TIFF inputs (keeping a GeoTIFF's "
+        "CRS and geotransform) and a .png otherwise",
+    )
+    batch.add_argument("--overlay", action="store_true", help="also write overlay PNGs")
+    batch.add_argument(
+        "--vector",
+        action="store_true",
+        help="also write each mask's polygons as GeoJSON (CRS coordinates for GeoTIFFs)",
+    )
+    batch.add_argument("--recursive", action="store_true", help="search folders recursively")
+    batch.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave images whose outputs all exist (resume an interrupted run)",
+    )
+    batch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_bands_arg(batch)
+    _add_model_args(batch)
+    _add_compose_arg(batch)
+    batch.set_defaults(func=_cmd_predict_batch)
 
     demo = subparsers.add_parser("demo", help="segment the bundled samples with the shipped model")
     demo.add_argument("--out", default="demo_out", help="output directory (default demo_out)")

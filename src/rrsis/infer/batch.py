@@ -1,0 +1,416 @@
+"""Write one image's prediction (mask, overlay, polygons), and segment many images in one run.
+
+:func:`write_prediction` is what ``rrsis predict`` writes for one image; :func:`predict_images`
+(``rrsis predict-batch``) runs it over a list of files or folders with one model load, one
+progress bar, a ``summary.csv`` of every (image, expression) pair, and per-image errors that are
+recorded and skipped instead of ending the run.
+
+Output names, in the output folder: ``<image stem>.<ext>`` for one expression,
+``<image stem>_<expression slug>.<ext>`` for several (the slug is the expression in lower case,
+runs of other characters turned into ``-``). Overlays add ``_overlay.png``, polygons ``.geojson``.
+``<ext>`` is ``tif`` for TIFF inputs (georeferencing kept) and ``png`` otherwise, unless chosen.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rrsis.errors import DatasetError, OutputExistsError, RRSISError
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+_TIFF = (".tif", ".tiff")
+SUMMARY_NAME = "summary.csv"
+SUMMARY_FIELDS = (
+    "image",
+    "expression",
+    "mask",
+    "status",
+    "foreground_pct",
+    "width",
+    "height",
+    "seconds",
+    "error",
+)
+
+
+# ---------------------------------------------------------------------- one image
+def georeference(path: Path, shape: tuple[int, int]):
+    """``(crs, transform)`` of a georeferenced GeoTIFF of that shape, else ``None``."""
+    if path.suffix.lower() not in _TIFF:
+        return None
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                crs, transform, size = ds.crs, ds.transform, (ds.height, ds.width)
+    except RasterioIOError:
+        return None
+    if size != tuple(shape) or (crs is None and transform.is_identity):
+        return None
+    return crs, transform
+
+
+def _write_geotiff_mask(path: Path, mask: np.ndarray, crs, transform) -> None:
+    """The mask as a 0/255 GeoTIFF on the input's grid (CRS and geotransform), atomically."""
+    import rasterio
+
+    from rrsis.data.io import atomic_write
+
+    data = mask.astype("uint8")[None] * 255
+    profile = {"driver": "GTiff", "height": mask.shape[0], "width": mask.shape[1], "count": 1}
+    profile |= {"dtype": "uint8", "crs": crs, "transform": transform, "compress": "deflate"}
+
+    def write(tmp: Path) -> None:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+
+    atomic_write(path, write)
+
+
+def check_mask_format(output: Path) -> str | None:
+    """PIL format name for a mask path (``None`` for TIFF); raises for unknown suffixes."""
+    from PIL import Image
+
+    if output.suffix.lower() in _TIFF:
+        return None
+    Image.init()
+    try:
+        return Image.EXTENSION[output.suffix.lower()]
+    except KeyError as err:
+        raise RRSISError(f"{output}: unknown image format {output.suffix!r}") from err
+
+
+def write_prediction(
+    mask: np.ndarray,
+    output: Path,
+    *,
+    expression: str,
+    image: np.ndarray | None = None,
+    overlay: Path | None = None,
+    vector: Path | None = None,
+    georef=None,
+) -> None:
+    """Write a mask (0/255), and optionally its overlay PNG and GeoJSON polygons, atomically.
+
+    Existing files are replaced: callers check their outputs first.
+
+    Args:
+        mask: ``bool (H, W)``.
+        output: ``.tif``/``.tiff`` (a GeoTIFF when ``georef`` is given) or any image format PIL
+            writes (``.png``, ...).
+        expression: the overlay's title and the polygons' ``expression`` property.
+        image: ``uint8 (H, W, 3)``, needed for ``overlay``.
+        overlay: overlay PNG path.
+        vector: GeoJSON path; coordinates in ``georef``'s CRS, else in pixels.
+        georef: ``(crs, transform)`` from :func:`georeference`, or ``None``.
+    """
+    from PIL import Image
+
+    from rrsis.data.io import atomic_write, write_mask
+
+    fmt = check_mask_format(output)
+    if fmt is None:
+        if georef is None:
+            write_mask(output, mask)
+        else:
+            _write_geotiff_mask(output, mask, *georef)
+    else:
+        mask_image = Image.fromarray(mask.astype("uint8") * 255)
+        atomic_write(output, lambda tmp: mask_image.save(tmp, format=fmt))
+    if overlay is not None:
+        if image is None:
+            raise ValueError("an overlay needs the image")
+        from rrsis.infer.demo import save_overlay
+
+        save_overlay(overlay, image, mask, expression)
+    if vector is not None:
+        from affine import Affine
+
+        from rrsis.infer.vector import BandVectorizer
+
+        crs, transform = georef or (None, Affine.identity())
+        writer = BandVectorizer(vector, crs, transform, mask.shape[0], [expression], overwrite=True)
+        try:
+            writer.add_rows(mask[None], 0)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+
+
+# ---------------------------------------------------------------------- many images
+def slug(expression: str, limit: int = 48) -> str:
+    """File-name part for an expression: lower case, other characters as ``-``."""
+    text = re.sub(r"[^0-9a-z]+", "-", expression.lower()).strip("-")
+    return text[:limit].rstrip("-") or "expression"
+
+
+def find_images(inputs: Sequence[str | Path], recursive: bool = False) -> list[Path]:
+    """Image files named by ``inputs`` (files, or folders searched for image suffixes).
+
+    Raises:
+        DatasetError: a path that does not exist, or nothing to segment at all.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found.extend(
+                sorted(
+                    p
+                    for p in path.glob(pattern)
+                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                )
+            )
+        elif path.exists():
+            found.append(path)
+        else:
+            raise DatasetError(f"{path}: no such file or folder")
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        raise DatasetError(
+            "no images to segment (folders are searched for " + ", ".join(IMAGE_SUFFIXES) + ")"
+        )
+    return unique
+
+
+@dataclass
+class PlannedImage:
+    """One input image and the files it will produce (one entry per expression)."""
+
+    image: Path
+    masks: list[Path]
+    overlays: list[Path | None] = field(default_factory=list)
+    vectors: list[Path | None] = field(default_factory=list)
+
+    def outputs(self) -> list[Path]:
+        return [p for p in (*self.masks, *self.overlays, *self.vectors) if p is not None]
+
+
+def plan_outputs(
+    images: Sequence[Path],
+    expressions: Sequence[str],
+    out_dir: Path,
+    *,
+    mask_format: str = "auto",
+    overlay: bool = False,
+    vector: bool = False,
+) -> list[PlannedImage]:
+    """Output paths of every image, checking that no two images (or inputs) share a name.
+
+    Args:
+        mask_format: ``auto`` (``tif`` for TIFF inputs, else ``png``), ``tif`` or ``png``.
+
+    Raises:
+        OutputExistsError: two inputs with the same stem, or an output that is also an input.
+    """
+    if mask_format not in ("auto", "tif", "png"):
+        raise RRSISError(f"mask format must be auto, tif or png, got {mask_format!r}")
+    names: list[str] = []
+    for expression in expressions:  # two expressions with one slug: number the later ones
+        base = name = slug(expression)
+        number = 2
+        while name in names:
+            name, number = f"{base}-{number}", number + 1
+        names.append(name)
+    stems: dict[str, Path] = {}
+    plans = []
+    for image in images:
+        if image.stem in stems:
+            raise OutputExistsError(
+                f"{image} and {stems[image.stem]} would write the same outputs "
+                f"({image.stem}.*); segment them into different folders"
+            )
+        stems[image.stem] = image
+        suffix = (
+            mask_format
+            if mask_format != "auto"
+            else ("tif" if image.suffix.lower() in _TIFF else "png")
+        )
+        bases = [image.stem] if len(expressions) == 1 else [f"{image.stem}_{n}" for n in names]
+        plans.append(
+            PlannedImage(
+                image,
+                [out_dir / f"{b}.{suffix}" for b in bases],
+                [out_dir / f"{b}_overlay.png" if overlay else None for b in bases],
+                [out_dir / f"{b}.geojson" if vector else None for b in bases],
+            )
+        )
+    inputs = {p.resolve() for p in images}
+    for plan in plans:
+        for path in plan.outputs():
+            if path.resolve() in inputs:
+                raise OutputExistsError(f"{path}: output path is also an input")
+    return plans
+
+
+def _write_summary(path: Path, rows: list[dict]) -> None:
+    from rrsis.data.io import atomic_write
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def predict_images(
+    inputs: Sequence[str | Path],
+    expressions: str | Sequence[str],
+    out_dir: str | Path,
+    segmenter: Callable,
+    *,
+    bands: Sequence[int] | None = None,
+    mask_format: str = "auto",
+    overlay: bool = False,
+    vector: bool = False,
+    recursive: bool = False,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    progress: bool = True,
+) -> list[dict]:
+    """Segment every image of ``inputs`` for each expression, writing masks into ``out_dir``.
+
+    The model reads each image once per call (all expressions in one batched call). Every
+    output is checked before the first image is read, so a run never replaces files unless
+    ``overwrite``; ``skip_existing`` instead leaves images whose outputs all exist (resuming an
+    interrupted run). An image that cannot be read (or is smaller than 32 px) is recorded with
+    status ``error`` and its message, and the run goes on. ``out_dir/summary.csv`` lists every
+    (image, expression) pair: mask path, status (``ok``/``skipped``/``error``), foreground
+    percentage, size and seconds per image.
+
+    Args:
+        inputs: image files and/or folders (searched for ``.tif .tiff .png .jpg .jpeg``).
+        expressions: one expression or a list.
+        out_dir: created if missing.
+        segmenter: a :class:`~rrsis.infer.predictor.Segmenter`.
+        bands: 1-based bands read as red, green, blue (see :func:`~rrsis.data.io.read_image`).
+        mask_format: ``auto``, ``tif`` or ``png``.
+        overlay: also write ``<name>_overlay.png``.
+        vector: also write ``<name>.geojson`` (CRS coordinates for GeoTIFFs, else pixels).
+        recursive: search folders recursively.
+        overwrite: replace existing outputs.
+        skip_existing: skip images whose outputs all exist.
+        progress: show a progress bar.
+
+    Returns:
+        The summary rows (dicts with :data:`SUMMARY_FIELDS`).
+
+    Raises:
+        OutputExistsError: an output exists (without ``overwrite``/``skip_existing``).
+        DatasetError: nothing to segment, or a missing input path.
+        ExpressionError: an empty expression.
+    """
+    from tqdm.auto import tqdm
+
+    if overwrite and skip_existing:
+        raise RRSISError("choose one of overwrite and skip_existing")
+    expressions = [expressions] if isinstance(expressions, str) else list(expressions)
+    if not expressions:
+        raise RRSISError("no referring expression given")
+    check = getattr(segmenter, "_check_expressions", None)
+    if check is not None:  # empty expressions fail before any image is read
+        expressions = check(expressions)
+    out_dir = Path(out_dir)
+    images = find_images(inputs, recursive)
+    plans = plan_outputs(
+        images, expressions, out_dir, mask_format=mask_format, overlay=overlay, vector=vector
+    )
+    for plan in plans:
+        check_mask_format(plan.masks[0])
+    summary_path = out_dir / SUMMARY_NAME
+    if not (overwrite or skip_existing):
+        for path in [p for plan in plans for p in plan.outputs()] + [summary_path]:
+            if path.exists():
+                raise OutputExistsError(
+                    f"{path}: output exists (use --overwrite to replace it, or --skip-existing "
+                    "to keep it and segment the rest)"
+                )
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    rows: list[dict] = []
+    try:
+        for plan in tqdm(plans, desc="images", unit="image", disable=not progress):
+            rows.extend(_predict_one(plan, expressions, segmenter, bands, skip_existing))
+    finally:  # an interrupted run still lists what it wrote
+        _write_summary(summary_path, rows)
+    return rows
+
+
+def _predict_one(
+    plan: PlannedImage,
+    expressions: list[str],
+    segmenter: Callable,
+    bands: Sequence[int] | None,
+    skip_existing: bool,
+) -> list[dict]:
+    """Summary rows of one planned image, after writing its outputs."""
+    from rrsis.infer.predictor import to_rgb_uint8
+
+    base = {"image": str(plan.image), "width": "", "height": "", "seconds": "", "error": ""}
+    if skip_existing and all(p.exists() for p in plan.outputs()):
+        return [
+            base | {"expression": e, "mask": str(m), "status": "skipped", "foreground_pct": ""}
+            for e, m in zip(expressions, plan.masks)
+        ]
+    start = time.perf_counter()
+    try:
+        image = to_rgb_uint8(plan.image, bands)
+    except (DatasetError, OSError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        where = "" if str(plan.image) in message else f"{plan.image}: "
+        warnings.warn(f"skipped {where}{message}", UserWarning, stacklevel=3)
+        return [
+            base
+            | {
+                "expression": e,
+                "mask": "",
+                "status": "error",
+                "foreground_pct": "",
+                "error": message,
+            }
+            for e in expressions
+        ]
+    masks = segmenter(image, expressions)
+    georef = georeference(plan.image, image.shape[:2])
+    for expression, mask, mask_path, overlay_path, vector_path in zip(
+        expressions, masks, plan.masks, plan.overlays, plan.vectors
+    ):
+        write_prediction(
+            mask,
+            mask_path,
+            expression=expression,
+            image=image,
+            overlay=overlay_path,
+            vector=vector_path,
+            georef=georef,
+        )
+    seconds = f"{time.perf_counter() - start:.3f}"
+    height, width = image.shape[:2]
+    return [
+        base
+        | {
+            "expression": expression,
+            "mask": str(mask_path),
+            "status": "ok",
+            "foreground_pct": f"{mask.mean() * 100:.3f}",
+            "width": width,
+            "height": height,
+            "seconds": seconds,
+        }
+        for expression, mask, mask_path in zip(expressions, masks, plan.masks)
+    ]

@@ -1,0 +1,166 @@
+"""``rrsis.infer.batch``: many images in one run (``rrsis predict-batch``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+
+from rrsis.cli import main
+from rrsis.errors import DatasetError, OutputExistsError
+from rrsis.infer.batch import plan_outputs, predict_images, slug
+from rrsis.infer.predictor import Segmenter, to_rgb_uint8
+
+
+def _png(path, height=64, width=96, seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _summary(out_dir) -> list[dict]:
+    with open(out_dir / "summary.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def folder(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        _png(images / f"tile{i}.png", seed=i)
+    (images / "notes.txt").write_text("not an image")
+    return images
+
+
+def test_slug_and_numbered_duplicates(tmp_path):
+    assert slug("Buildings along the road!") == "buildings-along-the-road"
+    assert slug("%%%") == "expression"
+    plans = plan_outputs([tmp_path / "a.jpg"], ["road", "Road", "water"], tmp_path / "out")
+    names = [p.name for p in plans[0].masks]
+    assert names == ["a_road.png", "a_road-2.png", "a_water.png"]
+
+
+def test_masks_equal_single_image_predictions(folder, tmp_path, pixel_model):
+    segmenter = Segmenter(pixel_model, compose="none")
+    out = tmp_path / "out"
+    rows = predict_images([folder], ["red", "blue"], out, segmenter, overlay=True, progress=False)
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
+    for i in range(3):
+        image = folder / f"tile{i}.png"
+        expected = segmenter(to_rgb_uint8(image), ["red", "blue"])
+        for expression, want in zip(["red", "blue"], expected):
+            got = np.asarray(Image.open(out / f"tile{i}_{expression}.png")) > 0
+            np.testing.assert_array_equal(got, want)
+            assert (out / f"tile{i}_{expression}_overlay.png").exists()
+            row = next(r for r in rows if r["image"] == str(image) and r["expression"] == expression)
+            assert float(row["foreground_pct"]) == pytest.approx(want.mean() * 100, abs=1e-3)
+            assert (row["width"], row["height"]) == (96, 64)
+    assert [r["status"] for r in _summary(out)] == ["ok"] * 6
+    # The text file in the folder is not an image and is not read.
+    assert not any("notes" in r["image"] for r in rows)
+
+
+def test_one_expression_keeps_the_image_name(folder, tmp_path, pixel_model):
+    out = tmp_path / "out"
+    predict_images([folder / "tile1.png"], "red", out, Segmenter(pixel_model), progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["summary.csv", "tile1.png"]
+
+
+def test_unreadable_image_is_recorded_and_the_run_goes_on(folder, tmp_path, pixel_model):
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    _png(folder / "tiny.png", height=16, width=16)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="skipped"):
+        rows = predict_images([folder], "red", out, Segmenter(pixel_model), progress=False)
+    status = {r["image"].rsplit("/", 1)[-1]: (r["status"], r["error"]) for r in rows}
+    assert status["broken.png"][0] == "error" and "decode" in status["broken.png"][1]
+    assert status["tiny.png"][0] == "error" and "32 px" in status["tiny.png"][1]
+    assert [status[f"tile{i}.png"][0] for i in range(3)] == ["ok"] * 3
+    assert not (out / "broken.png").exists()
+
+
+def test_existing_outputs_refused_before_any_work(folder, tmp_path, pixel_model):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tile2.png").write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError, match="tile2.png"):
+        predict_images([folder], "red", out, Segmenter(pixel_model), progress=False)
+    assert pixel_model.calls == 0
+    assert sorted(p.name for p in out.iterdir()) == ["tile2.png"]
+    assert (out / "tile2.png").read_bytes() == b"keep me"
+
+
+def test_skip_existing_resumes_only_missing_images(folder, tmp_path, pixel_model):
+    out = tmp_path / "out"
+    segmenter = Segmenter(pixel_model, compose="none")
+    predict_images([folder], ["red", "blue"], out, segmenter, vector=True, progress=False)
+    first = pixel_model.calls
+    (out / "tile1_blue.png").unlink()  # as if the run had stopped inside tile1
+    stale = (out / "tile0_red.png").read_bytes()
+    rows = predict_images(
+        [folder], ["red", "blue"], out, segmenter, vector=True, skip_existing=True, progress=False
+    )
+    assert pixel_model.calls - first == first // 3  # one image's forwards, not three
+    status = {(r["image"].rsplit("/", 1)[-1], r["expression"]): r["status"] for r in rows}
+    assert status[("tile1.png", "blue")] == "ok" and status[("tile1.png", "red")] == "ok"
+    assert status[("tile0.png", "red")] == "skipped" and status[("tile2.png", "blue")] == "skipped"
+    assert (out / "tile1_blue.png").exists() and (out / "tile0_red.png").read_bytes() == stale
+    assert json.loads((out / "tile1_red.geojson").read_text())["type"] == "FeatureCollection"
+
+
+def test_same_stem_in_two_folders_refused(tmp_path, pixel_model):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        _png(tmp_path / name / "x.png")
+    with pytest.raises(OutputExistsError, match="same outputs"):
+        predict_images(
+            [tmp_path / "a", tmp_path / "b"], "red", tmp_path / "out", Segmenter(pixel_model)
+        )
+    with pytest.raises(DatasetError, match="no such file"):
+        predict_images([tmp_path / "nope"], "red", tmp_path / "out", Segmenter(pixel_model))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no images"):
+        predict_images([tmp_path / "empty"], "red", tmp_path / "out", Segmenter(pixel_model))
+
+
+def test_geotiff_inputs_keep_georeferencing(tmp_path, geotiff, pixel_model):
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    geotiff(scenes / "s1.tif", 80, 100)
+    out = tmp_path / "out"
+    predict_images([scenes], "red", out, Segmenter(pixel_model), vector=True, progress=False)
+    with rasterio.open(scenes / "s1.tif") as src, rasterio.open(out / "s1.tif") as dst:
+        assert dst.crs == src.crs and dst.transform == src.transform
+        assert (dst.width, dst.height) == (100, 80)
+    features = json.loads((out / "s1.geojson").read_text())["features"]
+    assert features  # polygons in UTM metres, not pixels
+    x, y = features[0]["geometry"]["coordinates"][0][0]
+    assert 400000 <= x <= 400050 and 2699960 <= y <= 2700000
+
+
+def test_cli_exit_codes_and_summary(folder, tmp_path, capsys):
+    import torch
+
+    from rrsis.models.io import save_model
+    from rrsis.models.registry import get_tiny_model
+
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_model(get_tiny_model("lgce_effnet_minilm"), weights)
+    out = tmp_path / "out"
+    args = ["predict-batch", str(folder), "-e", "road", "-o", str(out), "--model", str(weights)]
+    assert main([*args, "--no-progress"]) == 0
+    assert "3 images segmented, 0 skipped" in capsys.readouterr().out
+    assert main([*args, "--no-progress"]) == 2  # outputs exist
+    assert "--skip-existing" in capsys.readouterr().err
+    (folder / "broken.jpg").write_bytes(b"nope")
+    assert main([*args, "--no-progress", "--skip-existing"]) == 1  # one unreadable image
+    captured = capsys.readouterr()
+    assert "0 images segmented, 3 skipped (outputs exist), 1 unreadable" in captured.out
+    assert "rrsis: warning: skipped" in captured.err and "Traceback" not in captured.err
+    assert main([*args, "--overwrite", "--skip-existing"]) == 2
