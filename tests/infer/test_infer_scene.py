@@ -435,3 +435,36 @@ def test_float_scene_with_untagged_nan_is_stretched_on_finite_values(tmp_path, p
     assert (rgb[:, :20] == 0).all() and rgb[:, 20:].std() > 20  # NaN -> 0, the rest stretched
     predict_scene(src, "zebra", tmp_path / "m.tif", Segmenter(pixel_model), tile=64, overlap=16,
                   progress=False)  # fmt: skip
+
+
+def test_untagged_nan_in_a_float_scene_is_nodata(tmp_path, geotiff, pixel_model, monkeypatch):
+    """A NaN collar without a nodata tag gives what the same collar tagged as nodata gives."""
+    from rrsis.infer import scene as scene_module
+
+    height, width, collar = 200, 300, 110
+    plain = geotiff(tmp_path / "plain.tif", height, width, dtype="uint16", seed=5)
+    with rasterio.open(plain) as ds:
+        data, profile = ds.read().astype(np.float32), ds.profile | {"dtype": "float32"}
+    data[:, :, :collar] = np.nan
+    data[1, 150, 200] = np.inf  # one stray pixel: invalid in one band is invalid
+    untagged = tmp_path / "nan.tif"
+    with rasterio.open(untagged, "w", **profile) as dst:
+        dst.write(data)
+    tagged = tmp_path / "tagged.tif"
+    filled = np.where(np.isfinite(data).all(axis=0), data, -9999.0).astype(np.float32)
+    with rasterio.open(tagged, "w", **(profile | {"nodata": -9999.0})) as dst:
+        dst.write(filled)
+    monkeypatch.setattr(scene_module._Validity, "chunk", 64)  # several column chunks per row
+    seg = Segmenter(pixel_model)
+    kwargs = {"tile": 64, "overlap": 16, "progress": False, "probabilities": True}
+    predict_scene(tagged, "zebra", tmp_path / "a.tif", seg, **kwargs)
+    calls = pixel_model.calls
+    predict_scene(untagged, "zebra", tmp_path / "b.tif", seg, **kwargs)
+    assert pixel_model.calls - calls == calls  # the same windows skipped
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+        valid = b.dataset_mask()
+        np.testing.assert_array_equal(a.dataset_mask(), valid)
+    assert (valid[:, :collar] == 0).all() and valid[150, 200] == 0
+    assert valid[:, collar:].sum() == 255 * (height * (width - collar) - 1)
+    assert (_read(tmp_path / "b.tif")[0][0][:, :collar] == 0).all()

@@ -35,7 +35,9 @@ How it works:
   windows without a valid pixel are not segmented, the network's probabilities are set to 0 on
   invalid pixels before the composition rules look for objects, and the output gets the input's
   validity as its mask band (GIS tools show those pixels as transparent; the bands hold 0 there).
-  The percentile stretch of non-``uint8`` scenes is estimated on valid pixels only.
+  In floating-point scenes NaN and inf pixels are nodata too, tagged or not (a reprojected
+  collar often is not). The percentile stretch of non-``uint8`` scenes is estimated on valid
+  pixels only.
 * Band/dtype rules follow :mod:`rrsis.data.io`: 1 band is replicated, 4 bands keep the first three,
   non-``uint8`` scenes get a per-band 2-98 percentile stretch whose percentiles are estimated
   once for the whole scene from a decimated read (so that tiles share one stretch, no seams).
@@ -159,6 +161,49 @@ def has_nodata(dataset) -> bool:
     return any(MaskFlags.all_valid not in flags for flags in dataset.mask_flag_enums)
 
 
+class _Validity:
+    """Which pixels of a scene are valid: GDAL's dataset mask and, in float scenes, finiteness.
+
+    ``masked``: the scene has a nodata value, alpha or mask band. ``finite``: the bands read are
+    floating point, so NaN / inf pixels (nodata nobody tagged, e.g. a reprojected collar) are
+    invalid too. ``active`` is False for plain uint8/uint16 scenes without nodata: nothing runs.
+    """
+
+    #: Columns read at a time for a row strip's finiteness (bounds the temporary arrays).
+    chunk = 2048
+
+    def __init__(self, dataset, bands: Sequence[int], masked: bool) -> None:
+        self.dataset, self.bands, self.masked = dataset, list(bands), masked
+        self.finite = any(np.dtype(dataset.dtypes[b - 1]).kind == "f" for b in self.bands)
+        self.active = masked or self.finite
+
+    def of_raw(self, window, raw: np.ndarray) -> np.ndarray:
+        """``bool (h, w)`` validity of ``window``, whose bands ``raw`` (C, h, w) were read."""
+        valid = np.ones(raw.shape[1:], bool)
+        if self.masked:
+            valid &= self.dataset.dataset_mask(window=window) > 0
+        if self.finite:
+            valid &= np.isfinite(raw).all(axis=0)
+        return valid
+
+    def of_window(self, window) -> np.ndarray:
+        """``uint8 (h, w)`` 0/255 validity of ``window``, reading its bands in column chunks."""
+        from rasterio.windows import Window
+
+        height, width = int(window.height), int(window.width)
+        out = np.full((height, width), 255, np.uint8)
+        if self.masked:
+            out = self.dataset.dataset_mask(window=window)
+        if self.finite:
+            for c0 in range(0, width, self.chunk):
+                part = Window(
+                    window.col_off + c0, window.row_off, min(self.chunk, width - c0), height
+                )
+                raw = self.dataset.read(self.bands, window=part)
+                out[:, c0 : c0 + part.width][~np.isfinite(raw).all(axis=0)] = 0
+        return out
+
+
 def _tmp_path(dst: Path) -> Path:
     return dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
 
@@ -220,13 +265,15 @@ def region_bounds(region: str, height: int, width: int) -> tuple[int, int, int, 
     return (round(r0 * height), round(r1 * height), round(c0 * width), round(c1 * width))
 
 
-def _blended_rows(dataset, to_rgb, window_probs, n_expr, tile, overlap, batch, bar, masked):
+def _blended_rows(dataset, to_rgb, window_probs, n_expr, tile, overlap, batch, bar, validity):
     """Yield ``(row, probs (E, rows, W))``: final blended probabilities, band by band, top down.
 
     ``window_probs(tiles uint8 (B, h, w, 3), valid bool (B, h, w) | None) -> float32
-    (E, B, h, w)`` segments a batch of windows. With ``masked`` (the scene has nodata), windows
-    without a valid pixel are not segmented (probability 0), and the others get their validity.
+    (E, B, h, w)`` segments a batch of windows. With an active ``validity`` (:class:`_Validity`:
+    the scene has nodata, or is float), windows without a valid pixel are not segmented
+    (probability 0), and the others get their validity.
     """
+    masked = validity.active
     from rasterio.windows import Window
 
     height, width = dataset.height, dataset.width
@@ -259,16 +306,23 @@ def _blended_rows(dataset, to_rgb, window_probs, n_expr, tile, overlap, batch, b
             left, right = chunk[0], chunk[-1] + tile_w
             # Read only the columns this batch covers: memory does not grow with the width.
             window = Window(left, y0, right - left, tile_h)
-            valid = None
+            valid = raw = None
             if masked:
-                strip_valid = dataset.dataset_mask(window=window) > 0
+                if validity.finite:  # finiteness needs the pixels themselves
+                    raw = dataset.read(to_rgb.bands, window=window)
+                strip_valid = (
+                    validity.of_raw(window, raw)
+                    if raw is not None
+                    else (dataset.dataset_mask(window=window) > 0)
+                )
                 valid = np.stack([strip_valid[:, x0 - left : x0 - left + tile_w] for x0 in chunk])
                 keep = valid.reshape(len(chunk), -1).any(axis=1)
                 if not keep.any():
                     bar.update(len(chunk))  # nodata only: nothing to segment, probability 0
                     continue
                 chunk, valid = [x0 for x0, k in zip(chunk, keep) if k], valid[keep]
-            raw = dataset.read(to_rgb.bands, window=window)
+            if raw is None:
+                raw = dataset.read(to_rgb.bands, window=window)
             strip = to_rgb(raw)
             tiles = np.stack([strip[:, x0 - left : x0 - left + tile_w] for x0 in chunk])
             probs = window_probs(tiles, valid)
@@ -455,6 +509,7 @@ def predict_scene(
             )
         masked = has_nodata(dataset)
         to_rgb = _Stretch(dataset, src, masked, bands)
+        validity = _Validity(dataset, to_rgb.bands, masked)
         n_expr = len(names)
         out_dtype = np.dtype(np.float32 if probabilities else np.uint8)
         profile = {
@@ -509,7 +564,7 @@ def predict_scene(
                         lambda data, window: out.write_mask(data[0], window=window), height
                     )
                     bands = _blended_rows(
-                        dataset, to_rgb, window_probs, n_expr, tile, overlap, batch, bar, masked
+                        dataset, to_rgb, window_probs, n_expr, tile, overlap, batch, bar, validity
                     )
                     bounds = [
                         None if region is None else region_bounds(region, height, width)
@@ -517,9 +572,8 @@ def predict_scene(
                     ]
                     for y0, probs in bands:
                         _keep_regions(probs, y0, bounds)
-                        if masked:
-                            rows = Window(0, y0, width, probs.shape[1])
-                            valid = dataset.dataset_mask(window=rows)
+                        if validity.active:
+                            valid = validity.of_window(Window(0, y0, width, probs.shape[1]))
                             probs *= valid > 0
                             mask_writer.add(valid[None])
                         masks = probs > segmenter.threshold
