@@ -89,6 +89,7 @@ def child(args: argparse.Namespace) -> int:
         overwrite=True,
         progress=False,
         overviews=args.overviews,
+        cog=args.cog,
     )
     seconds = time.perf_counter() - start
     import rasterio
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--overviews", action="store_true", help="also build the output's overviews"
     )
+    parser.add_argument("--cog", action="store_true", help="write a Cloud Optimized GeoTIFF")
     parser.add_argument(
         "--compose",
         default="all",
@@ -174,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                 command.append("--no-fuse")
             if args.overviews:
                 command.append("--overviews")
+            if args.cog:
+                command.append("--cog")
             command += ["--compose", args.compose]
             runs = []
             for _ in range(max(1, args.repeats)):
@@ -201,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "dtype": "bfloat16" if args.bf16 else "float32",
         "fused": not args.no_fuse,
         "overviews": args.overviews,
+        "cog": args.cog,
         "compose": args.compose,
         "expressions": ["building", "road", "vehicle in the parking area"][: args.expressions],
         "runs": records,

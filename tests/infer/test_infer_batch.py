@@ -57,7 +57,9 @@ def test_masks_equal_single_image_predictions(folder, tmp_path, pixel_model):
             got = np.asarray(Image.open(out / f"tile{i}_{expression}.png")) > 0
             np.testing.assert_array_equal(got, want)
             assert (out / f"tile{i}_{expression}_overlay.png").exists()
-            row = next(r for r in rows if r["image"] == str(image) and r["expression"] == expression)
+            row = next(
+                r for r in rows if r["image"] == str(image) and r["expression"] == expression
+            )
             assert float(row["foreground_pct"]) == pytest.approx(want.mean() * 100, abs=1e-3)
             assert (row["width"], row["height"]) == (96, 64)
     assert [r["status"] for r in _summary(out)] == ["ok"] * 6

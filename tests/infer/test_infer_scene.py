@@ -468,3 +468,26 @@ def test_untagged_nan_in_a_float_scene_is_nodata(tmp_path, geotiff, pixel_model,
     assert (valid[:, :collar] == 0).all() and valid[150, 200] == 0
     assert valid[:, collar:].sum() == 255 * (height * (width - collar) - 1)
     assert (_read(tmp_path / "b.tif")[0][0][:, :collar] == 0).all()
+
+
+def test_cloud_optimized_output(tmp_path, geotiff, pixel_model):
+    src = geotiff(tmp_path / "scene.tif", 700, 600)
+    with rasterio.open(src) as ds:  # with a nodata corner, so the mask band must survive
+        data, profile = ds.read(), ds.profile
+    data[:, :100, :100] = 0
+    with rasterio.open(src, "w", **(profile | {"nodata": 0})) as dst:
+        dst.write(data)
+    seg = Segmenter(pixel_model)
+    kwargs = {"tile": 128, "overlap": 32, "progress": False}
+    predict_scene(src, ["zebra", "apple"], tmp_path / "plain.tif", seg, **kwargs)
+    predict_scene(src, ["zebra", "apple"], tmp_path / "cog.tif", seg, cog=True, **kwargs)
+    with rasterio.open(tmp_path / "plain.tif") as a, rasterio.open(tmp_path / "cog.tif") as b:
+        assert b.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert a.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") != "COG"
+        np.testing.assert_array_equal(a.read(), b.read())
+        np.testing.assert_array_equal(a.dataset_mask(), b.dataset_mask())
+        assert (b.dataset_mask()[:100, :100] == 0).all()
+        assert b.crs == a.crs and b.transform == a.transform
+        assert b.descriptions == ("zebra", "apple")
+        assert b.overviews(1)[:1] == [2] and b.block_shapes[0] == (256, 256)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cog.tif", "plain.tif", "scene.tif"]

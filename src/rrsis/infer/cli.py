@@ -158,6 +158,7 @@ def _cmd_predict_scene(args: argparse.Namespace) -> int:
             positions=args.positions,
             bands=args.bands,
             overviews=args.overviews,
+            cog=args.cog,
         )
     print(f"wrote {output}" + (f" and {vector}" if vector else ""))
     return 0
@@ -257,6 +258,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--overviews",
         action="store_true",
         help="add internal overviews to the output, for fast display of large scenes in GIS",
+    )
+    scene.add_argument(
+        "--cog",
+        action="store_true",
+        help="write a Cloud Optimized GeoTIFF (tiled, with overviews), e.g. for web maps or "
+        "object storage",
     )
     scene.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_model_args(scene)

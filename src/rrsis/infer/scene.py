@@ -154,6 +154,29 @@ def _add_overviews(path: Path, height: int, width: int, probabilities: bool) -> 
         out.build_overviews(factors, Resampling.average if probabilities else Resampling.nearest)
 
 
+def _to_cog(tmp: Path, probabilities: bool) -> Path:
+    """Rewrite a written GeoTIFF as a Cloud Optimized GeoTIFF (GDAL's COG driver), beside it."""
+    from rasterio.shutil import copy
+
+    cog = tmp.with_name(tmp.name + ".cog")
+    try:
+        copy(
+            tmp,
+            cog,
+            driver="COG",
+            COMPRESS="DEFLATE",
+            BLOCKSIZE=_BLOCK,
+            OVERVIEWS="IGNORE_EXISTING",
+            RESAMPLING="AVERAGE" if probabilities else "NEAREST",
+            BIGTIFF="IF_SAFER",
+        )
+    except BaseException:
+        cog.unlink(missing_ok=True)
+        raise
+    tmp.unlink()
+    return cog
+
+
 def has_nodata(dataset) -> bool:
     """Whether a rasterio dataset marks some pixels invalid (nodata value, alpha or mask band)."""
     from rasterio.enums import MaskFlags
@@ -398,6 +421,7 @@ def predict_scene(
     compose: str | Sequence[str] | bool | None = None,
     bands: Sequence[int] | None = None,
     overviews: bool = False,
+    cog: bool = False,
 ) -> Path:
     """Segment a GeoTIFF scene for one or several expressions.
 
@@ -425,6 +449,9 @@ def predict_scene(
             Sentinel-2 stack), or one band for grey; ``None``: bands 1-3 (1 band: grey).
         overviews: add internal overviews (2x, 4x, ... down to 256 px; nearest for masks,
             average for probabilities) so that GIS viewers draw the whole scene quickly.
+        cog: write a Cloud Optimized GeoTIFF (GDAL's COG driver: tiled, with overviews made
+            the same way, laid out for HTTP range reads), e.g. for a web map or object storage.
+            The scene is written first and then copied, so it needs twice the output's disk.
 
     Returns:
         ``dst`` as a :class:`~pathlib.Path`.
@@ -580,7 +607,10 @@ def predict_scene(
                         writer.add(probs if probabilities else masks.view(np.uint8) * np.uint8(255))
                         if vectorizer is not None:
                             vectorizer.add_rows(masks, y0)
-                if overviews:
+                if cog:  # the COG driver makes its own overviews
+                    final = _to_cog(tmp, probabilities)
+                    tmp = final
+                elif overviews:
                     _add_overviews(tmp, height, width, probabilities)
             if vectorizer is not None:
                 vectorizer.close()
