@@ -166,3 +166,23 @@ def test_cli_exit_codes_and_summary(folder, tmp_path, capsys):
     assert "0 images segmented, 3 skipped (outputs exist), 1 unreadable" in captured.out
     assert "rrsis: warning: skipped" in captured.err and "Traceback" not in captured.err
     assert main([*args, "--overwrite", "--skip-existing"]) == 2
+
+
+def test_min_area_filters_the_polygons_not_the_masks(folder, tmp_path, pixel_model):
+    seg = Segmenter(pixel_model, compose="none")
+    kwargs = {"vector": True, "progress": False}
+    predict_images([folder / "tile0.png"], "red", tmp_path / "all", seg, **kwargs)
+    predict_images([folder / "tile0.png"], "red", tmp_path / "big", seg, min_area=20, **kwargs)
+    every = json.loads((tmp_path / "all" / "tile0.geojson").read_text())["features"]
+    big = json.loads((tmp_path / "big" / "tile0.geojson").read_text())["features"]
+    areas = sorted(f["properties"]["area"] for f in every)  # pixels: a plain PNG
+    assert areas[0] < 20 <= areas[-1]
+    assert sorted(f["properties"]["area"] for f in big) == [a for a in areas if a >= 20]
+    a = np.asarray(Image.open(tmp_path / "all" / "tile0.png"))
+    np.testing.assert_array_equal(a, np.asarray(Image.open(tmp_path / "big" / "tile0.png")))
+
+
+def test_min_area_must_be_a_number(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["predict-batch", str(tmp_path), "-e", "x", "-o", str(tmp_path), "--min-area", "-3"])
+    assert "area >= 0" in capsys.readouterr().err

@@ -491,3 +491,33 @@ def test_cloud_optimized_output(tmp_path, geotiff, pixel_model):
         assert b.descriptions == ("zebra", "apple")
         assert b.overviews(1)[:1] == [2] and b.block_shapes[0] == (256, 256)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cog.tif", "plain.tif", "scene.tif"]
+
+
+def test_min_area_is_measured_on_whole_objects_in_crs_units(tmp_path):
+    from rasterio.transform import from_origin
+
+    from rrsis.infer.vector import BandVectorizer
+
+    mask = np.zeros((1, 40, 40), bool)
+    mask[0, 2:4, 2:4] = True  # 4 px = 1 m² at 0.5 m: dropped
+    mask[0, 10:30, 5:8] = True  # 60 px = 15 m², cut in three by the row bands below: kept
+    mask[0, 5:8, 30:38] = True  # 24 px = 6 m², inside one band: kept
+    transform = from_origin(500000.0, 2700000.0, 0.5, 0.5)
+    path = tmp_path / "m.geojson"
+    crs = rasterio.crs.CRS.from_epsg(32640)
+    writer = BandVectorizer(path, crs, transform, 40, ["road"], min_area=5.0)
+    for top in (0, 15, 25):
+        writer.add_rows(mask[:, top : top + {0: 15, 15: 10, 25: 15}[top]], top)
+    writer.close()
+    features = json.loads(path.read_text())["features"]
+    assert sorted(f["properties"]["area"] for f in features) == [6.0, 15.0]
+    assert writer.dropped == 1
+    # Its parts (rows 10-15, 15-25, 25-30: 3.75, 7.5, 3.75 m²) are each under 10 m², the whole
+    # object is not: the area is measured after the parts are merged.
+    writer = BandVectorizer(path, crs, transform, 40, ["road"], min_area=10.0, overwrite=True)
+    for top in (0, 15, 25):
+        writer.add_rows(mask[:, top : top + {0: 15, 15: 10, 25: 15}[top]], top)
+    writer.close()
+    assert [f["properties"]["area"] for f in json.loads(path.read_text())["features"]] == [15.0]
+    with pytest.raises(ValueError, match="min_area"):
+        BandVectorizer(tmp_path / "x.geojson", None, transform, 40, ["road"], min_area=-1)

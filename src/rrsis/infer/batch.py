@@ -101,6 +101,7 @@ def write_prediction(
     overlay: Path | None = None,
     vector: Path | None = None,
     georef=None,
+    min_area: float | None = None,
 ) -> None:
     """Write a mask (0/255), and optionally its overlay PNG and GeoJSON polygons, atomically.
 
@@ -115,6 +116,7 @@ def write_prediction(
         overlay: overlay PNG path.
         vector: GeoJSON path; coordinates in ``georef``'s CRS, else in pixels.
         georef: ``(crs, transform)`` from :func:`georeference`, or ``None``.
+        min_area: drop smaller polygons from ``vector`` (CRS units squared, else pixels).
     """
     from PIL import Image
 
@@ -141,7 +143,9 @@ def write_prediction(
         from rrsis.infer.vector import BandVectorizer
 
         crs, transform = georef or (None, Affine.identity())
-        writer = BandVectorizer(vector, crs, transform, mask.shape[0], [expression], overwrite=True)
+        writer = BandVectorizer(
+            vector, crs, transform, mask.shape[0], [expression], overwrite=True, min_area=min_area
+        )
         try:
             writer.add_rows(mask[None], 0)
         except BaseException:
@@ -282,6 +286,7 @@ def predict_images(
     overwrite: bool = False,
     skip_existing: bool = False,
     progress: bool = True,
+    min_area: float | None = None,
 ) -> list[dict]:
     """Segment every image of ``inputs`` for each expression, writing masks into ``out_dir``.
 
@@ -306,6 +311,7 @@ def predict_images(
         overwrite: replace existing outputs.
         skip_existing: skip images whose outputs all exist.
         progress: show a progress bar.
+        min_area: drop smaller polygons from the GeoJSON (CRS units squared, else pixels).
 
     Returns:
         The summary rows (dicts with :data:`SUMMARY_FIELDS`).
@@ -345,7 +351,7 @@ def predict_images(
     rows: list[dict] = []
     try:
         for plan in tqdm(plans, desc="images", unit="image", disable=not progress):
-            rows.extend(_predict_one(plan, expressions, segmenter, bands, skip_existing))
+            rows.extend(_predict_one(plan, expressions, segmenter, bands, skip_existing, min_area))
     finally:  # an interrupted run still lists what it wrote
         _write_summary(summary_path, rows)
     return rows
@@ -357,6 +363,7 @@ def _predict_one(
     segmenter: Callable,
     bands: Sequence[int] | None,
     skip_existing: bool,
+    min_area: float | None = None,
 ) -> list[dict]:
     """Summary rows of one planned image, after writing its outputs."""
     from rrsis.infer.predictor import to_rgb_uint8
@@ -398,6 +405,7 @@ def _predict_one(
             overlay=overlay_path,
             vector=vector_path,
             georef=georef,
+            min_area=min_area,
         )
     seconds = f"{time.perf_counter() - start:.3f}"
     height, width = image.shape[:2]

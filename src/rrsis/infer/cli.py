@@ -99,6 +99,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         overlay=overlay,
         vector=vector,
         georef=georeference(image_path, mask.shape),
+        min_area=args.min_area,
     )
     print(f"{output}: {mask.mean() * 100:.2f}% foreground ({mask.shape[1]}x{mask.shape[0]})")
     return 0
@@ -122,6 +123,7 @@ def _cmd_predict_batch(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             skip_existing=args.skip_existing,
             progress=not args.no_progress,
+            min_area=args.min_area,
         )
     status = {}
     for row in rows:
@@ -159,6 +161,7 @@ def _cmd_predict_scene(args: argparse.Namespace) -> int:
             bands=args.bands,
             overviews=args.overviews,
             cog=args.cog,
+            min_area=args.min_area,
         )
     print(f"wrote {output}" + (f" and {vector}" if vector else ""))
     return 0
@@ -197,6 +200,27 @@ def _add_bands_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _min_area(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"need an area >= 0, got {text!r}")
+    return value
+
+
+def _add_min_area_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--min-area",
+        type=_min_area,
+        default=None,
+        metavar="AREA",
+        help="leave polygons smaller than AREA out of the GeoJSON, in CRS units squared (m² for "
+        "a projected CRS such as UTM; pixels for images without a geotransform)",
+    )
+
+
 def _add_compose_arg(parser: argparse.ArgumentParser, where: str = "") -> None:
     parser.add_argument(
         "--compose",
@@ -226,6 +250,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write the mask's polygons as GeoJSON (in the image's CRS for a GeoTIFF, "
         "else in pixel coordinates)",
     )
+    _add_min_area_arg(predict)
     _add_bands_arg(predict)
     _add_model_args(predict)
     _add_compose_arg(predict)
@@ -253,6 +278,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="scene",
         help="'in the upper left' etc. mean the scene's (default) or each window's",
     )
+    _add_min_area_arg(scene)
     _add_bands_arg(scene)
     scene.add_argument(
         "--overviews",
@@ -303,6 +329,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="leave images whose outputs all exist (resume an interrupted run)",
     )
     batch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_min_area_arg(batch)
     _add_bands_arg(batch)
     _add_model_args(batch)
     _add_compose_arg(batch)

@@ -422,6 +422,7 @@ def predict_scene(
     bands: Sequence[int] | None = None,
     overviews: bool = False,
     cog: bool = False,
+    min_area: float | None = None,
 ) -> Path:
     """Segment a GeoTIFF scene for one or several expressions.
 
@@ -440,6 +441,8 @@ def predict_scene(
         probabilities: write ``float32`` probabilities instead of ``uint8`` 0/255 masks (the
             vector output still uses the segmenter's threshold).
         simplify: polygon simplification tolerance in CRS units (``None``: exact pixel edges).
+        min_area: drop polygons smaller than this from ``vector``, in CRS units squared (m² for
+            a projected CRS); the raster output is not filtered.
         positions: ``"scene"``: a position phrase ("in the upper left") selects that part of
             the scene (see the module docstring); ``"window"``: each window reads it for itself.
         compose: composition rules applied in each window (``"all"``, ``"none"`` or a comma
@@ -581,6 +584,7 @@ def predict_scene(
                             names,
                             simplify,
                             overwrite,
+                            min_area=min_area,
                         )
                     writer = _BlockRowWriter(
                         lambda data, window: out.write(data, window=window), height

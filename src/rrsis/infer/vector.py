@@ -68,6 +68,12 @@ class BandVectorizer:
         names: one expression per mask band.
         simplify: simplification tolerance in CRS units, or ``None``.
         overwrite: replace an existing ``path``.
+        min_area: drop polygons smaller than this, in CRS units squared (m² for a projected
+            CRS; pixels without a geotransform), measured on the whole object, after the
+            objects cut by band edges are merged; ``None`` keeps every polygon.
+
+    Each feature's properties are ``expression``, ``band`` (1-based) and ``area`` (CRS units
+    squared, before simplification).
     """
 
     def __init__(
@@ -79,7 +85,10 @@ class BandVectorizer:
         names: Sequence[str],
         simplify: float | None = None,
         overwrite: bool = False,
+        min_area: float | None = None,
     ) -> None:
+        if min_area is not None and min_area < 0:
+            raise ValueError(f"min_area must be >= 0, got {min_area}")
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise OutputExistsError(f"{self.path}: output exists (use --overwrite to replace it)")
@@ -90,6 +99,8 @@ class BandVectorizer:
         self.height = height
         self.names = list(names)
         self.simplify = simplify
+        self.min_area = min_area
+        self.dropped = 0  # polygons under min_area
         self._pending: list[list] = [[] for _ in self.names]
         self._count = 0
         header: dict = {"type": "FeatureCollection"}
@@ -105,11 +116,15 @@ class BandVectorizer:
 
         t = self.transform
         geom = affine_transform(polygon, [t.a, t.b, t.d, t.e, t.c, t.f])
+        area = geom.area
+        if self.min_area and area < self.min_area:
+            self.dropped += 1
+            return
         if self.simplify:
             geom = geom.simplify(self.simplify, preserve_topology=True)
         feature = {
             "type": "Feature",
-            "properties": {"expression": self.names[band], "band": band + 1},
+            "properties": {"expression": self.names[band], "band": band + 1, "area": area},
             "geometry": mapping(geom),
         }
         if self._count:
@@ -166,6 +181,7 @@ def write_geojson(
     crs=None,
     simplify: float | None = None,
     overwrite: bool = False,
+    min_area: float | None = None,
 ) -> Path:
     """Write the polygons of in-memory masks to GeoJSON (pixel coordinates without transform).
 
@@ -177,6 +193,7 @@ def write_geojson(
         crs: rasterio CRS or ``None``.
         simplify: tolerance in output units.
         overwrite: replace an existing file.
+        min_area: drop smaller polygons (output units squared; see :class:`BandVectorizer`).
     """
     from rasterio.transform import Affine
 
@@ -184,7 +201,14 @@ def write_geojson(
     if masks.ndim == 2:
         masks = masks[None]
     writer = BandVectorizer(
-        path, crs, transform or Affine.identity(), masks.shape[1], names, simplify, overwrite
+        path,
+        crs,
+        transform or Affine.identity(),
+        masks.shape[1],
+        names,
+        simplify,
+        overwrite,
+        min_area=min_area,
     )
     try:
         writer.add_rows(masks, 0)
