@@ -5,8 +5,10 @@ The models are trained on 512 px crops resized to the model input (320 px for th
 ``Segmenter`` call resizes any image to the input, so a 1126x1058 Dubai image part is seen at
 less than half the training scale. This probe segments every full image part of one Dubai tile
 for each class name present in it (more than 1 % of its labelled pixels), once resized whole and
-once with :func:`rrsis.infer.scene.predict_scene` (512 px windows, 64 px overlap, blended), and
-scores both against the part's own labels: mean IoU over (part, class) pairs and pooled IoU.
+once with :func:`rrsis.infer.scene.predict_scene` (512 px windows, 64 px overlap, blended) and
+once with the same windows inside the ``Segmenter`` call (``tiling="always"``, the default for
+images this large since session 13), and scores each against the part's own labels: mean IoU
+over (part, class) pairs and pooled IoU.
 
 Validation tile only (``--tile`` refuses 6, the test tile). Use weights that have not seen the
 tile (v4, tiles 1-4: ``git show eb527d8:src/rrsis/weights/default.safetensors``).
@@ -60,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     seg = Segmenter.from_pretrained(args.weights, compose="none")
     names = list(DUBAI_COLOURS)
     parts = sorted((Path(args.src) / f"tile{args.tile}" / "images").glob("*.jpg"))
-    pairs, totals = [], {m: [0, 0] for m in ("whole", "tiled")}
-    seconds = {"whole": 0.0, "tiled": 0.0}
+    modes = ("whole", "tiled", "windows")
+    pairs, totals = [], {m: [0, 0] for m in modes}
+    seconds = dict.fromkeys(modes, 0.0)
     for part in parts:
         image = np.asarray(Image.open(part).convert("RGB"))
         mask_path = part.parent.parent / "masks" / (part.stem + ".png")
@@ -72,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         labelled = labels > 0
         present = [n for i, n in enumerate(names, 1) if (labels == i).sum() > 0.01 * labelled.sum()]
         start = time.perf_counter()
-        whole = seg(image, present)
+        whole = seg(image, present, tiling="never")
         seconds["whole"] += time.perf_counter() - start
+        start = time.perf_counter()  # the same windows inside a Segmenter call (the default)
+        windows = seg(image, present, tiling="always")
+        seconds["windows"] += time.perf_counter() - start
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             out = predict_scene(part, present, Path(tmp) / "m.tif", seg, progress=False)
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, name in enumerate(present):
             truth = labels == names.index(name) + 1
             row = {"part": part.name, "class": name, "fraction": round(float(truth.mean()), 4)}
-            for mode, pred in (("whole", whole[k]), ("tiled", tiled[k])):
+            for mode, pred in (("whole", whole[k]), ("tiled", tiled[k]), ("windows", windows[k])):
                 inter, union = iou(pred, truth, labelled)
                 totals[mode][0] += inter
                 totals[mode][1] += union
@@ -101,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         "mean_iou": {m: round(float(np.mean([r[m] for r in pairs])), 2) for m in totals},
         "pooled_iou": {m: round(100 * i / max(u, 1), 2) for m, (i, u) in totals.items()},
         "by_class": {
-            n: {m: round(float(np.mean([r[m] for r in pairs if r["class"] == n])), 2) for m in totals}
+            n: {
+                m: round(float(np.mean([r[m] for r in pairs if r["class"] == n])), 2)
+                for m in totals
+            }
             for n in names
             if any(r["class"] == n for r in pairs)
         },
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": pairs,
     }
     if args.out:
-        write_json(args.out, result)
+        write_json(result, args.out)
     print({k: result[k] for k in ("mean_iou", "pooled_iou", "by_class", "seconds")})
     return 0
 

@@ -354,3 +354,18 @@ def test_predict_vector_in_the_images_crs_or_in_pixels(tmp_path, tiny_weights, g
     features = json.loads(pixels.read_text())["features"]
     assert sum(shape(f["geometry"]).area for f in features) == pytest.approx(64 * 96)
     assert main([*args, *base]) == 2  # outputs exist: refused without --overwrite
+
+
+def test_tiling_option(tmp_path, tiny_weights, built_segmenters):
+    image = _png(tmp_path / "in.png", height=800, width=900)
+    base = ["predict", str(image), "road", "--model", str(tiny_weights)]
+    assert main([*base, "-o", str(tmp_path / "a.png")]) == 0
+    assert main([*base, "-o", str(tmp_path / "b.png"), "--tiling", "never"]) == 0
+    assert [seg.tiling for seg in built_segmenters] == ["auto", "never"]
+    assert built_segmenters[0].uses_windows((800, 900))
+    a, b = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in "ab")
+    assert a.shape == b.shape == (800, 900)
+    batch = ["predict-batch", str(image), "-e", "road", "--model", str(tiny_weights)]
+    assert main([*batch, "-o", str(tmp_path / "out"), "--tiling", "never", "--no-progress"]) == 0
+    assert built_segmenters[-1].tiling == "never"
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "in.png")), b)

@@ -10,7 +10,7 @@ from torch import nn
 
 from rrsis.errors import ExpressionError, ImageReadError, ModelError
 from rrsis.infer import predictor
-from rrsis.infer.predictor import Segmenter, to_rgb_uint8
+from rrsis.infer.predictor import Segmenter, tile_starts, to_rgb_uint8
 
 
 def _image(height=48, width=80, seed=0) -> np.ndarray:
@@ -212,3 +212,65 @@ def test_many_pairs_are_split_into_forwards_of_at_most_max_rows(pixel_model):
     for e, name in enumerate(names):
         for b in range(3):
             np.testing.assert_allclose(probs[e, b], _expected_probs(tiles[b], name), atol=1e-5)
+
+
+def _pixel_probability(image: np.ndarray, expression: str) -> np.ndarray:
+    """What PixelModel gives at native resolution: sigmoid(k_e * (red - green))."""
+    k = (ord(expression[0]) - 96.0) / 4.0
+    x = image.astype(np.float32) / 255.0
+    red, green = (x[..., 0] - 0.5) / 0.5, (x[..., 1] - 0.5) / 0.5
+    return 1.0 / (1.0 + np.exp(-k * (red - green)))
+
+
+def test_large_images_are_read_in_windows_at_the_training_scale(pixel_model):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (150, 230, 3), dtype=np.uint8)
+    # Windows of the model's input size: no resize, so each pixel is computed as it would be
+    # at native resolution, and blending equal values changes nothing.
+    seg = Segmenter(pixel_model, compose="none", window=64, window_overlap=16)
+    assert seg.uses_windows(image.shape[:2]) and not seg.uses_windows((96, 96))
+    probs = seg(image, ["zebra", "apple"], return_probs=True)
+    for expression, prob in zip(["zebra", "apple"], probs):
+        np.testing.assert_allclose(prob, _pixel_probability(image, expression), atol=1e-5)
+    windows = len(tile_starts(150, 64, 48)) * len(tile_starts(230, 64, 48))
+    assert sum(pixel_model.batch_sizes) == 2 * windows  # every window, each expression
+    # The whole-image resize (tiling="never", or an image up to 1.5 windows) is another answer.
+    whole = seg(image, "zebra", return_probs=True, tiling="never")
+    assert np.abs(whole - probs[0]).max() > 0.1
+    calls = len(pixel_model.batch_sizes)
+    seg(image[:96, :96], "zebra")
+    assert pixel_model.batch_sizes[calls:] == [1]
+    with pytest.raises(ModelError, match="tiling"):
+        seg(image, "zebra", tiling="sometimes")
+    with pytest.raises(ModelError, match="window"):
+        Segmenter(pixel_model, window=64, window_overlap=64)
+
+
+def test_windows_match_predict_scene(tmp_path, pixel_model):
+    from PIL import Image
+
+    from rrsis.infer.scene import predict_scene
+
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "img.png")
+    seg = Segmenter(pixel_model, compose="none", window=128, window_overlap=32)  # resized to 64
+    probs = seg(image, "zebra", return_probs=True, tiling="always")
+    with pytest.warns(UserWarning, match="no CRS"):
+        out = predict_scene(
+            tmp_path / "img.png", "zebra", tmp_path / "m.tif", seg, tile=128, overlap=32,
+            probabilities=True, progress=False,
+        )  # fmt: skip
+    import rasterio
+
+    with rasterio.open(out) as ds:
+        np.testing.assert_allclose(ds.read(1), probs, atol=1e-5)
+
+
+def test_windows_leave_positions_to_the_whole_image_without_the_position_rule(pixel_model):
+    image = np.random.default_rng(5).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    seg = Segmenter(pixel_model, compose="none", window=64, window_overlap=16)
+    seg(image, ["zebra in the upper left", "zebra"])
+    # The positional expression went through one whole-image forward, the other through windows.
+    assert len(tile_starts(200, 64, 48)) ** 2 == 16  # windows, 4 per forward
+    assert sorted(pixel_model.batch_sizes) == [1, 4, 4, 4, 4]

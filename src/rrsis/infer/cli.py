@@ -71,6 +71,7 @@ def _segmenter(args: argparse.Namespace):
         threshold=args.threshold,
         compose=getattr(args, "compose", "all"),
         dtype=torch.bfloat16 if getattr(args, "bf16", False) else torch.float32,
+        tiling=getattr(args, "tiling", "auto"),
     )
 
 
@@ -221,6 +222,17 @@ def _add_min_area_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_tiling_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tiling",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="auto (default): images over 768 px (1.5 training crops) are segmented in 512 px "
+        "windows, blended, at the scale the model was trained at; never: resize the whole "
+        "image to the model input (faster, loses small objects); always: windows for any size",
+    )
+
+
 def _add_compose_arg(parser: argparse.ArgumentParser, where: str = "") -> None:
     parser.add_argument(
         "--compose",
@@ -250,6 +262,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write the mask's polygons as GeoJSON (in the image's CRS for a GeoTIFF, "
         "else in pixel coordinates)",
     )
+    _add_tiling_arg(predict)
     _add_min_area_arg(predict)
     _add_bands_arg(predict)
     _add_model_args(predict)
@@ -329,6 +342,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="leave images whose outputs all exist (resume an interrupted run)",
     )
     batch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_tiling_arg(batch)
     _add_min_area_arg(batch)
     _add_bands_arg(batch)
     _add_model_args(batch)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import unicodedata
 import warnings
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,26 @@ def _is_non_latin(text: str) -> bool:
     return False
 
 
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Start offsets of tiles covering ``[0, length)``; the last one ends at ``length``."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def ramp_weights(size: int, overlap: int) -> np.ndarray:
+    """1-D blending weights ``(size,)``: linear from the border to 1 at ``overlap // 2`` px."""
+    half = max(overlap // 2, 1)
+    idx = np.arange(size, dtype=np.float32)
+    dist = np.minimum(idx + 0.5, size - idx - 0.5)
+    return np.clip(dist / half, 1e-3, 1.0).astype(np.float32)
+
+
+TILINGS = ("auto", "always", "never")
+
+
 class Segmenter:
     """Referring segmentation of images with an :class:`~rrsis.models.base.RRSISModel`.
 
@@ -141,6 +161,18 @@ class Segmenter:
             in; :meth:`from_pretrained`, which owns the model it loads, turns it on. The
             shipped model runs ~1.25x faster with it (``benchmarks/``). ``self.model`` is then
             for inference only: ``save_model`` refuses it; load the weights again to train.
+        tiling: how images larger than a training crop are read. ``"auto"`` (default): an
+            image whose longer side exceeds 1.5 ``window`` is segmented in ``window`` px
+            windows (``window_overlap`` px shared and blended, as in
+            :func:`~rrsis.infer.scene.predict_scene`), so objects keep the scale the model was
+            trained at; smaller images are resized whole to ``input_size``. ``"always"`` /
+            ``"never"`` force one or the other. The composition rules then run on the whole
+            image's blended probabilities. On the validation tile's 1126x1058 image parts
+            (v4 weights, class names) windows score mean IoU 59.2 against 54.7 for the whole
+            resize, at ~10x the time (``scripts/probe_tiling.py``).
+        window: window side in px: the crop size the model was trained on (512 for the shipped
+            model and RefSegRS).
+        window_overlap: px shared by neighbouring windows.
     """
 
     def __init__(
@@ -152,7 +184,18 @@ class Segmenter:
         dtype: torch.dtype = torch.float32,
         compose: str | Sequence[str] | bool | None = "all",
         fuse: bool = False,
+        tiling: str = "auto",
+        window: int = 512,
+        window_overlap: int = 64,
     ) -> None:
+        if tiling not in TILINGS:
+            raise ModelError(f"tiling must be one of {', '.join(TILINGS)}, got {tiling!r}")
+        if not 0 <= window_overlap < window or window < MIN_SIDE:
+            raise ModelError(
+                f"need window >= {MIN_SIDE} and 0 <= window_overlap < window, got "
+                f"{window} / {window_overlap}"
+            )
+        self.tiling, self.window, self.window_overlap = tiling, int(window), int(window_overlap)
         if dtype not in (torch.float32, torch.bfloat16):
             raise ModelError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
         from rrsis.infer.compose import parse_rules
@@ -377,6 +420,7 @@ class Segmenter:
         image: ImageLike,
         expression: str | Sequence[str],
         return_probs: bool = False,
+        tiling: str | None = None,
     ) -> np.ndarray | list[np.ndarray]:
         """Segment ``image`` for one or several expressions.
 
@@ -385,6 +429,8 @@ class Segmenter:
                 :func:`to_rgb_uint8`), a PIL image, or an image file path.
             expression: a string, or a list of strings (batched forwards, ``max_rows`` pairs each).
             return_probs: return ``float32`` foreground probabilities instead of ``bool`` masks.
+            tiling: ``"auto"``, ``"always"`` or ``"never"`` for this call (see the class);
+                ``None`` uses the Segmenter's.
 
         Returns:
             For a string: ``(H, W)`` mask (or probabilities) at the image's own size. For a list:
@@ -395,7 +441,11 @@ class Segmenter:
         if not expressions:
             raise ExpressionError("no referring expression given")
         array = to_rgb_uint8(image)
-        if max(array.shape[:2]) > 4 * self.input_size:
+        tiling = self.tiling if tiling is None else tiling
+        if tiling not in TILINGS:
+            raise ModelError(f"tiling must be one of {', '.join(TILINGS)}, got {tiling!r}")
+        windows = self.uses_windows(array.shape[:2], tiling)
+        if not windows and max(array.shape[:2]) > 4 * self.input_size:
             # The whole image is shrunk to the model input: small objects vanish.
             warnings.warn(
                 f"image is {array.shape[1]}x{array.shape[0]} px and is resized to "
@@ -405,13 +455,86 @@ class Segmenter:
                 stacklevel=2,
             )
         expressions = self._check_expressions(expressions)
-        probs = self._probabilities(array, expressions)
+        probs = self._probabilities(array, expressions, windows)
         outputs = [p if return_probs else p > self.threshold for p in probs]
         return outputs[0] if single else outputs
 
-    def _probabilities(self, array: np.ndarray, expressions: list[str]) -> list[np.ndarray]:
+    def uses_windows(self, shape: tuple[int, int], tiling: str | None = None) -> bool:
+        """Whether an image of ``shape`` ``(H, W)`` is segmented in windows (see ``tiling``)."""
+        tiling = self.tiling if tiling is None else tiling
+        if tiling == "auto":
+            return max(shape) > 1.5 * self.window
+        return tiling == "always"
+
+    def _probabilities(
+        self, array: np.ndarray, expressions: list[str], windows: bool = False
+    ) -> list[np.ndarray]:
         """Foreground probabilities of checked ``expressions``, composed where a rule applies."""
-        return list(self.compose_tiles(array[None], expressions, checked=True)[:, 0])
+        if not windows:
+            return list(self.compose_tiles(array[None], expressions, checked=True)[:, 0])
+        whole: list[str] = []
+        if "position" not in self.compose:
+            # Without the position rule the network reads "in the upper left" itself, which
+            # means the window's upper left inside a window: those expressions see the image.
+            from rrsis.infer.scene import scene_position
+
+            whole = [e for e in expressions if scene_position(e)[1] is not None]
+        out: dict[str, np.ndarray] = {}
+        if whole:
+            probs = self.compose_tiles(array[None], whole, checked=True)[:, 0]
+            out.update(zip(whole, probs))
+        rest = [e for e in expressions if e not in out]
+        if rest:
+            probs = self.compose_tiles(
+                array[None], rest, checked=True, network=self.predict_windows
+            )[:, 0]
+            out.update(zip(rest, probs))
+        return [out[e] for e in expressions]
+
+    def predict_windows(
+        self,
+        images: np.ndarray,
+        word_ids: torch.Tensor,
+        word_mask: torch.Tensor,
+        batch: int = 4,
+    ) -> np.ndarray:
+        """:meth:`predict_tiles` for large images: ``window`` px windows, blended.
+
+        Each image is cut into windows ``window_overlap`` px apart from their neighbours
+        (the last ones flush with the border); each window is resized to the model input on
+        its own, and the windows' probabilities are blended with linear ramps over the overlap
+        (the weights of :func:`~rrsis.infer.scene.predict_scene`).
+
+        Args:
+            images: ``uint8 (B, H, W, 3)``.
+            word_ids, word_mask: ``(E, N)`` from :meth:`tokenize`.
+            batch: windows per :meth:`predict_tiles` call.
+
+        Returns:
+            ``float32 (E, B, H, W)`` probabilities.
+        """
+        n_images, height, width = images.shape[:3]
+        win_h, win_w = min(self.window, height), min(self.window, width)
+        stride = self.window - self.window_overlap
+        ys, xs = tile_starts(height, win_h, stride), tile_starts(width, win_w, stride)
+        weight = (
+            ramp_weights(win_h, self.window_overlap)[:, None]
+            * ramp_weights(win_w, self.window_overlap)[None, :]
+        )
+        total = np.zeros((height, width), np.float32)
+        for y0 in ys:
+            for x0 in xs:
+                total[y0 : y0 + win_h, x0 : x0 + win_w] += weight
+        out = np.zeros((word_ids.shape[0], n_images, height, width), np.float32)
+        places = [(b, y0, x0) for b in range(n_images) for y0 in ys for x0 in xs]
+        for start in range(0, len(places), batch):
+            chunk = places[start : start + batch]
+            tiles = np.stack([images[b, y : y + win_h, x : x + win_w] for b, y, x in chunk])
+            probs = self.predict_tiles(tiles, word_ids, word_mask)
+            for k, (b, y, x) in enumerate(chunk):
+                out[:, b, y : y + win_h, x : x + win_w] += probs[:, k] * weight
+        out /= total
+        return out
 
     def compose_tiles(
         self,
@@ -420,6 +543,7 @@ class Segmenter:
         rules: Collection[str] | None = None,
         checked: bool = False,
         valid: np.ndarray | None = None,
+        network: Callable[[np.ndarray, torch.Tensor, torch.Tensor], np.ndarray] | None = None,
     ) -> np.ndarray:
         """Like :meth:`predict_tiles`, but reading expressions with the composition rules.
 
@@ -435,11 +559,16 @@ class Segmenter:
             checked: ``expressions`` were already cleaned by :meth:`tokenize`'s checks.
             valid: optional ``bool (B, H, W)``: pixels outside it (a scene's nodata) get
                 probability 0 before the rules look for objects.
+            network: ``(tiles, word_ids, word_mask) -> (E, B, H, W)`` probabilities of the
+                network; ``None`` is :meth:`predict_tiles` (:meth:`predict_windows` for
+                large images).
 
         Returns:
             ``float32 (E, B, H, W)`` probabilities.
         """
         from rrsis.infer.compose import compose_decided, parse_expression
+
+        network = self.predict_tiles if network is None else network
 
         rules = self.compose if rules is None else frozenset(rules)
         if not checked:
@@ -452,7 +581,7 @@ class Segmenter:
                 if text not in needed:
                     needed.append(text)
         word_ids, word_mask = self._tokenize(needed)
-        batched = self.predict_tiles(tiles, word_ids, word_mask)
+        batched = network(tiles, word_ids, word_mask)
         if valid is not None:
             batched *= valid[None]
         index = {text: i for i, text in enumerate(needed)}
@@ -479,7 +608,7 @@ class Segmenter:
         for expression, where in undecided.items():
             ids, mask = self._tokenize([expression])
             rows = [b for _, b in where]
-            probs = self.predict_tiles(tiles[rows], ids, mask)[0]
+            probs = network(tiles[rows], ids, mask)[0]
             if valid is not None:
                 probs *= valid[rows]
             for (e, b), prob in zip(where, probs):

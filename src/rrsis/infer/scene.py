@@ -55,29 +55,12 @@ import numpy as np
 
 from rrsis.errors import ImageReadError, OutputExistsError, RRSISError
 from rrsis.infer.compose import alternation, parse_expression, parse_rules
-from rrsis.infer.predictor import MIN_SIDE, Segmenter
+from rrsis.infer.predictor import MIN_SIDE, Segmenter, ramp_weights, tile_starts
 
 #: Longest side of the decimated read used to estimate the stretch of non-uint8 scenes.
 _STATS_SIDE = 1024
 #: Block side of the tiled output GeoTIFF.
 _BLOCK = 256
-
-
-def tile_starts(length: int, tile: int, stride: int) -> list[int]:
-    """Start offsets of tiles covering ``[0, length)``; the last one ends at ``length``."""
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return starts
-
-
-def ramp_weights(size: int, overlap: int) -> np.ndarray:
-    """1-D blending weights ``(size,)``: linear from the border to 1 at ``overlap // 2`` px."""
-    half = max(overlap // 2, 1)
-    idx = np.arange(size, dtype=np.float32)
-    dist = np.minimum(idx + 0.5, size - idx - 0.5)
-    return np.clip(dist / half, 1e-3, 1.0).astype(np.float32)
 
 
 class _Stretch:
