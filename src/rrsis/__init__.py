@@ -3,6 +3,8 @@
 Public API:
 
 - :class:`Segmenter` -- segment an image from an English expression.
+- :func:`predict_scene` -- a large GeoTIFF scene, window by window, georeferencing kept.
+- :func:`predict_images` -- many image files into a folder of masks with a summary.
 - :func:`get_model`, :func:`list_models` -- the model registry.
 - ``__version__``
 """
@@ -11,7 +13,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Segmenter", "__version__", "get_model", "list_models"]
+__all__ = [
+    "Segmenter",
+    "__version__",
+    "get_model",
+    "list_models",
+    "predict_images",
+    "predict_scene",
+]
 
 
 def __getattr__(name: str):
@@ -25,4 +34,12 @@ def __getattr__(name: str):
         from rrsis.infer.predictor import Segmenter
 
         return Segmenter
+    if name == "predict_scene":
+        from rrsis.infer.scene import predict_scene
+
+        return predict_scene
+    if name == "predict_images":
+        from rrsis.infer.batch import predict_images
+
+        return predict_images
     raise AttributeError(f"module 'rrsis' has no attribute {name!r}")

@@ -186,3 +186,21 @@ def test_min_area_must_be_a_number(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["predict-batch", str(tmp_path), "-e", "x", "-o", str(tmp_path), "--min-area", "-3"])
     assert "area >= 0" in capsys.readouterr().err
+
+
+def test_top_level_api_names_resolve():
+    import subprocess
+    import sys
+
+    import rrsis
+    from rrsis.infer.scene import predict_scene
+
+    assert rrsis.predict_images is predict_images and rrsis.predict_scene is predict_scene
+    assert rrsis.Segmenter is Segmenter
+    assert set(rrsis.__all__) >= {"Segmenter", "predict_images", "predict_scene"}
+    with pytest.raises(AttributeError):
+        rrsis.no_such_name  # noqa: B018
+    # `import rrsis` alone stays light: torch is imported only when a name needs it.
+    code = "import sys, rrsis; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
