@@ -204,3 +204,17 @@ def test_top_level_api_names_resolve():
     code = "import sys, rrsis; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_cli_checks_inputs_and_outputs_before_loading_the_model(folder, tmp_path, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(Segmenter, "from_pretrained", no_model)
+    out = tmp_path / "out"
+    assert main(["predict-batch", str(tmp_path / "nope"), "-e", "road", "-o", str(out)]) == 2
+    out.mkdir()
+    (out / "tile0.png").write_bytes(b"x")
+    assert main(["predict-batch", str(folder), "-e", "road", "-o", str(out)]) == 2
+    assert main(["predict-batch", str(folder), "-e", " ", "-o", str(tmp_path / "o2")]) == 2
+    assert not (tmp_path / "o2").exists()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rrsis.errors import DatasetError, OutputExistsError, RRSISError
+from rrsis.errors import DatasetError, ExpressionError, OutputExistsError, RRSISError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 _TIFF = (".tif", ".tiff")
@@ -272,6 +272,51 @@ def _write_summary(path: Path, rows: list[dict]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def prepare_batch(
+    inputs: Sequence[str | Path],
+    expressions: str | Sequence[str],
+    out_dir: str | Path,
+    *,
+    mask_format: str = "auto",
+    overlay: bool = False,
+    vector: bool = False,
+    recursive: bool = False,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+) -> list[PlannedImage]:
+    """Every check :func:`predict_images` makes before reading an image, without a model.
+
+    Returns:
+        The planned outputs of each image.
+
+    Raises:
+        the errors of :func:`predict_images`.
+    """
+    if overwrite and skip_existing:
+        raise RRSISError("choose one of overwrite and skip_existing")
+    expressions = [expressions] if isinstance(expressions, str) else list(expressions)
+    if not expressions:
+        raise ExpressionError("no referring expression given")
+    for expression in expressions:
+        if not isinstance(expression, str) or not expression.strip():
+            raise ExpressionError(f"empty referring expression: {expression!r}")
+    out_dir = Path(out_dir)
+    images = find_images(inputs, recursive)
+    plans = plan_outputs(
+        images, expressions, out_dir, mask_format=mask_format, overlay=overlay, vector=vector
+    )
+    for plan in plans:
+        check_mask_format(plan.masks[0])
+    if not (overwrite or skip_existing):
+        for path in [p for plan in plans for p in plan.outputs()] + [out_dir / SUMMARY_NAME]:
+            if path.exists():
+                raise OutputExistsError(
+                    f"{path}: output exists (use --overwrite to replace it, or --skip-existing "
+                    "to keep it and segment the rest)"
+                )
+    return plans
+
+
 def predict_images(
     inputs: Sequence[str | Path],
     expressions: str | Sequence[str],
@@ -323,29 +368,23 @@ def predict_images(
     """
     from tqdm.auto import tqdm
 
-    if overwrite and skip_existing:
-        raise RRSISError("choose one of overwrite and skip_existing")
     expressions = [expressions] if isinstance(expressions, str) else list(expressions)
-    if not expressions:
-        raise RRSISError("no referring expression given")
     check = getattr(segmenter, "_check_expressions", None)
-    if check is not None:  # empty expressions fail before any image is read
+    if check is not None and expressions:  # the Segmenter's cleaning (and warnings)
         expressions = check(expressions)
     out_dir = Path(out_dir)
-    images = find_images(inputs, recursive)
-    plans = plan_outputs(
-        images, expressions, out_dir, mask_format=mask_format, overlay=overlay, vector=vector
+    plans = prepare_batch(
+        inputs,
+        expressions,
+        out_dir,
+        mask_format=mask_format,
+        overlay=overlay,
+        vector=vector,
+        recursive=recursive,
+        overwrite=overwrite,
+        skip_existing=skip_existing,
     )
-    for plan in plans:
-        check_mask_format(plan.masks[0])
     summary_path = out_dir / SUMMARY_NAME
-    if not (overwrite or skip_existing):
-        for path in [p for plan in plans for p in plan.outputs()] + [summary_path]:
-            if path.exists():
-                raise OutputExistsError(
-                    f"{path}: output exists (use --overwrite to replace it, or --skip-existing "
-                    "to keep it and segment the rest)"
-                )
     out_dir.mkdir(parents=True, exist_ok=True)
 
     rows: list[dict] = []

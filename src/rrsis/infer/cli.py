@@ -107,8 +107,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict_batch(args: argparse.Namespace) -> int:
-    from rrsis.infer.batch import SUMMARY_NAME, predict_images
+    from rrsis.infer.batch import SUMMARY_NAME, predict_images, prepare_batch
 
+    options = {"mask_format": args.format, "overlay": args.overlay, "vector": args.vector}
+    options |= {"recursive": args.recursive, "overwrite": args.overwrite}
+    options |= {"skip_existing": args.skip_existing}
+    # Missing inputs or existing outputs fail before the model loads.
+    prepare_batch(args.inputs, args.expression, Path(args.out_dir), **options)
     with _one_line_warnings():
         segmenter = _segmenter(args)
         rows = predict_images(
@@ -117,13 +122,8 @@ def _cmd_predict_batch(args: argparse.Namespace) -> int:
             Path(args.out_dir),
             segmenter,
             bands=args.bands,
-            mask_format=args.format,
-            overlay=args.overlay,
-            vector=args.vector,
-            recursive=args.recursive,
-            overwrite=args.overwrite,
-            skip_existing=args.skip_existing,
             progress=not args.no_progress,
+            **options,
             min_area=args.min_area,
         )
     status = {}
