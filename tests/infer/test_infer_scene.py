@@ -521,3 +521,45 @@ def test_min_area_is_measured_on_whole_objects_in_crs_units(tmp_path):
     assert [f["properties"]["area"] for f in json.loads(path.read_text())["features"]] == [15.0]
     with pytest.raises(ValueError, match="min_area"):
         BandVectorizer(tmp_path / "x.geojson", None, transform, 40, ["road"], min_area=-1)
+
+
+def test_a_vrt_mosaic_of_tiles_is_one_scene(tmp_path, geotiff, pixel_model):
+    """Tiles stitched by a GDAL VRT (what gdalbuildvrt writes) segment as the mosaic they form."""
+    from rasterio.transform import from_origin
+
+    whole = geotiff(tmp_path / "whole.tif", 160, 300, seed=6)
+    with rasterio.open(whole) as ds:
+        data, profile = ds.read(), ds.profile
+    halves = []
+    for k, (c0, c1) in enumerate(((0, 140), (140, 300))):  # west and east tiles
+        path = tmp_path / f"part{k}.tif"
+        transform = from_origin(400000.0 + c0 * 0.5, 2700000.0, 0.5, 0.5)
+        with rasterio.open(
+            path, "w", **(profile | {"width": c1 - c0, "transform": transform})
+        ) as dst:
+            dst.write(data[:, :, c0:c1])
+        halves.append((path, c0, c1 - c0))
+    bands = []
+    for band in (1, 2, 3):
+        sources = "".join(
+            f"<SimpleSource><SourceFilename relativeToVRT='1'>{p.name}</SourceFilename>"
+            f"<SourceBand>{band}</SourceBand>"
+            f"<SrcRect xOff='0' yOff='0' xSize='{w}' ySize='160'/>"
+            f"<DstRect xOff='{c0}' yOff='0' xSize='{w}' ySize='160'/></SimpleSource>"
+            for p, c0, w in halves
+        )
+        bands.append(f"<VRTRasterBand dataType='Byte' band='{band}'>{sources}</VRTRasterBand>")
+    with rasterio.open(whole) as ds:
+        srs, gt = ds.crs.to_wkt(), ds.transform.to_gdal()
+    vrt = tmp_path / "mosaic.vrt"
+    vrt.write_text(
+        f"<VRTDataset rasterXSize='300' rasterYSize='160'><SRS>{srs}</SRS>"
+        f"<GeoTransform>{', '.join(map(str, gt))}</GeoTransform>{''.join(bands)}</VRTDataset>"
+    )
+    seg = Segmenter(pixel_model)
+    kwargs = {"tile": 64, "overlap": 16, "progress": False, "probabilities": True}
+    predict_scene(whole, "zebra", tmp_path / "a.tif", seg, **kwargs)
+    predict_scene(vrt, "zebra", tmp_path / "b.tif", seg, **kwargs)
+    a, b = _read(tmp_path / "a.tif"), _read(tmp_path / "b.tif")
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1] and a[2] == b[2]
