@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -274,3 +276,14 @@ def test_windows_leave_positions_to_the_whole_image_without_the_position_rule(pi
     # The positional expression went through one whole-image forward, the other through windows.
     assert len(tile_starts(200, 64, 48)) ** 2 == 16  # windows, 4 per forward
     assert sorted(pixel_model.batch_sizes) == [1, 4, 4, 4, 4]
+
+
+def test_very_large_images_in_memory_warn_about_memory(pixel_model, monkeypatch):
+    monkeypatch.setattr(predictor, "LARGE_IN_MEMORY", 150 * 150)
+    seg = Segmenter(pixel_model, compose="none", window=64, window_overlap=16)
+    image = np.zeros((160, 160, 3), np.uint8)
+    with pytest.warns(UserWarning, match="GiB; predict_scene"):
+        seg(image, "zebra")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seg(image[:140], "zebra")

@@ -135,6 +135,8 @@ def ramp_weights(size: int, overlap: int) -> np.ndarray:
 
 
 TILINGS = ("auto", "always", "never")
+#: Pixels above which a windowed Segmenter call warns about memory (predict_scene streams).
+LARGE_IN_MEMORY = 8192 * 8192
 
 
 class Segmenter:
@@ -451,6 +453,16 @@ class Segmenter:
                 f"image is {array.shape[1]}x{array.shape[0]} px and is resized to "
                 f"{self.input_size}x{self.input_size}; use predict_scene (rrsis predict-scene) "
                 "to keep full resolution",
+                UserWarning,
+                stacklevel=2,
+            )
+        height, width = array.shape[:2]
+        if windows and height * width > LARGE_IN_MEMORY:
+            # float32 probabilities per expression, plus the weight sum and the rules' maps.
+            gib = height * width * 4 * (len(expressions) + 2) / 2**30
+            warnings.warn(
+                f"segmenting a {width}x{height} image in memory needs about {gib:.1f} GiB; "
+                "predict_scene (rrsis predict-scene) reads and writes it window by window",
                 UserWarning,
                 stacklevel=2,
             )
