@@ -33,6 +33,15 @@ $py benchmarks/bench_scene.py --threads 2 --sizes 4000 --batch 4 --expressions 3
 $py benchmarks/bench_scene.py --threads 2 --sizes 4000 --batch 4 --expressions 3 --compose none > "$out/scene_batch4_3expr_none.json"
 # With --overviews (internal overviews of the output, opt-in).
 $py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 --overviews > "$out/scene_batch4_overviews.json"
+# With --cog (Cloud Optimized GeoTIFF output, opt-in).
+$py benchmarks/bench_scene.py --threads 2 --sizes 4000 8000 --batch 4 --cog > "$out/scene_batch4_cog.json"
+# A Segmenter call on an image over 768 px: 512 px windows (default) and one whole-image resize.
+large=../shared/data/dubai-aerial/tile5/images/image_part_001.jpg
+if [ -f "$large" ]; then
+  $py benchmarks/bench_compose.py --threads 2 --repeats 3 --image "$large" > "$out/compose_large.json"
+  $py benchmarks/bench_compose.py --threads 2 --repeats 3 --image "$large" --tiling never \
+    > "$out/compose_large_never.json"
+fi
 # Training input pipeline, decoded per epoch or preloaded (needs the data of make train-default).
 if [ -d data/dubai_dense ] && [ -d data/synth ]; then
   $py benchmarks/bench_train_loader.py --threads 2 --workers 2 > "$out/train_loader.json"
