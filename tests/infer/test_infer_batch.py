@@ -11,7 +11,7 @@ import rasterio
 from PIL import Image
 
 from rrsis.cli import main
-from rrsis.errors import DatasetError, OutputExistsError
+from rrsis.errors import DatasetError, OutputExistsError, RRSISError
 from rrsis.infer.batch import plan_outputs, predict_images, slug
 from rrsis.infer.predictor import Segmenter, to_rgb_uint8
 
@@ -218,3 +218,43 @@ def test_cli_checks_inputs_and_outputs_before_loading_the_model(folder, tmp_path
     assert main(["predict-batch", str(folder), "-e", "road", "-o", str(out)]) == 2
     assert main(["predict-batch", str(folder), "-e", " ", "-o", str(tmp_path / "o2")]) == 2
     assert not (tmp_path / "o2").exists()
+
+
+def test_probabilities_are_float_tiffs_on_the_inputs_grid(folder, tmp_path, geotiff, pixel_model):
+    seg = Segmenter(pixel_model, compose="none")
+    geotiff(folder / "geo.tif", 70, 90)
+    out = tmp_path / "out"
+    predict_images([folder], "red", out, seg, probabilities=True, vector=True, progress=False)
+    for name in ("tile0", "geo"):  # a PNG input gets a TIFF too
+        path = out / f"{name}.tif"
+        image = to_rgb_uint8(folder / (f"{name}.png" if name == "tile0" else "geo.tif"))
+        with rasterio.open(path) as ds:
+            assert ds.dtypes[0] == "float32"
+            np.testing.assert_allclose(ds.read(1), seg(image, "red", return_probs=True), atol=1e-6)
+            if name == "geo":
+                with rasterio.open(folder / "geo.tif") as src:
+                    assert ds.crs == src.crs and ds.transform == src.transform
+    with pytest.raises(RRSISError, match="float32 TIFF"):
+        predict_images(
+            [folder], "red", tmp_path / "png", seg, probabilities=True, mask_format="png"
+        )
+
+
+def test_predict_probabilities_cli(tmp_path, capsys):
+    import torch
+
+    from rrsis.models.io import save_model
+    from rrsis.models.registry import get_tiny_model
+
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_model(get_tiny_model("lgce_effnet_minilm"), weights)
+    image = _png(tmp_path / "in.png")
+    base = ["predict", str(image), "road", "--model", str(weights), "--probabilities"]
+    assert main([*base, "-o", str(tmp_path / "p.tif")]) == 0
+    probs = np.asarray(Image.open(tmp_path / "p.tif"))
+    assert probs.dtype == np.float32 and probs.shape == (64, 96)
+    assert 0.0 <= probs.min() and probs.max() <= 1.0
+    assert main([*base, "-o", str(tmp_path / "p.png")]) == 2
+    assert "use a .tif path" in capsys.readouterr().err
+    assert not (tmp_path / "p.png").exists()

@@ -62,29 +62,34 @@ def georeference(path: Path, shape: tuple[int, int]):
     return crs, transform
 
 
-def _write_geotiff_mask(path: Path, mask: np.ndarray, crs, transform) -> None:
-    """The mask as a 0/255 GeoTIFF on the input's grid (CRS and geotransform), atomically."""
+def _write_geotiff(path: Path, band: np.ndarray, crs, transform) -> None:
+    """One band on the input's grid (CRS and geotransform) as a GeoTIFF, atomically."""
     import rasterio
 
     from rrsis.data.io import atomic_write
 
-    data = mask.astype("uint8")[None] * 255
-    profile = {"driver": "GTiff", "height": mask.shape[0], "width": mask.shape[1], "count": 1}
-    profile |= {"dtype": "uint8", "crs": crs, "transform": transform, "compress": "deflate"}
+    profile = {"driver": "GTiff", "height": band.shape[0], "width": band.shape[1], "count": 1}
+    profile |= {"dtype": band.dtype.name, "crs": crs, "transform": transform}
+    profile |= {"compress": "deflate"}
 
     def write(tmp: Path) -> None:
         with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(data)
+            dst.write(band[None])
 
     atomic_write(path, write)
 
 
-def check_mask_format(output: Path) -> str | None:
-    """PIL format name for a mask path (``None`` for TIFF); raises for unknown suffixes."""
+def check_mask_format(output: Path, probabilities: bool = False) -> str | None:
+    """PIL format name for a mask path (``None`` for TIFF); raises for unknown suffixes.
+
+    ``probabilities`` (float32 output) needs a TIFF.
+    """
     from PIL import Image
 
     if output.suffix.lower() in _TIFF:
         return None
+    if probabilities:
+        raise RRSISError(f"{output}: probabilities are written as float32 TIFF; use a .tif path")
     Image.init()
     try:
         return Image.EXTENSION[output.suffix.lower()]
@@ -102,6 +107,7 @@ def write_prediction(
     vector: Path | None = None,
     georef=None,
     min_area: float | None = None,
+    probabilities: np.ndarray | None = None,
 ) -> None:
     """Write a mask (0/255), and optionally its overlay PNG and GeoJSON polygons, atomically.
 
@@ -117,17 +123,31 @@ def write_prediction(
         vector: GeoJSON path; coordinates in ``georef``'s CRS, else in pixels.
         georef: ``(crs, transform)`` from :func:`georeference`, or ``None``.
         min_area: drop smaller polygons from ``vector`` (CRS units squared, else pixels).
+        probabilities: ``float32 (H, W)``: write these to ``output`` (a TIFF) instead of the
+            0/255 mask; the overlay and polygons still show ``mask``.
     """
     from PIL import Image
 
     from rrsis.data.io import atomic_write, write_mask
 
-    fmt = check_mask_format(output)
+    fmt = check_mask_format(output, probabilities is not None)
     if fmt is None:
-        if georef is None:
+        band = (
+            mask.astype(np.uint8) * np.uint8(255)
+            if probabilities is None
+            else np.asarray(probabilities, np.float32)
+        )
+        if georef is not None:
+            _write_geotiff(output, band, *georef)
+        elif probabilities is None:
             write_mask(output, mask)
         else:
-            _write_geotiff_mask(output, mask, *georef)
+            import tifffile
+
+            from rrsis.data.io import tiff_compression
+
+            compression = tiff_compression()
+            atomic_write(output, lambda tmp: tifffile.imwrite(tmp, band, compression=compression))
     else:
         mask_image = Image.fromarray(mask.astype("uint8") * 255)
         atomic_write(output, lambda tmp: mask_image.save(tmp, format=fmt))
@@ -212,11 +232,14 @@ def plan_outputs(
     mask_format: str = "auto",
     overlay: bool = False,
     vector: bool = False,
+    probabilities: bool = False,
 ) -> list[PlannedImage]:
     """Output paths of every image, checking that no two images (or inputs) share a name.
 
     Args:
-        mask_format: ``auto`` (``tif`` for TIFF inputs, else ``png``), ``tif`` or ``png``.
+        mask_format: ``auto`` (``tif`` for TIFF inputs, else ``png``; always ``tif`` with
+            ``probabilities``), ``tif`` or ``png``.
+        probabilities: float32 probabilities instead of masks (TIFF only).
 
     Raises:
         OutputExistsError: two inputs with the same stem, or an output that is also an input.
@@ -239,11 +262,11 @@ def plan_outputs(
                 f"({image.stem}.*); segment them into different folders"
             )
         stems[image.stem] = image
-        suffix = (
-            mask_format
-            if mask_format != "auto"
-            else ("tif" if image.suffix.lower() in _TIFF else "png")
-        )
+        tiff_input = image.suffix.lower() in _TIFF
+        if mask_format == "auto":
+            suffix = "tif" if probabilities or tiff_input else "png"
+        else:
+            suffix = mask_format
         bases = [image.stem] if len(expressions) == 1 else [f"{image.stem}_{n}" for n in names]
         plans.append(
             PlannedImage(
@@ -283,6 +306,7 @@ def prepare_batch(
     recursive: bool = False,
     overwrite: bool = False,
     skip_existing: bool = False,
+    probabilities: bool = False,
 ) -> list[PlannedImage]:
     """Every check :func:`predict_images` makes before reading an image, without a model.
 
@@ -303,10 +327,16 @@ def prepare_batch(
     out_dir = Path(out_dir)
     images = find_images(inputs, recursive)
     plans = plan_outputs(
-        images, expressions, out_dir, mask_format=mask_format, overlay=overlay, vector=vector
+        images,
+        expressions,
+        out_dir,
+        mask_format=mask_format,
+        overlay=overlay,
+        vector=vector,
+        probabilities=probabilities,
     )
     for plan in plans:
-        check_mask_format(plan.masks[0])
+        check_mask_format(plan.masks[0], probabilities)
     if not (overwrite or skip_existing):
         for path in [p for plan in plans for p in plan.outputs()] + [out_dir / SUMMARY_NAME]:
             if path.exists():
@@ -332,6 +362,7 @@ def predict_images(
     skip_existing: bool = False,
     progress: bool = True,
     min_area: float | None = None,
+    probabilities: bool = False,
 ) -> list[dict]:
     """Segment every image of ``inputs`` for each expression, writing masks into ``out_dir``.
 
@@ -357,6 +388,7 @@ def predict_images(
         skip_existing: skip images whose outputs all exist.
         progress: show a progress bar.
         min_area: drop smaller polygons from the GeoJSON (CRS units squared, else pixels).
+        probabilities: write float32 foreground probabilities (TIFF) instead of 0/255 masks.
 
     Returns:
         The summary rows (dicts with :data:`SUMMARY_FIELDS`).
@@ -383,6 +415,7 @@ def predict_images(
         recursive=recursive,
         overwrite=overwrite,
         skip_existing=skip_existing,
+        probabilities=probabilities,
     )
     summary_path = out_dir / SUMMARY_NAME
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -390,7 +423,11 @@ def predict_images(
     rows: list[dict] = []
     try:
         for plan in tqdm(plans, desc="images", unit="image", disable=not progress):
-            rows.extend(_predict_one(plan, expressions, segmenter, bands, skip_existing, min_area))
+            rows.extend(
+                _predict_one(
+                    plan, expressions, segmenter, bands, skip_existing, min_area, probabilities
+                )
+            )
     finally:  # an interrupted run still lists what it wrote
         _write_summary(summary_path, rows)
     return rows
@@ -403,6 +440,7 @@ def _predict_one(
     bands: Sequence[int] | None,
     skip_existing: bool,
     min_area: float | None = None,
+    probabilities: bool = False,
 ) -> list[dict]:
     """Summary rows of one planned image, after writing its outputs."""
     from rrsis.infer.predictor import to_rgb_uint8
@@ -431,20 +469,22 @@ def _predict_one(
             }
             for e in expressions
         ]
-    masks = segmenter(image, expressions)
+    probs = segmenter(image, expressions, return_probs=True) if probabilities else None
+    masks = (
+        segmenter(image, expressions) if probs is None else [p > segmenter.threshold for p in probs]
+    )
     georef = georeference(plan.image, image.shape[:2])
-    for expression, mask, mask_path, overlay_path, vector_path in zip(
-        expressions, masks, plan.masks, plan.overlays, plan.vectors
-    ):
+    for k, (expression, mask) in enumerate(zip(expressions, masks)):
         write_prediction(
             mask,
-            mask_path,
+            plan.masks[k],
             expression=expression,
             image=image,
-            overlay=overlay_path,
-            vector=vector_path,
+            overlay=plan.overlays[k],
+            vector=plan.vectors[k],
             georef=georef,
             min_area=min_area,
+            probabilities=None if probs is None else probs[k],
         )
     seconds = f"{time.perf_counter() - start:.3f}"
     height, width = image.shape[:2]

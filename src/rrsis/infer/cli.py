@@ -84,14 +84,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     overlay = None if overlay is None else Path(overlay)
     vector = None if args.vector is None else Path(args.vector)
     _check_distinct([image_path], [output, overlay, vector])
-    check_mask_format(output)
+    check_mask_format(output, args.probabilities)
     for path in (output, overlay, vector):
         if path is not None:
             check_output(path, args.overwrite)
     with _one_line_warnings():
         image = to_rgb_uint8(image_path, args.bands)
         segmenter = _segmenter(args)
-        mask = segmenter(image, args.expression)
+        probs = segmenter(image, args.expression, return_probs=True)
+    mask = probs > segmenter.threshold
     write_prediction(
         mask,
         output,
@@ -101,6 +102,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         vector=vector,
         georef=georeference(image_path, mask.shape),
         min_area=args.min_area,
+        probabilities=probs if args.probabilities else None,
     )
     print(f"{output}: {mask.mean() * 100:.2f}% foreground ({mask.shape[1]}x{mask.shape[0]})")
     return 0
@@ -111,7 +113,7 @@ def _cmd_predict_batch(args: argparse.Namespace) -> int:
 
     options = {"mask_format": args.format, "overlay": args.overlay, "vector": args.vector}
     options |= {"recursive": args.recursive, "overwrite": args.overwrite}
-    options |= {"skip_existing": args.skip_existing}
+    options |= {"skip_existing": args.skip_existing, "probabilities": args.probabilities}
     # Missing inputs or existing outputs fail before the model loads.
     prepare_batch(args.inputs, args.expression, Path(args.out_dir), **options)
     with _one_line_warnings():
@@ -222,6 +224,15 @@ def _add_min_area_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_probabilities_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="write float32 foreground probabilities (TIFF output) instead of the 0/255 mask; "
+        "overlays and polygons still use the threshold",
+    )
+
+
 def _add_tiling_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tiling",
@@ -262,6 +273,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write the mask's polygons as GeoJSON (in the image's CRS for a GeoTIFF, "
         "else in pixel coordinates)",
     )
+    _add_probabilities_arg(predict)
     _add_tiling_arg(predict)
     _add_min_area_arg(predict)
     _add_bands_arg(predict)
@@ -327,7 +339,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("auto", "tif", "png"),
         default="auto",
         help="mask format: auto (default) writes a .tif for TIFF inputs (keeping a GeoTIFF's "
-        "CRS and geotransform) and a .png otherwise",
+        "CRS and geotransform) and a .png otherwise (a .tif with --probabilities)",
     )
     batch.add_argument("--overlay", action="store_true", help="also write overlay PNGs")
     batch.add_argument(
@@ -342,6 +354,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="leave images whose outputs all exist (resume an interrupted run)",
     )
     batch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_probabilities_arg(batch)
     _add_tiling_arg(batch)
     _add_min_area_arg(batch)
     _add_bands_arg(batch)
