@@ -369,3 +369,12 @@ def test_tiling_option(tmp_path, tiny_weights, built_segmenters):
     assert main([*batch, "-o", str(tmp_path / "out"), "--tiling", "never", "--no-progress"]) == 0
     assert built_segmenters[-1].tiling == "never"
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "in.png")), b)
+
+
+def test_window_option(tmp_path, tiny_weights, built_segmenters):
+    image = _png(tmp_path / "in.png", height=900, width=1000)
+    base = ["predict", str(image), "road", "--model", str(tiny_weights)]
+    assert main([*base, "-o", str(tmp_path / "a.png"), "--window", "1024"]) == 0
+    assert built_segmenters[-1].window == 1024
+    assert not built_segmenters[-1].uses_windows((900, 1000))  # under 1.5 windows: whole
+    assert main([*base, "-o", str(tmp_path / "b.png"), "--window", "8"]) == 2  # under 32 px
