@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -354,15 +355,9 @@ def predict_images(
     segmenter: Callable,
     *,
     bands: Sequence[int] | None = None,
-    mask_format: str = "auto",
-    overlay: bool = False,
-    vector: bool = False,
-    recursive: bool = False,
-    overwrite: bool = False,
-    skip_existing: bool = False,
     progress: bool = True,
     min_area: float | None = None,
-    probabilities: bool = False,
+    **options: Any,
 ) -> list[dict]:
     """Segment every image of ``inputs`` for each expression, writing masks into ``out_dir``.
 
@@ -380,15 +375,14 @@ def predict_images(
         out_dir: created if missing.
         segmenter: a :class:`~rrsis.infer.predictor.Segmenter`.
         bands: 1-based bands read as red, green, blue (see :func:`~rrsis.data.io.read_image`).
-        mask_format: ``auto``, ``tif`` or ``png``.
-        overlay: also write ``<name>_overlay.png``.
-        vector: also write ``<name>.geojson`` (CRS coordinates for GeoTIFFs, else pixels).
-        recursive: search folders recursively.
-        overwrite: replace existing outputs.
-        skip_existing: skip images whose outputs all exist.
         progress: show a progress bar.
         min_area: drop smaller polygons from the GeoJSON (CRS units squared, else pixels).
-        probabilities: write float32 foreground probabilities (TIFF) instead of 0/255 masks.
+        **options: what to write, as for :func:`prepare_batch`: ``mask_format`` (``auto``,
+            ``tif`` or ``png``), ``overlay`` (also ``<name>_overlay.png``), ``vector`` (also
+            ``<name>.geojson``: CRS coordinates for GeoTIFFs, else pixels), ``recursive``
+            (search folders recursively), ``overwrite``, ``skip_existing`` (skip images whose
+            outputs all exist), ``probabilities`` (float32 probabilities in TIFFs instead of
+            0/255 masks).
 
     Returns:
         The summary rows (dicts with :data:`SUMMARY_FIELDS`).
@@ -405,18 +399,9 @@ def predict_images(
     if check is not None and expressions:  # the Segmenter's cleaning (and warnings)
         expressions = check(expressions)
     out_dir = Path(out_dir)
-    plans = prepare_batch(
-        inputs,
-        expressions,
-        out_dir,
-        mask_format=mask_format,
-        overlay=overlay,
-        vector=vector,
-        recursive=recursive,
-        overwrite=overwrite,
-        skip_existing=skip_existing,
-        probabilities=probabilities,
-    )
+    plans = prepare_batch(inputs, expressions, out_dir, **options)
+    skip_existing = options.get("skip_existing", False)
+    probabilities = options.get("probabilities", False)
     summary_path = out_dir / SUMMARY_NAME
     out_dir.mkdir(parents=True, exist_ok=True)
 
