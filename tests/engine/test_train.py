@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from rrsis.data.refsegrs import RefSegRSWriter
+from rrsis.data.refsegrs import RefSegRS, RefSegRSWriter
 from rrsis.engine.train import train
 from rrsis.models import registry
 from rrsis.models.base import RRSISModel
@@ -145,6 +145,9 @@ def test_overfit_loss_drops_and_exports_loadable_model(
     monkeypatch.setitem(registry.MODELS, "tiny_test_net", registry.ModelEntry(TinyNet))
     exported = load_model(loaded_path)
     assert isinstance(exported, TinyNet)
+    # The side of the training images rides along: Segmenter's window for large images.
+    side = max(np.asarray(RefSegRS(tree, "train")[0]["image"]).shape[:2])
+    assert exported.train_image_size == side
     with torch.no_grad():
         expected = reference.eval()(image, ids, mask)
         torch.testing.assert_close(exported.eval()(image, ids, mask), expected)

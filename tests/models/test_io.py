@@ -164,3 +164,23 @@ def test_spatial_prior_round_trip(tmp_path) -> None:
         torch.testing.assert_close(loaded(image, ids, mask), expected)
         model.prior = None  # without the prior the output differs
         assert not torch.allclose(model(image, ids, mask), expected)
+
+
+def test_train_image_size_travels_with_the_weights_and_sets_the_window(tiny, tmp_path) -> None:
+    from rrsis.infer.predictor import Segmenter
+
+    plain = load_model(save_model(tiny, tmp_path / "plain.safetensors"))
+    assert not hasattr(plain, "train_image_size") and Segmenter(plain).window == 512
+    sized = load_model(save_model(tiny, tmp_path / "s.safetensors", train_image_size=800))
+    assert sized.train_image_size == 800
+    assert Segmenter(sized).window == 800 and Segmenter(sized, window=640).window == 640
+    assert not Segmenter(sized).uses_windows((1100, 1100))  # under 1.5 x 800
+    again = load_model(save_model(sized, tmp_path / "again.safetensors"))
+    assert again.train_image_size == 800
+    with pytest.raises(ModelError, match="train_image_size"):
+        save_model(tiny, tmp_path / "bad.safetensors", train_image_size=8)
+    state = {k: v.contiguous() for k, v in tiny.state_dict().items()}
+    metadata = {"rrsis_config": json.dumps(tiny.config), "rrsis_train_image_size": '"big"'}
+    save_file(state, str(tmp_path / "corrupt.safetensors"), metadata=metadata)
+    with pytest.raises(ModelError, match="rrsis_train_image_size"):
+        load_model(tmp_path / "corrupt.safetensors")

@@ -492,6 +492,16 @@ def balance_weights(categories: Sequence[str | None], balance: float) -> list[fl
     return [w * scale for w in weights]
 
 
+def median_image_side(dataset: Dataset, n: int = 32) -> int | None:
+    """Median longer side of the images of ``n`` evenly spaced samples (``None`` if empty)."""
+    size = len(dataset)  # type: ignore[arg-type]
+    if size == 0:
+        return None
+    picks = sorted({round(i * (size - 1) / max(n - 1, 1)) for i in range(min(n, size))})
+    sides = [max(np.asarray(dataset[i]["image"]).shape[:2]) for i in picks]
+    return int(np.median(sides))
+
+
 def open_split(root: str | Path, split: str) -> Dataset:
     """Open ``split`` of a RefSegRS-format tree (``rrsis.data.refsegrs.RefSegRS``)."""
     from rrsis.data.refsegrs import RefSegRS
@@ -583,6 +593,9 @@ class RefSegDataModule(pl.LightningDataModule):
                     "training split is empty", source if isinstance(source, (str, Path)) else None
                 )
         merged = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+        #: Typical side of the training images before resizing (stored with the exported model:
+        #: the window Segmenter cuts larger images into).
+        self.train_image_side = median_image_side(merged)
         if self.balance > 0:
             # Balanced within each dataset, so that each keeps its share of the draws (the
             # synthetic scenes have many rare categories of their own).

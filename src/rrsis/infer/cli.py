@@ -72,7 +72,7 @@ def _segmenter(args: argparse.Namespace):
         compose=getattr(args, "compose", "all"),
         dtype=torch.bfloat16 if getattr(args, "bf16", False) else torch.float32,
         tiling=getattr(args, "tiling", "auto"),
-        window=getattr(args, "window", 512),
+        window=getattr(args, "window", None),
     )
 
 
@@ -239,16 +239,17 @@ def _add_tiling_arg(parser: argparse.ArgumentParser) -> None:
         "--tiling",
         choices=("auto", "always", "never"),
         default="auto",
-        help="auto (default): images over 768 px (1.5 training crops) are segmented in 512 px "
-        "windows, blended, at the scale the model was trained at; never: resize the whole "
+        help="auto (default): images over 1.5 windows (768 px) are segmented in windows "
+        "(--window), blended, at the scale the model was trained at; never: resize the whole "
         "image to the model input (faster, loses small objects); always: windows for any size",
     )
     parser.add_argument(
         "--window",
         type=int,
-        default=512,
-        help="window side in px (default 512, the training crop); for imagery finer than the "
-        "training images use a proportionally larger window (e.g. 1024 at twice the resolution)",
+        default=None,
+        help="window side in px (default: the training images' side stored with the model, "
+        "else 512); for imagery finer than the training images use a proportionally larger "
+        "window (e.g. 1024 at twice the resolution)",
     )
 
 

@@ -135,6 +135,8 @@ def ramp_weights(size: int, overlap: int) -> np.ndarray:
 
 
 TILINGS = ("auto", "always", "never")
+#: Window side when a model does not say which image size it was trained on.
+DEFAULT_WINDOW = 512
 #: Pixels above which a windowed Segmenter call warns about memory (predict_scene streams).
 LARGE_IN_MEMORY = 8192 * 8192
 
@@ -172,8 +174,9 @@ class Segmenter:
             image's blended probabilities. On the validation tile's 1126x1058 image parts
             (v4 weights, class names) windows score mean IoU 59.2 against 54.7 for the whole
             resize, at ~10x the time (``scripts/probe_tiling.py``).
-        window: window side in px: the crop size the model was trained on (512 for the shipped
-            model and RefSegRS).
+        window: window side in px; ``None``: the side of the images the model was trained
+            on, as stored with its weights by ``rrsis train`` (``model.train_image_size``, e.g.
+            800 for RRSIS-D), else 512 (the shipped model and RefSegRS).
         window_overlap: px shared by neighbouring windows.
     """
 
@@ -187,11 +190,13 @@ class Segmenter:
         compose: str | Sequence[str] | bool | None = "all",
         fuse: bool = False,
         tiling: str = "auto",
-        window: int = 512,
+        window: int | None = None,
         window_overlap: int = 64,
     ) -> None:
         if tiling not in TILINGS:
             raise ModelError(f"tiling must be one of {', '.join(TILINGS)}, got {tiling!r}")
+        if window is None:
+            window = int(getattr(model, "train_image_size", None) or DEFAULT_WINDOW)
         if not 0 <= window_overlap < window or window < MIN_SIDE:
             raise ModelError(
                 f"need window >= {MIN_SIDE} and 0 <= window_overlap < window, got "

