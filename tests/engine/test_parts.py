@@ -490,3 +490,12 @@ def test_fit_to_time_gives_epochs_back_when_later_epochs_are_faster():
     fitter.on_train_start(trainer, None)
     epoch(5.0)
     assert trainer.fit_loop.max_epochs == 3 and fitter.events == []
+
+
+def test_median_image_side_samples_evenly_and_tolerates_imageless_samples():
+    from rrsis.engine.datamodule import median_image_side
+
+    sized = [{"image": np.zeros((s, s + 10, 3), np.uint8)} for s in (40, 50, 60, 500, 70)]
+    assert median_image_side(sized) == 70  # longer sides 50 60 70 510 80
+    assert median_image_side(sized, n=2) == (50 + 80) // 2  # first and last
+    assert median_image_side([]) is None and median_image_side([1, 2]) is None

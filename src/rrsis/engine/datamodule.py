@@ -493,13 +493,20 @@ def balance_weights(categories: Sequence[str | None], balance: float) -> list[fl
 
 
 def median_image_side(dataset: Dataset, n: int = 32) -> int | None:
-    """Median longer side of the images of ``n`` evenly spaced samples (``None`` if empty)."""
+    """Median longer side of the images of ``n`` evenly spaced samples.
+
+    ``None`` when the dataset is empty or its samples carry no ``image``.
+    """
     size = len(dataset)  # type: ignore[arg-type]
-    if size == 0:
-        return None
-    picks = sorted({round(i * (size - 1) / max(n - 1, 1)) for i in range(min(n, size))})
-    sides = [max(np.asarray(dataset[i]["image"]).shape[:2]) for i in picks]
-    return int(np.median(sides))
+    k = min(n, size)
+    picks = sorted({round(i * (size - 1) / max(k - 1, 1)) for i in range(k)})
+    sides = []
+    for i in picks:
+        sample = dataset[i]
+        image = sample.get("image") if isinstance(sample, dict) else None
+        if image is not None:
+            sides.append(max(np.asarray(image).shape[:2]))
+    return int(np.median(sides)) if sides else None
 
 
 def open_split(root: str | Path, split: str) -> Dataset:
