@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 MODES = ("never", "always")
 
