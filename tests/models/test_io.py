@@ -128,25 +128,40 @@ def test_omit_pretrained_text_refused_without_packaged_weights(tmp_path) -> None
         )
 
 
-def test_recommended_threshold_travels_with_the_weights(tiny, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("option", "value", "attribute", "key", "bad"),
+    [
+        ("threshold", 0.3, "recommended_threshold", "rrsis_threshold", 1.5),
+        ("train_image_size", 800, "train_image_size", "rrsis_train_image_size", 8),
+    ],
+)
+def test_metadata_travels_with_the_weights(tiny, tmp_path, option, value, attribute, key, bad):
+    plain = load_model(save_model(tiny, tmp_path / "plain.safetensors"))
+    assert not hasattr(plain, attribute)
+    loaded = load_model(save_model(tiny, tmp_path / "m.safetensors", **{option: value}))
+    assert getattr(loaded, attribute) == value
+    # Re-saving a loaded model keeps it; a bad value is refused, and so is corrupt metadata.
+    again = load_model(save_model(loaded, tmp_path / "again.safetensors"))
+    assert getattr(again, attribute) == value
+    with pytest.raises(ModelError, match=option):
+        save_model(tiny, tmp_path / "bad.safetensors", **{option: bad})
+    state = {k: v.contiguous() for k, v in tiny.state_dict().items()}
+    metadata = {"rrsis_config": json.dumps(tiny.config), key: '"high"'}
+    save_file(state, str(tmp_path / "corrupt.safetensors"), metadata=metadata)
+    with pytest.raises(ModelError, match=key):
+        load_model(tmp_path / "corrupt.safetensors")
+
+
+def test_stored_threshold_and_image_size_set_the_segmenters_defaults(tiny, tmp_path) -> None:
     from rrsis.infer.predictor import Segmenter
 
     plain = load_model(save_model(tiny, tmp_path / "plain.safetensors"))
-    assert not hasattr(plain, "recommended_threshold")
-    assert Segmenter(plain).threshold == 0.5
-    tuned = load_model(save_model(tiny, tmp_path / "tuned.safetensors", threshold=0.3))
-    assert tuned.recommended_threshold == 0.3
-    assert Segmenter(tuned).threshold == 0.3 and Segmenter(tuned, threshold=0.7).threshold == 0.7
-    # Re-saving a loaded model keeps its threshold; a bad one is refused.
-    again = load_model(save_model(tuned, tmp_path / "again.safetensors"))
-    assert again.recommended_threshold == 0.3
-    with pytest.raises(ModelError, match="threshold"):
-        save_model(tiny, tmp_path / "bad.safetensors", threshold=1.5)
-    state = {k: v.contiguous() for k, v in tiny.state_dict().items()}
-    metadata = {"rrsis_config": json.dumps(tiny.config), "rrsis_threshold": '"high"'}
-    save_file(state, str(tmp_path / "corrupt.safetensors"), metadata=metadata)
-    with pytest.raises(ModelError, match="rrsis_threshold"):
-        load_model(tmp_path / "corrupt.safetensors")
+    assert Segmenter(plain).threshold == 0.5 and Segmenter(plain).window == 512
+    path = save_model(tiny, tmp_path / "m.safetensors", threshold=0.3, train_image_size=800)
+    model = load_model(path)
+    assert Segmenter(model).threshold == 0.3 and Segmenter(model, threshold=0.7).threshold == 0.7
+    assert Segmenter(model).window == 800 and Segmenter(model, window=640).window == 640
+    assert not Segmenter(model).uses_windows((1100, 1100))  # under 1.5 x 800
 
 
 def test_spatial_prior_round_trip(tmp_path) -> None:
@@ -164,23 +179,3 @@ def test_spatial_prior_round_trip(tmp_path) -> None:
         torch.testing.assert_close(loaded(image, ids, mask), expected)
         model.prior = None  # without the prior the output differs
         assert not torch.allclose(model(image, ids, mask), expected)
-
-
-def test_train_image_size_travels_with_the_weights_and_sets_the_window(tiny, tmp_path) -> None:
-    from rrsis.infer.predictor import Segmenter
-
-    plain = load_model(save_model(tiny, tmp_path / "plain.safetensors"))
-    assert not hasattr(plain, "train_image_size") and Segmenter(plain).window == 512
-    sized = load_model(save_model(tiny, tmp_path / "s.safetensors", train_image_size=800))
-    assert sized.train_image_size == 800
-    assert Segmenter(sized).window == 800 and Segmenter(sized, window=640).window == 640
-    assert not Segmenter(sized).uses_windows((1100, 1100))  # under 1.5 x 800
-    again = load_model(save_model(sized, tmp_path / "again.safetensors"))
-    assert again.train_image_size == 800
-    with pytest.raises(ModelError, match="train_image_size"):
-        save_model(tiny, tmp_path / "bad.safetensors", train_image_size=8)
-    state = {k: v.contiguous() for k, v in tiny.state_dict().items()}
-    metadata = {"rrsis_config": json.dumps(tiny.config), "rrsis_train_image_size": '"big"'}
-    save_file(state, str(tmp_path / "corrupt.safetensors"), metadata=metadata)
-    with pytest.raises(ModelError, match="rrsis_train_image_size"):
-        load_model(tmp_path / "corrupt.safetensors")
