@@ -258,3 +258,26 @@ def test_predict_probabilities_cli(tmp_path, capsys):
     assert main([*base, "-o", str(tmp_path / "p.png")]) == 2
     assert "use a .tif path" in capsys.readouterr().err
     assert not (tmp_path / "p.png").exists()
+
+
+def test_vector_crs_needs_georeferenced_inputs(folder, tmp_path, geotiff, pixel_model, capsys):
+    geotiff(folder / "geo.tif", 70, 90)
+    seg = Segmenter(pixel_model, compose="none")
+    kwargs = {"vector": True, "progress": False, "vector_crs": "EPSG:4326"}
+    with pytest.warns(UserWarning, match="no CRS to reproject"):
+        rows = predict_images([folder], "red", tmp_path / "out", seg, **kwargs)
+    status = {r["image"].rsplit("/", 1)[-1]: r["status"] for r in rows}
+    assert status == {
+        "geo.tif": "ok",
+        "tile0.png": "error",
+        "tile1.png": "error",
+        "tile2.png": "error",
+    }
+    assert not (tmp_path / "out" / "tile0.png").exists()  # nothing written for them
+    doc = json.loads((tmp_path / "out" / "geo.geojson").read_text())
+    assert doc["crs"]["properties"]["name"].endswith("EPSG::4326")
+    with pytest.raises(RRSISError, match="unknown CRS"):
+        predict_images([folder], "red", tmp_path / "o2", seg, vector=True, vector_crs="EPSG:x")
+    with pytest.raises(SystemExit):
+        main(["predict-batch", str(folder), "-e", "x", "-o", str(tmp_path), "--vector-crs", "?"])
+    assert "unknown CRS" in capsys.readouterr().err

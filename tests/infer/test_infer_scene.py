@@ -563,3 +563,33 @@ def test_a_vrt_mosaic_of_tiles_is_one_scene(tmp_path, geotiff, pixel_model):
     a, b = _read(tmp_path / "a.tif"), _read(tmp_path / "b.tif")
     np.testing.assert_array_equal(a[0], b[0])
     assert a[1] == b[1] and a[2] == b[2]
+
+
+def test_polygons_reprojected_to_lon_lat_keep_their_metric_areas(tmp_path):
+    from rasterio.transform import from_origin
+
+    from rrsis.errors import RRSISError
+    from rrsis.infer.vector import BandVectorizer
+
+    mask = np.zeros((1, 40, 40), bool)
+    mask[0, 10:30, 5:8] = True  # 60 px = 15 m² at 0.5 m
+    transform = from_origin(400000.0, 2700000.0, 0.5, 0.5)
+    utm = rasterio.crs.CRS.from_epsg(32640)
+    for name, dst in (("utm", None), ("wgs84", "EPSG:4326")):
+        writer = BandVectorizer(
+            tmp_path / f"{name}.geojson", utm, transform, 40, ["road"], dst_crs=dst
+        )
+        writer.add_rows(mask, 0)
+        writer.close()
+    utm_doc = json.loads((tmp_path / "utm.geojson").read_text())
+    wgs_doc = json.loads((tmp_path / "wgs84.geojson").read_text())
+    assert wgs_doc["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::4326"
+    assert utm_doc["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32640"
+    (feature,) = wgs_doc["features"]
+    assert feature["properties"]["area"] == utm_doc["features"][0]["properties"]["area"] == 15.0
+    for lon, lat in feature["geometry"]["coordinates"][0]:  # UTM 40N near 56 E, 24.4 N
+        assert 56.0 < lon < 56.02 and 24.40 < lat < 24.42
+    with pytest.raises(RRSISError, match="no CRS"):
+        BandVectorizer(tmp_path / "x.geojson", None, transform, 40, ["road"], dst_crs="EPSG:4326")
+    with pytest.raises(RRSISError, match="unknown CRS"):
+        BandVectorizer(tmp_path / "y.geojson", utm, transform, 40, ["road"], dst_crs="EPSG:nope")

@@ -109,6 +109,7 @@ def write_prediction(
     georef=None,
     min_area: float | None = None,
     probabilities: np.ndarray | None = None,
+    vector_crs=None,
 ) -> None:
     """Write a mask (0/255), and optionally its overlay PNG and GeoJSON polygons, atomically.
 
@@ -126,6 +127,7 @@ def write_prediction(
         min_area: drop smaller polygons from ``vector`` (CRS units squared, else pixels).
         probabilities: ``float32 (H, W)``: write these to ``output`` (a TIFF) instead of the
             0/255 mask; the overlay and polygons still show ``mask``.
+        vector_crs: write the polygons in this CRS (e.g. ``"EPSG:4326"``); needs ``georef``.
     """
     from PIL import Image
 
@@ -165,7 +167,14 @@ def write_prediction(
 
         crs, transform = georef or (None, Affine.identity())
         writer = BandVectorizer(
-            vector, crs, transform, mask.shape[0], [expression], overwrite=True, min_area=min_area
+            vector,
+            crs,
+            transform,
+            mask.shape[0],
+            [expression],
+            overwrite=True,
+            min_area=min_area,
+            dst_crs=vector_crs,
         )
         try:
             writer.add_rows(mask[None], 0)
@@ -357,6 +366,7 @@ def predict_images(
     bands: Sequence[int] | None = None,
     progress: bool = True,
     min_area: float | None = None,
+    vector_crs=None,
     **options: Any,
 ) -> list[dict]:
     """Segment every image of ``inputs`` for each expression, writing masks into ``out_dir``.
@@ -377,6 +387,8 @@ def predict_images(
         bands: 1-based bands read as red, green, blue (see :func:`~rrsis.data.io.read_image`).
         progress: show a progress bar.
         min_area: drop smaller polygons from the GeoJSON (CRS units squared, else pixels).
+        vector_crs: write the polygons in this CRS (e.g. ``"EPSG:4326"``); an image without
+            a CRS then gets an ``error`` row.
         **options: what to write, as for :func:`prepare_batch`: ``mask_format`` (``auto``,
             ``tif`` or ``png``), ``overlay`` (also ``<name>_overlay.png``), ``vector`` (also
             ``<name>.geojson``: CRS coordinates for GeoTIFFs, else pixels), ``recursive``
@@ -399,6 +411,10 @@ def predict_images(
     if check is not None and expressions:  # the Segmenter's cleaning (and warnings)
         expressions = check(expressions)
     out_dir = Path(out_dir)
+    if vector_crs is not None:
+        from rrsis.infer.vector import parse_crs
+
+        vector_crs = parse_crs(vector_crs)  # a typo fails before the first image
     plans = prepare_batch(inputs, expressions, out_dir, **options)
     skip_existing = options.get("skip_existing", False)
     probabilities = options.get("probabilities", False)
@@ -410,12 +426,28 @@ def predict_images(
         for plan in tqdm(plans, desc="images", unit="image", disable=not progress):
             rows.extend(
                 _predict_one(
-                    plan, expressions, segmenter, bands, skip_existing, min_area, probabilities
+                    plan,
+                    expressions,
+                    segmenter,
+                    bands,
+                    skip_existing,
+                    probabilities,
+                    {"min_area": min_area, "vector_crs": vector_crs},
                 )
             )
     finally:  # an interrupted run still lists what it wrote
         _write_summary(summary_path, rows)
     return rows
+
+
+def _error_rows(base: dict, expressions: list[str], image: Path, message: str) -> list[dict]:
+    where = "" if str(image) in message else f"{image}: "
+    warnings.warn(f"skipped {where}{message}", UserWarning, stacklevel=4)
+    return [
+        base
+        | {"expression": e, "mask": "", "status": "error", "foreground_pct": "", "error": message}
+        for e in expressions
+    ]
 
 
 def _predict_one(
@@ -424,12 +456,16 @@ def _predict_one(
     segmenter: Callable,
     bands: Sequence[int] | None,
     skip_existing: bool,
-    min_area: float | None = None,
     probabilities: bool = False,
+    write: dict[str, Any] | None = None,
 ) -> list[dict]:
-    """Summary rows of one planned image, after writing its outputs."""
+    """Summary rows of one planned image, after writing its outputs.
+
+    ``write``: :func:`write_prediction` options (``min_area``, ``vector_crs``).
+    """
     from rrsis.infer.predictor import to_rgb_uint8
 
+    write = write or {}
     base = {"image": str(plan.image), "width": "", "height": "", "seconds": "", "error": ""}
     if skip_existing and all(p.exists() for p in plan.outputs()):
         return [
@@ -441,24 +477,15 @@ def _predict_one(
         image = to_rgb_uint8(plan.image, bands)
     except (DatasetError, OSError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        where = "" if str(plan.image) in message else f"{plan.image}: "
-        warnings.warn(f"skipped {where}{message}", UserWarning, stacklevel=3)
-        return [
-            base
-            | {
-                "expression": e,
-                "mask": "",
-                "status": "error",
-                "foreground_pct": "",
-                "error": message,
-            }
-            for e in expressions
-        ]
+        return _error_rows(base, expressions, plan.image, message)
+    georef = georeference(plan.image, image.shape[:2])
+    if write.get("vector_crs") is not None and plan.vectors[0] is not None and georef is None:
+        message = "no CRS to reproject its polygons from (--vector-crs)"
+        return _error_rows(base, expressions, plan.image, message)
     probs = segmenter(image, expressions, return_probs=True) if probabilities else None
     masks = (
         segmenter(image, expressions) if probs is None else [p > segmenter.threshold for p in probs]
     )
-    georef = georeference(plan.image, image.shape[:2])
     for k, (expression, mask) in enumerate(zip(expressions, masks)):
         write_prediction(
             mask,
@@ -468,8 +495,8 @@ def _predict_one(
             overlay=plan.overlays[k],
             vector=plan.vectors[k],
             georef=georef,
-            min_area=min_area,
             probabilities=None if probs is None else probs[k],
+            **write,
         )
     seconds = f"{time.perf_counter() - start:.3f}"
     height, width = image.shape[:2]

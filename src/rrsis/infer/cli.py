@@ -13,7 +13,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from rrsis.errors import OutputExistsError
+from rrsis.errors import OutputExistsError, RRSISError
 
 
 @contextmanager
@@ -104,6 +104,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         georef=georeference(image_path, mask.shape),
         min_area=args.min_area,
         probabilities=probs if args.probabilities else None,
+        vector_crs=args.vector_crs,
     )
     print(f"{output}: {mask.mean() * 100:.2f}% foreground ({mask.shape[1]}x{mask.shape[0]})")
     return 0
@@ -126,8 +127,9 @@ def _cmd_predict_batch(args: argparse.Namespace) -> int:
             segmenter,
             bands=args.bands,
             progress=not args.no_progress,
-            **options,
             min_area=args.min_area,
+            vector_crs=args.vector_crs,
+            **options,
         )
     status = {}
     for row in rows:
@@ -166,6 +168,7 @@ def _cmd_predict_scene(args: argparse.Namespace) -> int:
             overviews=args.overviews,
             cog=args.cog,
             min_area=args.min_area,
+            vector_crs=args.vector_crs,
         )
     print(f"wrote {output}" + (f" and {vector}" if vector else ""))
     return 0
@@ -253,6 +256,26 @@ def _add_tiling_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _crs(text: str):
+    from rrsis.infer.vector import parse_crs
+
+    try:
+        return parse_crs(text)
+    except RRSISError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_vector_crs_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--vector-crs",
+        type=_crs,
+        default=None,
+        metavar="CRS",
+        help="write the polygons in this CRS instead of the image's, e.g. EPSG:4326 (lon/lat, "
+        "as RFC 7946 GeoJSON and web maps expect); areas stay in the image CRS's units",
+    )
+
+
 def _add_compose_arg(parser: argparse.ArgumentParser, where: str = "") -> None:
     parser.add_argument(
         "--compose",
@@ -285,6 +308,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_probabilities_arg(predict)
     _add_tiling_arg(predict)
     _add_min_area_arg(predict)
+    _add_vector_crs_arg(predict)
     _add_bands_arg(predict)
     _add_model_args(predict)
     _add_compose_arg(predict)
@@ -313,6 +337,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="'in the upper left' etc. mean the scene's (default) or each window's",
     )
     _add_min_area_arg(scene)
+    _add_vector_crs_arg(scene)
     _add_bands_arg(scene)
     scene.add_argument(
         "--overviews",
@@ -366,6 +391,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_probabilities_arg(batch)
     _add_tiling_arg(batch)
     _add_min_area_arg(batch)
+    _add_vector_crs_arg(batch)
     _add_bands_arg(batch)
     _add_model_args(batch)
     _add_compose_arg(batch)

@@ -406,6 +406,7 @@ def predict_scene(
     overviews: bool = False,
     cog: bool = False,
     min_area: float | None = None,
+    vector_crs=None,
 ) -> Path:
     """Segment a GeoTIFF scene for one or several expressions.
 
@@ -426,6 +427,8 @@ def predict_scene(
         simplify: polygon simplification tolerance in CRS units (``None``: exact pixel edges).
         min_area: drop polygons smaller than this from ``vector``, in CRS units squared (m² for
             a projected CRS); the raster output is not filtered.
+        vector_crs: write the polygons in this CRS (e.g. ``"EPSG:4326"``) instead of the
+            scene's; areas stay in the scene CRS's units.
         positions: ``"scene"``: a position phrase ("in the upper left") selects that part of
             the scene (see the module docstring); ``"window"``: each window reads it for itself.
         compose: composition rules applied in each window (``"all"``, ``"none"`` or a comma
@@ -568,6 +571,7 @@ def predict_scene(
                             simplify,
                             overwrite,
                             min_area=min_area,
+                            dst_crs=vector_crs,
                         )
                     writer = _BlockRowWriter(
                         lambda data, window: out.write(data, window=window), height

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rrsis.errors import OutputExistsError
+from rrsis.errors import OutputExistsError, RRSISError
 
 
 def _crs_member(crs) -> dict | None:
@@ -30,6 +30,17 @@ def _crs_member(crs) -> dict | None:
     epsg = crs.to_epsg()
     name = f"urn:ogc:def:crs:EPSG::{epsg}" if epsg else crs.to_wkt()
     return {"type": "name", "properties": {"name": name}}
+
+
+def parse_crs(text):
+    """A rasterio CRS from ``"EPSG:4326"``, a WKT or PROJ string (raises :class:`RRSISError`)."""
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        return CRS.from_user_input(text)
+    except (CRSError, ValueError, TypeError) as err:
+        raise RRSISError(f"unknown CRS {text!r} ({err})") from None
 
 
 def mask_polygons(mask: np.ndarray, row_offset: int = 0) -> list:
@@ -71,9 +82,12 @@ class BandVectorizer:
         min_area: drop polygons smaller than this, in CRS units squared (m² for a projected
             CRS; pixels without a geotransform), measured on the whole object, after the
             objects cut by band edges are merged; ``None`` keeps every polygon.
+        dst_crs: write coordinates in this CRS instead (e.g. ``"EPSG:4326"``, lon/lat as
+            RFC 7946 and web maps expect); needs the raster's ``crs``. Areas, ``min_area`` and
+            ``simplify`` stay in the raster's CRS units.
 
-    Each feature's properties are ``expression``, ``band`` (1-based) and ``area`` (CRS units
-    squared, before simplification).
+    Each feature's properties are ``expression``, ``band`` (1-based) and ``area`` (the raster
+    CRS's units squared, before simplification).
     """
 
     def __init__(
@@ -86,9 +100,18 @@ class BandVectorizer:
         simplify: float | None = None,
         overwrite: bool = False,
         min_area: float | None = None,
+        dst_crs=None,
     ) -> None:
         if min_area is not None and min_area < 0:
             raise ValueError(f"min_area must be >= 0, got {min_area}")
+        if dst_crs is not None:
+            if crs is None:
+                raise RRSISError(
+                    "polygons can be reprojected only from a georeferenced raster (this one "
+                    "has no CRS)"
+                )
+            dst_crs = parse_crs(dst_crs)
+        self.src_crs, self.dst_crs = crs, dst_crs
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise OutputExistsError(f"{self.path}: output exists (use --overwrite to replace it)")
@@ -104,7 +127,7 @@ class BandVectorizer:
         self._pending: list[list] = [[] for _ in self.names]
         self._count = 0
         header: dict = {"type": "FeatureCollection"}
-        crs_member = _crs_member(crs)
+        crs_member = _crs_member(crs if dst_crs is None else dst_crs)
         if crs_member is not None:
             header["crs"] = crs_member
         # Write the header by hand so features can be streamed into the open array.
@@ -122,10 +145,15 @@ class BandVectorizer:
             return
         if self.simplify:
             geom = geom.simplify(self.simplify, preserve_topology=True)
+        geometry = mapping(geom)
+        if self.dst_crs is not None:
+            from rasterio.warp import transform_geom
+
+            geometry = transform_geom(self.src_crs, self.dst_crs, geometry)
         feature = {
             "type": "Feature",
             "properties": {"expression": self.names[band], "band": band + 1, "area": area},
-            "geometry": mapping(geom),
+            "geometry": geometry,
         }
         if self._count:
             self._file.write(",\n")
