@@ -593,3 +593,20 @@ def test_polygons_reprojected_to_lon_lat_keep_their_metric_areas(tmp_path):
         BandVectorizer(tmp_path / "x.geojson", None, transform, 40, ["road"], dst_crs="EPSG:4326")
     with pytest.raises(RRSISError, match="unknown CRS"):
         BandVectorizer(tmp_path / "y.geojson", utm, transform, 40, ["road"], dst_crs="EPSG:nope")
+
+
+def test_predict_scene_writes_lon_lat_polygons_on_request(tmp_path, geotiff, pixel_model):
+    src = geotiff(tmp_path / "scene.tif", 150, 200)
+    kwargs = {"tile": 64, "overlap": 16, "progress": False}
+    seg = Segmenter(pixel_model)
+    predict_scene(src, "zebra", tmp_path / "a.tif", seg, vector=tmp_path / "a.geojson", **kwargs)
+    predict_scene(
+        src, "zebra", tmp_path / "b.tif", seg, vector=tmp_path / "b.geojson",
+        vector_crs="EPSG:4326", **kwargs,
+    )  # fmt: skip
+    utm = json.loads((tmp_path / "a.geojson").read_text())["features"]
+    lonlat = json.loads((tmp_path / "b.geojson").read_text())["features"]
+    assert len(utm) == len(lonlat) > 0
+    assert [f["properties"] for f in utm] == [f["properties"] for f in lonlat]
+    lon, lat = lonlat[0]["geometry"]["coordinates"][0][0]
+    assert 55.9 < lon < 56.1 and 24.3 < lat < 24.5
