@@ -305,6 +305,17 @@ def _write_summary(path: Path, rows: list[dict]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+@dataclass
+class BatchPlan:
+    """What a batch run will do: every image's outputs, checked (see :func:`prepare_batch`)."""
+
+    expressions: list[str]
+    out_dir: Path
+    images: list[PlannedImage]
+    skip_existing: bool = False
+    probabilities: bool = False
+
+
 def prepare_batch(
     inputs: Sequence[str | Path],
     expressions: str | Sequence[str],
@@ -317,14 +328,26 @@ def prepare_batch(
     overwrite: bool = False,
     skip_existing: bool = False,
     probabilities: bool = False,
-) -> list[PlannedImage]:
-    """Every check :func:`predict_images` makes before reading an image, without a model.
+) -> BatchPlan:
+    """Every check of a batch run made before any image is read, without a model.
 
-    Returns:
-        The planned outputs of each image.
+    Args:
+        inputs: image files and/or folders (searched for ``.tif .tiff .png .jpg .jpeg``).
+        expressions: one expression or a list.
+        out_dir: output folder (created by :func:`run_batch`).
+        mask_format: ``auto`` (``tif`` for TIFF inputs, else ``png``), ``tif`` or ``png``.
+        overlay: also write ``<name>_overlay.png``.
+        vector: also write ``<name>.geojson`` (CRS coordinates for GeoTIFFs, else pixels).
+        recursive: search folders recursively.
+        overwrite: replace existing outputs.
+        skip_existing: skip images whose outputs all exist (resume an interrupted run).
+        probabilities: float32 probabilities in TIFFs instead of 0/255 masks.
 
     Raises:
-        the errors of :func:`predict_images`.
+        OutputExistsError: an output exists (without ``overwrite``/``skip_existing``), two
+            inputs share a stem, or an output is an input.
+        DatasetError: nothing to segment, or a missing input path.
+        ExpressionError: no or an empty expression.
     """
     if overwrite and skip_existing:
         raise RRSISError("choose one of overwrite and skip_existing")
@@ -354,7 +377,57 @@ def prepare_batch(
                     f"{path}: output exists (use --overwrite to replace it, or --skip-existing "
                     "to keep it and segment the rest)"
                 )
-    return plans
+    return BatchPlan(expressions, out_dir, plans, skip_existing, probabilities)
+
+
+def run_batch(
+    batch: BatchPlan,
+    segmenter: Callable,
+    *,
+    bands: Sequence[int] | None = None,
+    progress: bool = True,
+    min_area: float | None = None,
+    vector_crs=None,
+) -> list[dict]:
+    """Segment a prepared batch, writing its outputs and ``summary.csv``.
+
+    The model reads each image once (all expressions in one batched call). An image that cannot
+    be read (or is smaller than 32 px) is recorded with status ``error`` and its message, and
+    the run goes on. ``out_dir/summary.csv`` lists every (image, expression) pair: mask path,
+    status (``ok``/``skipped``/``error``), foreground percentage, size and seconds per image;
+    it is written even when the run is interrupted.
+
+    Args:
+        batch: from :func:`prepare_batch`.
+        segmenter: a :class:`~rrsis.infer.predictor.Segmenter`.
+        bands: 1-based bands read as red, green, blue (see :func:`~rrsis.data.io.read_image`).
+        progress: show a progress bar.
+        min_area: drop smaller polygons from the GeoJSON (CRS units squared, else pixels).
+        vector_crs: write the polygons in this CRS (e.g. ``"EPSG:4326"``); an image without
+            a CRS then gets an ``error`` row.
+
+    Returns:
+        The summary rows (dicts with :data:`SUMMARY_FIELDS`).
+    """
+    from tqdm.auto import tqdm
+
+    expressions = batch.expressions
+    check = getattr(segmenter, "_check_expressions", None)
+    if check is not None:  # the Segmenter's cleaning (and warnings)
+        expressions = check(expressions)
+    if vector_crs is not None:
+        from rrsis.infer.vector import parse_crs
+
+        vector_crs = parse_crs(vector_crs)  # a typo fails before the first image
+    write = {"min_area": min_area, "vector_crs": vector_crs}
+    batch.out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    try:
+        for plan in tqdm(batch.images, desc="images", unit="image", disable=not progress):
+            rows.extend(_predict_one(plan, batch, expressions, segmenter, bands, write))
+    finally:  # an interrupted run still lists what it wrote
+        _write_summary(batch.out_dir / SUMMARY_NAME, rows)
+    return rows
 
 
 def predict_images(
@@ -371,73 +444,22 @@ def predict_images(
 ) -> list[dict]:
     """Segment every image of ``inputs`` for each expression, writing masks into ``out_dir``.
 
-    The model reads each image once per call (all expressions in one batched call). Every
-    output is checked before the first image is read, so a run never replaces files unless
-    ``overwrite``; ``skip_existing`` instead leaves images whose outputs all exist (resuming an
-    interrupted run). An image that cannot be read (or is smaller than 32 px) is recorded with
-    status ``error`` and its message, and the run goes on. ``out_dir/summary.csv`` lists every
-    (image, expression) pair: mask path, status (``ok``/``skipped``/``error``), foreground
-    percentage, size and seconds per image.
+    :func:`prepare_batch` (every output checked before the first image is read, so a run never
+    replaces files unless ``overwrite``) followed by :func:`run_batch`.
 
     Args:
-        inputs: image files and/or folders (searched for ``.tif .tiff .png .jpg .jpeg``).
-        expressions: one expression or a list.
-        out_dir: created if missing.
-        segmenter: a :class:`~rrsis.infer.predictor.Segmenter`.
-        bands: 1-based bands read as red, green, blue (see :func:`~rrsis.data.io.read_image`).
-        progress: show a progress bar.
-        min_area: drop smaller polygons from the GeoJSON (CRS units squared, else pixels).
-        vector_crs: write the polygons in this CRS (e.g. ``"EPSG:4326"``); an image without
-            a CRS then gets an ``error`` row.
-        **options: what to write, as for :func:`prepare_batch`: ``mask_format`` (``auto``,
-            ``tif`` or ``png``), ``overlay`` (also ``<name>_overlay.png``), ``vector`` (also
-            ``<name>.geojson``: CRS coordinates for GeoTIFFs, else pixels), ``recursive``
-            (search folders recursively), ``overwrite``, ``skip_existing`` (skip images whose
-            outputs all exist), ``probabilities`` (float32 probabilities in TIFFs instead of
-            0/255 masks).
+        inputs, expressions, out_dir: as for :func:`prepare_batch`.
+        segmenter, bands, progress, min_area, vector_crs: as for :func:`run_batch`.
+        **options: :func:`prepare_batch`'s keywords (``mask_format``, ``overlay``, ``vector``,
+            ``recursive``, ``overwrite``, ``skip_existing``, ``probabilities``).
 
     Returns:
         The summary rows (dicts with :data:`SUMMARY_FIELDS`).
-
-    Raises:
-        OutputExistsError: an output exists (without ``overwrite``/``skip_existing``).
-        DatasetError: nothing to segment, or a missing input path.
-        ExpressionError: an empty expression.
     """
-    from tqdm.auto import tqdm
-
-    expressions = [expressions] if isinstance(expressions, str) else list(expressions)
-    check = getattr(segmenter, "_check_expressions", None)
-    if check is not None and expressions:  # the Segmenter's cleaning (and warnings)
-        expressions = check(expressions)
-    out_dir = Path(out_dir)
-    if vector_crs is not None:
-        from rrsis.infer.vector import parse_crs
-
-        vector_crs = parse_crs(vector_crs)  # a typo fails before the first image
-    plans = prepare_batch(inputs, expressions, out_dir, **options)
-    skip_existing = options.get("skip_existing", False)
-    probabilities = options.get("probabilities", False)
-    summary_path = out_dir / SUMMARY_NAME
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    rows: list[dict] = []
-    try:
-        for plan in tqdm(plans, desc="images", unit="image", disable=not progress):
-            rows.extend(
-                _predict_one(
-                    plan,
-                    expressions,
-                    segmenter,
-                    bands,
-                    skip_existing,
-                    probabilities,
-                    {"min_area": min_area, "vector_crs": vector_crs},
-                )
-            )
-    finally:  # an interrupted run still lists what it wrote
-        _write_summary(summary_path, rows)
-    return rows
+    batch = prepare_batch(inputs, expressions, out_dir, **options)
+    return run_batch(
+        batch, segmenter, bands=bands, progress=progress, min_area=min_area, vector_crs=vector_crs
+    )
 
 
 def _error_rows(base: dict, expressions: list[str], image: Path, message: str) -> list[dict]:
@@ -452,12 +474,11 @@ def _error_rows(base: dict, expressions: list[str], image: Path, message: str) -
 
 def _predict_one(
     plan: PlannedImage,
+    batch: BatchPlan,
     expressions: list[str],
     segmenter: Callable,
     bands: Sequence[int] | None,
-    skip_existing: bool,
-    probabilities: bool = False,
-    write: dict[str, Any] | None = None,
+    write: dict[str, Any],
 ) -> list[dict]:
     """Summary rows of one planned image, after writing its outputs.
 
@@ -465,9 +486,8 @@ def _predict_one(
     """
     from rrsis.infer.predictor import to_rgb_uint8
 
-    write = write or {}
     base = {"image": str(plan.image), "width": "", "height": "", "seconds": "", "error": ""}
-    if skip_existing and all(p.exists() for p in plan.outputs()):
+    if batch.skip_existing and all(p.exists() for p in plan.outputs()):
         return [
             base | {"expression": e, "mask": str(m), "status": "skipped", "foreground_pct": ""}
             for e, m in zip(expressions, plan.masks)
@@ -479,10 +499,10 @@ def _predict_one(
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         return _error_rows(base, expressions, plan.image, message)
     georef = georeference(plan.image, image.shape[:2])
-    if write.get("vector_crs") is not None and plan.vectors[0] is not None and georef is None:
+    if write["vector_crs"] is not None and plan.vectors[0] is not None and georef is None:
         message = "no CRS to reproject its polygons from (--vector-crs)"
         return _error_rows(base, expressions, plan.image, message)
-    probs = segmenter(image, expressions, return_probs=True) if probabilities else None
+    probs = segmenter(image, expressions, return_probs=True) if batch.probabilities else None
     masks = (
         segmenter(image, expressions) if probs is None else [p > segmenter.threshold for p in probs]
     )

@@ -111,25 +111,30 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict_batch(args: argparse.Namespace) -> int:
-    from rrsis.infer.batch import SUMMARY_NAME, predict_images, prepare_batch
+    from rrsis.infer.batch import SUMMARY_NAME, prepare_batch, run_batch
 
-    options = {"mask_format": args.format, "overlay": args.overlay, "vector": args.vector}
-    options |= {"recursive": args.recursive, "overwrite": args.overwrite}
-    options |= {"skip_existing": args.skip_existing, "probabilities": args.probabilities}
     # Missing inputs or existing outputs fail before the model loads.
-    prepare_batch(args.inputs, args.expression, Path(args.out_dir), **options)
+    batch = prepare_batch(
+        args.inputs,
+        args.expression,
+        args.out_dir,
+        mask_format=args.format,
+        overlay=args.overlay,
+        vector=args.vector,
+        recursive=args.recursive,
+        overwrite=args.overwrite,
+        skip_existing=args.skip_existing,
+        probabilities=args.probabilities,
+    )
     with _one_line_warnings():
         segmenter = _segmenter(args)
-        rows = predict_images(
-            args.inputs,
-            args.expression,
-            Path(args.out_dir),
+        rows = run_batch(
+            batch,
             segmenter,
             bands=args.bands,
             progress=not args.no_progress,
             min_area=args.min_area,
             vector_crs=args.vector_crs,
-            **options,
         )
     status = {}
     for row in rows:
@@ -217,17 +222,6 @@ def _min_area(text: str) -> float:
     return value
 
 
-def _add_min_area_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--min-area",
-        type=_min_area,
-        default=None,
-        metavar="AREA",
-        help="leave polygons smaller than AREA out of the GeoJSON, in CRS units squared (m² for "
-        "a projected CRS such as UTM; pixels for images without a geotransform)",
-    )
-
-
 def _add_probabilities_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--probabilities",
@@ -265,7 +259,16 @@ def _crs(text: str):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _add_vector_crs_arg(parser: argparse.ArgumentParser) -> None:
+def _add_polygon_args(parser: argparse.ArgumentParser) -> None:
+    """``--min-area`` and ``--vector-crs``: options of the ``--vector`` polygons."""
+    parser.add_argument(
+        "--min-area",
+        type=_min_area,
+        default=None,
+        metavar="AREA",
+        help="leave polygons smaller than AREA out of the GeoJSON, in CRS units squared (m² for "
+        "a projected CRS such as UTM; pixels for images without a geotransform)",
+    )
     parser.add_argument(
         "--vector-crs",
         type=_crs,
@@ -307,8 +310,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_probabilities_arg(predict)
     _add_tiling_arg(predict)
-    _add_min_area_arg(predict)
-    _add_vector_crs_arg(predict)
+    _add_polygon_args(predict)
     _add_bands_arg(predict)
     _add_model_args(predict)
     _add_compose_arg(predict)
@@ -324,9 +326,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scene.add_argument("--tile", type=int, default=512, help="tile side in px (default 512)")
     scene.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
     scene.add_argument("--batch", type=int, default=4, help="tiles per forward (default 4)")
-    scene.add_argument(
-        "--probabilities", action="store_true", help="write float32 probabilities, not 0/255"
-    )
+    _add_probabilities_arg(scene)
     scene.add_argument(
         "--simplify", type=float, default=None, help="polygon simplification (CRS units)"
     )
@@ -336,8 +336,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="scene",
         help="'in the upper left' etc. mean the scene's (default) or each window's",
     )
-    _add_min_area_arg(scene)
-    _add_vector_crs_arg(scene)
+    _add_polygon_args(scene)
     _add_bands_arg(scene)
     scene.add_argument(
         "--overviews",
@@ -390,8 +389,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     batch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_probabilities_arg(batch)
     _add_tiling_arg(batch)
-    _add_min_area_arg(batch)
-    _add_vector_crs_arg(batch)
+    _add_polygon_args(batch)
     _add_bands_arg(batch)
     _add_model_args(batch)
     _add_compose_arg(batch)
