@@ -183,11 +183,13 @@ class _Validity:
         self.finite = any(np.dtype(dataset.dtypes[b - 1]).kind == "f" for b in self.bands)
         self.active = masked or self.finite
 
-    def of_raw(self, window, raw: np.ndarray) -> np.ndarray:
-        """``bool (h, w)`` validity of ``window``, whose bands ``raw`` (C, h, w) were read."""
-        valid = np.ones(raw.shape[1:], bool)
+    def of_raw(self, window, raw: np.ndarray | None) -> np.ndarray:
+        """``bool (h, w)`` validity of ``window``; ``raw`` (C, h, w): its bands, read when
+        :attr:`finite` (else ``None``)."""
         if self.masked:
-            valid &= self.dataset.dataset_mask(window=window) > 0
+            valid = self.dataset.dataset_mask(window=window) > 0
+        else:
+            valid = np.ones(raw.shape[1:], bool)
         if self.finite:
             valid &= np.isfinite(raw).all(axis=0)
         return valid
@@ -316,11 +318,7 @@ def _blended_rows(dataset, to_rgb, window_probs, n_expr, tile, overlap, batch, b
             if masked:
                 if validity.finite:  # finiteness needs the pixels themselves
                     raw = dataset.read(to_rgb.bands, window=window)
-                strip_valid = (
-                    validity.of_raw(window, raw)
-                    if raw is not None
-                    else (dataset.dataset_mask(window=window) > 0)
-                )
+                strip_valid = validity.of_raw(window, raw)
                 valid = np.stack([strip_valid[:, x0 - left : x0 - left + tile_w] for x0 in chunk])
                 keep = valid.reshape(len(chunk), -1).any(axis=1)
                 if not keep.any():
@@ -599,8 +597,7 @@ def predict_scene(
                         if vectorizer is not None:
                             vectorizer.add_rows(masks, y0)
                 if cog:  # the COG driver makes its own overviews
-                    final = _to_cog(tmp, probabilities)
-                    tmp = final
+                    tmp = _to_cog(tmp, probabilities)
                 elif overviews:
                     _add_overviews(tmp, height, width, probabilities)
             if vectorizer is not None:
