@@ -586,6 +586,9 @@ class RefSegDataModule(pl.LightningDataModule):
         )
         self.eval_transform = SampleTransform(input_size, mean, std, augment=False)
         self.train_dataset: Dataset | None = None
+        #: Typical side of the training images before resizing (set by :meth:`setup`; stored
+        #: with the exported model: the window Segmenter cuts larger images into).
+        self.train_image_side: int | None = None
         self.val_dataset: Dataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -600,8 +603,6 @@ class RefSegDataModule(pl.LightningDataModule):
                     "training split is empty", source if isinstance(source, (str, Path)) else None
                 )
         merged = parts[0] if len(parts) == 1 else ConcatDataset(parts)
-        #: Typical side of the training images before resizing (stored with the exported model:
-        #: the window Segmenter cuts larger images into).
         self.train_image_side = median_image_side(merged)
         if self.balance > 0:
             # Balanced within each dataset, so that each keeps its share of the draws (the

@@ -502,7 +502,7 @@ def train(
 
     best = best_cb.best_model_path or str(ckpt_dir / "last.ckpt")
     if trainer.is_global_zero:
-        model.train_image_size = getattr(datamodule, "train_image_side", None)
+        model.train_image_size = datamodule.train_image_side
         export_checkpoint(best, model, out / "model.safetensors")
         record["best_checkpoint"] = Path(best).name
         score = best_cb.best_model_score
