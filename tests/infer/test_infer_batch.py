@@ -281,3 +281,24 @@ def test_vector_crs_needs_georeferenced_inputs(folder, tmp_path, geotiff, pixel_
     with pytest.raises(SystemExit):
         main(["predict-batch", str(folder), "-e", "x", "-o", str(tmp_path), "--vector-crs", "?"])
     assert "unknown CRS" in capsys.readouterr().err
+
+
+def test_predict_images_routes_keywords_and_rejects_unknown_ones(folder, tmp_path, pixel_model):
+    from rrsis.infer.batch import prepare_batch, run_batch
+
+    seg = Segmenter(pixel_model, compose="none")
+    batch = prepare_batch([folder], ["red", "blue"], tmp_path / "a", overlay=True)
+    assert [p.name for p in batch.images[0].outputs()][-2:] == [
+        "tile0_red_overlay.png",
+        "tile0_blue_overlay.png",
+    ]
+    rows = run_batch(batch, seg, progress=False)
+    same = predict_images(
+        [folder], ["red", "blue"], tmp_path / "b", seg, overlay=True, progress=False
+    )
+    assert [r["foreground_pct"] for r in rows] == [r["foreground_pct"] for r in same]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(
+        p.name for p in (tmp_path / "b").iterdir()
+    )
+    with pytest.raises(TypeError, match="colour"):
+        predict_images([folder], "red", tmp_path / "c", seg, colour="red")

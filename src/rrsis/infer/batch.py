@@ -430,16 +430,23 @@ def run_batch(
     return rows
 
 
+#: Keywords of :func:`predict_images` that go to :func:`prepare_batch` (the rest: run_batch).
+_PREPARE_OPTIONS = (
+    "mask_format",
+    "overlay",
+    "vector",
+    "recursive",
+    "overwrite",
+    "skip_existing",
+    "probabilities",
+)
+
+
 def predict_images(
     inputs: Sequence[str | Path],
     expressions: str | Sequence[str],
     out_dir: str | Path,
     segmenter: Callable,
-    *,
-    bands: Sequence[int] | None = None,
-    progress: bool = True,
-    min_area: float | None = None,
-    vector_crs=None,
     **options: Any,
 ) -> list[dict]:
     """Segment every image of ``inputs`` for each expression, writing masks into ``out_dir``.
@@ -449,17 +456,16 @@ def predict_images(
 
     Args:
         inputs, expressions, out_dir: as for :func:`prepare_batch`.
-        segmenter, bands, progress, min_area, vector_crs: as for :func:`run_batch`.
-        **options: :func:`prepare_batch`'s keywords (``mask_format``, ``overlay``, ``vector``,
-            ``recursive``, ``overwrite``, ``skip_existing``, ``probabilities``).
+        segmenter: a :class:`~rrsis.infer.predictor.Segmenter`.
+        **options: the keywords of :func:`prepare_batch` (``mask_format``, ``overlay``,
+            ``vector``, ``recursive``, ``overwrite``, ``skip_existing``, ``probabilities``)
+            and of :func:`run_batch` (``bands``, ``progress``, ``min_area``, ``vector_crs``).
 
     Returns:
         The summary rows (dicts with :data:`SUMMARY_FIELDS`).
     """
-    batch = prepare_batch(inputs, expressions, out_dir, **options)
-    return run_batch(
-        batch, segmenter, bands=bands, progress=progress, min_area=min_area, vector_crs=vector_crs
-    )
+    prepare = {k: options.pop(k) for k in _PREPARE_OPTIONS if k in options}
+    return run_batch(prepare_batch(inputs, expressions, out_dir, **prepare), segmenter, **options)
 
 
 def _error_rows(base: dict, expressions: list[str], image: Path, message: str) -> list[dict]:
