@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import argparse
 import time
-import zlib
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-from rrsis.errors import DatasetError, ImageReadError
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+from rrsis.errors import DatasetError
 
 
 def register(data_subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +31,30 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     labels.add_argument("out", type=Path)
     labels.add_argument("--taxonomy", type=Path, required=True, help="taxonomy JSON")
     labels.add_argument(
-        "--splits", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST")
+        "--crop",
+        type=int,
+        default=512,
+        help="cut each image into crops of this side (default 512; 0 = keep images whole)",
+    )
+    labels.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="largest step between crops (default: the crop side; e.g. 128 for dense training)",
+    )
+    labels.add_argument(
+        "--splits",
+        type=float,
+        nargs=3,
+        default=(0.7, 0.15, 0.15),
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="fractions of the images per split, drawn from a hash of each file name",
+    )
+    labels.add_argument(
+        "--split-file",
+        type=Path,
+        default=None,
+        help="lines '<image stem> <train|val|test>' instead of --splits (split by image/area)",
     )
     labels.add_argument("--seed", type=int, default=0)
     labels.add_argument("--overwrite", action="store_true")
@@ -91,65 +108,24 @@ def _dubai(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_label_map(path: Path, taxonomy) -> np.ndarray:
-    """``(H, W)`` int ids from a label image: class ids (1 band/palette) or colours (RGB)."""
-    try:
-        with Image.open(path) as img:
-            array = np.asarray(img)
-    except Exception as err:  # Pillow raises many types for corrupt files
-        raise ImageReadError(f"cannot decode label image ({type(err).__name__})", path) from err
-    if array.ndim == 2:
-        return array.astype(np.int32)
-    if array.ndim == 3 and array.shape[2] in (3, 4):
-        if not taxonomy.palette:
-            raise DatasetError("colour label image but the taxonomy JSON has no palette", path)
-        return taxonomy.labels_from_colours(array[..., :3])
-    raise ImageReadError(f"label image must be 1-band or RGB, got shape {array.shape}", path)
-
-
 def _from_labels(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from rrsis.data.builder import build_triplets
-    from rrsis.data.io import read_image
-    from rrsis.data.refsegrs import RefSegRSWriter
+    from rrsis.data.from_labels import convert_label_maps
     from rrsis.data.taxonomy import Taxonomy
 
     taxonomy = Taxonomy.load(args.taxonomy)
-    if not args.images_dir.is_dir():
-        raise DatasetError("images directory not found", args.images_dir)
-    labels_by_stem = {
-        p.stem: p for p in sorted(args.labels_dir.glob("*")) if p.suffix.lower() in _IMAGE_SUFFIXES
-    }
-    images = [p for p in sorted(args.images_dir.glob("*")) if p.suffix.lower() in _IMAGE_SUFFIXES]
-    if not images:
-        raise DatasetError("no images found", args.images_dir)
-    probs = np.asarray(args.splits, dtype=float)
-    if (probs < 0).any() or probs.sum() <= 0:
-        raise DatasetError(f"--splits must be non-negative with a positive sum, got {args.splits}")
-    edges = np.cumsum(probs / probs.sum())
-    rng = np.random.default_rng(args.seed)
-    counts: dict[str, dict[str, int]] = {"train": {}, "val": {}, "test": {}}
     start = time.perf_counter()
-    with RefSegRSWriter(args.out, overwrite=args.overwrite) as writer:
-        for image_path in tqdm(images, unit="image", desc="from-labels"):
-            if image_path.stem not in labels_by_stem:
-                raise DatasetError("no label map with this image's name", image_path)
-            image = read_image(image_path)
-            labels = read_label_map(labels_by_stem[image_path.stem], taxonomy)
-            if labels.shape != image.shape[:2]:
-                raise DatasetError(
-                    f"label map is {labels.shape}, image is {image.shape[:2]}",
-                    labels_by_stem[image_path.stem],
-                )
-            # Split by a hash of the file name: stable when files are added or removed.
-            u = (zlib.crc32(image_path.stem.encode()) % 10_000) / 10_000
-            split = ("train", "val", "test")[
-                int(np.searchsorted(edges, u, side="right").clip(0, 2))
-            ]
-            for sample in build_triplets(image, labels, taxonomy, rng, source=image_path.stem):
-                writer.add(split, sample)
-                kind = sample["meta"]["kind"]
-                counts[split][kind] = counts[split].get(kind, 0) + 1
+    counts = convert_label_maps(
+        args.images_dir,
+        args.labels_dir,
+        args.out,
+        taxonomy,
+        crop=args.crop,
+        stride=args.stride,
+        splits=args.splits,
+        split_file=args.split_file,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=True,
+    )
     _report(args.out, counts, start)
     return 0
