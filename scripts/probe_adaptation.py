@@ -92,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--replay",
+        nargs="+",
+        default=[],
+        help="RefSegRS roots whose train splits join the fine-tuning (the model's own data)",
+    )
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (data, run)")
     parser.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -161,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         "train_parts": args.train_parts,
         "val_part": args.val_part,
         "eval_parts": args.eval_parts,
+        "replay": args.replay,
+        "lr": args.lr,
+        "epochs": args.epochs,
         "triplets": {
             split: len((data / f"output_phrase_{split}.txt").read_text().splitlines())
             for data, split in (
@@ -176,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run_dir = work / "run"
     cmd = [RRSIS, "train", "--init", str(args.weights), "--preset", "default"]
-    cmd += ["--data", str(labelled_data), "--val-data", str(labelled_data)]
+    cmd += ["--data", str(labelled_data), *args.replay, "--val-data", str(labelled_data)]
     cmd += ["--out", str(run_dir), "--lr", str(args.lr), "--epochs", str(args.epochs)]
     cmd += ["--seed", str(args.seed), "--preload", "--no-progress"]
     if (run_dir / "checkpoints" / "last.ckpt").exists():
