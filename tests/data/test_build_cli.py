@@ -199,3 +199,26 @@ def test_from_labels_bad_crop_or_stride(tmp_path, capsys, crop, stride) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert ("stride" if stride else "crop") in err and len(err.strip().splitlines()) == 1
+
+
+def test_from_labels_reads_chosen_bands_of_a_multispectral_stack(tmp_path, capsys) -> None:
+    import tifffile
+
+    images, labels, tax = _big_label_tree(tmp_path, n_images=1)
+    (images / "area0.png").unlink()
+    stack = np.zeros((5, 160, 160), np.uint8)  # planar, as GDAL writes it
+    for band in range(5):
+        stack[band] = 40 * band + 10
+    tifffile.imwrite(images / "area0.tif", stack)
+    out = tmp_path / "ms"
+    argv = ["data", "from-labels", str(images), str(labels), str(out), "--taxonomy", str(tax)]
+    argv += ["--crop", "0", "--splits", "1", "0", "0"]
+    # Five bands without --bands: refused in one line, naming the way out.
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--bands" in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert main([*argv, "--bands", "5,3,1"]) == 0, capsys.readouterr().err
+    from rrsis.data.refsegrs import RefSegRS
+
+    pixel = RefSegRS(out, "train")[0]["image"][0, 0]
+    assert pixel.tolist() == [170, 90, 10]

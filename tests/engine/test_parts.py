@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -353,6 +355,12 @@ def test_presets_and_config_round_trip():
     # swin_base models keep the paper recipe even under the default preset.
     assert get_preset("default", "lavt_swin_base").lr == 5e-5
     assert TrainConfig.from_dict(default.to_dict()) == default
+    # finetune: the default recipe, only a lower lr and fewer epochs (Swin-B: the paper's lr).
+    tune = get_preset("finetune")
+    assert (tune.lr, tune.epochs) == (2e-4, 6) and tune.lr < default.lr
+    assert dataclasses.replace(tune, lr=default.lr, epochs=default.epochs) == default
+    swin = get_preset("finetune", "lavt_swin_base")
+    assert (swin.lr, swin.epochs, swin.input_size) == (5e-5, 6, 480)
     with pytest.raises(RRSISError):
         TrainConfig.from_dict({"lr": 1.0, "bogus": 2})
     with pytest.raises(RRSISError):

@@ -128,6 +128,7 @@ def convert_label_maps(
     seed: int = 0,
     overwrite: bool = False,
     config: BuildConfig | None = None,
+    bands: Sequence[int] | None = None,
     progress: bool = False,
 ) -> dict[str, dict[str, int]]:
     """Build a RefSegRS tree at ``out`` from ``images_dir`` + ``labels_dir`` (same stems).
@@ -139,6 +140,8 @@ def convert_label_maps(
         split_file: ``stem split`` lines instead (every image must be listed).
         config: builder rules; default :data:`CROP_CONFIG` for crops, the builder's defaults
             for whole images.
+        bands: 1-based band numbers read as red, green, blue from multispectral images
+            (:func:`rrsis.data.io.read_image`); ``None``: 1, 3 or 4 bands as usual.
 
     Returns:
         ``{split: {kind: count}}`` of what was written.
@@ -190,7 +193,7 @@ def convert_label_maps(
     with RefSegRSWriter(out, overwrite=overwrite) as writer:
         for image_path in tqdm(images, unit="image", desc="from-labels", disable=not progress):
             stem = image_path.stem
-            image = read_image(image_path)
+            image = read_image(image_path, bands=bands)
             labels = read_label_map(labels_by_stem[stem], taxonomy)
             if labels.shape != image.shape[:2]:
                 raise DatasetError(

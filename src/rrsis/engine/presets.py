@@ -1,6 +1,6 @@
 """Training hyper-parameters as one typed dataclass, with the named recipes we ship.
 
-Two recipes exist:
+Three recipes exist:
 
 * ``paper``: the released RefSegRS arguments of the RRSIS paper (LAVT/LGCE with Swin-B + BERT):
   AdamW lr 5e-5, weight decay 1e-2 (none on norms / position-bias tables), poly schedule with
@@ -10,6 +10,9 @@ Two recipes exist:
   frozen sentence encoder, a learning rate twelve times the paper's for the image encoder and
   the freshly initialised layers (fusion, LGCE, decoder), a Dice term, and light geometric
   augmentation that skips expressions whose meaning depends on orientation.
+* ``finetune``: for ``rrsis train --init`` on a few labelled images of your own area: the
+  ``default`` recipe at a third of its learning rate (2e-4) for 6 epochs (Swin-B models: the
+  paper's recipe, whose lr is already low, for 6 epochs).
 
 A run is reproducible from a :class:`TrainConfig` (saved as ``hparams.json``) plus the data.
 """
@@ -22,7 +25,12 @@ from typing import Any
 
 from rrsis.errors import RRSISError
 
-PRESETS = ("default", "paper")
+PRESETS = ("default", "paper", "finetune")
+#: What ``finetune`` changes in the recipe it starts from (``default``, or ``paper`` for Swin-B
+#: models): a third of the default learning rate and a few epochs, the setting measured in
+#: ``docs/results/session14`` (a few labelled image parts of a new area, ``rrsis train --init``).
+FINETUNE_LR = 2e-4
+FINETUNE_EPOCHS = 6
 DEFAULT_MODEL = "lgce_effnet_minilm"
 
 
@@ -123,9 +131,10 @@ def get_preset(preset: str, model_name: str | None = None) -> TrainConfig:
     """Return the hyper-parameters of a named recipe.
 
     Args:
-        preset: ``"paper"`` (the RRSIS paper's RefSegRS recipe) or ``"default"`` (the CPU
+        preset: ``"paper"`` (the RRSIS paper's RefSegRS recipe), ``"default"`` (the CPU
             recipe of the shipped model; for ``*_swin_base`` models it falls back to the paper
-            recipe, which is what those models were designed for).
+            recipe, which is what those models were designed for) or ``"finetune"`` (the
+            default recipe with a lower lr and fewer epochs, for ``--init``).
         model_name: model to train; ``None`` = the preset's own model.
 
     Returns:
@@ -133,6 +142,12 @@ def get_preset(preset: str, model_name: str | None = None) -> TrainConfig:
     """
     if preset not in PRESETS:
         raise RRSISError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if preset == "finetune":
+        config = get_preset("default", model_name)
+        config.epochs = FINETUNE_EPOCHS
+        if "swin_base" not in config.model_name:
+            config.lr = FINETUNE_LR
+        return config
     name = model_name or (DEFAULT_MODEL if preset == "default" else "lgce_swin_base")
     if preset == "paper" or "swin_base" in name:
         return TrainConfig(model_name=name, input_size=480)
