@@ -72,6 +72,16 @@ class BuildConfig:
     synonym_prob: float = 0.2
 
 
+#: Caps for crops cut from large labelled images (``rrsis data dubai``, ``rrsis data
+#: from-labels``): at most 6 triplets per crop and 2 per kind, so that neighbouring crops do not
+#: flood a split with near-identical expressions, and components under 24 px are noise.
+CROP_CONFIG = BuildConfig(
+    max_per_image=6,
+    kind_caps={"category": 2, "attribute": 2, "relation": 2, "position": 2},
+    min_component_px=24,
+)
+
+
 @dataclass
 class _Candidate:
     kind: str

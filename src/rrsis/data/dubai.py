@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rrsis.data.builder import BuildConfig
+from rrsis.data.builder import CROP_CONFIG, BuildConfig
 from rrsis.data.io import read_image
 from rrsis.data.taxonomy import Relation, Taxonomy
 from rrsis.errors import DatasetError
@@ -186,11 +186,7 @@ def convert_dubai(
 
     # Dubai objects are larger than SkyScapes vehicles; modest per-crop caps keep the set
     # in the few-hundred-to-2000 range and the kinds balanced.
-    config = config or BuildConfig(
-        max_per_image=6,
-        kind_caps={"category": 2, "attribute": 2, "relation": 2, "position": 2},
-        min_component_px=24,
-    )
+    config = config or CROP_CONFIG
     rng = np.random.default_rng(seed)
     counts: dict[str, dict[str, int]] = {s: {} for s in split_tiles}
     with RefSegRSWriter(out, overwrite=overwrite) as writer:

@@ -28,21 +28,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rrsis.data.builder import BuildConfig
+from rrsis.data.builder import CROP_CONFIG, BuildConfig
+from rrsis.data.dubai import crop_origins
 from rrsis.data.io import _read_raw, read_image
 from rrsis.data.taxonomy import Taxonomy
 from rrsis.errors import DatasetError, ImageReadError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
-
-#: Builder caps for crops: the ones ``rrsis data dubai`` uses, at most 6 triplets per crop and 2
-#: per kind, so that neighbouring crops do not flood a split with near-identical expressions.
-CROP_CONFIG = BuildConfig(
-    max_per_image=6,
-    kind_caps={"category": 2, "attribute": 2, "relation": 2, "position": 2},
-    min_component_px=24,
-)
 
 
 def read_label_map(path: Path, taxonomy: Taxonomy) -> np.ndarray:
@@ -106,8 +99,6 @@ def _hash_split(stem: str, splits: Sequence[float]) -> str:
 
 def crop_windows(h: int, w: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
     """``(y, x, height, width)`` of the crops covering an ``h`` x ``w`` image (module docstring)."""
-    from rrsis.data.dubai import crop_origins
-
     if crop == 0:
         return [(0, 0, h, w)]
     ch, cw = min(crop, h), min(crop, w)
@@ -138,7 +129,7 @@ def convert_label_maps(
             (default ``crop``: no overlap; e.g. ``crop // 4`` for dense training crops).
         splits: train/val/test fractions, drawn per image from a hash of its name.
         split_file: ``stem split`` lines instead (every image must be listed).
-        config: builder rules; default :data:`CROP_CONFIG` for crops, the builder's defaults
+        config: builder rules; default :data:`rrsis.data.builder.CROP_CONFIG` for crops, the builder's defaults
             for whole images.
         bands: 1-based band numbers read as red, green, blue from multispectral images
             (:func:`rrsis.data.io.read_image`); ``None``: 1, 3 or 4 bands as usual.
