@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from rrsis.errors import DatasetError
-from rrsis.infer.cli import _add_bands_arg
+from rrsis.infer.cli import add_bands_arg
 
 
 def register(data_subparsers: argparse._SubParsersAction) -> None:
@@ -59,7 +59,7 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     )
     labels.add_argument("--seed", type=int, default=0)
     labels.add_argument("--overwrite", action="store_true")
-    _add_bands_arg(labels)
+    add_bands_arg(labels)
     labels.set_defaults(func=_from_labels)
 
     dubai = data_subparsers.add_parser("dubai", help="convert the CC0 Dubai aerial set")

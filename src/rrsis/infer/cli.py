@@ -201,7 +201,8 @@ def _band_list(text: str) -> list[int]:
     return bands
 
 
-def _add_bands_arg(parser: argparse.ArgumentParser) -> None:
+def add_bands_arg(parser: argparse.ArgumentParser) -> None:
+    """``--bands R,G,B``, shared by the commands that read images (``rrsis data from-labels`` too)."""
     parser.add_argument(
         "--bands",
         type=_band_list,
@@ -311,7 +312,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_probabilities_arg(predict)
     _add_tiling_arg(predict)
     _add_polygon_args(predict)
-    _add_bands_arg(predict)
+    add_bands_arg(predict)
     _add_model_args(predict)
     _add_compose_arg(predict)
     predict.set_defaults(func=_cmd_predict)
@@ -337,7 +338,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="'in the upper left' etc. mean the scene's (default) or each window's",
     )
     _add_polygon_args(scene)
-    _add_bands_arg(scene)
+    add_bands_arg(scene)
     scene.add_argument(
         "--overviews",
         action="store_true",
@@ -390,7 +391,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_probabilities_arg(batch)
     _add_tiling_arg(batch)
     _add_polygon_args(batch)
-    _add_bands_arg(batch)
+    add_bands_arg(batch)
     _add_model_args(batch)
     _add_compose_arg(batch)
     batch.set_defaults(func=_cmd_predict_batch)
