@@ -1,11 +1,14 @@
-"""``rrsis models``: the registered models with their parameter counts."""
+"""``rrsis models``: the registered models with their parameter counts, and
+``rrsis models convert-lavt``: an official LAVT checkpoint as an rrsis weights file."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
+from rrsis.errors import OutputExistsError, RRSISError
 from rrsis.models.registry import get_entry, get_model, list_models, offline_kwargs
 
 
@@ -37,12 +40,55 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_lavt(args: argparse.Namespace) -> int:
+    from rrsis.data.io import atomic_write
+    from rrsis.models.convert import convert_lavt_checkpoint
+    from rrsis.models.io import save_model
+
+    out = args.output
+    if out.suffix.lower() != ".safetensors":
+        raise RRSISError(f"{out}: the output must be a .safetensors file")
+    if out.exists() and not args.overwrite:
+        raise OutputExistsError(f"{out}: output exists (use --overwrite to replace it)")
+    model = convert_lavt_checkpoint(args.checkpoint, text_heads=args.text_heads)
+    atomic_write(out, lambda tmp: save_model(model, tmp))
+    kwargs = model.config["kwargs"]
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    print(
+        f"{out}: lavt_swin_base, Swin embed {kwargs['embed_dim']} depths {kwargs['depths']} "
+        f"window {kwargs['window_size']}, BERT {kwargs['text_hidden']}-d x "
+        f"{kwargs['text_layers']} layers, {params:.1f} M parameters"
+    )
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``rrsis models`` to the top-level parser."""
+    """Add ``rrsis models`` (and ``rrsis models convert-lavt``) to the top-level parser."""
     parser = subparsers.add_parser(
-        "models", help="list registered models and their parameter counts"
+        "models", help="list registered models and their parameter counts; convert-lavt"
     )
     parser.add_argument(
         "--no-count", action="store_true", help="skip building the models to count parameters"
     )
     parser.set_defaults(func=_run)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    convert = actions.add_parser(
+        "convert-lavt",
+        help="an official LAVT checkpoint (yz93/LAVT-RIS layout) as an rrsis .safetensors",
+        description=(
+            "Read a checkpoint saved by the official LAVT code ({'model', 'bert_model'}; "
+            "weights only, a pickle carrying code is refused), infer the Swin and BERT sizes "
+            "from its weights and write it as an rrsis lavt_swin_base file for rrsis evaluate, "
+            "predict and train --init. Assumed, as in the released models: one PWAM head, "
+            "BERT heads of 64 channels, the bert-base-uncased vocabulary, 20 tokens, 480 px."
+        ),
+    )
+    convert.add_argument("checkpoint", type=Path, help="official LAVT .pth")
+    convert.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="OUT.safetensors", help="rrsis weights"
+    )
+    convert.add_argument(
+        "--text-heads", type=int, default=None, help="BERT heads (default: width / 64, i.e. 12)"
+    )
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    convert.set_defaults(func=_convert_lavt)

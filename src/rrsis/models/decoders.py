@@ -28,6 +28,8 @@ class LAVTDecoder(nn.Module):
         num_classes: output classes (2: background / referred object).
         convs_per_level: 3x3 conv-BN-ReLU layers after each concat (LAVT: 2).
         separable: depthwise-separable 3x3 convolutions (fast CPU variants; LAVT: False).
+        align_corners: ``align_corners`` of the bilinear upsampling between levels (the official
+            LAVT code: True; our own models are trained with False).
     """
 
     def __init__(
@@ -37,8 +39,10 @@ class LAVTDecoder(nn.Module):
         num_classes: int = 2,
         convs_per_level: int = 2,
         separable: bool = False,
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
+        self.align_corners = align_corners
         if len(in_channels) != 4:
             raise ValueError(f"LAVTDecoder needs 4 stage channels, got {in_channels}")
         levels = []
@@ -63,6 +67,8 @@ class LAVTDecoder(nn.Module):
         """
         x = features[3]
         for level, skip in zip(self.levels, (features[2], features[1], features[0])):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = F.interpolate(
+                x, size=skip.shape[-2:], mode="bilinear", align_corners=self.align_corners
+            )
             x = level(torch.cat([x, skip], dim=1))
         return self.classifier(x)

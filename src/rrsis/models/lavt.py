@@ -46,6 +46,8 @@ class LAVT(RRSISModel):
         prior: optional module ``(words, word_mask, size) -> (B, 1, *size)`` added to the
             foreground logit (:class:`~rrsis.models.fusion.SpatialPrior`); ``None`` = none.
         input_size: default square input side.
+        align_corners: ``align_corners`` of the final upsampling of the 1/4-resolution logits
+            (the official LAVT code: True; our own models are trained with False).
     """
 
     def __init__(
@@ -58,8 +60,10 @@ class LAVT(RRSISModel):
         neck: nn.Module | None = None,
         input_size: int = 480,
         prior: nn.Module | None = None,
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
+        self.align_corners = align_corners
         stages = vision.num_stages
         if len(fusions) != stages or len(gates) != stages:
             raise ModelError(
@@ -130,4 +134,6 @@ class LAVT(RRSISModel):
         if self.prior is not None:
             offsets = self.prior(words, word_mask, logits.shape[-2:]).to(logits.dtype)
             logits = torch.cat([logits[:, :1], logits[:, 1:] + offsets], dim=1)
-        return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return F.interpolate(
+            logits, size=image.shape[-2:], mode="bilinear", align_corners=self.align_corners
+        )

@@ -54,6 +54,7 @@ def _assemble(
     separable_decoder: bool = False,
     coord_features: bool = False,
     spatial_prior: int = 0,
+    align_corners: bool = False,
 ) -> LAVT:
     channels = list(vision.out_channels)
     fusions = [PixelWordAttention(c, text.out_dim, coord_features=coord_features) for c in channels]
@@ -64,10 +65,19 @@ def _assemble(
         hidden=decoder_channels,
         convs_per_level=convs_per_level,
         separable=separable_decoder,
+        align_corners=align_corners,
     )
     prior = SpatialPrior(text.out_dim, grid=spatial_prior) if spatial_prior else None
     return LAVT(
-        vision, text, fusions, gates, decoder, neck=neck, input_size=input_size, prior=prior
+        vision,
+        text,
+        fusions,
+        gates,
+        decoder,
+        neck=neck,
+        input_size=input_size,
+        prior=prior,
+        align_corners=align_corners,
     )
 
 
@@ -91,6 +101,7 @@ def lavt_swin_base(
     decoder_channels: int = 512,
     input_size: int = 480,
     lgce: dict[str, Any] | None = None,
+    align_corners: bool = True,
     **encoder_kwargs: Any,
 ) -> LAVT:
     """LAVT with Swin-B and BERT-base, as in the paper (228 M parameters).
@@ -99,11 +110,16 @@ def lavt_swin_base(
         decoder_channels: width of the decoder.
         input_size: default square input side.
         lgce: LGCE keyword arguments; ``None`` means plain LAVT.
+        align_corners: bilinear upsampling in the decoder and of the logits as the official LAVT
+            code does it (True), so its checkpoints give the same output
+            (:mod:`rrsis.models.convert`).
         **encoder_kwargs: :func:`~rrsis.models.encoders.presets.swin_bert_encoders` arguments
             (``pretrained`` local Swin checkpoint, ``text_pretrained`` local BERT, sizes).
     """
     vision, text = swin_bert_encoders(**encoder_kwargs)
-    return _assemble(vision, text, decoder_channels, 2, input_size, lgce)
+    return _assemble(
+        vision, text, decoder_channels, 2, input_size, lgce, align_corners=align_corners
+    )
 
 
 def lgce_swin_base(
