@@ -136,3 +136,28 @@ def test_pickle_with_code_is_refused_and_the_cli_says_one_line(tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "refused" in err[0] and "pickle executed" not in err[0]
     assert not out.exists()
+
+
+def test_swin_files_saved_before_align_corners_keep_their_upsampling(tmp_path) -> None:
+    """A config without ``align_corners`` (saved before it existed) rebuilds with False."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from rrsis.models.io import save_model
+    from rrsis.models.registry import get_tiny_model
+
+    model = get_tiny_model("lgce_swin_base")
+    assert model.align_corners is True
+    path = save_model(model, tmp_path / "new.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        state = {k: handle.get_tensor(k) for k in handle.keys()}
+    assert load_model(path).align_corners is True
+    config = json.loads(metadata["rrsis_config"])
+    del config["kwargs"]["align_corners"]
+    old = tmp_path / "old.safetensors"
+    save_file(state, str(old), metadata={**metadata, "rrsis_config": json.dumps(config)})
+    loaded = load_model(old)
+    assert loaded.align_corners is False and loaded.decoder.align_corners is False

@@ -188,7 +188,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> RR
     Raises:
         ModelError: missing/corrupt file, unknown architecture, or weights that do not match.
     """
-    from rrsis.models.registry import get_model, offline_kwargs
+    from rrsis.models.registry import get_model, offline_kwargs, resolve_kwargs
 
     path = Path(path)
     if not path.is_file():
@@ -203,7 +203,12 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> RR
     omitted = config.pop("_omitted", [])
     threshold = config.pop("_threshold", None)
     train_image_size = config.pop("_train_image_size", None)
-    kwargs = offline_kwargs(name, config.get("kwargs") or {})
+    saved = dict(config.get("kwargs") or {})
+    if "align_corners" not in saved and "align_corners" in resolve_kwargs(name):
+        # Saved before the Swin paper models took LAVT's align_corners=True (session 15):
+        # every model then upsampled with False, and keeps doing so.
+        saved["align_corners"] = False
+    kwargs = offline_kwargs(name, saved)
     if omitted:
         # The text encoder was left out because it is the packaged (offline) pretrained one.
         kwargs["text_pretrained"] = True
