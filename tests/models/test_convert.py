@@ -138,8 +138,8 @@ def test_pickle_with_code_is_refused_and_the_cli_says_one_line(tmp_path, capsys)
     assert not out.exists()
 
 
-def test_swin_files_saved_before_align_corners_keep_their_upsampling(tmp_path) -> None:
-    """A config without ``align_corners`` (saved before it existed) rebuilds with False."""
+def test_swin_files_saved_before_session_15_keep_their_behaviour(tmp_path) -> None:
+    """A config without ``align_corners`` / ``truncation`` rebuilds with False / "end"."""
     import json
 
     from safetensors import safe_open
@@ -156,8 +156,26 @@ def test_swin_files_saved_before_align_corners_keep_their_upsampling(tmp_path) -
         state = {k: handle.get_tensor(k) for k in handle.keys()}
     assert load_model(path).align_corners is True
     config = json.loads(metadata["rrsis_config"])
-    del config["kwargs"]["align_corners"]
+    del config["kwargs"]["align_corners"], config["kwargs"]["truncation"]
     old = tmp_path / "old.safetensors"
     save_file(state, str(old), metadata={**metadata, "rrsis_config": json.dumps(config)})
     loaded = load_model(old)
     assert loaded.align_corners is False and loaded.decoder.align_corners is False
+    assert loaded.text.truncation == "end"
+
+
+def test_paper_models_cut_long_expressions_as_lavt_does() -> None:
+    """LAVT keeps the first 20 ids after adding [CLS]/[SEP], so a long text loses its [SEP]."""
+    from rrsis.models.registry import get_tiny_model
+
+    long = " ".join(["the white vehicle parked beside the large grey building"] * 3)
+    lavt = get_tiny_model("lavt_swin_base")
+    end = get_tiny_model("lavt_swin_base", truncation="end")
+    ids, mask = lavt.tokenize([long, "water"])
+    end_ids, end_mask = end.tokenize([long, "water"])
+    assert mask[0].all() and end_mask[0].all()
+    assert torch.equal(ids[0, :19], end_ids[0, :19])
+    assert end_ids[0, -1] == 102 and ids[0, -1] != 102  # [SEP] kept / cut
+    assert torch.equal(ids[1], end_ids[1]) and ids[1, :3].tolist() == [101, 2300, 102]
+    # The shipped CPU models keep [SEP] (they were trained that way).
+    assert get_tiny_model("lgce_effnet_minilm").text.truncation == "end"

@@ -27,6 +27,9 @@ from rrsis.errors import ModelError
 from rrsis.models.base import RRSISModel
 
 CONFIG_KEY = "rrsis_config"
+#: Factory arguments added after models were saved, with the behaviour every model had before
+#: (session 15 gave the Swin paper models LAVT's upsampling and token truncation as defaults).
+BEHAVIOUR_BEFORE_KWARG: dict[str, object] = {"align_corners": False, "truncation": "end"}
 OMITTED_KEY = "rrsis_omitted"
 THRESHOLD_KEY = "rrsis_threshold"
 IMAGE_SIZE_KEY = "rrsis_train_image_size"
@@ -204,10 +207,11 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> RR
     threshold = config.pop("_threshold", None)
     train_image_size = config.pop("_train_image_size", None)
     saved = dict(config.get("kwargs") or {})
-    if "align_corners" not in saved and "align_corners" in resolve_kwargs(name):
-        # Saved before the Swin paper models took LAVT's align_corners=True (session 15):
-        # every model then upsampled with False, and keeps doing so.
-        saved["align_corners"] = False
+    factory_kwargs = resolve_kwargs(name)
+    for key, before in BEHAVIOUR_BEFORE_KWARG.items():
+        # A file saved before the argument existed keeps the behaviour it was trained with.
+        if key not in saved and key in factory_kwargs:
+            saved[key] = before
     kwargs = offline_kwargs(name, saved)
     if omitted:
         # The text encoder was left out because it is the packaged (offline) pretrained one.

