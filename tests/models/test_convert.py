@@ -7,6 +7,7 @@ with LAVT's own, not with a re-reading of it.
 
 from __future__ import annotations
 
+import argparse
 import pickle
 from pathlib import Path
 
@@ -46,6 +47,24 @@ def test_converted_checkpoint_gives_the_official_logits(reference) -> None:
     # The comparison is sensitive: the wrong number of BERT heads moves the logits.
     wrong = convert_lavt_checkpoint(CHECKPOINT, text_heads=1)
     assert (_logits(wrong, reference) - expected).abs().max() > 1e-3
+
+
+def test_the_saved_options_load_but_code_does_not(tmp_path) -> None:
+    """LAVT saves its argparse options: allowed (the fixture has them), code still refused."""
+    with pytest.raises(pickle.UnpicklingError):  # a plain weights-only load refuses the options
+        torch.load(CHECKPOINT, weights_only=True)
+    lavt, bert = read_lavt_checkpoint(CHECKPOINT)
+    assert lavt and bert
+    path = tmp_path / "evil_args.pth"
+    torch.save({"model": lavt, "bert_model": bert, "args": _Payload()}, path)
+    with pytest.raises(ModelError, match="refused"):
+        read_lavt_checkpoint(path)
+    multi_head = tmp_path / "mha.pth"
+    torch.save(
+        {"model": lavt, "bert_model": bert, "args": argparse.Namespace(mha="2-2-2-2")}, multi_head
+    )
+    with pytest.raises(ModelError, match="--mha 2-2-2-2"):
+        read_lavt_checkpoint(multi_head)
 
 
 def test_tokenizer_gives_the_fixtures_token_ids(reference) -> None:

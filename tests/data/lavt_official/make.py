@@ -1,7 +1,7 @@
 """Write a tiny official-LAVT checkpoint and the official code's output on it (the reference).
 
 ``lavt_tiny.pth`` has the layout LAVT's ``train.py`` saves (``{"model", "bert_model",
-"epoch"}``) for a tiny random model built by the official code itself: Swin with embed 8,
+"optimizer", "epoch", "args", "lr_scheduler"}``, ``args`` an ``argparse.Namespace``) for a tiny random model built by the official code itself: Swin with embed 8,
 depths 2-2-2-2, heads 1-2-4-8, window 4 (a 96 px input gives 24/12/6/3 maps, so the last two
 stages pad and the shifted-window masks matter), the SimpleDecoding classifier, and a
 one-layer, 8-d BERT. Every weight and batch-norm statistic is random (the official init
@@ -145,8 +145,31 @@ def main() -> None:
     def half(state: dict) -> dict:
         return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
+    # The rest of what LAVT's train.py saves: optimiser and schedule states, and its options.
+    optimizer = torch.optim.AdamW(
+        [{"params": list(lavt.parameters())}, {"params": list(bert.parameters())}], lr=5e-5
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: (1 - it / 100) ** 0.9)
+    options = argparse.Namespace(
+        model="lavt",
+        swin_type="tiny-test",
+        window12=False,
+        mha="",
+        fusion_drop=0.0,
+        lr=5e-5,
+        weight_decay=1e-2,
+        img_size=SIZE,
+        ck_bert="bert-base-uncased",
+    )
     torch.save(
-        {"model": half(lavt.state_dict()), "bert_model": half(bert.state_dict()), "epoch": 0},
+        {
+            "model": half(lavt.state_dict()),
+            "bert_model": half(bert.state_dict()),
+            "optimizer": optimizer.state_dict(),
+            "epoch": 0,
+            "args": options,
+            "lr_scheduler": schedule.state_dict(),
+        },
         HERE / "lavt_tiny.pth",
     )
     save_file(
