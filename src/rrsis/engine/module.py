@@ -9,6 +9,7 @@ resumed run draws the same random numbers as an uninterrupted one would.
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,33 @@ def freeze_encoders(model: nn.Module, text: bool = True, vision: bool = False) -
     return frozen
 
 
+def limit_text_training(model: nn.Module, layers: int | None) -> list[str]:
+    """Keep only the first ``layers`` transformer layers of ``model``'s text encoder trainable.
+
+    The text encoder's other parameters (embeddings, later layers, pooler) stop receiving
+    gradients; they still run in training mode, as in LAVT, whose optimiser simply leaves them
+    out. Works on encoders holding a ``transformers`` BERT-like model as ``.model``.
+
+    Returns:
+        The names of the parameters frozen (empty when ``layers`` is ``None`` or the text
+        encoder is already frozen).
+    """
+    if layers is None:
+        return []
+    if layers < 0:
+        raise RRSISError(f"text_train_layers must be >= 0, got {layers}")
+    frozen = []
+    for prefix, module in model.named_modules():
+        if not isinstance(module, TextEncoder):
+            continue
+        for name, param in module.named_parameters():
+            match = re.match(r"model\.encoder\.layer\.(\d+)\.", name)
+            if param.requires_grad and not (match and int(match.group(1)) < layers):
+                param.requires_grad_(False)
+                frozen.append(f"{prefix}.{name}")
+    return frozen
+
+
 def _numpy_state_to_plain(state: tuple) -> list:
     name, keys, pos, has_gauss, cached = state
     return [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]
@@ -77,6 +105,7 @@ class RRSISLightningModule(pl.LightningModule):
         )
         self.criterion = SegmentationLoss(tuple(config.class_weights), config.dice_weight)
         self._frozen = freeze_encoders(model, text=config.freeze_text, vision=config.freeze_vision)
+        limit_text_training(model, config.text_train_layers)
         # Training-only head of the auxiliary semantic loss (never exported with the model).
         self.semantic_aux: SemanticAuxiliary | None = None
         if config.semantic_weight > 0:

@@ -5,7 +5,7 @@ Three recipes exist:
 * ``paper``: the released RefSegRS arguments of the RRSIS paper (LAVT/LGCE with Swin-B + BERT):
   AdamW lr 5e-5, weight decay 1e-2 (none on norms / position-bias tables), poly schedule with
   power 0.9 per iteration, 40 epochs, batch 8 per device, 480x480 input, class weights
-  [0.9, 1.1], no augmentation.
+  [0.9, 1.1], no augmentation, and only BERT layers 0-9 trained.
 * ``default``: the recipe of the shipped CPU model (``lgce_effnet_minilm``): smaller input,
   frozen sentence encoder, a learning rate twelve times the paper's for the image encoder and
   the freshly initialised layers (fusion, LGCE, decoder), a Dice term, and light geometric
@@ -32,6 +32,8 @@ PRESETS = ("default", "paper", "finetune")
 FINETUNE_LR = 2e-4
 FINETUNE_EPOCHS = 6
 DEFAULT_MODEL = "lgce_effnet_minilm"
+#: BERT layers the paper's recipe trains (its optimiser gets ``encoder.layer[0:10]`` only).
+PAPER_TEXT_LAYERS = 10
 
 
 @dataclass
@@ -57,6 +59,10 @@ class TrainConfig:
         semantic_classes: classes of those maps (unlabeled excluded).
         input_size: square side images and masks are resized to; ``None`` = model default.
         freeze_text: keep the text encoder frozen (excluded from the optimiser, kept in eval).
+        text_train_layers: with a trainable text encoder, train only its first N transformer
+            layers; its embeddings, later layers and pooler keep their loaded weights (they
+            still run, dropout included). ``None`` = all. The paper's recipe gives BERT layers
+            0-9 of 12 to the optimiser (RRSIS / LAVT ``train.py``), so ``paper`` sets 10.
         freeze_vision: keep the image encoder frozen too. About 1.6x faster steps on CPU
             (backward through depthwise convolutions dominates); fusion, LGCE and decoder
             then learn on fixed ImageNet features.
@@ -96,6 +102,7 @@ class TrainConfig:
     semantic_classes: int = 0
     input_size: int | None = None
     freeze_text: bool = False
+    text_train_layers: int | None = None
     freeze_vision: bool = False
     augment: bool = False
     photometric: float = 0.0
@@ -150,7 +157,7 @@ def get_preset(preset: str, model_name: str | None = None) -> TrainConfig:
         return config
     name = model_name or (DEFAULT_MODEL if preset == "default" else "lgce_swin_base")
     if preset == "paper" or "swin_base" in name:
-        return TrainConfig(model_name=name, input_size=480)
+        return TrainConfig(model_name=name, input_size=480, text_train_layers=PAPER_TEXT_LAYERS)
     # CPU recipe: 2 cores take ~1.5 s per step of 8 images at 320 px (frozen MiniLM;
     # backward through the depthwise convolutions dominates), so a 85 minute budget allows
     # a few thousand steps. The new layers need a much higher lr than the paper's 5e-5 to learn
