@@ -5,7 +5,8 @@ Three recipes exist:
 * ``paper``: the released RefSegRS arguments of the RRSIS paper (LAVT/LGCE with Swin-B + BERT):
   AdamW lr 5e-5, weight decay 1e-2 (none on norms / position-bias tables), poly schedule with
   power 0.9 per iteration, 40 epochs, batch 8 per device, 480x480 input, class weights
-  [0.9, 1.1], no augmentation, and only BERT layers 0-9 trained.
+  [0.9, 1.1], no augmentation, only BERT layers 0-9 trained, batch norms synchronised across
+  GPUs.
 * ``default``: the recipe of the shipped CPU model (``lgce_effnet_minilm``): smaller input,
   frozen sentence encoder, a learning rate twelve times the paper's for the image encoder and
   the freshly initialised layers (fusion, LGCE, decoder), a Dice term, and light geometric
@@ -63,6 +64,9 @@ class TrainConfig:
             layers; its embeddings, later layers and pooler keep their loaded weights (they
             still run, dropout included). ``None`` = all. The paper's recipe gives BERT layers
             0-9 of 12 to the optimiser (RRSIS / LAVT ``train.py``), so ``paper`` sets 10.
+        sync_batchnorm: on several GPUs, compute batch-norm statistics over all of them
+            (LAVT converts its model to ``SyncBatchNorm``; ``paper`` sets it). Ignored on one
+            device and on CPUs, where PyTorch's SyncBatchNorm does not run.
         freeze_vision: keep the image encoder frozen too. About 1.6x faster steps on CPU
             (backward through depthwise convolutions dominates); fusion, LGCE and decoder
             then learn on fixed ImageNet features.
@@ -103,6 +107,7 @@ class TrainConfig:
     input_size: int | None = None
     freeze_text: bool = False
     text_train_layers: int | None = None
+    sync_batchnorm: bool = False
     freeze_vision: bool = False
     augment: bool = False
     photometric: float = 0.0
@@ -157,7 +162,12 @@ def get_preset(preset: str, model_name: str | None = None) -> TrainConfig:
         return config
     name = model_name or (DEFAULT_MODEL if preset == "default" else "lgce_swin_base")
     if preset == "paper" or "swin_base" in name:
-        return TrainConfig(model_name=name, input_size=480, text_train_layers=PAPER_TEXT_LAYERS)
+        return TrainConfig(
+            model_name=name,
+            input_size=480,
+            text_train_layers=PAPER_TEXT_LAYERS,
+            sync_batchnorm=True,
+        )
     # CPU recipe: 2 cores take ~1.5 s per step of 8 images at 320 px (frozen MiniLM;
     # backward through the depthwise convolutions dominates), so a 85 minute budget allows
     # a few thousand steps. The new layers need a much higher lr than the paper's 5e-5 to learn

@@ -97,6 +97,28 @@ def _init_model(init: str | Path, model_name: str | None) -> tuple[nn.Module, Pa
     return model.train(), path
 
 
+def use_sync_batchnorm(config: TrainConfig, accelerator: str, devices: int | str) -> bool:
+    """Whether Lightning should convert batch norms to ``SyncBatchNorm`` for this run.
+
+    Only for ``config.sync_batchnorm`` runs on several GPUs: on one device there is nothing to
+    synchronise, and PyTorch's SyncBatchNorm refuses CPU tensors (a CPU DDP run would fail).
+    """
+    if not config.sync_batchnorm:
+        return False
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if not gpu:
+        return False
+    if devices in ("auto", -1, "-1"):
+        return torch.cuda.device_count() > 1
+    if isinstance(devices, (list, tuple)):
+        return len(devices) > 1
+    if isinstance(devices, str):
+        devices = (
+            len([d for d in devices.split(",") if d.strip()]) if "," in devices else int(devices)
+        )
+    return int(devices) > 1
+
+
 def _loggers(out_dir: Path) -> list:
     loggers: list = [CSVLogger(out_dir, name="logs", version="")]
     if importlib.util.find_spec("tensorboard") is not None:
@@ -447,6 +469,7 @@ def train(
             ((days * 24 + hours) * 60 + minutes) * 60 + secs, power=config.poly_power
         )
     trainer = pl.Trainer(
+        sync_batchnorm=use_sync_batchnorm(config, accelerator, devices),
         max_epochs=config.epochs,
         max_steps=max_steps,
         max_time=parse_max_time(max_time),

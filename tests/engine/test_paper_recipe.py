@@ -1,4 +1,4 @@
-"""The paper recipe trains BERT layers 0-9 only, as RRSIS / LAVT's optimiser does."""
+"""The paper recipe as RRSIS / LAVT train: BERT layers 0-9 only, batch norms synced on GPUs."""
 
 from __future__ import annotations
 
@@ -57,3 +57,22 @@ def test_lightning_module_applies_it_and_the_optimiser_skips_frozen_layers() -> 
 def test_negative_layer_count_is_refused() -> None:
     with pytest.raises(RRSISError, match=">= 0"):
         limit_text_training(get_tiny_model("lavt_swin_base"), -1)
+
+
+@pytest.mark.parametrize(
+    ("sync", "accelerator", "devices", "expected"),
+    [
+        (True, "gpu", 4, True),
+        (True, "cuda", "0,1", True),
+        (True, "gpu", [0, 1], True),
+        (True, "gpu", 1, False),
+        (True, "cpu", 4, False),  # SyncBatchNorm refuses CPU tensors: a CPU DDP run would fail
+        (False, "gpu", 4, False),
+    ],
+)
+def test_batch_norms_are_synchronised_on_several_gpus_only(sync, accelerator, devices, expected):
+    from rrsis.engine.train import use_sync_batchnorm
+
+    config = TrainConfig(sync_batchnorm=sync)
+    assert use_sync_batchnorm(config, accelerator, devices) is expected
+    assert get_preset("paper").sync_batchnorm and not get_preset("default").sync_batchnorm
