@@ -6,7 +6,9 @@ Three recipes exist:
   AdamW lr 5e-5, weight decay 1e-2 (none on norms / position-bias tables), poly schedule with
   power 0.9 per iteration, 40 epochs, batch 8 per device, 480x480 input, class weights
   [0.9, 1.1], no augmentation, only BERT layers 0-9 trained, batch norms synchronised across
-  GPUs.
+  GPUs. One deviation, on purpose: LAVT also decays the biases, the decoder's batch norms and
+  BERT's LayerNorms, which we never decay (at lr 5e-5 and decay 1e-2 that is a 5e-7 shrink
+  per step).
 * ``default``: the recipe of the shipped CPU model (``lgce_effnet_minilm``): smaller input,
   frozen sentence encoder, a learning rate twelve times the paper's for the image encoder and
   the freshly initialised layers (fusion, LGCE, decoder), a Dice term, and light geometric
