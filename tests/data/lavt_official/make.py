@@ -89,8 +89,7 @@ def main() -> None:
     parser.add_argument("lavt_repo", type=Path, help="checkout of yz93/LAVT-RIS")
     args = parser.parse_args()
     sys.path.insert(0, str(args.lavt_repo.resolve()))
-    import lib  # noqa: F401  (the package the stubs attach to)
-
+    # Stubs first: lib/__init__.py or lib/mmcv_custom/__init__.py may import what they replace.
     _stub_modules()
     from lib import backbone as official
     from lib._utils import LAVT
