@@ -67,6 +67,40 @@ def test_lavt_protocol_scores_at_480(oracle_tree: Path, oracle_model, tmp_path) 
     assert records["b0"]["size"] == "medium"
 
 
+def test_lavt_protocol_resizes_image_and_truth_as_the_reference_loaders(oracle_model) -> None:
+    """PIL bilinear for the image and PIL NEAREST for the ground truth, as LAVT / RMSIN load them.
+
+    Thin stripes on a 512 px tile are where the resizers disagree: torch's bilinear does not
+    anti-alias and its ``nearest-exact`` picks other source columns than PIL's NEAREST.
+    """
+    import torch.nn.functional as F
+
+    side = 512
+    mask = np.zeros((side, side), dtype=bool)
+    mask[:, ::3] = True
+    mask[100:140, :] = True
+    image = np.where(mask[..., None], 255, 0).astype(np.uint8).repeat(3, axis=2)
+    sample = {"image": image, "mask": mask, "text": "bright stripes", "id": "s", "meta": {}}
+    result = evaluate(oracle_model, [sample], protocol="lavt", progress=False, resamples=0)
+    record = result["samples"][0]
+
+    def counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
+        return int((pred & truth).sum()), int((pred | truth).sum())
+
+    size = (LAVT_SIZE, LAVT_SIZE)
+    pil_image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    pil_truth = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST))
+    expected = counts(pil_image.mean(axis=2) / 255.0 > 0.5, pil_truth > 127)
+    assert (record["I"], record["U"]) == expected
+    # The check can fail: torch's resizers give other counts on this tile.
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+    torch_image = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)[0]
+    torch_truth = F.interpolate(
+        torch.from_numpy(mask)[None, None].float(), size=size, mode="nearest-exact"
+    )[0, 0]
+    assert counts(torch_image.mean(0).numpy() > 0.5, torch_truth.numpy() > 0.5) != expected
+
+
 def test_native_resizes_to_input_size(tmp_path: Path, oracle_model, make_tree) -> None:
     # 48 px tiles through a 32 px model: scored and saved at 48x48.
     root = make_tree(tmp_path / "tree48", side=48)

@@ -8,12 +8,15 @@ Two protocols (``docs/protocol.md``):
   gets.
 * ``lavt``: the published LAVT / RMSIN test protocol. The image is resized to 480x480, the
   logits are arg-maxed at 480x480 and the ground truth is resized to 480x480 with nearest
-  neighbour (pixel-centre rule, as PIL does); scoring happens at 480x480. Use it to compare
-  with published tables.
+  neighbour; scoring happens at 480x480. Use it to compare with published tables.
 
-Both protocols resize images like training and inference do (bilinear, ``align_corners=False``,
-no anti-aliasing). Breakdown statistics (object size, scatter) always come from the ground
-truth at its own resolution, whatever the protocol.
+``native`` resizes images like training and inference do (bilinear, ``align_corners=False``, no
+anti-aliasing). ``lavt`` resizes the image and the ground truth with PIL, as the reference
+loaders do (``torchvision.transforms.functional.resize`` on PIL images: bilinear, which
+anti-aliases when shrinking and rounds to 8 bit, and NEAREST, whose fixed-point arithmetic picks
+another source pixel than torch's ``nearest-exact`` in 28 of 480 rows and columns from 512 px).
+Breakdown statistics (object size, scatter) always come from the ground truth at its own
+resolution, whatever the protocol.
 """
 
 from __future__ import annotations
@@ -91,11 +94,23 @@ def _all_texts(dataset: Any) -> list[str]:
 
 
 def _images_to_input(
-    images: Sequence[np.ndarray], size: int, mean: Sequence[float], std: Sequence[float]
+    images: Sequence[np.ndarray],
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    pil: bool = False,
 ) -> Tensor:
-    """Resize uint8 ``(H, W, 3)`` images to a normalised ``(B, 3, size, size)`` float batch."""
+    """Resize uint8 ``(H, W, 3)`` images to a normalised ``(B, 3, size, size)`` float batch.
+
+    ``pil=True`` resizes with PIL's bilinear filter in 8 bit, as the LAVT / RMSIN loaders do
+    (the ``lavt`` protocol); otherwise torch's bilinear, as our training and inference.
+    """
     resized = []
     for image in images:
+        if pil and image.shape[:2] != (size, size):
+            image = np.asarray(
+                Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.BILINEAR)
+            )
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
         tensor = tensor / 255.0
         if tensor.shape[-2:] != (size, size):
@@ -167,14 +182,16 @@ def model_threshold(model: torch.nn.Module, threshold: float | None = None) -> f
 
 
 def _resize_mask_nearest(mask: np.ndarray, size: int) -> np.ndarray:
-    """Nearest-neighbour resize of a bool ``(H, W)`` mask to ``(size, size)``.
+    """Nearest-neighbour resize of a bool ``(H, W)`` mask to ``(size, size)`` with PIL's NEAREST.
 
-    ``nearest-exact`` samples at pixel centres, as PIL's NEAREST used by the reference loaders.
+    PIL, not torch: the reference loaders resize the ground truth with PIL, and its NEAREST
+    picks another source pixel than torch's ``nearest-exact`` for some rows and columns (28 of
+    480 from 512 px).
     """
     if mask.shape == (size, size):
         return mask
-    tensor = torch.from_numpy(np.ascontiguousarray(mask)).float()[None, None]
-    return F.interpolate(tensor, size=(size, size), mode="nearest-exact")[0, 0].numpy() > 0.5
+    image = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8) * 255)
+    return np.asarray(image.resize((size, size), Image.NEAREST)) > 127
 
 
 def _prediction_path(directory: Path, sample_id: str) -> Path:
@@ -290,7 +307,11 @@ def evaluate(
             own_texts = [s["text"] for s in samples]
             fed_texts = own_texts if texts_in is None else [texts_in[i] for i in indices]
             images = _images_to_input(
-                [s["image"] for s in samples], input_size, model.mean, model.std
+                [s["image"] for s in samples],
+                input_size,
+                model.mean,
+                model.std,
+                pil=protocol == "lavt",
             )
             word_ids, word_mask = model.tokenize(list(fed_texts))
             logits = model(images.to(device), word_ids.to(device), word_mask.to(device)).float()
