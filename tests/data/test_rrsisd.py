@@ -176,14 +176,41 @@ def test_missing_files_and_bad_json(rrsisd_copy: Path, tmp_path: Path) -> None:
         RRSISD(rrsisd_copy, "train")
 
 
-def test_mask_size_mismatch(rrsisd_copy: Path) -> None:
-    Image.new("RGB", (20, 20)).save(rrsisd_copy / "JPEGImages" / "00003.jpg")
+def test_mask_size_mismatch_is_resized_with_one_warning(rrsisd_copy: Path, rrsisd_make) -> None:
+    """RMSIN never compares mask and image sizes: the mask follows the image, and we say so."""
+    Image.new("RGB", (28, 20)).save(rrsisd_copy / "JPEGImages" / "00003.jpg")
     dataset = RRSISD(rrsisd_copy, "val")
-    with pytest.raises(
-        DatasetError,
-        match=r"instances.json: annotation 103: mask is 40x56 but image 00003.jpg is 20x20",
+    with pytest.warns(
+        UserWarning, match=r"annotation 103: mask is 40x56 but image 00003.jpg is 20x28"
     ):
-        dataset[0]
+        sample = dataset[0]
+    box = rrsisd_make.ANNOTATIONS[103][2]
+    expected = Image.fromarray(_box(box).astype(np.uint8) * 255).resize((28, 20), Image.NEAREST)
+    np.testing.assert_array_equal(sample["mask"], np.asarray(expected) > 127)
+    assert sample["mask"].any()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        dataset[0]  # once per split
+
+
+def test_text_is_the_raw_sentence_as_rmsin_reads_it(rrsisd_root: Path) -> None:
+    refs = load_refs(rrsisd_root / "refs(unc).p")
+    sentence = next(s for r in refs for s in r["sentences"] if s["sent_id"] == 1003)
+    assert sentence["sent"] == "the gray small windmill"  # REFER's cleaned copy differs
+    dataset = RRSISD(rrsisd_root, "train")
+    assert dataset.expressions[dataset.ids.index("12_1003")] == "The gray small windmill."
+
+
+def test_numpy_numbers_and_arrays_in_refs_load(rrsisd_copy: Path) -> None:
+    def to_numpy(refs):
+        refs[0]["ann_id"] = np.int64(refs[0]["ann_id"])
+        refs[0]["bbox"] = np.array([1.0, 2.0, 3.0, 4.0])
+
+    _edit_refs(rrsisd_copy, to_numpy)
+    dataset = RRSISD(rrsisd_copy, "train")
+    assert dataset[0]["mask"].any()
 
 
 def test_malformed_sentences(rrsisd_copy: Path) -> None:

@@ -12,7 +12,13 @@ split, sentences: [{raw, sent, tokens, sent_id}]}``; ``instances.json`` is COCO-
 ``categories``. Every sentence is one sample, with id ``"<ref_id>_<sent_id>"``.
 
 The pickle is read with a restricted unpickler: only plain containers, strings and numbers
-may be built, so a tampered file cannot run code.
+(numpy numbers and arrays included) may be built, so a tampered file cannot run code.
+
+As RMSIN's loader: the text is each sentence's ``raw`` (``sent`` only where ``raw`` is blank),
+the image file is named by ``instances.json``, and a mask whose size differs from its image is
+resized to it (nearest; one warning per split) rather than refused. One difference remains:
+RMSIN keeps the pixels covered by exactly one polygon of a multi-polygon annotation, this
+reader the union (RRSIS-D stores RLE, where the two agree).
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from rrsis.data.io import read_image
 from rrsis.data.stats import object_stats
@@ -33,6 +41,11 @@ from rrsis.errors import DatasetError
 Sample = dict[str, Any]
 
 _ALLOWED_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "str", "int", "float", "bool"}
+_ALLOWED_NUMPY = {
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("scalar", "_reconstruct")
+} | {("numpy", "dtype"), ("numpy", "ndarray")}
 _REQUIRED_REF_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
 
 
@@ -41,11 +54,15 @@ class _RefusedClass(pickle.UnpicklingError):
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    """Unpickler that builds only builtin containers, strings and numbers."""
+    """Unpickler that builds only builtin containers, strings and numbers (numpy's included)."""
 
     def find_class(self, module: str, name: str) -> Any:
         # Python 2 pickles name the module __builtin__; fix_imports maps it to builtins.
         if module == "builtins" and name in _ALLOWED_BUILTINS:
+            return super().find_class(module, name)
+        # Refs written from numpy data may hold numpy numbers or arrays (an id, a box): their
+        # reconstruction reads a dtype and raw bytes and runs no other code.
+        if (module, name) in _ALLOWED_NUMPY:
             return super().find_class(module, name)
         raise _RefusedClass(f"refuses to unpickle {module}.{name}")
 
@@ -139,6 +156,7 @@ def _resolve_layout(root: Path, refs_file: str) -> tuple[Path, Path, Path]:
     for images in (
         base / "JPEGImages",
         root / "images" / "rrsisd" / "JPEGImages",
+        base / "images" / "rrsisd" / "JPEGImages",
         root / "JPEGImages",
     ):
         if images.is_dir():
@@ -204,6 +222,7 @@ class RRSISD:
             raise DatasetError(
                 f"no refs in split {split!r} (splits present: {', '.join(splits)})", self.refs_path
             )
+        self._warned_size = False
         self.ids: list[str] = []
         self.expressions: list[str] = []
         self._refs: list[dict[str, Any]] = []
@@ -212,7 +231,10 @@ class RRSISD:
                 continue
             self._check_ref(index, ref)
             for sentence in ref["sentences"]:
-                text = str(sentence.get("sent") or sentence.get("raw") or "").strip()
+                # RMSIN / LAVT tokenise `raw`; `sent` is REFER's cleaned copy (lowercased,
+                # punctuation removed), used only where `raw` is missing or blank.
+                text = str(sentence.get("raw") or "").strip()
+                text = text or str(sentence.get("sent") or "").strip()
                 if not text:
                     raise DatasetError(
                         f"ref #{index} (ref_id {ref['ref_id']}) has an empty sentence "
@@ -246,9 +268,11 @@ class RRSISD:
             )
 
     def image_path(self, ref: dict[str, Any]) -> Path:
-        """Image file of a ref (``file_name`` of the ref, else of its instances.json entry)."""
-        file_name = ref.get("file_name") or self._images[ref["image_id"]]["file_name"]
-        return self.image_dir / file_name
+        """Image file of a ref: its instances.json entry's ``file_name`` (as RMSIN's REFER
+        reads it), else the ref's own (which in REFER-style refs may carry an ``_<ann_id>``
+        suffix)."""
+        file_name = self._images[ref["image_id"]].get("file_name") or ref.get("file_name")
+        return self.image_dir / str(file_name)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -277,11 +301,21 @@ class RRSISD:
                 self.instances_path,
             ) from err
         if mask.shape != (height, width):
-            raise DatasetError(
-                f"annotation {ref['ann_id']}: mask is {mask.shape[0]}x{mask.shape[1]} but image "
-                f"{image_path.name} is {height}x{width}",
-                self.instances_path,
+            # RMSIN never compares the two (it resizes each to 480 on its own), so such a pair
+            # is still a sample there: resize the mask to the image (nearest) and say so once.
+            if not self._warned_size:
+                warnings.warn(
+                    f"{self.instances_path}: annotation {ref['ann_id']}: mask is "
+                    f"{mask.shape[0]}x{mask.shape[1]} but image {image_path.name} is "
+                    f"{height}x{width}; the mask is resized to the image (nearest). Further "
+                    "mismatches in this split are resized without a warning.",
+                    stacklevel=2,
+                )
+                self._warned_size = True
+            resized = Image.fromarray(mask.astype(np.uint8) * 255).resize(
+                (width, height), Image.NEAREST
             )
+            mask = np.asarray(resized) > 127
         category_id = ref.get("category_id", annotation.get("category_id"))
         meta: dict[str, Any] = {
             "category": self._categories.get(category_id, str(category_id)),

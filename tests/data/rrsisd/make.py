@@ -39,10 +39,15 @@ EXPECTED_BOXES = {ann_id: spec[2] for ann_id, spec in ANNOTATIONS.items()}
 # ref_id, ann_id, split, sentences (sent_id, text)
 REFS = [
     (11, 101, "train", [(1001, "the large airplane on the left"), (1002, "a white airplane")]),
-    (12, 102, "train", [(1003, "the gray small windmill")]),
+    (12, 102, "train", [(1003, "The gray small windmill.")]),
     (13, 103, "val", [(1004, "the vehicle on the right")]),
     (14, 104, "test", [(1005, "the small vehicle at the bottom")]),
 ]
+
+
+def _clean(text: str) -> str:
+    """REFER's ``sent``: the ``raw`` sentence lowercased, without punctuation."""
+    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
 
 
 def _box_mask(box: tuple[int, int, int, int]) -> np.ndarray:
@@ -119,7 +124,12 @@ def make(root: Path) -> None:
                 "split": split,
                 "sent_ids": [sid for sid, _ in sentences],
                 "sentences": [
-                    {"raw": text, "sent": text, "tokens": text.split(), "sent_id": sid}
+                    {
+                        "raw": text,
+                        "sent": _clean(text),
+                        "tokens": _clean(text).split(),
+                        "sent_id": sid,
+                    }
                     for sid, text in sentences
                 ],
             }
