@@ -18,11 +18,13 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from rrsis.data.io import atomic_write, read_image, read_mask, write_image, write_mask
 from rrsis.data.stats import object_stats
@@ -31,6 +33,8 @@ from rrsis.errors import DatasetError, ExpressionError, OutputExistsError
 Sample = dict[str, Any]
 
 SPLITS = ("train", "val", "test")
+#: Mask pixels above this are foreground, as in the reference RefSegRS loaders (``> 50``).
+MASK_THRESHOLD = 50
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _PHRASE_FILE = re.compile(r"^output_phrase_(.+)\.txt$")
 
@@ -58,12 +62,13 @@ def available_splits(root: str | Path) -> list[str]:
 def _read_lines(path: Path) -> list[tuple[int, str]]:
     """Decode ``path`` line by line as UTF-8; returns ``(1-based line number, text)`` pairs."""
     lines = []
-    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+    # Universal newlines (\n, \r\n and old-Mac \r), as Python's text mode reads the file.
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
             raise DatasetError(f"line is not valid UTF-8 ({err.reason})", path, number) from err
-        lines.append((number, text.rstrip("\r")))
+        lines.append((number, text))
     return lines
 
 
@@ -123,7 +128,8 @@ class RefSegRS:
         root: dataset directory (holding ``images/``, ``masks/``, ``output_phrase_*.txt``).
         split: ``train``, ``val`` or ``test`` (any split with a phrase file is accepted).
         transforms: optional callable applied to each sample dict.
-        mask_threshold: mask pixels ``> mask_threshold`` are foreground (reference loaders: 50).
+        mask_threshold: mask pixels ``> mask_threshold`` are foreground; 50 as in the
+            reference loaders (the released masks are 0/255, where any threshold agrees).
 
     Attributes:
         ids: sample ids in file order.
@@ -134,7 +140,8 @@ class RefSegRS:
 
     Raises:
         DatasetError: missing root or split file, malformed line, missing image or mask
-            (checked here, cheaply), mask size differing from the image (checked on load).
+            (checked here, cheaply). A mask whose size differs from its image is resized to
+            it (nearest) with one warning per split, as the reference loaders accept it.
     """
 
     def __init__(
@@ -142,12 +149,13 @@ class RefSegRS:
         root: str | Path,
         split: str = "train",
         transforms: Callable[[Sample], Sample] | None = None,
-        mask_threshold: float = 0,
+        mask_threshold: float = MASK_THRESHOLD,
     ) -> None:
         self.root = Path(root)
         self.split = split
         self.transforms = transforms
         self.mask_threshold = mask_threshold
+        self._warned_size = False
         if not self.root.is_dir():
             raise DatasetError("RefSegRS root directory not found", self.root)
         self.phrase_path = phrase_file(self.root, split)
@@ -188,12 +196,22 @@ class RefSegRS:
         image = read_image(self.image_path(sample_id))
         mask = read_mask(self.mask_path(sample_id), threshold=self.mask_threshold)
         if mask.shape != image.shape[:2]:
-            raise DatasetError(
-                f"mask of id {sample_id!r} is {mask.shape[0]}x{mask.shape[1]} but its image is "
-                f"{image.shape[0]}x{image.shape[1]}",
-                self.phrase_path,
-                self._lines[index],
+            # The reference loaders resize image and mask to 480 px each and never compare
+            # them: resize the mask to its image (nearest) and say so once per split.
+            height, width = image.shape[:2]
+            if not self._warned_size:
+                warnings.warn(
+                    f"{self.phrase_path}:{self._lines[index]}: mask of id {sample_id!r} is "
+                    f"{mask.shape[0]}x{mask.shape[1]} but its image is {height}x{width}; the "
+                    "mask is resized to the image (nearest). Further mismatches in this split "
+                    "are resized without a warning.",
+                    stacklevel=2,
+                )
+                self._warned_size = True
+            resized = Image.fromarray(mask.astype(np.uint8) * 255).resize(
+                (width, height), Image.NEAREST
             )
+            mask = np.asarray(resized) > 127
         meta = dict(self._metas.get(sample_id, {}))
         if "area_frac" not in meta or "n_components" not in meta:
             meta.update(object_stats(mask))
