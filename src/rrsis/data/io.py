@@ -165,6 +165,18 @@ def read_mask(path: str | Path, threshold: float = 0) -> np.ndarray:
     return np.ascontiguousarray(array > threshold)
 
 
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of a bool ``(H, W)`` mask to ``(height, width)`` with PIL.
+
+    PIL's NEAREST, as the reference LAVT / RMSIN / RefSegRS loaders resize masks (torch's
+    ``nearest-exact`` picks other source rows and columns for some sizes, e.g. 512 -> 480).
+    """
+    if mask.shape == (height, width):
+        return mask
+    image = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8) * 255)
+    return np.asarray(image.resize((width, height), Image.NEAREST)) > 127
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it into place.
 

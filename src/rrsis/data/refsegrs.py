@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from rrsis.data.io import atomic_write, read_image, read_mask, write_image, write_mask
+from rrsis.data.io import atomic_write, read_image, read_mask, resize_mask, write_image, write_mask
 from rrsis.data.stats import object_stats
 from rrsis.errors import DatasetError, ExpressionError, OutputExistsError
 
@@ -208,10 +207,7 @@ class RefSegRS:
                     stacklevel=2,
                 )
                 self._warned_size = True
-            resized = Image.fromarray(mask.astype(np.uint8) * 255).resize(
-                (width, height), Image.NEAREST
-            )
-            mask = np.asarray(resized) > 127
+            mask = resize_mask(mask, height, width)
         meta = dict(self._metas.get(sample_id, {}))
         if "area_frac" not in meta or "n_components" not in meta:
             meta.update(object_stats(mask))

@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from rrsis.data.io import read_image
+from rrsis.data.io import read_image, resize_mask
 from rrsis.data.stats import object_stats
 from rrsis.errors import DatasetError
 
@@ -312,10 +311,7 @@ class RRSISD:
                     stacklevel=2,
                 )
                 self._warned_size = True
-            resized = Image.fromarray(mask.astype(np.uint8) * 255).resize(
-                (width, height), Image.NEAREST
-            )
-            mask = np.asarray(resized) > 127
+            mask = resize_mask(mask, height, width)
         category_id = ref.get("category_id", annotation.get("category_id"))
         meta: dict[str, Any] = {
             "category": self._categories.get(category_id, str(category_id)),

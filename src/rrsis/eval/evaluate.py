@@ -34,6 +34,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from rrsis.data.io import resize_mask
 from rrsis.data.stats import object_stats
 from rrsis.errors import ModelError, OutputExistsError
 from rrsis.eval.metrics import RefSegMetrics, summarize
@@ -188,10 +189,7 @@ def _resize_mask_nearest(mask: np.ndarray, size: int) -> np.ndarray:
     picks another source pixel than torch's ``nearest-exact`` for some rows and columns (28 of
     480 from 512 px).
     """
-    if mask.shape == (size, size):
-        return mask
-    image = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8) * 255)
-    return np.asarray(image.resize((size, size), Image.NEAREST)) > 127
+    return resize_mask(mask, size, size)
 
 
 def _prediction_path(directory: Path, sample_id: str) -> Path:

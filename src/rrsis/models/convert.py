@@ -21,9 +21,7 @@ official code's on a tiny random checkpoint (``tests/data/lavt_official/make.py`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +31,7 @@ import torch
 from torch import Tensor
 
 from rrsis.errors import ModelError
+from rrsis.models.io import load_weights_only
 from rrsis.models.lavt import LAVT
 
 #: Prefixes that some training wrappers add to every key (DDP, Lightning, EMA copies).
@@ -73,17 +72,7 @@ def read_lavt_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str,
         raise ModelError(f"{path}: no such checkpoint")
     # LAVT also saves its argparse options ("args"): a plain attribute container, allowed here
     # so that real checkpoints load; every other class still makes the weights-only load refuse.
-    safe_globals = getattr(torch.serialization, "safe_globals", None)
-    allowed = safe_globals([argparse.Namespace]) if safe_globals else contextlib.nullcontext()
-    try:
-        with allowed:
-            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ModelError(
-            f"{path}: refused to load (the file is not plain weights; it may carry code)"
-        ) from err
-    except (OSError, RuntimeError, EOFError) as err:
-        raise ModelError(f"{path}: not a readable checkpoint ({err})") from err
+    checkpoint = load_weights_only(path, allowed=(argparse.Namespace,))
     if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("model"), Mapping):
         raise ModelError(f"{path}: not an official LAVT checkpoint (no 'model' state dict)")
     options = checkpoint.get("args")

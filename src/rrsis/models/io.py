@@ -14,8 +14,10 @@ pickle that carries code is refused.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,15 +154,32 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
     return config, state
 
 
-def _read_torch(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def load_weights_only(path: str | Path, allowed: Sequence[type] = ()) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only.
+
+    Args:
+        path: a torch checkpoint.
+        allowed: harmless classes the file may also hold (e.g. ``argparse.Namespace``).
+
+    Raises:
+        ModelError: a pickle that asks for anything else (it may carry code), or an unreadable
+            file; one line naming the file.
+    """
+    safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+    context = safe_globals(list(allowed)) if allowed and safe_globals else contextlib.nullcontext()
     try:
-        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+        with context:
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise ModelError(
             f"{path}: refused to load (the file is not plain weights; it may carry code)"
         ) from err
     except (OSError, RuntimeError, EOFError) as err:
         raise ModelError(f"{path}: not a readable checkpoint ({err})") from err
+
+
+def _read_torch(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    checkpoint = load_weights_only(path)
     if not isinstance(checkpoint, dict):
         raise ModelError(f"{path}: checkpoint must be a dict, got {type(checkpoint).__name__}")
     config = checkpoint.get(CONFIG_KEY)
