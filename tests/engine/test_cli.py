@@ -135,3 +135,35 @@ def test_cli_init_with_another_model_name_is_one_line(tmp_path: Path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lavt_effnet_minilm" in err[0] and "Traceback" not in err[0]
+
+
+def test_lgce_starts_from_a_lavt_file_with_its_function(tmp_path: Path):
+    """--init a LAVT file --model its LGCE: every LAVT weight kept, the neck new, same output."""
+    from rrsis.engine.train import lgce_from_lavt
+    from rrsis.errors import ModelError
+    from rrsis.models.io import load_model, save_model
+    from rrsis.models.registry import get_tiny_model
+
+    torch.manual_seed(3)
+    lavt = get_tiny_model("lavt_swin_base").eval()
+    lgce = lgce_from_lavt(lavt, "lgce_swin_base").eval()
+    assert lgce.config["name"] == "lgce_swin_base" and lgce.neck is not None
+    image = torch.randn(2, 3, 64, 64)
+    ids, mask = lavt.tokenize(["road", "building along the road"])
+    with torch.no_grad():
+        torch.testing.assert_close(lgce(image, ids, mask), lavt(image, ids, mask))
+    with pytest.raises(ModelError, match="cannot start from"):
+        lgce_from_lavt(lavt, "lgce_effnet_minilm")
+
+    tree = make_tree(tmp_path / "tree")
+    init = save_model(
+        get_tiny_model("lavt_effnet_minilm", input_size=64), tmp_path / "lavt.safetensors"
+    )
+    out = tmp_path / "run"
+    argv = ["train", "--init", str(init), "--model", "lgce_effnet_minilm", "--data", str(tree)]
+    argv += ["--out", str(out), "--epochs", "1", "--batch-size", "4", "--workers", "0"]
+    argv += ["--max-steps", "1", "--no-progress"]
+    assert main(argv) == 0
+    record = json.loads((out / "hparams.json").read_text())
+    assert record["train"]["model_name"] == "lgce_effnet_minilm" and record["init"] == str(init)
+    assert load_model(out / "model.safetensors").config["name"] == "lgce_effnet_minilm"
