@@ -65,13 +65,19 @@ def _convert_lavt(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``rrsis models`` (and ``rrsis models convert-lavt``) to the top-level parser."""
     parser = subparsers.add_parser(
-        "models", help="list registered models and their parameter counts; convert-lavt"
+        "models",
+        help="list registered models and their parameter counts; convert-lavt",
+        description=(
+            "Without ACTION: list the registered models with their parameter counts. "
+            "convert-lavt: turn an official LAVT checkpoint into an rrsis weights file."
+        ),
+        usage="rrsis models [--no-count] | rrsis models convert-lavt CHECKPOINT -o OUT.safetensors",
     )
     parser.add_argument(
         "--no-count", action="store_true", help="skip building the models to count parameters"
     )
     parser.set_defaults(func=_run)
-    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=False)
     convert = actions.add_parser(
         "convert-lavt",
         help="an official LAVT checkpoint (yz93/LAVT-RIS layout) as an rrsis .safetensors",
