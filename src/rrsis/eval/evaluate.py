@@ -182,16 +182,6 @@ def model_threshold(model: torch.nn.Module, threshold: float | None = None) -> f
     return value
 
 
-def _resize_mask_nearest(mask: np.ndarray, size: int) -> np.ndarray:
-    """Nearest-neighbour resize of a bool ``(H, W)`` mask to ``(size, size)`` with PIL's NEAREST.
-
-    PIL, not torch: the reference loaders resize the ground truth with PIL, and its NEAREST
-    picks another source pixel than torch's ``nearest-exact`` for some rows and columns (28 of
-    480 from 512 px).
-    """
-    return resize_mask(mask, size, size)
-
-
 def _prediction_path(directory: Path, sample_id: str) -> Path:
     # Ids become file names: anything outside a safe set (path separators included) is "_".
     return directory / f"{_UNSAFE_FILENAME.sub('_', sample_id)}.png"
@@ -322,7 +312,7 @@ def evaluate(
                 if protocol == "native":
                     target = mask
                 else:
-                    target = _resize_mask_nearest(mask, LAVT_SIZE)
+                    target = resize_mask(mask, LAVT_SIZE, LAVT_SIZE)
                 pred = None
                 if rules:
                     pred = _composed_mask(
