@@ -139,8 +139,8 @@ def test_cli_init_with_another_model_name_is_one_line(tmp_path: Path, capsys):
 
 def test_lgce_starts_from_a_lavt_file_with_its_function(tmp_path: Path):
     """--init a LAVT file --model its LGCE: every LAVT weight kept, the neck new, same output."""
-    from rrsis.engine.train import lgce_from_lavt
     from rrsis.errors import ModelError
+    from rrsis.models.convert import lgce_from_lavt
     from rrsis.models.io import load_model, save_model
     from rrsis.models.registry import get_tiny_model
 

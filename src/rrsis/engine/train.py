@@ -83,51 +83,14 @@ def load_checkpoint_weights(checkpoint: str | Path, model: nn.Module) -> nn.Modu
     return model
 
 
-#: The LGCE model each LAVT can start: the same encoders, fusion and decoder plus the LGCE neck.
-LGCE_OF_LAVT = {
-    "lavt_swin_base": "lgce_swin_base",
-    "lavt_effnet_minilm": "lgce_effnet_minilm",
-    "lavt_effnet2_minilm": "lgce_effnet2_minilm",
-}
-
-
-def lgce_from_lavt(lavt: nn.Module, lgce_name: str) -> nn.Module:
-    """``lgce_name`` holding every weight of ``lavt`` (a LAVT of the same encoders).
-
-    Only the LGCE neck is new. Its residual scales start at zero (the registry's default), so
-    the new model computes exactly the LAVT's function until training moves them: the paper's
-    LGCE "on top of LAVT", started from a trained LAVT (e.g. an official checkpoint converted
-    with ``rrsis models convert-lavt``).
-
-    Raises:
-        ModelError: ``lgce_name`` is not the LGCE of ``lavt``'s architecture.
-    """
-    from rrsis.models.registry import get_model
-
-    name = lavt.config["name"]
-    if LGCE_OF_LAVT.get(name) != lgce_name:
-        pairs = ", ".join(f"{lgce} from {base}" for base, lgce in LGCE_OF_LAVT.items())
-        raise ModelError(f"{lgce_name!r} cannot start from a {name!r} model (possible: {pairs})")
-    kwargs = {k: v for k, v in (lavt.config.get("kwargs") or {}).items() if k != "lgce"}
-    model = get_model(lgce_name, **kwargs)
-    missing, unexpected = model.load_state_dict(lavt.state_dict(), strict=False)
-    wrong = [k for k in missing if not k.startswith("neck.")]
-    if wrong or unexpected:
-        raise ModelError(
-            f"the {name!r} weights do not fit {lgce_name!r}: {(wrong + list(unexpected))[0]}"
-        )
-    for attribute in ("train_image_size",):
-        if hasattr(lavt, attribute):
-            setattr(model, attribute, getattr(lavt, attribute))
-    return model
-
-
 def _init_model(init: str | Path, model_name: str | None) -> tuple[nn.Module, Path]:
     """The model of ``init`` (a save_model file, or "default") for fine-tuning, and its path.
 
-    ``model_name`` may also be the LGCE model of the file's LAVT (:func:`lgce_from_lavt`).
+    ``model_name`` may also be the LGCE model of the file's LAVT
+    (:func:`rrsis.models.convert.lgce_from_lavt`).
     """
     from rrsis.infer.predictor import default_weights_path
+    from rrsis.models.convert import LGCE_OF_LAVT, lgce_from_lavt
     from rrsis.models.io import load_model
 
     path = default_weights_path() if str(init) == "default" else Path(init)

@@ -9,7 +9,8 @@ them, and its 1-d convolutions are 1x1 2-d convolutions or linear layers.
 :func:`convert_lavt_state` renames and reshapes; :func:`convert_lavt_checkpoint` reads the file
 (``torch.load(weights_only=True)`` with ``argparse.Namespace`` allowed: a checkpoint carrying
 code is refused), infers the Swin and BERT sizes from the tensor shapes and returns the model in
-eval mode.
+eval mode. :func:`lgce_from_lavt` grows a LAVT (converted or trained here) into the LGCE of the
+same encoders, as ``rrsis train --init lavt.safetensors --model lgce_*`` does.
 
 What cannot be read off the weights and is assumed: one attention head in each PWAM (the
 released LAVT models; a checkpoint whose saved options set ``--mha`` is refused), BERT heads of
@@ -294,3 +295,41 @@ def convert_lavt_checkpoint(path: str | Path, text_heads: int | None = None) -> 
             )
     model.load_state_dict(state)
     return model.eval()
+
+
+#: The LGCE model each LAVT can start: the same encoders, fusion and decoder plus the LGCE neck.
+LGCE_OF_LAVT = {
+    "lavt_swin_base": "lgce_swin_base",
+    "lavt_effnet_minilm": "lgce_effnet_minilm",
+    "lavt_effnet2_minilm": "lgce_effnet2_minilm",
+}
+
+
+def lgce_from_lavt(lavt: LAVT, lgce_name: str) -> LAVT:
+    """``lgce_name`` holding every weight of ``lavt`` (a LAVT of the same encoders).
+
+    Only the LGCE neck is new. Its residual scales start at zero (the registry's default), so
+    the new model computes exactly the LAVT's function until training moves them: the paper's
+    LGCE "on top of LAVT", started from a trained LAVT (e.g. an official checkpoint converted
+    with ``rrsis models convert-lavt``).
+
+    Raises:
+        ModelError: ``lgce_name`` is not the LGCE of ``lavt``'s architecture.
+    """
+    from rrsis.models.registry import get_model
+
+    name = lavt.config["name"]
+    if LGCE_OF_LAVT.get(name) != lgce_name:
+        pairs = ", ".join(f"{lgce} from {base}" for base, lgce in LGCE_OF_LAVT.items())
+        raise ModelError(f"{lgce_name!r} cannot start from a {name!r} model (possible: {pairs})")
+    kwargs = {k: v for k, v in (lavt.config.get("kwargs") or {}).items() if k != "lgce"}
+    model = get_model(lgce_name, **kwargs)
+    missing, unexpected = model.load_state_dict(lavt.state_dict(), strict=False)
+    wrong = [k for k in missing if not k.startswith("neck.")]
+    if wrong or unexpected:
+        raise ModelError(
+            f"the {name!r} weights do not fit {lgce_name!r}: {(wrong + list(unexpected))[0]}"
+        )
+    if hasattr(lavt, "train_image_size"):
+        model.train_image_size = lavt.train_image_size
+    return model
