@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from rrsis.infer.predictor import Segmenter, default_weights_path
+    from rrsis.infer.predictor import Segmenter
+    from rrsis.weights import default_weights_path
 
     start = time.perf_counter()
     with warnings.catch_warnings():

@@ -71,7 +71,7 @@ def test_evaluate_end_to_end(tiny_weights: Path, oracle_tree: Path, tmp_path: Pa
 def test_evaluate_user_errors(tiny_weights: Path, oracle_tree: Path, capsys) -> None:
     base = ["evaluate", "--data", str(oracle_tree), "--no-progress"]
     assert main([*base, "--model", "no/such/model.safetensors"]) == 2
-    assert "no such model file" in capsys.readouterr().err
+    assert "model file not found" in capsys.readouterr().err
     assert main([*base, "--model", "not_a_model"]) == 2
     assert "neither a model file nor a registered model" in capsys.readouterr().err
     assert main([*base, "--model", str(tiny_weights), "--split", "nope"]) == 2

@@ -12,8 +12,8 @@ from PIL import Image
 
 from rrsis.cli import main
 from rrsis.infer import demo as demo_module
-from rrsis.infer import predictor
 from rrsis.infer.predictor import Segmenter, to_rgb_uint8
+from rrsis.models import io as model_io
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +217,7 @@ def test_predict_scene_cli_with_vector(tmp_path, tiny_weights, geotiff, capsys):
 
 
 def test_demo_without_weights_says_so(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(predictor, "_WEIGHTS_DIR", tmp_path / "no_weights")
+    monkeypatch.setattr(model_io, "default_weights_path", lambda: tmp_path / "none.safetensors")
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
     assert "default weights are missing" in _error_line(capsys)
 

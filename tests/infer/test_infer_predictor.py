@@ -13,6 +13,7 @@ from torch import nn
 from rrsis.errors import ExpressionError, ImageReadError, ModelError
 from rrsis.infer import predictor
 from rrsis.infer.predictor import Segmenter, tile_starts, to_rgb_uint8
+from rrsis.models import io as model_io
 
 
 def _image(height=48, width=80, seed=0) -> np.ndarray:
@@ -136,7 +137,7 @@ def test_bfloat16_runs_close_to_float32(pixel_model):
 
 
 def test_missing_default_weights_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(predictor, "_WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(model_io, "default_weights_path", lambda: tmp_path / "none.safetensors")
     with pytest.raises(ModelError, match="default weights are missing"):
         Segmenter.from_pretrained()
 

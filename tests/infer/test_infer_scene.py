@@ -10,10 +10,11 @@ import rasterio
 from rasterio import features
 from shapely.geometry import shape
 
-from rrsis.data.io import _stretch_to_uint8
+from rrsis.data.io import stretch_to_uint8
 from rrsis.errors import ImageReadError, OutputExistsError, RRSISError
+from rrsis.infer.compose import scene_position
 from rrsis.infer.predictor import Segmenter
-from rrsis.infer.scene import predict_scene, ramp_weights, scene_position, tile_starts
+from rrsis.infer.scene import predict_scene, ramp_weights, tile_starts
 
 H, W = 700, 600
 
@@ -158,7 +159,7 @@ def test_16bit_one_and_four_band_scenes(tmp_path, geotiff, pixel_model):
     dst = tmp_path / "m16.tif"
     predict_scene(src, "zebra", dst, seg, tile=64, overlap=16, progress=False, probabilities=True)
     with rasterio.open(src) as ds:
-        rgb = _stretch_to_uint8(np.moveaxis(ds.read(), 0, -1))  # the rrsis.data.io rule
+        rgb = stretch_to_uint8(np.moveaxis(ds.read(), 0, -1))  # the rrsis.data.io rule
     x = (rgb.astype(np.float32) / 255.0 - 0.5) / 0.5
     expected = 1 / (1 + np.exp(-(122 - 96) / 4 * (x[..., 0] - x[..., 1])))
     # float32 vs float64 stretch may round a few values one grey level apart.

@@ -30,7 +30,7 @@ def test_config_is_in_metadata(tiny, tmp_path) -> None:
 
 
 def test_missing_and_corrupt_files(tmp_path) -> None:
-    with pytest.raises(ModelError, match="no such model file"):
+    with pytest.raises(ModelError, match="model file not found"):
         load_model(tmp_path / "absent.safetensors")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file at all")

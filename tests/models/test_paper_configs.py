@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rrsis.cli import main
-from rrsis.models.cli import count_parameters
+from rrsis.cli.models import count_parameters
 from rrsis.models.registry import get_entry, offline_kwargs, resolve_kwargs
 
 

@@ -30,7 +30,7 @@ from PIL import Image
 
 from rrsis.data.builder import CROP_CONFIG, BuildConfig
 from rrsis.data.dubai import crop_origins
-from rrsis.data.io import _read_raw, read_image
+from rrsis.data.io import read_image, read_raw
 from rrsis.data.taxonomy import Taxonomy
 from rrsis.errors import DatasetError, ImageReadError
 
@@ -45,7 +45,7 @@ def read_label_map(path: Path, taxonomy: Taxonomy) -> np.ndarray:
     """
     path = Path(path)
     if path.suffix.lower() in (".tif", ".tiff"):
-        array = _read_raw(path)
+        array = read_raw(path)
     else:
         try:
             with Image.open(path) as img:

@@ -34,7 +34,7 @@ from rrsis.errors import ImageReadError
 _TIFF_SUFFIXES = {".tif", ".tiff"}
 
 
-def _read_raw(path: Path) -> np.ndarray:
+def read_raw(path: Path) -> np.ndarray:
     """Decode ``path`` into a numpy array, channel-last, without any conversion."""
     if not path.is_file():
         raise ImageReadError("image file not found", path)
@@ -61,7 +61,7 @@ def _read_raw(path: Path) -> np.ndarray:
     return array
 
 
-def _stretch_to_uint8(array: np.ndarray) -> np.ndarray:
+def stretch_to_uint8(array: np.ndarray) -> np.ndarray:
     """Per-band 2-98 percentile stretch of ``(H, W, C)`` data to ``uint8``."""
     data = array.astype(np.float64)
     out = np.empty(data.shape, dtype=np.uint8)
@@ -118,7 +118,7 @@ def read_image(path: str | Path, bands=None) -> np.ndarray:
         ImageReadError: missing, truncated or undecodable file, or an unsupported band count.
     """
     path = Path(path)
-    array = _read_raw(path)
+    array = read_raw(path)
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3:
@@ -137,7 +137,7 @@ def read_image(path: str | Path, bands=None) -> np.ndarray:
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     elif array.dtype != np.uint8:
-        array = _stretch_to_uint8(array)
+        array = stretch_to_uint8(array)
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     return np.ascontiguousarray(array)
@@ -157,7 +157,7 @@ def read_mask(path: str | Path, threshold: float = 0) -> np.ndarray:
         ImageReadError: missing or undecodable file.
     """
     path = Path(path)
-    array = _read_raw(path)
+    array = read_raw(path)
     if array.ndim == 3:
         array = array[..., 0]
     if array.ndim != 2:

@@ -89,9 +89,9 @@ def _init_model(init: str | Path, model_name: str | None) -> tuple[nn.Module, Pa
     ``model_name`` may also be the LGCE model of the file's LAVT
     (:func:`rrsis.models.convert.lgce_from_lavt`).
     """
-    from rrsis.infer.predictor import default_weights_path
     from rrsis.models.convert import LGCE_OF_LAVT, lgce_from_lavt
     from rrsis.models.io import load_model
+    from rrsis.weights import default_weights_path
 
     path = default_weights_path() if str(init) == "default" else Path(init)
     model = load_model(path)

@@ -56,7 +56,7 @@ def open_dataset(root: str | Path, split: str, data_format: str = "auto") -> Any
     Raises:
         DatasetError: missing root, unknown layout or split.
     """
-    from rrsis.data.format_cli import detect_format
+    from rrsis.data.formats import detect_format
 
     root = Path(root)
     fmt = detect_format(root) if data_format == "auto" else data_format

@@ -43,6 +43,8 @@ __all__ = [
     "compose_probability",
     "parse_expression",
     "parse_rules",
+    "region_bounds",
+    "scene_position",
 ]
 
 #: Kinds of phrase a rule can read.
@@ -54,6 +56,55 @@ _CONFIG = BuildConfig()
 def alternation(words: Collection[str]) -> str:
     """A regex alternation of ``words``, escaped, longest first ("top left" before "top")."""
     return "|".join(sorted((re.escape(w) for w in words), key=len, reverse=True))
+
+
+# "in the upper left", "on the left", "at the top", "in the centre/middle" (the builder's
+# wording, rrsis.data.relations.position_phrase, and its common variants).
+_REGION_WORDS = {
+    "upper left": "upper left",
+    "top left": "upper left",
+    "upper right": "upper right",
+    "top right": "upper right",
+    "lower left": "lower left",
+    "bottom left": "lower left",
+    "lower right": "lower right",
+    "bottom right": "lower right",
+    "top": "top",
+    "bottom": "bottom",
+    "left": "left",
+    "right": "right",
+    "center": "center",
+    "centre": "center",
+    "middle": "center",
+}
+_POSITION_PHRASE = re.compile(
+    r"\s*\b(?:in|on|at)\s+the\s+("
+    + alternation(_REGION_WORDS)
+    + r")(?:\s+(?:corner|part|side))?(?:\s+of\s+the\s+(?:image|scene))?\b(?!\s+of\b)",
+    re.IGNORECASE,
+)
+
+
+def scene_position(expression: str) -> tuple[str, str | None]:
+    """Split off a position phrase: ``("building", "upper left")`` for "building in the upper left".
+
+    Returns ``(expression, None)`` when the expression has no position phrase of the builder's
+    regions (:data:`rrsis.data.relations.POSITIONS`). Only a phrase that can be removed leaving
+    words behind counts ("the left" alone is kept as it is).
+    """
+    match = _POSITION_PHRASE.search(expression)
+    if match is None:
+        return expression, None
+    rest = " ".join((expression[: match.start()] + " " + expression[match.end() :]).split())
+    if not rest:
+        return expression, None
+    return rest, _REGION_WORDS[match.group(1).lower()]
+
+
+def region_bounds(region: str, height: int, width: int) -> tuple[int, int, int, int]:
+    """``(row0, row1, col0, col1)`` pixel bounds of a named region of a ``height x width`` scene."""
+    (r0, r1), (c0, c1) = geo.POSITIONS[region]
+    return (round(r0 * height), round(r1 * height), round(c0 * width), round(c1 * width))
 
 
 _RELATION_WORDS = {
@@ -133,8 +184,6 @@ def parse_expression(expression: str, rules: Collection[str] = RULES) -> Composi
     Position phrases are looked for first ("building in the upper left" is a position, not an
     ``in`` relation), then relations, then a leading attribute word.
     """
-    from rrsis.infer.scene import scene_position
-
     text = " ".join(expression.split())
     rest, region = scene_position(text)
     if region is not None:

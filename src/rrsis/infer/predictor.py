@@ -25,39 +25,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from rrsis.errors import ExpressionError, ImageReadError, ModelError
+from rrsis.infer.compose import compose_decided, parse_expression, parse_rules, scene_position
+from rrsis.models.io import default_threshold, resolve_model
 
 ImageLike = np.ndarray | Image.Image | str | Path
 
 #: Smallest accepted image side: below it the 1/32 feature map has no pixel left.
 MIN_SIDE = 32
-
-_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-_PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle"}
-
-
-def default_weights_path() -> Path:
-    """Where the shipped default model lives (``rrsis/weights/default.safetensors``)."""
-    return _WEIGHTS_DIR / "default.safetensors"
-
-
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as err:  # safetensors raises several types for corrupt headers
-        raise ModelError(f"{path}: not a readable safetensors file ({err})") from err
-
-
-def _check_weights_path(path: Path, safetensors_only: bool = False) -> None:
-    if not path.is_file():
-        raise ModelError(f"{path}: weights file not found")
-    if safetensors_only and path.suffix.lower() in _PICKLE_SUFFIXES:
-        # A bare state dict is only read from safetensors: pickles can execute code.
-        raise ModelError(
-            f"{path}: pickle checkpoints are refused (they can run code); "
-            "export the weights to .safetensors with rrsis.models.io.save_model"
-        )
 
 
 def to_rgb_uint8(image: ImageLike, bands: Sequence[int] | None = None) -> np.ndarray:
@@ -95,9 +69,9 @@ def to_rgb_uint8(image: ImageLike, bands: Sequence[int] | None = None) -> np.nda
             )
         array = array[..., :3]
         if array.dtype != np.uint8:
-            from rrsis.data.io import _stretch_to_uint8
+            from rrsis.data.io import stretch_to_uint8
 
-            array = _stretch_to_uint8(array)
+            array = stretch_to_uint8(array)
         if array.shape[-1] == 1:
             array = np.repeat(array, 3, axis=-1)
     else:
@@ -205,15 +179,11 @@ class Segmenter:
         self.tiling, self.window, self.window_overlap = tiling, int(window), int(window_overlap)
         if dtype not in (torch.float32, torch.bfloat16):
             raise ModelError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
-        from rrsis.infer.compose import parse_rules
-
         try:
             self.compose = parse_rules(compose)
         except ValueError as error:
             raise ModelError(str(error)) from None
         if threshold is None:
-            from rrsis.models.io import default_threshold
-
             threshold = default_threshold(model)
         if not 0.0 <= threshold <= 1.0:
             raise ModelError(f"threshold must be in [0, 1], got {threshold}")
@@ -265,8 +235,9 @@ class Segmenter:
         """Build a Segmenter from shipped weights, a weights file, or a registry name.
 
         Args:
-            name_or_path: ``None`` for the shipped default model; a ``.safetensors`` path saved by
-                :func:`rrsis.models.io.save_model`; or a registry name (see ``list_models()``).
+            name_or_path: ``None`` or ``"default"`` for the shipped model; a ``.safetensors``
+                path saved by :func:`rrsis.models.io.save_model`; or a registry name (see
+                ``list_models()``). One rule for every command: :func:`rrsis.models.io.resolve_model`.
             weights: with a registry name, a ``.safetensors`` state dict for it. Without it the
                 model keeps random weights (useful for speed tests only; a warning says so).
             **kwargs: passed to :class:`Segmenter` (device, threshold, ...).
@@ -276,51 +247,13 @@ class Segmenter:
                 do not fit the architecture.
         """
         kwargs.setdefault("fuse", True)  # the model is ours to rewrite
-        if name_or_path is None:
-            path = default_weights_path()
-            if not path.is_file():
-                raise ModelError(
-                    f"the shipped default weights are missing ({path}); reinstall rrsis or "
-                    "pass a model with --model PATH.safetensors"
-                )
-            name_or_path = path
-        text = str(name_or_path)
-        looks_like_path = (
-            isinstance(name_or_path, Path) or "/" in text or "\\" in text or "." in Path(text).name
-        )
-        if looks_like_path:
-            # load_model reads safetensors, or torch checkpoints with weights_only=True only.
-            path = Path(name_or_path)
-            _check_weights_path(path)
-            from rrsis.models.io import load_model
-
-            try:
-                model = load_model(path)
-            except ModelError:
-                raise
-            except Exception as err:
-                raise ModelError(
-                    f"{path}: cannot load model ({type(err).__name__}: {err})"
-                ) from err
-            return cls(model, **kwargs)
-        from rrsis.models.registry import get_model, offline_kwargs
-
-        if weights is None:
-            model = get_model(text)
+        model, untrained = resolve_model(name_or_path, weights=weights)
+        if untrained:
             warnings.warn(
-                f"model {text!r} has random weights (no weights= given)", UserWarning, stacklevel=2
+                f"model {str(name_or_path)!r} has random weights (no weights= given)",
+                UserWarning,
+                stacklevel=2,
             )
-        else:
-            path = Path(weights)
-            _check_weights_path(path, safetensors_only=True)
-            # Pretrained backbones would be overwritten anyway: do not load them.
-            model = get_model(text, **offline_kwargs(text))
-            state = _load_state_dict(path)
-            try:
-                model.load_state_dict(state, strict=True)
-            except RuntimeError as err:
-                first = str(err).strip().splitlines()[0]
-                raise ModelError(f"{path}: weights do not fit model {text!r} ({first})") from err
         return cls(model, **kwargs)
 
     # ------------------------------------------------------------------ expressions
@@ -383,13 +316,7 @@ class Segmenter:
         """
         n_tiles, height, width = tiles.shape[:3]
         n_expr = word_ids.shape[0]
-        # Writable copy only when needed (PIL arrays are read-only; torch warns on those).
-        images = torch.from_numpy(np.require(tiles, requirements=["C", "W"])).to(self.device)
-        images = images.permute(0, 3, 1, 2).float().div_(255.0)
-        size = self.input_size
-        if (height, width) != (size, size):
-            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-        images = (images - self._mean) / self._std
+        images = self._normalise(tiles)
         # Expression-major batch: row e * B + b pairs expression e with tile b.
         if n_expr > 1:
             images = images.repeat(n_expr, 1, 1, 1)
@@ -397,7 +324,28 @@ class Segmenter:
             word_mask = word_mask.repeat_interleave(n_tiles, dim=0)
         elif n_tiles > 1:
             word_ids, word_mask = word_ids.expand(n_tiles, -1), word_mask.expand(n_tiles, -1)
-        out = np.empty((n_expr * n_tiles, height, width), np.float32)
+        out = self._forward_rows(images, word_ids, word_mask, (height, width))
+        return out.reshape(n_expr, n_tiles, height, width)
+
+    def _normalise(self, tiles: np.ndarray) -> torch.Tensor:
+        """``uint8 (B, H, W, 3)`` -> the model's normalised ``(B, 3, S, S)`` input on the device."""
+        # Writable copy only when needed (PIL arrays are read-only; torch warns on those).
+        images = torch.from_numpy(np.require(tiles, requirements=["C", "W"])).to(self.device)
+        images = images.permute(0, 3, 1, 2).float().div_(255.0)
+        size = self.input_size
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        return (images - self._mean) / self._std
+
+    def _forward_rows(
+        self,
+        images: torch.Tensor,
+        word_ids: torch.Tensor,
+        word_mask: torch.Tensor,
+        size: tuple[int, int],
+    ) -> np.ndarray:
+        """Probabilities ``float32 (R, H, W)`` of ``R`` (image, expression) rows at ``size``."""
+        out = np.empty((images.shape[0], *size), np.float32)
         # At most `max_rows` pairs per forward: activations grow with the batch (~40 MB per
         # 320 px pair for the shipped model), and several expressions multiply it.
         for start in range(0, images.shape[0], self.max_rows):
@@ -415,12 +363,81 @@ class Segmenter:
             # softmax(l)[1] == sigmoid(l1 - l0); bilinear resizing is linear, so resizing the
             # difference alone gives the same result at half the cost.
             margin = (logits[:, 1:2] - logits[:, 0:1]).float()
-            if margin.shape[-2:] != (height, width):
-                margin = F.interpolate(
-                    margin, size=(height, width), mode="bilinear", align_corners=False
-                )
+            if margin.shape[-2:] != size:
+                margin = F.interpolate(margin, size=size, mode="bilinear", align_corners=False)
             out[rows] = torch.sigmoid(margin)[:, 0].cpu().numpy()
-        return out.reshape(n_expr, n_tiles, height, width)
+        return out
+
+    @torch.inference_mode()
+    def predict_pairs(
+        self,
+        images: np.ndarray,
+        expressions: Sequence[str],
+        rules: Collection[str] | None = None,
+    ) -> tuple[np.ndarray, list[str]]:
+        """Probabilities of pairs: image ``b`` read with expression ``b`` (evaluation's batches).
+
+        The same forward and composition as :meth:`__call__` without windows: each image is
+        resized whole to ``input_size``; the rules run on each pair's own predicted objects.
+
+        Args:
+            images: ``uint8 (B, H, W, 3)``, one image per expression.
+            expressions: ``B`` expressions.
+            rules: the rules to apply; ``None`` uses the Segmenter's (``compose=``), an empty
+                collection the network alone.
+
+        Returns:
+            ``float32 (B, H, W)`` probabilities, and per pair what produced its mask:
+            ``"network"`` or the rule (``"position"``, ``"relation"``, ``"attribute"``).
+        """
+        if len(images) != len(expressions):
+            raise ExpressionError(f"{len(images)} images but {len(expressions)} expressions")
+        rules = self.compose if rules is None else frozenset(rules)
+        expressions = self._check_expressions(expressions)
+        compositions = [parse_expression(e, rules) if rules else None for e in expressions]
+        wanted = [
+            (b, text)
+            for b, (expression, composition) in enumerate(zip(expressions, compositions))
+            for text in (composition.texts() if composition else [expression])
+        ]
+        probs = self._pair_probabilities(images, wanted)
+        out = np.empty((len(expressions), *images.shape[1:3]), np.float32)
+        decided_by: list[str] = []
+        undecided: list[tuple[int, str]] = []
+        for b, (expression, composition) in enumerate(zip(expressions, compositions)):
+            decided = None
+            if composition is not None:
+                decided = compose_decided(
+                    composition, lambda t, b=b: probs[b, t], self.threshold, image=images[b]
+                )
+            if decided is not None:
+                out[b] = decided
+                decided_by.append(composition.rule)
+                continue
+            decided_by.append("network")
+            if (b, expression) in probs:
+                out[b] = probs[b, expression]
+            else:
+                undecided.append((b, expression))
+        # Where a rule could not decide, the network reads the whole expression.
+        for (b, _), prob in self._pair_probabilities(images, undecided).items():
+            out[b] = prob
+        return out, decided_by
+
+    def _pair_probabilities(
+        self, images: np.ndarray, wanted: list[tuple[int, str]]
+    ) -> dict[tuple[int, str], np.ndarray]:
+        """``{(b, text): float32 (H, W)}`` for each image index and text in ``wanted``."""
+        if not wanted:
+            return {}
+        texts = list(dict.fromkeys(text for _, text in wanted))
+        word_ids, word_mask = self._tokenize(texts)
+        row_of = {text: i for i, text in enumerate(texts)}
+        picks = [b for b, _ in wanted]
+        rows = torch.tensor([row_of[text] for _, text in wanted], device=self.device)
+        batch = self._normalise(images[picks])
+        probs = self._forward_rows(batch, word_ids[rows], word_mask[rows], images.shape[1:3])
+        return {key: prob for key, prob in zip(wanted, probs)}
 
     def __call__(
         self,
@@ -493,8 +510,6 @@ class Segmenter:
         if "position" not in self.compose:
             # Without the position rule the network reads "in the upper left" itself, which
             # means the window's upper left inside a window: those expressions see the image.
-            from rrsis.infer.scene import scene_position
-
             whole = [e for e in expressions if scene_position(e)[1] is not None]
         out: dict[str, np.ndarray] = {}
         if whole:
@@ -583,8 +598,6 @@ class Segmenter:
         Returns:
             ``float32 (E, B, H, W)`` probabilities.
         """
-        from rrsis.infer.compose import compose_decided, parse_expression
-
         network = self.predict_tiles if network is None else network
 
         rules = self.compose if rules is None else frozenset(rules)

@@ -46,7 +46,6 @@ How it works:
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from rrsis.errors import ImageReadError, OutputExistsError, RRSISError
-from rrsis.infer.compose import alternation, parse_expression, parse_rules
+from rrsis.infer.compose import parse_expression, parse_rules, region_bounds, scene_position
 from rrsis.infer.predictor import MIN_SIDE, Segmenter, ramp_weights, tile_starts
 
 #: Longest side of the decimated read used to estimate the stretch of non-uint8 scenes.
@@ -220,57 +219,6 @@ def check_output(path: Path, overwrite: bool) -> None:
     """Refuse an existing output unless ``overwrite`` (raises :class:`OutputExistsError`)."""
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: output exists (use --overwrite to replace it)")
-
-
-# "in the upper left", "on the left", "at the top", "in the centre/middle" (the builder's
-# wording, rrsis.data.relations.position_phrase, and its common variants).
-_REGION_WORDS = {
-    "upper left": "upper left",
-    "top left": "upper left",
-    "upper right": "upper right",
-    "top right": "upper right",
-    "lower left": "lower left",
-    "bottom left": "lower left",
-    "lower right": "lower right",
-    "bottom right": "lower right",
-    "top": "top",
-    "bottom": "bottom",
-    "left": "left",
-    "right": "right",
-    "center": "center",
-    "centre": "center",
-    "middle": "center",
-}
-_POSITION_PHRASE = re.compile(
-    r"\s*\b(?:in|on|at)\s+the\s+("
-    + alternation(_REGION_WORDS)
-    + r")(?:\s+(?:corner|part|side))?(?:\s+of\s+the\s+(?:image|scene))?\b(?!\s+of\b)",
-    re.IGNORECASE,
-)
-
-
-def scene_position(expression: str) -> tuple[str, str | None]:
-    """Split off a position phrase: ``("building", "upper left")`` for "building in the upper left".
-
-    Returns ``(expression, None)`` when the expression has no position phrase of the builder's
-    regions (:data:`rrsis.data.relations.POSITIONS`). Only a phrase that can be removed leaving
-    words behind counts ("the left" alone is kept as it is).
-    """
-    match = _POSITION_PHRASE.search(expression)
-    if match is None:
-        return expression, None
-    rest = " ".join((expression[: match.start()] + " " + expression[match.end() :]).split())
-    if not rest:
-        return expression, None
-    return rest, _REGION_WORDS[match.group(1).lower()]
-
-
-def region_bounds(region: str, height: int, width: int) -> tuple[int, int, int, int]:
-    """``(row0, row1, col0, col1)`` pixel bounds of a named region of a ``height x width`` scene."""
-    from rrsis.data.relations import POSITIONS
-
-    (r0, r1), (c0, c1) = POSITIONS[region]
-    return (round(r0 * height), round(r1 * height), round(c0 * width), round(c1 * width))
 
 
 def _blended_rows(dataset, to_rgb, window_probs, n_expr, tile, overlap, batch, bar, validity):

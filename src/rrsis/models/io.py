@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 
 from rrsis.errors import ModelError
 from rrsis.models.base import RRSISModel
+from rrsis.weights import DEFAULT_MODEL, default_weights_path
 
 CONFIG_KEY = "rrsis_config"
 #: Factory arguments added after models were saved, with the behaviour every model had before
@@ -38,6 +39,8 @@ IMAGE_SIZE_KEY = "rrsis_train_image_size"
 # Prefix of the text encoder in every registered model (LAVT and the baselines: `self.text`).
 TEXT_PREFIX = "text."
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
+# Files that are never read as a bare state dict: unpickling can run code.
+PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle"}
 
 
 def default_threshold(model: torch.nn.Module) -> float:
@@ -214,7 +217,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> RR
 
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"{path}: no such model file")
+        raise ModelError(f"{path}: model file not found")
     if path.suffix.lower() in TORCH_SUFFIXES:
         config, state = _read_torch(path)
     else:
@@ -257,3 +260,92 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> RR
     if train_image_size is not None:
         model.train_image_size = train_image_size
     return model.to(map_location).eval()
+
+
+def looks_like_path(spec: str | Path) -> bool:
+    """Whether a ``--model`` value names a file rather than a registry name.
+
+    A :class:`~pathlib.Path`, anything with a path separator, or a name with a suffix
+    (``model.safetensors``) is a path; registry names have neither.
+    """
+    text = str(spec)
+    return isinstance(spec, Path) or "/" in text or "\\" in text or Path(text).suffix != ""
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A bare state dict from a ``.safetensors`` file (pickles are refused: they can run code)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: weights file not found")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ModelError(
+            f"{path}: pickle checkpoints are refused (they can run code); "
+            "export the weights to .safetensors with rrsis.models.io.save_model"
+        )
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises several types for corrupt headers
+        raise ModelError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+def resolve_model(
+    spec: str | Path | None = DEFAULT_MODEL,
+    weights: str | Path | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[RRSISModel, bool]:
+    """The model a ``--model`` value names; the one rule every command and API uses.
+
+    Args:
+        spec: ``None`` or ``"default"``: the shipped model; a file path (see
+            :func:`looks_like_path`): a model written by :func:`save_model` (or a torch
+            checkpoint, read weights-only); otherwise a registry name (``list_models()``).
+        weights: with a registry name, a ``.safetensors`` state dict for it.
+        map_location: device to put the model on.
+
+    Returns:
+        ``(model, untrained)``: the model in eval mode, and whether it has random weights (a
+        registry name without ``weights``), which callers should warn about.
+
+    Raises:
+        ModelError: missing default weights or file, unknown name, pickle state dict, or weights
+            that do not fit the architecture.
+    """
+    from rrsis.models.registry import get_model, list_models, offline_kwargs
+
+    if spec is None or str(spec) == DEFAULT_MODEL:
+        path = default_weights_path()
+        if not path.is_file():
+            raise ModelError(
+                f"the shipped default weights are missing ({path}); reinstall rrsis or "
+                "pass a model with --model PATH.safetensors"
+            )
+        spec = path
+    if looks_like_path(spec) or Path(spec).is_file():
+        path = Path(spec)
+        if not path.is_file():
+            raise ModelError(f"{path}: model file not found")
+        try:
+            return load_model(path, map_location=map_location), False
+        except ModelError:
+            raise
+        except Exception as err:
+            raise ModelError(f"{path}: cannot load model ({type(err).__name__}: {err})") from err
+    name = str(spec)
+    known = list_models()
+    if name not in known:
+        raise ModelError(
+            f"{name!r} is neither a model file nor a registered model; known: {', '.join(known)}"
+        )
+    if weights is None:
+        return get_model(name).to(map_location).eval(), True
+    state = load_state_dict_file(weights)
+    # Pretrained backbones would be overwritten anyway: do not load them.
+    model = get_model(name, **offline_kwargs(name))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ModelError(f"{weights}: weights do not fit model {name!r} ({first})") from err
+    return model.to(map_location).eval(), False

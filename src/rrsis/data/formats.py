@@ -1,19 +1,16 @@
-"""``rrsis data stats | show | export``: inspect and convert dataset trees.
+"""Dataset trees as a whole: which format a folder holds, its splits, and their statistics.
 
-Handlers raise :class:`rrsis.errors.RRSISError` subclasses for user mistakes; ``rrsis.cli``
-turns them into one line on stderr.
+Used by ``rrsis data stats | show | export`` and by ``rrsis evaluate`` (format detection).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from rrsis.data.io import read_mask
-from rrsis.data.refsegrs import RefSegRS, available_splits, export_refsegrs
+from rrsis.data.refsegrs import RefSegRS, available_splits
 from rrsis.data.rrsisd import RRSISD, rrsisd_splits
 from rrsis.data.stats import (
     COMPONENT_BUCKETS,
@@ -22,7 +19,7 @@ from rrsis.data.stats import (
     object_stats,
     size_bucket,
 )
-from rrsis.errors import DatasetError, OutputExistsError
+from rrsis.errors import DatasetError
 
 FORMATS = ("refsegrs", "rrsisd")
 KINDS = ("category", "attribute", "relation", "position", "unknown")
@@ -157,79 +154,3 @@ def format_table(stats: dict[str, Any]) -> str:
         for r in [header, *rows]
     ]
     return "\n".join(lines)
-
-
-def _cmd_stats(args: argparse.Namespace) -> int:
-    stats = compute_stats(open_splits(Path(args.root), args.format))
-    if args.json:
-        print(json.dumps(stats, indent=2))
-    else:
-        print(format_table(stats))
-    return 0
-
-
-def _cmd_show(args: argparse.Namespace) -> int:
-    root, output = Path(args.root), Path(args.output)
-    if output.exists() and not args.overwrite:
-        raise OutputExistsError(f"{output}: exists (use --overwrite to replace it)")
-    fmt = detect_format(root) if args.format == "auto" else args.format
-    splits = (
-        [args.split]
-        if args.split
-        else (available_splits(root) if fmt == "refsegrs" else rrsisd_splits(root))
-    )
-    for split in splits:
-        dataset = RefSegRS(root, split) if fmt == "refsegrs" else RRSISD(root, split)
-        if args.id in dataset.ids:
-            sample = dataset[dataset.ids.index(args.id)]
-            figure = dataset.plot(sample)
-            output.parent.mkdir(parents=True, exist_ok=True)
-            figure.savefig(output, dpi=args.dpi)
-            print(f"{args.id} ({split}): {sample['text']} -> {output}")
-            return 0
-    raise DatasetError(f"id {args.id!r} not found in split(s) {', '.join(splits)}", root)
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    source = Path(args.source)
-    datasets = open_splits(source, args.format)
-    counts = export_refsegrs(datasets, args.output, overwrite=args.overwrite, progress=None)
-    summary = ", ".join(f"{split} {n}" for split, n in counts.items())
-    print(f"wrote RefSegRS tree {args.output}: {summary}")
-    return 0
-
-
-def register(data_subparsers: argparse._SubParsersAction) -> None:
-    """Add ``stats``, ``show`` and ``export`` to the ``rrsis data`` subcommands."""
-    fmt_help = "dataset format of the input tree (default: detected)"
-
-    stats = data_subparsers.add_parser(
-        "stats", help="counts, kinds, object sizes and scatter per split"
-    )
-    stats.add_argument("root", help="dataset directory (RefSegRS or RRSIS-D)")
-    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    stats.add_argument("--format", choices=("auto", *FORMATS), default="auto", help=fmt_help)
-    stats.set_defaults(func=_cmd_stats)
-
-    show = data_subparsers.add_parser(
-        "show", help="draw one sample (image, mask overlay, expression)"
-    )
-    show.add_argument("root", help="dataset directory")
-    show.add_argument("id", help="sample id (searched in every split unless --split)")
-    show.add_argument(
-        "-o", "--output", required=True, help="image file to write (.png, .jpg, .pdf)"
-    )
-    show.add_argument("--split", help="only look in this split")
-    show.add_argument("--format", choices=("auto", *FORMATS), default="auto", help=fmt_help)
-    show.add_argument("--dpi", type=int, default=100, help="resolution of the figure")
-    show.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    show.set_defaults(func=_cmd_show)
-
-    export = data_subparsers.add_parser("export", help="convert a dataset tree to RefSegRS format")
-    export.add_argument("source", help="input dataset directory")
-    export.add_argument("output", help="output directory (absent or empty unless --overwrite)")
-    export.add_argument("--format", choices=FORMATS, required=True, help="format of the input tree")
-    export.add_argument(
-        "--overwrite", action="store_true", help="replace a non-empty output directory"
-    )
-    export.set_defaults(func=_cmd_export)

@@ -1,4 +1,4 @@
-"""``rrsis evaluate``, ``rrsis calibrate``, ``rrsis compare`` and ``rrsis benchmark``.
+"""``rrsis evaluate``, ``rrsis calibrate`` and ``rrsis compare``.
 
 Both only parse arguments, call :mod:`rrsis.eval` and print; user mistakes raise
 :class:`rrsis.errors.RRSISError` subclasses that the top-level CLI prints as one line.
@@ -11,67 +11,20 @@ per model (``docs/protocol.md``).
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import warnings
 from pathlib import Path
 
+from rrsis.cli.options import add_dataset_args, command_line
 from rrsis.errors import ModelError, OutputExistsError, RRSISError
 from rrsis.eval.uncertainty import DEFAULT_RESAMPLES
 
-_FORMATS = ("auto", "refsegrs", "rrsisd")
-
-
-def _looks_like_path(spec: str) -> bool:
-    return "/" in spec or "\\" in spec or Path(spec).suffix != ""
-
 
 def resolve_model(spec: str, device: str = "cpu"):
-    """Load weights from a file path, or build an untrained registry model by name.
+    """``(model, untrained)`` for a ``--model`` value (:func:`rrsis.models.io.resolve_model`)."""
+    from rrsis.models.io import resolve_model as resolve
 
-    Returns:
-        ``(model, untrained)``: the model and whether it came from a bare registry name.
-
-    Raises:
-        ModelError: the path does not exist, or the name is not registered.
-    """
-    path = Path(spec)
-    if path.is_file():
-        from rrsis.models.io import load_model
-
-        return load_model(path, map_location=device), False
-    if _looks_like_path(spec):
-        raise ModelError(f"{spec}: no such model file")
-    from rrsis.models.registry import get_model, list_models
-
-    known = list_models()
-    if spec not in known:
-        raise ModelError(
-            f"{spec!r} is neither a model file nor a registered model; known: {', '.join(known)}"
-        )
-    return get_model(spec).to(device), True
-
-
-def command_line(args: argparse.Namespace) -> str:
-    """An equivalent ``rrsis`` command line rebuilt from the parsed arguments.
-
-    The handlers see only the parsed namespace (``main(argv)`` may be called from Python), so
-    the recorded command lists every option that differs from its default, in parser order.
-    """
-    parser: argparse.ArgumentParser = args._parser
-    words = ["rrsis", parser.prog.split()[-1]]
-    for action in parser._actions:
-        if not action.option_strings or action.dest in ("help", "func"):
-            continue
-        value = getattr(args, action.dest, None)
-        if value is None or value == action.default:
-            continue
-        flag = action.option_strings[-1]
-        if isinstance(action, argparse._StoreTrueAction):
-            words.append(flag)
-        else:
-            words += [flag, str(value)]
-    return shlex.join(words)
+    return resolve(spec, map_location=device)
 
 
 def _check_out(path: Path, overwrite: bool) -> None:
@@ -237,7 +190,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         )
     weights = Path(args.model)
     if not weights.is_file():
-        raise ModelError(f"{weights}: no such model file")
+        raise ModelError(f"{weights}: model file not found")
     out = None if args.write is None else Path(args.write)
     if out is not None:
         if out.suffix.lower() != ".safetensors":
@@ -287,39 +240,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_benchmark_cli(args: argparse.Namespace) -> int:
-    from rrsis.eval.benchmark import parse_checkpoints, parse_models, run_benchmark
-    from rrsis.eval.report import benchmark_markdown
-
-    models = parse_models(args.models)
-    checkpoints = parse_checkpoints(args.checkpoints)
-    train_kwargs = {}
-    if args.max_steps is not None:
-        train_kwargs["max_steps"] = args.max_steps
-    if args.seed is not None:
-        train_kwargs["seed"] = args.seed
-    rows = run_benchmark(
-        models,
-        args.data,
-        args.out,
-        epochs=args.epochs,
-        checkpoints=checkpoints,
-        preset=args.preset,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size,
-        protocol=args.protocol,
-        data_format=args.format,
-        device=args.device,
-        tiny=args.tiny,
-        command=command_line(args),
-        progress=not args.no_progress,
-        train_kwargs=train_kwargs,
-    )
-    print(benchmark_markdown(rows), end="")
-    print(f"wrote {Path(args.out)}/table.md, table.csv, size_buckets.png, command.txt")
-    return 0
-
-
 def _resamples(text: str) -> int:
     value = int(text)
     if value != 0 and value < 100:
@@ -327,13 +247,8 @@ def _resamples(text: str) -> int:
     return value
 
 
-def _dataset_arguments(parser: argparse.ArgumentParser, data_help: str = "dataset root") -> None:
-    parser.add_argument("--data", required=True, type=Path, help=data_help)
-    parser.add_argument("--format", choices=_FORMATS, default="auto", help="dataset layout")
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``evaluate`` and ``benchmark`` to the ``rrsis`` command."""
+    """Add ``evaluate``, ``compare`` and ``calibrate`` to the ``rrsis`` command."""
     ev = subparsers.add_parser(
         "evaluate",
         help="score a model on a dataset split (overall + size/scatter/kind breakdown)",
@@ -343,7 +258,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     ev.add_argument("--model", required=True, help="trained .safetensors file, or registry name")
-    _dataset_arguments(ev)
+    add_dataset_args(ev)
     ev.add_argument("--split", default="test", help="split to score (default: test)")
     ev.add_argument(
         "--protocol",
@@ -440,7 +355,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     cal.add_argument("--model", required=True, help="trained .safetensors file")
-    _dataset_arguments(cal)
+    add_dataset_args(cal)
     cal.add_argument("--split", default="val", help="validation split (default: val)")
     cal.add_argument("--write", type=Path, metavar="OUT.safetensors", help="calibrated copy")
     cal.add_argument("--batch-size", type=int, default=8)
@@ -448,28 +363,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cal.add_argument("--overwrite", action="store_true", help="replace an existing --write file")
     cal.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     cal.set_defaults(func=run_calibrate, _parser=cal)
-
-    bench = subparsers.add_parser(
-        "benchmark",
-        help="train (or load) several models with one recipe and compare them on test",
-        description=(
-            "For each model: train with one recipe (checkpoint selected on val) or load the "
-            "given checkpoint, score the test split once, and write table.md, table.csv, "
-            "size_buckets.png and command.txt into --out. Finished runs are reused."
-        ),
-    )
-    bench.add_argument("--models", required=True, help="comma-separated names, e.g. lavt_x,lgce_x")
-    _dataset_arguments(bench, "dataset root (train/val/test)")
-    bench.add_argument("--out", required=True, type=Path, help="output directory")
-    bench.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
-    bench.add_argument("--checkpoints", metavar="NAME=PATH,...", help="load instead of training")
-    bench.add_argument("--preset", choices=("paper", "default"), default="paper")
-    bench.add_argument("--batch-size", type=int, help="training batch size per device")
-    bench.add_argument("--eval-batch-size", type=int, default=8)
-    bench.add_argument("--protocol", choices=("native", "lavt"), default="native")
-    bench.add_argument("--device", help="evaluation device (default: cuda when available)")
-    bench.add_argument("--seed", type=int, help="training seed (default: the preset's)")
-    bench.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
-    bench.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
-    bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    bench.set_defaults(func=run_benchmark_cli, _parser=bench)

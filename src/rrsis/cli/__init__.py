@@ -1,28 +1,22 @@
-"""The ``rrsis`` command line: one entry point, subcommands registered by each sub-package.
+"""The ``rrsis`` command line: one entry point, one module per group of subcommands.
 
-Each sub-package that offers commands has a ``cli.py`` with ``register(subparsers)``; this
-module only collects them, runs the chosen handler, and turns :class:`RRSISError` into a
-one-line message and a non-zero exit code (tracebacks only with ``--debug``).
+Each module of this package (``data``, ``models``, ``train``, ``evaluate``, ``predict``) has
+``register(subparsers)``; options that several commands share come from :mod:`rrsis.cli.options`.
+The commands parse arguments, build the library's typed configuration and call it; this module
+runs the chosen handler and turns :class:`RRSISError` into a one-line message and exit code 2
+(tracebacks only with ``--debug``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from rrsis import __version__
+from rrsis.cli import benchmark, data, evaluate, models, predict, train
 from rrsis.errors import RRSISError
 
-# Sub-packages that add subcommands. A missing module is skipped so that the CLI keeps
-# working while a part of the package is absent.
-_COMMAND_MODULES = (
-    "rrsis.data.cli",
-    "rrsis.models.cli",
-    "rrsis.engine.cli",
-    "rrsis.eval.cli",
-    "rrsis.infer.cli",
-)
+COMMAND_MODULES = (data, models, train, evaluate, benchmark, predict)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,13 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show full tracebacks instead of one-line errors"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name == module_name:
-                continue
-            raise
+    for module in COMMAND_MODULES:
         module.register(subparsers)
     return parser
 

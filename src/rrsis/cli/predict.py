@@ -8,27 +8,10 @@ untrained models) are printed as one ``rrsis: warning:`` line each.
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
+from rrsis.cli.options import add_bands_arg, one_line_warnings
 from rrsis.errors import OutputExistsError, RRSISError
-
-
-@contextmanager
-def _one_line_warnings():
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            yield
-        finally:
-            seen = set()
-            for item in caught:
-                text = str(item.message).splitlines()[0] if str(item.message) else ""
-                if issubclass(item.category, UserWarning) and text not in seen:
-                    seen.add(text)
-                    print(f"rrsis: warning: {text}", file=sys.stderr)
 
 
 def _check_distinct(inputs: list[Path], outputs: list[Path | None]) -> None:
@@ -89,7 +72,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for path in (output, overlay, vector):
         if path is not None:
             check_output(path, args.overwrite)
-    with _one_line_warnings():
+    with one_line_warnings():
         image = to_rgb_uint8(image_path, args.bands)
         segmenter = _segmenter(args)
         probs = segmenter(image, args.expression, return_probs=True)
@@ -126,7 +109,7 @@ def _cmd_predict_batch(args: argparse.Namespace) -> int:
         skip_existing=args.skip_existing,
         probabilities=args.probabilities,
     )
-    with _one_line_warnings():
+    with one_line_warnings():
         segmenter = _segmenter(args)
         rows = run_batch(
             batch,
@@ -153,7 +136,7 @@ def _cmd_predict_scene(args: argparse.Namespace) -> int:
     scene, output = Path(args.scene), Path(args.output)
     vector = None if args.vector is None else Path(args.vector)
     _check_distinct([scene], [output, vector])
-    with _one_line_warnings():
+    with one_line_warnings():
         segmenter = _segmenter(args)
         predict_scene(
             scene,
@@ -182,35 +165,13 @@ def _cmd_predict_scene(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from rrsis.infer.demo import run_demo
 
-    with _one_line_warnings():
+    with one_line_warnings():
         records = run_demo(Path(args.out), model=args.model)
     total = sum(r["seconds"] for r in records)
     print(
         f"{len(records)} overlays in {args.out}; mean {total / max(len(records), 1) * 1000:.1f} ms"
     )
     return 0
-
-
-def _band_list(text: str) -> list[int]:
-    try:
-        bands = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        bands = []
-    if len(bands) not in (1, 3) or min(bands) < 1:
-        raise argparse.ArgumentTypeError(f"need R,G,B (or one band), numbers from 1: {text!r}")
-    return bands
-
-
-def add_bands_arg(parser: argparse.ArgumentParser) -> None:
-    """``--bands R,G,B``, shared by the commands that read images (``rrsis data from-labels`` too)."""
-    parser.add_argument(
-        "--bands",
-        type=_band_list,
-        default=None,
-        metavar="R,G,B",
-        help="band numbers (from 1) to read as red, green, blue, e.g. 4,3,2 for a Sentinel-2 "
-        "stack (default: 1,2,3; 1 band: grey)",
-    )
 
 
 def _min_area(text: str) -> float:

@@ -6,8 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from rrsis.cli.options import add_bands_arg
 from rrsis.errors import DatasetError
-from rrsis.infer.cli import add_bands_arg
 
 
 def register(data_subparsers: argparse._SubParsersAction) -> None:

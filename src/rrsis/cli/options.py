@@ -1,0 +1,133 @@
+"""Option groups that several ``rrsis`` commands share, defined once.
+
+Each ``add_*`` function adds one option (or a small group) with the same name, default and help
+text wherever it appears, so ``--device`` or ``--overwrite`` mean the same thing in every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+#: What ``--model`` accepts, in every command that takes a model.
+MODEL_HELP = (
+    "'default' (the shipped model), a .safetensors file written by rrsis, or a registry name "
+    "(rrsis models list)"
+)
+
+
+def add_model_arg(
+    parser: argparse.ArgumentParser, default: str | None = "default", required: bool = False
+) -> None:
+    """``--model``: the shipped model, a weights file or a registry name (one rule for all)."""
+    shown = f" (default: {default})" if default and not required else ""
+    parser.add_argument("--model", default=default, required=required, help=MODEL_HELP + shown)
+
+
+def add_device_arg(parser: argparse.ArgumentParser, default: str | None = "cpu") -> None:
+    """``--device``: the torch device the model runs on."""
+    shown = default or "cuda when available, else cpu"
+    parser.add_argument(
+        "--device", default=default, help=f"torch device: cpu, cuda, cuda:1 (default: {shown})"
+    )
+
+
+def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``: replace outputs that exist (refused otherwise, before any work)."""
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def add_progress_arg(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress``: hide progress bars (``args.progress`` is then False)."""
+    parser.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="hide progress bars",
+    )
+
+
+def add_compose_arg(parser: argparse.ArgumentParser, default: str = "all") -> None:
+    """``--compose``: the geometry rules that read position, relation and attribute phrases."""
+    parser.add_argument(
+        "--compose",
+        default=default,
+        metavar="RULES",
+        help="read position/relation/attribute phrases with geometry rules on the network's "
+        f"objects (docs/compose.md): 'all', 'none' (the network alone) or a comma list of "
+        f"position,relation,attribute (default: {default})",
+    )
+
+
+def band_list(text: str) -> list[int]:
+    """Parse ``R,G,B`` (or one band) 1-based band numbers for ``--bands``."""
+    try:
+        bands = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        bands = []
+    if len(bands) not in (1, 3) or min(bands) < 1:
+        raise argparse.ArgumentTypeError(f"need R,G,B (or one band), numbers from 1: {text!r}")
+    return bands
+
+
+def add_bands_arg(parser: argparse.ArgumentParser) -> None:
+    """``--bands R,G,B``: which bands of a multispectral file are read as red, green, blue."""
+    parser.add_argument(
+        "--bands",
+        type=band_list,
+        default=None,
+        metavar="R,G,B",
+        help="band numbers (from 1) to read as red, green, blue, e.g. 4,3,2 for a Sentinel-2 "
+        "stack (default: 1,2,3; 1 band: grey)",
+    )
+
+
+@contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Print each distinct ``UserWarning`` raised inside as one ``rrsis: warning:`` line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen = set()
+            for item in caught:
+                text = str(item.message).splitlines()[0] if str(item.message) else ""
+                if issubclass(item.category, UserWarning) and text not in seen:
+                    seen.add(text)
+                    print(f"rrsis: warning: {text}", file=sys.stderr)
+
+
+def add_dataset_args(parser: argparse.ArgumentParser, data_help: str = "dataset root") -> None:
+    """``--data ROOT`` and ``--format``: a RefSegRS or RRSIS-D tree (format detected by default)."""
+    parser.add_argument("--data", required=True, type=Path, help=data_help)
+    parser.add_argument(
+        "--format", choices=("auto", "refsegrs", "rrsisd"), default="auto", help="dataset layout"
+    )
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """An equivalent ``rrsis`` command line rebuilt from the parsed arguments.
+
+    The handlers see only the parsed namespace (``main(argv)`` may be called from Python), so
+    the recorded command lists every option that differs from its default, in parser order.
+    """
+    parser: argparse.ArgumentParser = args._parser
+    words = ["rrsis", parser.prog.split()[-1]]
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "func"):
+            continue
+        value = getattr(args, action.dest, None)
+        if value is None or value == action.default:
+            continue
+        flag = action.option_strings[-1]
+        if isinstance(action, argparse._StoreTrueAction):
+            words.append(flag)
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
