@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         "trained at that size would cost)",
     )
     parser.add_argument(
-        "--no-fuse", action="store_true", help="keep the batch norms (the pre-session-12 path)"
+        "--no-fuse", action="store_true", help="keep the batch norms unfolded (Segmenter(fuse=False))"
     )
     args = parser.parse_args(argv)
 

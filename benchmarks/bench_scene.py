@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expressions", type=int, default=1, choices=(1, 2, 3))
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (rrsis --bf16)")
     parser.add_argument(
-        "--no-fuse", action="store_true", help="keep the batch norms (the pre-session-12 path)"
+        "--no-fuse", action="store_true", help="keep the batch norms unfolded (Segmenter(fuse=False))"
     )
     parser.add_argument(
         "--overviews", action="store_true", help="also build the output's overviews"
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1,
         help="runs per size (fresh process each); the record is the median-throughput run, and "
-        "all runs' throughputs are listed (this host's speed varies from minute to minute)",
+        "all runs' throughputs are listed (a shared machine's speed varies from minute to minute)",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)

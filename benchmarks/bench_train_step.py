@@ -1,8 +1,9 @@
 """Where a training step's time goes: bare model steps against real ones, split by phase.
 
-On a lent GPU the default recipe reached 5.7-7 steps/s where bare steps on random tensors timed
-~18-20 (sessions 5-8). This script measures the pieces on one configuration and prints one JSON
-object, so one short device call can say which piece costs the difference:
+A real training step can cost more than the model's own forward and backward: on a GPU the
+default recipe has run at 5.7-7 steps/s where bare steps on random tensors timed ~18-20. This
+script measures the pieces on one configuration and prints one JSON object, so one short run
+says which piece costs the difference:
 
 * ``bare``: forward, weighted cross-entropy, backward and AdamW step of the model alone on random
   tensors (what ``scripts/train_default.py`` plans epochs with; ``rrsis.engine.timing``);
@@ -12,16 +13,16 @@ object, so one short device call can say which piece costs the difference:
   auxiliary head, the Dice term, backward and optimiser).
 
 Switches isolate the suspects: ``--no-deterministic`` (cuDNN's fastest kernels),
-``--no-channels-last`` (contiguous NCHW weights and images, the layout before session 10),
+``--no-channels-last`` (contiguous NCHW weights and images instead of the default channels-last),
 ``--semantic-weight 0`` (no auxiliary head), ``--workers``, ``--preload``, ``--batch-size``,
-``--input-size``. On the GPU machine, after ``gpu_train.py run`` has built the data::
+``--input-size``. On a GPU, with the data of ``make train-default`` built::
 
-    python3 benchmarks/bench_train_step.py --device cuda --preload --workers 4 \\
-        --labels .gpu/dubai-aerial
-    python3 benchmarks/bench_train_step.py --device cuda --preload --workers 4 \\
-        --labels .gpu/dubai-aerial --no-deterministic
+    python benchmarks/bench_train_step.py --device cuda --preload --workers 4 \\
+        --labels ../shared/data/dubai-aerial
+    python benchmarks/bench_train_step.py --device cuda --preload --workers 4 \\
+        --labels ../shared/data/dubai-aerial --no-deterministic
 
-Here (2 CPU cores) ``--steps 12`` takes about a minute.
+On 2 CPU cores ``--steps 12`` takes about a minute.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ py=.venv/bin/python
 uptime > "$out/load_before.txt"
 # The shipped model on one 512x512 tile (batch 1, 2 threads) and its peak RSS.
 $py benchmarks/bench_default_model.py --threads 2 --repeats 20 > "$out/default_model.json"
-# The same without folding the batch norms (Segmenter(fuse=False), the path before session 12).
+# The same without folding the batch norms (Segmenter(fuse=False)).
 $py benchmarks/bench_default_model.py --threads 2 --repeats 20 --no-fuse > "$out/default_model_nofuse.json"
 # Segmenter calls per expression kind, with the composition rules (default) and without.
 $py benchmarks/bench_compose.py --threads 2 --repeats 10 > "$out/compose.json"

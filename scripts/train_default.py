@@ -16,7 +16,7 @@ Steps (each skipped when its output already exists, so a killed run simply resta
 3. export ``src/rrsis/weights/default.safetensors`` + ``default.json`` (hyper-parameters);
 4. choose the foreground threshold on the Dubai VAL tile (a grid 0.05 ... 0.95 by val mIoU)
    and store it with the weights (``Segmenter`` and ``rrsis evaluate`` use it by default);
-5. evaluate the exported file on the Dubai TEST tile -> ``docs/results/default_model_eval.json``
+5. evaluate the exported file on the Dubai TEST tile -> ``docs/results/default-model/export.json``
    (at the chosen threshold; the arg-max / 0.5 result is recorded beside it).
 
 Usage::
@@ -79,8 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny model, tiny data, 2 steps")
     parser.add_argument("--run-dir", type=Path, help="run directory (default: ROOT/runs/default)")
-    # Recipe overrides, for runs on a lent GPU (scripts/gpu_train.py) and for probes; the
-    # shipped CPU model uses the preset's values.
+    # Recipe overrides (other models, batch sizes, input sizes); the shipped model uses the
+    # preset's values.
     parser.add_argument(
         "--model",
         help="train this registry model with the default recipe instead of the preset's "
@@ -451,15 +451,16 @@ def main(argv: list[str] | None = None) -> int:
     labels = hparams.get("semantic_labels")
     if labels and Path(labels).is_absolute() and Path(labels).is_relative_to(root.parent):
         hparams["semantic_labels"] = os.path.relpath(labels, root)  # ../shared/data/...
+    # Wall time of the call that trained the model (data building and preloading included).
     if not args.export_only:
-        hparams["train_seconds_this_session"] = round(time.time() - started)
+        hparams["wall_seconds"] = round(time.time() - started)
     elif "train_seconds" in hparams:  # the run's own record (all its parts, if resumed)
-        hparams["train_seconds_this_session"] = hparams["train_seconds"]
-    elif (weights_dir / "default.json").is_file():  # keep what the training session recorded
+        hparams["wall_seconds"] = hparams["train_seconds"]
+    elif (weights_dir / "default.json").is_file():  # keep what the training call recorded
         previous = json.loads((weights_dir / "default.json").read_text())
         same_run = previous.get("data_roots") == hparams.get("data_roots")
-        if "train_seconds_this_session" in previous and same_run:
-            hparams["train_seconds_this_session"] = previous["train_seconds_this_session"]
+        if "wall_seconds" in previous and same_run:
+            hparams["wall_seconds"] = previous["wall_seconds"]
     (weights_dir / "default.json").write_text(json.dumps(hparams, indent=2))
 
     test_root = val_root  # smoke / no Dubai: the synthetic test split
@@ -489,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{test_root.relative_to(root) if test_root.is_relative_to(root) else test_root}:test"
     )
     result["weights"] = "src/rrsis/weights/default.safetensors"
-    out = root / "docs" / "results" / "default_model_eval.json"
+    out = root / "docs" / "results" / "default-model" / "export.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))
     overall = result["overall"]

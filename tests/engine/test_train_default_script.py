@@ -22,7 +22,7 @@ def test_train_default_smoke(tmp_path: Path):
     assert hparams["train"]["model_name"] == "lgce_effnet_minilm" and hparams["global_step"] == 2
     # The recorded data paths name the repository's folders, not the training machine's.
     assert hparams["data_roots"] == ["data/synth"] and hparams["val_root"] == "data/synth"
-    result = json.loads((tmp_path / "docs/results/default_model_eval.json").read_text())
+    result = json.loads((tmp_path / "docs/results/default-model/export.json").read_text())
     assert result["dataset"].endswith(":test") and result["overall"]["n"] > 0
 
     from rrsis.models.io import load_model
@@ -62,7 +62,7 @@ def test_train_default_final_fit(tmp_path: Path):
     # The run keeps its training time, which a later --export-only reports.
     run_record = json.loads((tmp_path / "runs/default/hparams.json").read_text())
     assert run_record["train_seconds"] >= 0
-    assert hparams["train_seconds_this_session"] >= run_record["train_seconds"]
+    assert hparams["wall_seconds"] >= run_record["train_seconds"]
 
     from rrsis.models.io import default_threshold, load_model
 
