@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         "trained at that size would cost)",
     )
     parser.add_argument(
-        "--no-fuse", action="store_true", help="keep the batch norms unfolded (Segmenter(fuse=False))"
+        "--no-fuse",
+        action="store_true",
+        help="keep the batch norms unfolded (Segmenter(fuse=False))",
     )
     args = parser.parse_args(argv)
 

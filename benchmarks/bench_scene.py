@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expressions", type=int, default=1, choices=(1, 2, 3))
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (rrsis --bf16)")
     parser.add_argument(
-        "--no-fuse", action="store_true", help="keep the batch norms unfolded (Segmenter(fuse=False))"
+        "--no-fuse",
+        action="store_true",
+        help="keep the batch norms unfolded (Segmenter(fuse=False))",
     )
     parser.add_argument(
         "--overviews", action="store_true", help="also build the output's overviews"
