@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from rrsis.data.refsegrs import RefSegRS, RefSegRSWriter, export_refsegrs
+from rrsis.data.refsegrs import RefSegRS
+from rrsis.data.refsegrs_writer import RefSegRSWriter, export_refsegrs
 from rrsis.errors import DatasetError, ExpressionError, OutputExistsError
 
 

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from rrsis.errors import ModelError
 from rrsis.models import io
-from rrsis.models.baselines import BASELINES
 from rrsis.models.baselines.cmsa import CrossModalSelfAttention, GatedMultiLevelFusion
 from rrsis.models.baselines.common import (
     l2_normalize,
@@ -19,9 +18,13 @@ from rrsis.models.baselines.common import (
     trim_padding,
 )
 from rrsis.models.baselines.rrn import SentenceLSTM
-from rrsis.models.registry import get_model, get_tiny_model, list_models
+from rrsis.models.registry import MODELS, get_model, get_tiny_model, list_models
 
-NAMES = sorted(BASELINES)
+NAMES = sorted(
+    name
+    for name, entry in MODELS.items()
+    if entry.factory.__module__.startswith("rrsis.models.baselines.")
+)
 TEXTS = ["the long truck on the left", "building"]
 
 
@@ -148,7 +151,12 @@ def test_gated_fusion_mixes_levels() -> None:
 
 def test_baselines_are_registered() -> None:
     assert set(NAMES) <= set(list_models())
-    assert {"rrn_effnet_minilm", "cmsa_effnet_minilm"} <= set(NAMES)
+    assert set(NAMES) == {
+        "rrn_effnet_minilm",
+        "cmsa_effnet_minilm",
+        "rrn_swin_base",
+        "cmsa_swin_base",
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -157,7 +157,7 @@ def test_pickle_with_code_is_refused_and_the_cli_says_one_line(tmp_path, capsys)
     assert not out.exists()
 
 
-def test_swin_files_saved_before_session_15_keep_their_behaviour(tmp_path) -> None:
+def test_swin_files_saved_before_the_lavt_defaults_keep_their_behaviour(tmp_path) -> None:
     """A config without ``align_corners`` / ``truncation`` rebuilds with False / "end"."""
     import json
 

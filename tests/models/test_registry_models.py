@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from rrsis.errors import ModelError
+from rrsis.models import registry
 from rrsis.models.base import RRSISModel
 from rrsis.models.baselines.common import BaselineModel
 from rrsis.models.io import load_model, save_model
 from rrsis.models.lavt import LAVT
-from rrsis.models.registry import get_model, get_tiny_model, list_models
+from rrsis.models.registry import MODELS, get_model, get_tiny_model, list_models, register_model
 
 MODEL_NAMES = list_models()
 TEXTS = ["the red car next to the road", "building"]
@@ -94,6 +95,41 @@ def test_unknown_name_lists_valid_ones() -> None:
 def test_unknown_kwarg_lists_valid_ones(name: str) -> None:
     with pytest.raises(ModelError, match=r"unknown argument 'colour'.*valid: .*decoder_channels"):
         get_model(name, colour="red")
+
+
+def test_registry_lists_every_model_explicitly() -> None:
+    # One dict names every model of the package: nothing is added by importing other modules.
+    assert set(MODELS) == {
+        "lavt_swin_base",
+        "lgce_swin_base",
+        "lavt_effnet_minilm",
+        "lgce_effnet_minilm",
+        "lavt_effnet2_minilm",
+        "lgce_effnet2_minilm",
+        "rrn_effnet_minilm",
+        "cmsa_effnet_minilm",
+        "rrn_swin_base",
+        "cmsa_swin_base",
+    }
+    assert list_models() == sorted(MODELS)
+    assert all(entry.description for entry in MODELS.values())
+
+
+def test_register_model_adds_a_user_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "MODELS", dict(MODELS))
+
+    def my_net(decoder_channels: int = 8, **unused) -> RRSISModel:
+        return get_tiny_model("lavt_effnet_minilm", decoder_channels=decoder_channels)
+
+    register_model("my_net", my_net, {"decoder_channels": 4}, "a user's model")
+    assert "my_net" in list_models()
+    model = get_tiny_model("my_net")
+    assert model.config == {"name": "my_net", "kwargs": {"decoder_channels": 4}}
+    register_model("my_net", my_net)  # the same factory again is harmless
+    with pytest.raises(ModelError, match="already registered"):
+        register_model("my_net", lambda: None)
+    with pytest.raises(ModelError, match="already registered"):
+        register_model("lavt_swin_base", my_net)
 
 
 def test_lite2_variant_is_recorded() -> None:

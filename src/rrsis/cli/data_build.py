@@ -6,7 +6,11 @@ import argparse
 import time
 from pathlib import Path
 
-from rrsis.cli.options import add_bands_arg
+from rrsis.cli.options import add_bands_arg, add_overwrite_arg, add_progress_arg
+from rrsis.data.dubai import convert_dubai
+from rrsis.data.from_labels import convert_label_maps
+from rrsis.data.synthetic import build_synthetic_dataset
+from rrsis.data.taxonomy import Taxonomy
 from rrsis.errors import DatasetError
 
 
@@ -19,7 +23,8 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--n", type=int, default=200, help="number of triplets (approximate)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--size", type=int, default=512, help="scene side in pixels")
-    synth.add_argument("--overwrite", action="store_true")
+    add_overwrite_arg(synth)
+    add_progress_arg(synth)
     synth.set_defaults(func=_synth)
 
     labels = data_subparsers.add_parser(
@@ -58,7 +63,8 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
         help="lines '<image stem> <train|val|test>' instead of --splits (split by image/area)",
     )
     labels.add_argument("--seed", type=int, default=0)
-    labels.add_argument("--overwrite", action="store_true")
+    add_overwrite_arg(labels)
+    add_progress_arg(labels)
     add_bands_arg(labels)
     labels.set_defaults(func=_from_labels)
 
@@ -68,7 +74,8 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     dubai.add_argument("--crop", type=int, default=512)
     dubai.add_argument("--stride", type=int, default=512)
     dubai.add_argument("--seed", type=int, default=0)
-    dubai.add_argument("--overwrite", action="store_true")
+    add_overwrite_arg(dubai)
+    add_progress_arg(dubai)
     dubai.set_defaults(func=_dubai)
 
 
@@ -81,21 +88,22 @@ def _report(out: Path, counts: dict[str, dict[str, int]], start: float) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from rrsis.data.synthetic import build_synthetic_dataset
-
     if args.n <= 0 or args.size < 64:
         raise DatasetError(f"need --n > 0 and --size >= 64, got {args.n} and {args.size}")
     start = time.perf_counter()
     counts = build_synthetic_dataset(
-        args.out, args.n, seed=args.seed, size=args.size, overwrite=args.overwrite, progress=True
+        args.out,
+        args.n,
+        seed=args.seed,
+        size=args.size,
+        overwrite=args.overwrite,
+        progress=args.progress,
     )
     _report(args.out, counts, start)
     return 0
 
 
 def _dubai(args: argparse.Namespace) -> int:
-    from rrsis.data.dubai import convert_dubai
-
     start = time.perf_counter()
     counts = convert_dubai(
         args.src,
@@ -104,16 +112,13 @@ def _dubai(args: argparse.Namespace) -> int:
         stride=args.stride,
         seed=args.seed,
         overwrite=args.overwrite,
-        progress=True,
+        progress=args.progress,
     )
     _report(args.out, counts, start)
     return 0
 
 
 def _from_labels(args: argparse.Namespace) -> int:
-    from rrsis.data.from_labels import convert_label_maps
-    from rrsis.data.taxonomy import Taxonomy
-
     taxonomy = Taxonomy.load(args.taxonomy)
     start = time.perf_counter()
     counts = convert_label_maps(
@@ -128,7 +133,7 @@ def _from_labels(args: argparse.Namespace) -> int:
         seed=args.seed,
         overwrite=args.overwrite,
         bands=args.bands,
-        progress=True,
+        progress=args.progress,
     )
     _report(args.out, counts, start)
     return 0

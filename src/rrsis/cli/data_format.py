@@ -10,8 +10,10 @@ import argparse
 import json
 from pathlib import Path
 
+from rrsis.cli.options import add_overwrite_arg, add_progress_arg
 from rrsis.data.formats import FORMATS, compute_stats, detect_format, format_table, open_splits
-from rrsis.data.refsegrs import RefSegRS, available_splits, export_refsegrs
+from rrsis.data.refsegrs import RefSegRS, available_splits
+from rrsis.data.refsegrs_writer import export_refsegrs
 from rrsis.data.rrsisd import RRSISD, rrsisd_splits
 from rrsis.errors import DatasetError, OutputExistsError
 
@@ -50,7 +52,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     source = Path(args.source)
     datasets = open_splits(source, args.format)
-    counts = export_refsegrs(datasets, args.output, overwrite=args.overwrite, progress=None)
+    # Bars only on a terminal unless --no-progress hides them everywhere.
+    progress = None if args.progress else False
+    counts = export_refsegrs(datasets, args.output, overwrite=args.overwrite, progress=progress)
     summary = ", ".join(f"{split} {n}" for split, n in counts.items())
     print(f"wrote RefSegRS tree {args.output}: {summary}")
     return 0
@@ -79,14 +83,13 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--split", help="only look in this split")
     show.add_argument("--format", choices=("auto", *FORMATS), default="auto", help=fmt_help)
     show.add_argument("--dpi", type=int, default=100, help="resolution of the figure")
-    show.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_overwrite_arg(show)
     show.set_defaults(func=_cmd_show)
 
     export = data_subparsers.add_parser("export", help="convert a dataset tree to RefSegRS format")
     export.add_argument("source", help="input dataset directory")
     export.add_argument("output", help="output directory (absent or empty unless --overwrite)")
     export.add_argument("--format", choices=FORMATS, required=True, help="format of the input tree")
-    export.add_argument(
-        "--overwrite", action="store_true", help="replace a non-empty output directory"
-    )
+    add_overwrite_arg(export)
+    add_progress_arg(export)
     export.set_defaults(func=_cmd_export)

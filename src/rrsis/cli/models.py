@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
+from rrsis.cli.options import add_overwrite_arg
+from rrsis.data.io import atomic_write
 from rrsis.errors import OutputExistsError, RRSISError
-from rrsis.models.registry import get_entry, get_model, list_models, offline_kwargs
+
+# torch and the models load inside the handlers: importing torch takes about a second, which
+# `rrsis --help` and every other command should not pay.
 
 
 def count_parameters(name: str) -> int:
@@ -17,6 +19,10 @@ def count_parameters(name: str) -> int:
 
     Built on the meta device (no memory, no time) when the parts allow it, else on the CPU.
     """
+    import torch  # heavy: see the note above
+
+    from rrsis.models.registry import get_model, offline_kwargs
+
     kwargs = offline_kwargs(name)
     try:
         with torch.device("meta"):
@@ -28,6 +34,8 @@ def count_parameters(name: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from rrsis.models.registry import get_entry, list_models  # torch: see the note above
+
     names = list_models()
     width = max(len(n) for n in names)
     print(f"{'name':<{width}}  {'params':>9}  description")
@@ -41,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _convert_lavt(args: argparse.Namespace) -> int:
-    from rrsis.data.io import atomic_write
+    # torch: see the note above
     from rrsis.models.convert import convert_lavt_checkpoint
     from rrsis.models.io import save_model
 
@@ -96,5 +104,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     convert.add_argument(
         "--text-heads", type=int, default=None, help="BERT heads (default: width / 64, i.e. 12)"
     )
-    convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_overwrite_arg(convert)
     convert.set_defaults(func=_convert_lavt)

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rrsis.data.builder import CROP_CONFIG, BuildConfig
+from rrsis.data.builder import CROP_CONFIG, BuildConfig, build_triplets
 from rrsis.data.io import read_image
+from rrsis.data.refsegrs_writer import RefSegRSWriter
 from rrsis.data.taxonomy import Relation, Taxonomy
 from rrsis.errors import DatasetError
 
@@ -167,9 +168,6 @@ def convert_dubai(
         ``"tileN/image_part_00K"``; ids are ``tileN_partK_yY_xX_i``.
     """
     from tqdm import tqdm
-
-    from rrsis.data.builder import build_triplets
-    from rrsis.data.refsegrs import RefSegRSWriter
 
     split_tiles = split_tiles or DEFAULT_SPLITS
     owner: dict[int, str] = {}

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from rrsis.data.builder import infer_kind
 from rrsis.data.io import read_mask
 from rrsis.data.refsegrs import RefSegRS, available_splits
 from rrsis.data.rrsisd import RRSISD, rrsisd_splits
@@ -23,15 +24,6 @@ from rrsis.errors import DatasetError
 
 FORMATS = ("refsegrs", "rrsisd")
 KINDS = ("category", "attribute", "relation", "position", "unknown")
-
-
-def _kind_guesser():
-    """``rrsis.data.builder.infer_kind`` when available, else a function returning ``unknown``."""
-    try:
-        from rrsis.data.builder import infer_kind
-    except ImportError:
-        return lambda expression: "unknown"
-    return infer_kind
 
 
 def detect_format(root: Path) -> str:
@@ -88,7 +80,7 @@ def compute_stats(datasets: dict[str, Any], progress: bool | None = None) -> dic
     """
     from tqdm import tqdm
 
-    guess_kind = _kind_guesser()
+    guess_kind = infer_kind
     result: dict[str, Any] = {"splits": {}}
     totals = {"n": 0, "kind": Counter(), "size": Counter(), "components": Counter()}
     for split, dataset in datasets.items():

@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rrsis.data.builder import CROP_CONFIG, BuildConfig
+from rrsis.data.builder import CROP_CONFIG, BuildConfig, build_triplets
 from rrsis.data.dubai import crop_origins
 from rrsis.data.io import read_image, read_raw
+from rrsis.data.refsegrs_writer import RefSegRSWriter
 from rrsis.data.taxonomy import Taxonomy
 from rrsis.errors import DatasetError, ImageReadError
 
@@ -142,9 +143,6 @@ def convert_label_maps(
         OutputExistsError: ``out`` is not empty and ``overwrite`` is false.
     """
     from tqdm.auto import tqdm
-
-    from rrsis.data.builder import build_triplets
-    from rrsis.data.refsegrs import RefSegRSWriter
 
     images_dir, labels_dir = Path(images_dir), Path(labels_dir)
     if crop < 0 or (0 < crop < 32):

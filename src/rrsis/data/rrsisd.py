@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from rrsis.data.io import read_image, resize_mask
+from rrsis.data.plot import plot_sample
 from rrsis.data.stats import object_stats
 from rrsis.errors import DatasetError
 
@@ -334,8 +335,6 @@ class RRSISD:
 
     def plot(self, sample: Sample):
         """Figure with the image, the mask overlay and the expression as title."""
-        from rrsis.data.plot import plot_sample
-
         return plot_sample(sample)
 
 

@@ -35,6 +35,7 @@ from torch import Tensor
 from rrsis.errors import ModelError
 from rrsis.models.io import load_weights_only
 from rrsis.models.lavt import LAVT
+from rrsis.models.registry import get_model
 
 #: Prefixes that some training wrappers add to every key (DDP, Lightning, EMA copies).
 _WRAPPER_PREFIXES = ("module.", "model.")
@@ -266,8 +267,6 @@ def convert_lavt_checkpoint(path: str | Path, text_heads: int | None = None) -> 
     Raises:
         ModelError: the file is not LAVT's layout, or its weights do not fit.
     """
-    from rrsis.models.registry import get_model
-
     lavt, bert = read_lavt_checkpoint(path)
     kwargs = lavt_kwargs_from_state(lavt, bert, text_heads=text_heads)
     model = get_model("lavt_swin_base", **kwargs)
@@ -316,8 +315,6 @@ def lgce_from_lavt(lavt: LAVT, lgce_name: str) -> LAVT:
     Raises:
         ModelError: ``lgce_name`` is not the LGCE of ``lavt``'s architecture.
     """
-    from rrsis.models.registry import get_model
-
     name = lavt.config["name"]
     if LGCE_OF_LAVT.get(name) != lgce_name:
         pairs = ", ".join(f"{lgce} from {base}" for base, lgce in LGCE_OF_LAVT.items())

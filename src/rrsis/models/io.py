@@ -23,15 +23,18 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from rrsis.errors import ModelError
 from rrsis.models.base import RRSISModel
+from rrsis.models.registry import get_model, list_models, offline_kwargs, resolve_kwargs
+from rrsis.models.speed import is_fused
 from rrsis.weights import DEFAULT_MODEL, default_weights_path
 
 CONFIG_KEY = "rrsis_config"
-#: Factory arguments added after models were saved, with the behaviour every model had before
-#: (session 15 gave the Swin paper models LAVT's upsampling and token truncation as defaults).
+#: Factory arguments added after the first models were saved, with the behaviour of files saved
+#: before these arguments existed (the Swin paper models now default to LAVT's upsampling and
+#: token truncation; older files keep what they were trained with).
 BEHAVIOUR_BEFORE_KWARG: dict[str, object] = {"align_corners": False, "truncation": "end"}
 OMITTED_KEY = "rrsis_omitted"
 THRESHOLD_KEY = "rrsis_threshold"
@@ -83,7 +86,7 @@ def save_model(
     config = getattr(model, "config", None)
     if not isinstance(config, dict) or "name" not in config:
         raise ModelError("model has no registry config; build it with rrsis.models.get_model")
-    if getattr(model, "_rrsis_fused", False):
+    if is_fused(model):
         raise ModelError(
             "this model's batch norms were folded for inference (Segmenter fuse=True): its "
             "weights no longer fit its config; save the model as loaded, before the Segmenter"
@@ -213,8 +216,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> RR
     Raises:
         ModelError: missing/corrupt file, unknown architecture, or weights that do not match.
     """
-    from rrsis.models.registry import get_model, offline_kwargs, resolve_kwargs
-
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
@@ -274,8 +275,6 @@ def looks_like_path(spec: str | Path) -> bool:
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A bare state dict from a ``.safetensors`` file (pickles are refused: they can run code)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found")
@@ -312,8 +311,6 @@ def resolve_model(
         ModelError: missing default weights or file, unknown name, pickle state dict, or weights
             that do not fit the architecture.
     """
-    from rrsis.models.registry import get_model, list_models, offline_kwargs
-
     if spec is None or str(spec) == DEFAULT_MODEL:
         path = default_weights_path()
         if not path.is_file():

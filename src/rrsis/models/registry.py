@@ -1,34 +1,32 @@
 """The model registry: ONE explicit dict of names -> factories (plus tiny test configurations).
 
+Every model of the package is listed in :data:`MODELS` below: the LAVT/LGCE variants
+(:mod:`rrsis.models.variants`) and the baselines (:mod:`rrsis.models.baselines`).
 ``get_model(name, **overrides)`` builds a model and records ``config = {"name", "kwargs"}`` with
 every argument resolved, so ``get_model(config["name"], **config["kwargs"])`` rebuilds it.
-Baselines add themselves with :func:`register_model` from ``rrsis.models.baselines``, which is
-imported the first time the registry is queried.
+Your own models can be added at runtime with :func:`register_model`.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
-
 from rrsis.errors import ModelError
 from rrsis.models.base import RRSISModel
-from rrsis.models.decoders import LAVTDecoder
-from rrsis.models.encoders.presets import (
-    TINY_EFFNET_MINILM,
-    TINY_SWIN_BERT,
-    effnet_minilm_encoders,
-    extend_signature,
-    swin_bert_encoders,
+from rrsis.models.baselines.cmsa import cmsa_effnet_minilm, cmsa_swin_base
+from rrsis.models.baselines.rrn import rrn_effnet_minilm, rrn_swin_base
+from rrsis.models.encoders.presets import TINY_EFFNET_MINILM, TINY_SWIN_BERT
+from rrsis.models.variants import (
+    lavt_effnet2_minilm,
+    lavt_effnet_minilm,
+    lavt_swin_base,
+    lgce_effnet2_minilm,
+    lgce_effnet_minilm,
+    lgce_swin_base,
 )
-from rrsis.models.fusion import LanguageGate, PixelWordAttention, SpatialPrior
-from rrsis.models.lavt import LAVT
-from rrsis.models.lgce import LGCE
 
 # Arguments that make a factory read pretrained weights; load_model and `rrsis models` turn
 # them off (False for flags, None for paths) so that nothing is read or downloaded.
@@ -44,206 +42,61 @@ class ModelEntry:
     description: str = ""
 
 
-def _assemble(
-    vision: nn.Module,
-    text: nn.Module,
-    decoder_channels: int,
-    convs_per_level: int,
-    input_size: int,
-    lgce: dict[str, Any] | None,
-    separable_decoder: bool = False,
-    coord_features: bool = False,
-    spatial_prior: int = 0,
-    align_corners: bool = False,
-) -> LAVT:
-    channels = list(vision.out_channels)
-    fusions = [PixelWordAttention(c, text.out_dim, coord_features=coord_features) for c in channels]
-    gates = [LanguageGate(c) for c in channels]
-    neck = None if lgce is None else LGCE(channels, text.out_dim, **lgce)
-    decoder = LAVTDecoder(
-        channels,
-        hidden=decoder_channels,
-        convs_per_level=convs_per_level,
-        separable=separable_decoder,
-        align_corners=align_corners,
-    )
-    prior = SpatialPrior(text.out_dim, grid=spatial_prior) if spatial_prior else None
-    return LAVT(
-        vision,
-        text,
-        fusions,
-        gates,
-        decoder,
-        neck=neck,
-        input_size=input_size,
-        prior=prior,
-        align_corners=align_corners,
-    )
+# Tiny random offline configurations (tests and examples).
+_TINY_SWIN = {**TINY_SWIN_BERT, "input_size": 64}
+_TINY_EFFNET = {**TINY_EFFNET_MINILM, "input_size": 64}
+_TINY_LAVT = {"decoder_channels": 16}
+_TINY_LGCE = {**_TINY_LAVT, "lgce_dim": 16}
+_TINY_RRN = {"sentence_dim": 16, "fusion_dim": 16, "refine_dim": 8}
+_TINY_CMSA = {"key_dim": 8, "value_dim": 16, "key_pool": 2, "skip_dim": 8}
 
-
-def _lgce_kwargs(
-    dim: int,
-    language_guidance: bool,
-    deep_to_shallow: bool,
-    shallow_to_deep: bool,
-    init_scale: float = 0.0,
-) -> dict[str, Any]:
-    return {
-        "dim": dim,
-        "language_guidance": language_guidance,
-        "deep_to_shallow": deep_to_shallow,
-        "shallow_to_deep": shallow_to_deep,
-        "init_scale": init_scale,
-    }
-
-
-def lavt_swin_base(
-    decoder_channels: int = 512,
-    input_size: int = 480,
-    lgce: dict[str, Any] | None = None,
-    align_corners: bool = True,
-    **encoder_kwargs: Any,
-) -> LAVT:
-    """LAVT with Swin-B and BERT-base, as in the paper (228 M parameters).
-
-    Args:
-        decoder_channels: width of the decoder.
-        input_size: default square input side.
-        lgce: LGCE keyword arguments; ``None`` means plain LAVT.
-        align_corners: bilinear upsampling in the decoder and of the logits as the official LAVT
-            code does it (True), so its checkpoints give the same output
-            (:mod:`rrsis.models.convert`).
-        **encoder_kwargs: :func:`~rrsis.models.encoders.presets.swin_bert_encoders` arguments
-            (``pretrained`` local Swin checkpoint, ``text_pretrained`` local BERT, sizes).
-    """
-    vision, text = swin_bert_encoders(**encoder_kwargs)
-    return _assemble(
-        vision, text, decoder_channels, 2, input_size, lgce, align_corners=align_corners
-    )
-
-
-def lgce_swin_base(
-    lgce_dim: int = 256,
-    language_guidance: bool = True,
-    deep_to_shallow: bool = True,
-    shallow_to_deep: bool = True,
-    **kwargs: Any,
-) -> LAVT:
-    """The paper's model: LAVT (Swin-B + BERT-base) with the LGCE neck. Other kwargs: lavt_swin_base."""
-    lgce = _lgce_kwargs(lgce_dim, language_guidance, deep_to_shallow, shallow_to_deep)
-    return lavt_swin_base(lgce=lgce, **kwargs)
-
-
-def lavt_effnet_minilm(
-    decoder_channels: int = 64,
-    convs_per_level: int = 1,
-    separable_decoder: bool = True,
-    input_size: int = 512,
-    lgce: dict[str, Any] | None = None,
-    coord_features: bool = False,
-    spatial_prior: int = 0,
-    **encoder_kwargs: Any,
-) -> LAVT:
-    """Fast CPU model: LAVT on EfficientNet-Lite with a frozen MiniLM text encoder.
-
-    Args:
-        decoder_channels: width of the decoder.
-        convs_per_level: decoder convolutions per pyramid level.
-        separable_decoder: depthwise-separable decoder convolutions (keeps the decoder cheap
-            at 1/4 resolution: the 512x512 CPU budget is ~100 ms).
-        input_size: default square input side.
-        lgce: LGCE keyword arguments; ``None`` means plain LAVT.
-        coord_features: give every PWAM a learned embedding of pixel coordinates (see
-            :class:`~rrsis.models.fusion.PixelWordAttention`); helps position expressions.
-        spatial_prior: side of the sentence-conditioned grid of foreground offsets
-            (:class:`~rrsis.models.fusion.SpatialPrior`, for position expressions); 0 = off.
-        **encoder_kwargs: :func:`~rrsis.models.encoders.presets.effnet_minilm_encoders`
-            arguments (``variant``, ``pretrained``, ``text_pretrained``, ``freeze_text``,
-            ``text_layers``, ``max_tokens``).
-    """
-    vision, text = effnet_minilm_encoders(**encoder_kwargs)
-    return _assemble(
-        vision,
-        text,
-        decoder_channels,
-        convs_per_level,
-        input_size,
-        lgce,
-        separable_decoder,
-        coord_features,
-        spatial_prior,
-    )
-
-
-def lgce_effnet_minilm(
-    lgce_dim: int = 64,
-    language_guidance: bool = True,
-    deep_to_shallow: bool = True,
-    shallow_to_deep: bool = True,
-    lgce_init_scale: float = 0.0,
-    **kwargs: Any,
-) -> LAVT:
-    """Fast CPU LGCE model (EfficientNet-Lite + MiniLM). Other kwargs: lavt_effnet_minilm.
-
-    ``lgce_init_scale`` starts LGCE's residual scales above zero (0 = identity at start, as
-    for the Swin model); on short CPU schedules zero-initialised scales barely move.
-    """
-    lgce = _lgce_kwargs(
-        lgce_dim, language_guidance, deep_to_shallow, shallow_to_deep, lgce_init_scale
-    )
-    return lavt_effnet_minilm(lgce=lgce, **kwargs)
-
-
-extend_signature(lavt_swin_base, swin_bert_encoders)
-extend_signature(lavt_effnet_minilm, effnet_minilm_encoders)
-extend_signature(lgce_swin_base, lavt_swin_base, exclude=("lgce",))
-extend_signature(lgce_effnet_minilm, lavt_effnet_minilm, exclude=("lgce",))
-
-
-def _lite2(factory: Callable[..., LAVT]) -> Callable[..., LAVT]:
-    def build(**kwargs: Any) -> LAVT:
-        return factory(**{"variant": "lite2", **kwargs})
-
-    params = [
-        p.replace(default="lite2") if p.name == "variant" else p
-        for p in inspect.signature(factory).parameters.values()
-    ]
-    build.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    build.__doc__ = f"{factory.__name__} with EfficientNet-Lite2."
-    return build
-
-
-_TINY_SWIN = {**TINY_SWIN_BERT, "decoder_channels": 16, "input_size": 64}
-_TINY_EFFNET = {**TINY_EFFNET_MINILM, "decoder_channels": 16, "input_size": 64}
-
-# THE registry. Baselines add entries through register_model (rrsis.models.baselines).
+#: THE registry: every model of the package, by name.
 MODELS: dict[str, ModelEntry] = {
     "lavt_swin_base": ModelEntry(
-        lavt_swin_base, _TINY_SWIN, "LAVT, Swin-B + BERT-base (Yang et al. 2022)"
+        lavt_swin_base, {**_TINY_SWIN, **_TINY_LAVT}, "LAVT, Swin-B + BERT-base (Yang et al. 2022)"
     ),
     "lgce_swin_base": ModelEntry(
-        lgce_swin_base, {**_TINY_SWIN, "lgce_dim": 16}, "LAVT + LGCE, Swin-B + BERT-base (paper)"
+        lgce_swin_base, {**_TINY_SWIN, **_TINY_LGCE}, "LAVT + LGCE, Swin-B + BERT-base (paper)"
     ),
     "lavt_effnet_minilm": ModelEntry(
-        lavt_effnet_minilm, _TINY_EFFNET, "LAVT, EfficientNet-Lite0 + frozen MiniLM (fast CPU)"
+        lavt_effnet_minilm,
+        {**_TINY_EFFNET, **_TINY_LAVT},
+        "LAVT, EfficientNet-Lite0 + frozen MiniLM (fast CPU)",
     ),
     "lgce_effnet_minilm": ModelEntry(
         lgce_effnet_minilm,
-        {**_TINY_EFFNET, "lgce_dim": 16},
+        {**_TINY_EFFNET, **_TINY_LGCE},
         "LAVT + LGCE, EfficientNet-Lite0 + frozen MiniLM (fast CPU)",
     ),
     "lavt_effnet2_minilm": ModelEntry(
-        _lite2(lavt_effnet_minilm), _TINY_EFFNET, "LAVT, EfficientNet-Lite2 + frozen MiniLM"
+        lavt_effnet2_minilm,
+        {**_TINY_EFFNET, **_TINY_LAVT},
+        "LAVT, EfficientNet-Lite2 + frozen MiniLM",
     ),
     "lgce_effnet2_minilm": ModelEntry(
-        _lite2(lgce_effnet_minilm),
-        {**_TINY_EFFNET, "lgce_dim": 16},
+        lgce_effnet2_minilm,
+        {**_TINY_EFFNET, **_TINY_LGCE},
         "LAVT + LGCE, EfficientNet-Lite2 + frozen MiniLM",
     ),
+    "rrn_effnet_minilm": ModelEntry(
+        rrn_effnet_minilm,
+        {**_TINY_EFFNET, **_TINY_RRN},
+        "RRN (Li et al. 2018) + tiling fusion (Hu et al. 2016), EfficientNet-Lite0 + MiniLM",
+    ),
+    "cmsa_effnet_minilm": ModelEntry(
+        cmsa_effnet_minilm,
+        {**_TINY_EFFNET, **_TINY_CMSA},
+        "CMSA (Ye et al. 2019), EfficientNet-Lite0 + MiniLM",
+    ),
+    "rrn_swin_base": ModelEntry(
+        rrn_swin_base,
+        {**_TINY_SWIN, **_TINY_RRN},
+        "RRN (Li et al. 2018) + tiling fusion (Hu et al. 2016), Swin-B + BERT-base",
+    ),
+    "cmsa_swin_base": ModelEntry(
+        cmsa_swin_base, {**_TINY_SWIN, **_TINY_CMSA}, "CMSA (Ye et al. 2019), Swin-B + BERT-base"
+    ),
 }
-
-_EXTENSIONS = ("rrsis.models.baselines",)
-_extensions_loaded = False
 
 
 def register_model(
@@ -252,41 +105,33 @@ def register_model(
     tiny_kwargs: dict[str, Any] | None = None,
     description: str = "",
 ) -> None:
-    """Add a model to the registry (used by ``rrsis.models.baselines``).
+    """Add your own model to the registry at runtime (the package's models are all in MODELS).
+
+    After ``register_model("my_net", my_net)``, ``get_model("my_net")``, ``load_model`` and
+    every ``--model`` option accept it within this Python process.
 
     Args:
         name: registry name; must be new.
-        factory: keyword-only-style callable returning an :class:`RRSISModel`.
+        factory: callable with keyword arguments (defaults recorded in ``model.config``)
+            returning an :class:`RRSISModel`.
         tiny_kwargs: kwargs of a tiny, random, offline configuration for tests.
         description: one line for ``rrsis models``.
+
+    Raises:
+        ModelError: ``name`` is already registered to another factory.
     """
     if name in MODELS and MODELS[name].factory is not factory:
         raise ModelError(f"model {name!r} is already registered")
     MODELS[name] = ModelEntry(factory, dict(tiny_kwargs or {}), description)
 
 
-def _load_extensions() -> None:
-    global _extensions_loaded
-    if _extensions_loaded:
-        return
-    _extensions_loaded = True
-    for module in _EXTENSIONS:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-
-
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
-    _load_extensions()
     return sorted(MODELS)
 
 
 def get_entry(name: str) -> ModelEntry:
     """The registry entry of ``name``; unknown names raise :class:`ModelError` listing valid ones."""
-    _load_extensions()
     if name not in MODELS:
         raise ModelError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
     return MODELS[name]

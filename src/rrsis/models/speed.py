@@ -22,6 +22,21 @@ from torch import Tensor, nn
 from rrsis.errors import ModelError
 
 DTYPES = ("fp32", "bf16")
+# Marks this module sets on a model it rewrote in place (read back by is_fused / weights_in_bf16).
+_FUSED = "_rrsis_fused"
+_MATMUL_BF16 = "_rrsis_matmul_bf16"
+
+
+def is_fused(model: nn.Module) -> bool:
+    """Whether :func:`fuse_for_inference` folded batch norms of ``model`` (then its weights no
+    longer fit its registry config: :func:`rrsis.models.io.save_model` refuses it)."""
+    return bool(getattr(model, _FUSED, False))
+
+
+def weights_in_bf16(model: nn.Module) -> bool:
+    """Whether :func:`cast_matmul_weights` stored ``model``'s linear/conv weights in bfloat16
+    (then it runs with ``dtype="bf16"`` only)."""
+    return bool(getattr(model, _MATMUL_BF16, False))
 
 
 def bf16_supported() -> bool:
@@ -55,7 +70,7 @@ def cast_matmul_weights(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if isinstance(module, _MATMUL_LAYERS):
             module.to(torch.bfloat16)
-    model._rrsis_matmul_bf16 = True
+    setattr(model, _MATMUL_BF16, True)
     return model
 
 
@@ -94,7 +109,7 @@ def inference_mode(
     """
     if dtype not in DTYPES:
         raise ModelError(f"inference dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if dtype == "fp32" and getattr(model, "_rrsis_matmul_bf16", False):
+    if dtype == "fp32" and weights_in_bf16(model):
         raise ModelError("this model's weights were cast to bf16; reload it to run in fp32")
     if cast_weights and dtype == "bf16":
         cast_matmul_weights(model)
@@ -284,7 +299,7 @@ def fuse_for_inference(model: nn.Module, example: tuple, rtol: float = 1e-3) -> 
             setattr(owner, name, value)
         return dict.fromkeys(counts, 0)
     if counts["batch_norms"]:
-        model._rrsis_fused = True  # save_model refuses it: the weights no longer fit the config
+        setattr(model, _FUSED, True)  # save_model refuses it: the weights no longer fit the config
     return counts
 
 

@@ -13,10 +13,6 @@ from torch import Tensor, nn
 
 from rrsis.models.base import RRSISModel
 from rrsis.models.encoders.base import TextEncoder, VisionEncoder
-from rrsis.models.encoders.presets import (  # noqa: F401  (re-exported for the baselines)
-    effnet_minilm_encoders,
-    swin_bert_encoders,
-)
 from rrsis.models.lgce import masked_mean  # noqa: F401  (re-exported for the baselines)
 
 #: Channels of :func:`spatial_coordinates`.

@@ -1,6 +1,6 @@
 """The two encoder pairs every registered model is built on, with their tiny test sizes.
 
-LAVT/LGCE (:mod:`rrsis.models.registry`) and the baselines (:mod:`rrsis.models.baselines`) take
+LAVT/LGCE (:mod:`rrsis.models.variants`) and the baselines (:mod:`rrsis.models.baselines`) take
 the same encoder arguments, so they are configured (and switched offline by ``load_model``) alike.
 """
 
@@ -10,8 +10,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from rrsis.errors import ModelError
 from rrsis.models.encoders.base import TextEncoder, VisionEncoder
+from rrsis.models.encoders.efficientnet import EfficientNetLiteEncoder
+from rrsis.models.encoders.swin import SwinEncoder
 
 #: Encoder kwargs of the tiny, random, offline test configurations.
 TINY_SWIN_BERT: dict[str, Any] = {
@@ -49,7 +50,8 @@ def effnet_minilm_encoders(
         text_layers: keep only this many MiniLM layers (``None``: all 6).
         max_tokens: sequence length N.
     """
-    from rrsis.models.encoders.efficientnet import EfficientNetLiteEncoder
+    # The text encoders import transformers (~3 s): listing models or reading a model file's
+    # metadata should not pay for it, so it loads when a model is built.
     from rrsis.models.encoders.text import MiniLMTextEncoder
 
     vision = EfficientNetLiteEncoder(variant, pretrained=pretrained)
@@ -96,11 +98,7 @@ def swin_bert_encoders(
             LAVT's dataset code does (so converted LAVT checkpoints see the same ids);
             ``"end"`` keeps ``[SEP]``.
     """
-    try:
-        from rrsis.models.encoders.swin import SwinEncoder
-    except ModuleNotFoundError as err:  # e.g. a transformers build without Swin
-        raise ModelError(f"the Swin encoder is not available: {err}") from err
-    from rrsis.models.encoders.text import BertTextEncoder
+    from rrsis.models.encoders.text import BertTextEncoder  # transformers, see above
 
     vision = SwinEncoder(
         embed_dim=embed_dim,

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from safetensors.torch import load_file
+from torch import Tensor, nn
 
 from rrsis.errors import ModelError
-
-if TYPE_CHECKING:
-    from rrsis.models.encoders.swin import SwinEncoder
 
 # transformers SwinModel names (v4 and v5 layouts) -> official Swin names, applied in order.
 _HF_RENAMES: list[tuple[str, str]] = [
@@ -58,8 +55,6 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
         raise ModelError(f"{path}: Swin weights not found")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -103,11 +98,14 @@ def _resize_bias_table(table: Tensor, num_rows: int) -> Tensor:
     return grid.reshape(-1, num_rows).T.to(table.dtype)
 
 
-def load_swin_weights(encoder: SwinEncoder, path: str | Path) -> list[str]:
+def load_swin_weights(encoder: nn.Module, path: str | Path) -> list[str]:
     """Load official or transformers Swin weights into ``encoder`` in place.
 
+    Only the encoder's state dict is used, so this module does not depend on the model's code.
+
     Args:
-        encoder: the target; its depths/dims must match the checkpoint.
+        encoder: the target, a :class:`~rrsis.models.encoders.swin.SwinEncoder` (official
+            module names); its depths/dims must match the checkpoint.
         path: ``.pth``/``.pt``/``.bin`` (``weights_only``), ``.safetensors`` or a directory.
 
     Returns:
