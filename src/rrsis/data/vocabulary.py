@@ -146,7 +146,7 @@ def _split(text: str) -> list[str]:
 
 
 def _drop_copula(words: list[str]) -> list[str]:
-    """"The vehicle is" -> "The vehicle"; "The car is parked" -> "The car"."""
+    """ "The vehicle is" -> "The vehicle"; "The car is parked" -> "The car"."""
     low = _lower(words)
     if len(low) >= 2 and low[-1] in RELATION_VERBS and low[-2] in _COPULAS:
         return words[:-2]
