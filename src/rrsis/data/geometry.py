@@ -16,7 +16,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy import ndimage
 
-# Same connectivity as rrsis.data.stats.object_stats: components here are the objects counted there.
+# 8-connectivity: diagonal neighbours belong to the same object, so a thin diagonal road or a
+# rotated vehicle is one component, not a staircase of pieces. rrsis.data.stats counts objects
+# with it too.
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 #: Relations with a geometric test (:func:`relation_keep`).
