@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rrsis.data.builder import BuildConfig, Relation, Taxonomy, build_triplets, infer_kind
-from rrsis.data.relations import components, elongation
+from rrsis.data.geometry import components, elongation
 from rrsis.data.stats import object_stats
 from rrsis.errors import DatasetError
 

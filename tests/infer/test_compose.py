@@ -89,6 +89,33 @@ def test_parse_expression_reads_the_builders_templates():
     assert parse_expression("water body") is None
 
 
+def test_parse_expression_reads_real_wording_or_steps_aside():
+    relation = parse_expression("A ground track field is in the gray stadium")
+    assert (relation.rule, relation.subject, relation.value, relation.object) == (
+        "relation",
+        "A ground track field",
+        "in",
+        "gray stadium",
+    )
+    attribute = parse_expression("The large gray dam")
+    assert (attribute.rule, attribute.subject, attribute.value) == (
+        "attribute",
+        "The gray dam",
+        "large",
+    )
+    assert parse_expression("A ship on the upper left corner of the image").subject == "A ship"
+    # Not sure: the network reads the whole expression.
+    for text in (
+        "The blue and gray windmill",
+        "The bridge is on the upper left of the large green golf field",
+        "The harbor is on the left of the ship on the right",
+        "A vehicle is similar in size to the vehicle on the left",
+        "The bridge is below the large dam",
+        "The huge airport",
+    ):
+        assert parse_expression(text) is None, text
+
+
 def test_parse_expression_honours_the_rule_set():
     # A position phrase is never an "in" relation, even with the position rule off.
     assert parse_expression("building in the upper left", {"relation"}) is None

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rrsis.data import relations as geo
+from rrsis.data import geometry as geo
 from rrsis.data.stats import object_stats
 from rrsis.data.taxonomy import Relation, Taxonomy
-
-KINDS = ("category", "attribute", "relation", "position")
+from rrsis.data.vocabulary import KINDS, infer_kind, position_phrase
 
 __all__ = [
     "KINDS",
@@ -34,14 +33,15 @@ __all__ = [
     "Taxonomy",
     "build_triplets",
     "infer_kind",
-    "relation_keep",
-    "size_groups",
 ]
 
 
 @dataclass
 class BuildConfig:
     """Rules of :func:`build_triplets`.
+
+    The geometry thresholds (``min_component_px`` to ``surround_frac``) default to those of
+    :class:`rrsis.data.geometry.Thresholds`, which the composition rules read with.
 
     Attributes:
         min_pixels: smallest mask (pixels) worth a triplet.
@@ -71,6 +71,11 @@ class BuildConfig:
     )
     synonym_prob: float = 0.2
 
+    @property
+    def thresholds(self) -> geo.Thresholds:
+        """The geometry thresholds of this configuration."""
+        return geo.Thresholds.of(self)
+
 
 #: Caps for crops cut from large labelled images (``rrsis data dubai``, ``rrsis data
 #: from-labels``): at most 6 triplets per crop and 2 per kind, so that neighbouring crops do not
@@ -98,45 +103,6 @@ def _name(taxonomy: Taxonomy, name: str, rng: np.random.Generator, prob: float) 
     return name
 
 
-def size_groups(comps: geo.Components, config: BuildConfig) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(large, small)``: ``(n,)`` bool of the components in the top / bottom third by area.
-
-    ``None`` when there are fewer than three components or the thirds differ less than
-    ``config.size_ratio`` in area ("large" would say nothing).
-    """
-    if comps.n < 3:
-        return None
-    lo, hi = np.quantile(comps.areas, [1 / 3, 2 / 3])
-    if hi < config.size_ratio * lo:
-        return None
-    return comps.areas >= hi, comps.areas <= lo
-
-
-def relation_keep(
-    comps: geo.Components,
-    word: str,
-    target: np.ndarray,
-    subject_mask: np.ndarray,
-    config: BuildConfig,
-) -> np.ndarray:
-    """``(n,)`` bool: the components (of ``subject_mask``) in relation ``word`` to ``target``.
-
-    ``in``/``on``: at least ``surround_frac`` of the component's outline lies on ``target``
-    (other subject pixels do not count); ``beside``/``along``/``near``: within ``touch_px``,
-    ``along_frac`` or ``near_frac`` of the shorter image side of the target's pixels outside
-    the subject.
-    """
-    if word in ("in", "on"):
-        return geo.surrounded_fraction(comps, target, subject_mask) >= config.surround_frac
-    side = min(subject_mask.shape)
-    limit = {
-        "beside": config.touch_px,
-        "along": config.along_frac * side,
-        "near": config.near_frac * side,
-    }[word]
-    return geo.distance_to(comps, target & ~subject_mask) <= limit
-
-
 def _subset_candidates(
     name: str,
     said: str,
@@ -156,7 +122,7 @@ def _subset_candidates(
         if keep.any() and not keep.all():
             out.append(_Candidate(kind, text, name, template, comps.select(keep)))
 
-    groups = size_groups(comps, config) if taxonomy.is_object(name) else None
+    groups = geo.size_groups(comps, config.thresholds) if taxonomy.is_object(name) else None
     if groups is not None:
         add("attribute", f"large {said}", "large {category}", groups[0])
         add("attribute", f"small {said}", "small {category}", groups[1])
@@ -165,7 +131,7 @@ def _subset_candidates(
             "attribute",
             f"long {said}",
             "long {category}",
-            geo.elongation(comps) >= config.long_ratio,
+            geo.is_long(comps, config.thresholds),
         )
     if name in taxonomy.colour_names:
         colours = np.array(geo.colour_names(comps, image))
@@ -175,8 +141,8 @@ def _subset_candidates(
         for region in geo.POSITIONS:
             add(
                 "position",
-                f"{said} {geo.position_phrase(region)}",
-                "{category} " + geo.position_phrase(region),
+                f"{said} {position_phrase(region)}",
+                "{category} " + position_phrase(region),
                 geo.in_region(comps, image.shape[:2], region),
             )
     return out
@@ -194,7 +160,7 @@ def _relation_candidates(
     target = taxonomy.mask(labels, rel.object)
     if comps.n == 0 or not target.any():
         return []
-    keep = relation_keep(comps, rel.word, target, subject_mask, config)
+    keep = geo.relation_keep(comps, rel.word, target, subject_mask, config.thresholds)
     if not keep.any():
         return []
     template = "{category} " + rel.word + " the {object}"
@@ -293,40 +259,3 @@ def build_triplets(
             }
         )
     return samples
-
-
-# --- kind of an arbitrary expression ---------------------------------------------------------
-_POSITION_WORDS = re.compile(
-    r"\b(left|right|upper|lower|top|bottom|center|centre|middle|corner|north|south|east|west)"
-    r"(most|ern)?\b"
-)
-_RELATION_WORDS = re.compile(
-    r"\b(in|on|along|alongside|near|beside|next to|close to|around|between|inside|within|across|"
-    r"adjacent to|surrounded by|parked|parking on|behind|above|below|by|at)\b"
-)
-_ATTRIBUTE_WORDS = re.compile(
-    r"\b(large|small|big|tiny|huge|long|short|wide|narrow|round|square|rectangular|light-duty|"
-    r"heavy-duty|white|black|gray|grey|red|blue|green|yellow|dark|bright|silver|orange|brown|"
-    r"tall|low-rise|high-rise|largest|smallest|longest)\b"
-)
-
-
-def infer_kind(expression: str) -> str:
-    """Heuristic kind of any English referring expression.
-
-    Position words win ("building in the upper left"), then relation words ("vehicle in the
-    parking area"), then attribute adjectives ("long truck"); anything else is a category.
-    Class names that contain such words ("low vegetation", "light-duty vehicle") are handled
-    by the attribute list not containing "low" and relation words needing whole-word matches.
-
-    Returns:
-        One of :data:`KINDS`.
-    """
-    text = " ".join(expression.lower().split())
-    if _POSITION_WORDS.search(text):
-        return "position"
-    if _RELATION_WORDS.search(text):
-        return "relation"
-    if _ATTRIBUTE_WORDS.search(text):
-        return "attribute"
-    return "category"

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-# 8-connectivity: diagonal neighbours belong to the same object, so a thin diagonal road or a
-# rotated vehicle is one component, not a staircase of pieces.
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+from rrsis.data.geometry import EIGHT_CONNECTED
 
 # Size buckets (fraction of image area) and scatter buckets shared with rrsis.eval.breakdown.
 SIZE_BUCKETS = ("small", "medium", "large")
@@ -27,7 +25,7 @@ def object_stats(mask: np.ndarray) -> dict[str, float | int]:
     if mask.ndim != 2:
         raise ValueError(f"object_stats needs an (H, W) mask, got shape {mask.shape}")
     area_frac = float(mask.mean()) if mask.size else 0.0
-    _, n_components = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    _, n_components = ndimage.label(mask, structure=EIGHT_CONNECTED)
     return {"area_frac": area_frac, "n_components": int(n_components)}
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from rrsis.data.builder import BuildConfig, build_triplets
+from rrsis.data.refsegrs import RefSegRSWriter
 from rrsis.data.taxonomy import Relation, Taxonomy
 
 CLASSES = {
@@ -311,9 +313,6 @@ def build_synthetic_dataset(
         ``{split: {kind: count}}`` of what was written.
     """
     from tqdm import tqdm
-
-    from rrsis.data.builder import BuildConfig, build_triplets
-    from rrsis.data.refsegrs import RefSegRSWriter
 
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rrsis.data.geometry import RELATIONS
 from rrsis.errors import DatasetError
-
-RELATION_WORDS = ("in", "on", "along", "near", "beside")
 
 
 @dataclass(frozen=True)
@@ -67,10 +66,8 @@ class Taxonomy:
                 raise DatasetError(f"group {group!r} names unknown classes {unknown}")
         known = self.names()
         for rel in self.relations:
-            if rel.word not in RELATION_WORDS:
-                raise DatasetError(
-                    f"relation word must be one of {RELATION_WORDS}, got {rel.word!r}"
-                )
+            if rel.word not in RELATIONS:
+                raise DatasetError(f"relation word must be one of {RELATIONS}, got {rel.word!r}")
             for name in (rel.subject, rel.object):
                 if name not in known:
                     raise DatasetError(f"relation {rel.phrase()!r} names unknown class {name!r}")

@@ -1,40 +1,39 @@
 """Read position, relation and attribute phrases with geometry rules instead of the network alone.
 
-A referring expression built by our templates (:mod:`rrsis.data.builder`) names a class and
-then narrows it down:
+A referring expression often names a class and then narrows it down:
 
-* position: "building in the upper left" = the class's objects whose centroid lies in that
-  region (:data:`rrsis.data.relations.POSITIONS`);
+* position: "The ship on the upper left" = the class's objects whose centroid lies in that
+  region (:data:`rrsis.data.geometry.POSITIONS`);
 * relation: "building along the road" = the class's objects within a distance of the other
   class (``along``/``near``/``beside``), or mostly surrounded by it (``in``/``on``);
-* attribute: "large building" / "small building" = objects in the top / bottom third by area
-  (when the sizes differ enough), "long building" = principal-axis ratio >= 3, "white car" =
-  objects whose mean colour is nearest to white.
+* attribute: "The large building" / "small building" = objects in the top / bottom third by
+  area (when the sizes differ enough), "long building" = principal-axis ratio >= 3, "white car"
+  = objects whose mean colour is nearest to white.
 
-The network reads class names well and those narrowing phrases poorly (on our validation
-tile a model trained without it scored category expressions at 62 mIoU and positions at 31). So
+The network reads class names well and those narrowing phrases poorly. So
 :func:`compose_probability` lets the network segment the class ("building") and, for the
-relation, the other class ("road"), and applies the builder's own geometry to the *predicted*
-objects (connected components at the foreground threshold). Objects that fail the test get
-probability 0; the others keep the network's probability, so thresholding the result gives the
-composed mask. When the rule cannot decide (no object predicted, an empty relation object, too
-few objects to rank by size), the network's prediction of the whole expression is used.
+relation, the other class ("road"), and applies the geometry that the dataset builder uses
+(:mod:`rrsis.data.geometry`) to the *predicted* objects (connected components at the foreground
+threshold). Objects that fail the test get probability 0; the others keep the network's
+probability, so thresholding the result gives the composed mask.
 
-Each rule was adopted because it raised mIoU on the validation tile for a model that had never
-seen it (``docs/results/session11/``); ``Segmenter(compose=...)`` and ``rrsis evaluate --compose``
-choose which rules run.
+The rules step aside, and the network reads the whole expression, when the wording is not one
+they know for sure (:func:`parse_expression` returns ``None``; the words are those of
+:mod:`rrsis.data.vocabulary`) and when they cannot decide (no object predicted, an empty
+relation object, too few objects to rank by size). ``Segmenter(compose=...)`` and ``--compose``
+choose which rules run; ``"none"`` is the network alone. See ``docs/compose.md``.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
 
-from rrsis.data import relations as geo
-from rrsis.data.builder import BuildConfig, relation_keep, size_groups
+from rrsis.data import geometry as geo
+from rrsis.data.geometry import region_bounds
+from rrsis.data.vocabulary import read_attribute, read_position, read_relation
 
 __all__ = [
     "RULES",
@@ -50,88 +49,20 @@ __all__ = [
 #: Kinds of phrase a rule can read.
 RULES: tuple[str, ...] = ("position", "relation", "attribute")
 
-_CONFIG = BuildConfig()
-
-
-def alternation(words: Collection[str]) -> str:
-    """A regex alternation of ``words``, escaped, longest first ("top left" before "top")."""
-    return "|".join(sorted((re.escape(w) for w in words), key=len, reverse=True))
-
-
-# "in the upper left", "on the left", "at the top", "in the centre/middle" (the builder's
-# wording, rrsis.data.relations.position_phrase, and its common variants).
-_REGION_WORDS = {
-    "upper left": "upper left",
-    "top left": "upper left",
-    "upper right": "upper right",
-    "top right": "upper right",
-    "lower left": "lower left",
-    "bottom left": "lower left",
-    "lower right": "lower right",
-    "bottom right": "lower right",
-    "top": "top",
-    "bottom": "bottom",
-    "left": "left",
-    "right": "right",
-    "center": "center",
-    "centre": "center",
-    "middle": "center",
-}
-_POSITION_PHRASE = re.compile(
-    r"\s*\b(?:in|on|at)\s+the\s+("
-    + alternation(_REGION_WORDS)
-    + r")(?:\s+(?:corner|part|side))?(?:\s+of\s+the\s+(?:image|scene))?\b(?!\s+of\b)",
-    re.IGNORECASE,
-)
+_THRESHOLDS = geo.Thresholds()
 
 
 def scene_position(expression: str) -> tuple[str, str | None]:
     """Split off a position phrase: ``("building", "upper left")`` for "building in the upper left".
 
-    Returns ``(expression, None)`` when the expression has no position phrase of the builder's
-    regions (:data:`rrsis.data.relations.POSITIONS`). Only a phrase that can be removed leaving
-    words behind counts ("the left" alone is kept as it is).
+    Returns ``(expression, None)`` unless the expression is a noun phrase followed by a
+    position phrase of :data:`rrsis.data.vocabulary.REGION_WORDS` ("the left" alone is kept as
+    it is; so is "The harbor is on the left of the ship on the right").
     """
-    match = _POSITION_PHRASE.search(expression)
-    if match is None:
+    found = read_position(" ".join(expression.split()))
+    if found is None:
         return expression, None
-    rest = " ".join((expression[: match.start()] + " " + expression[match.end() :]).split())
-    if not rest:
-        return expression, None
-    return rest, _REGION_WORDS[match.group(1).lower()]
-
-
-def region_bounds(region: str, height: int, width: int) -> tuple[int, int, int, int]:
-    """``(row0, row1, col0, col1)`` pixel bounds of a named region of a ``height x width`` scene."""
-    (r0, r1), (c0, c1) = geo.POSITIONS[region]
-    return (round(r0 * height), round(r1 * height), round(c0 * width), round(c1 * width))
-
-
-_RELATION_WORDS = {
-    "along": "along",
-    "alongside": "along",
-    "near": "near",
-    "close to": "near",
-    "beside": "beside",
-    "next to": "beside",
-    "in": "in",
-    "inside": "in",
-    "on": "on",
-}
-_RELATION = re.compile(
-    r"^(?P<subject>.+?)\s+(?P<word>"
-    + alternation(_RELATION_WORDS)
-    + r")\s+(?:the\s+)?(?P<object>.+)$",
-    re.IGNORECASE,
-)
-_SIZE_WORDS = {"large": "large", "big": "large", "small": "small", "tiny": "small", "long": "long"}
-_COLOUR_WORDS = {name: name for name in geo.COLOUR_PROTOTYPES} | {"grey": "gray"}
-_ATTRIBUTE = re.compile(
-    r"^(?:the\s+)?(?P<word>"
-    + alternation([*_SIZE_WORDS, *_COLOUR_WORDS])
-    + r")\s+(?P<subject>.+)$",
-    re.IGNORECASE,
-)
+    return found
 
 
 @dataclass(frozen=True)
@@ -182,30 +113,25 @@ def parse_expression(expression: str, rules: Collection[str] = RULES) -> Composi
     """The :class:`Composition` of ``expression`` under ``rules``, or ``None`` (network alone).
 
     Position phrases are looked for first ("building in the upper left" is a position, not an
-    ``in`` relation), then relations, then a leading attribute word.
+    ``in`` relation), then relations, then a leading attribute word. Only the wording of
+    :mod:`rrsis.data.vocabulary` around plain noun phrases is taken; anything else is ``None``.
     """
     text = " ".join(expression.split())
-    rest, region = scene_position(text)
-    if region is not None:
+    position = read_position(text)
+    if position is not None:
         # A position phrase is never read as a relation, even with the position rule off.
         if "position" in rules:
-            return Composition("position", rest, region, expression=text)
-    elif "relation" in rules:
-        match = _RELATION.match(text)
-        if match:
-            return Composition(
-                "relation",
-                match["subject"],
-                _RELATION_WORDS[match["word"].lower()],
-                match["object"],
-                expression=text,
-            )
+            return Composition("position", position[0], position[1], expression=text)
+        return None
+    if "relation" in rules:
+        relation = read_relation(text)
+        if relation is not None:
+            subject, word, obj = relation
+            return Composition("relation", subject, word, obj, expression=text)
     if "attribute" in rules:
-        match = _ATTRIBUTE.match(text)
-        if match and not _RELATION.match(match["subject"]):
-            word = match["word"].lower()
-            value = _SIZE_WORDS.get(word) or _COLOUR_WORDS[word]
-            return Composition("attribute", match["subject"], value, expression=text)
+        attribute = read_attribute(text)
+        if attribute is not None:
+            return Composition("attribute", attribute[0], attribute[1], expression=text)
     return None
 
 
@@ -224,15 +150,15 @@ def _keep(
     if rule == "relation":
         if other is None or not (other & ~subject).any():
             return None
-        return relation_keep(comps, value, other, subject, _CONFIG)
+        return geo.relation_keep(comps, value, other, subject, _THRESHOLDS)
     # attribute
     if value in ("large", "small"):
-        groups = size_groups(comps, _CONFIG)
+        groups = geo.size_groups(comps, _THRESHOLDS)
         if groups is None:
             return None
         return groups[0] if value == "large" else groups[1]
     if value == "long":
-        return geo.elongation(comps) >= _CONFIG.long_ratio
+        return geo.is_long(comps, _THRESHOLDS)
     if image is None or image.shape[:2] != shape:
         return None
     return np.array(geo.colour_names(comps, image)) == value
@@ -247,7 +173,7 @@ def compose_decided(
     """The rule's probabilities, or ``None`` when it cannot decide (see :func:`compose_probability`)."""
     subject_p = np.asarray(probability(composition.subject), dtype=np.float32)
     subject = subject_p > threshold
-    comps = geo.components(subject, _CONFIG.min_component_px)
+    comps = geo.components(subject, _THRESHOLDS.min_component_px)
     keep = None
     if comps.n:
         other = None

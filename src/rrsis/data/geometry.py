@@ -1,4 +1,9 @@
-"""Geometry of connected components: sizes, shapes, colours, positions and relations.
+"""Geometry of objects: components, sizes, shapes, colours, regions and relations.
+
+The one definition that the dataset builder (:mod:`rrsis.data.builder`, on label maps) and the
+composition rules (:mod:`rrsis.infer.compose`, on the network's predicted objects) both use, so
+that "large", "in the upper left" or "along the road" mean the same thing when an expression is
+written and when it is read. The words for these live in :mod:`rrsis.data.vocabulary`.
 
 Everything works on one labelled component image at a time and is vectorised with
 ``scipy.ndimage`` reductions, so a 512x512 map with hundreds of objects costs milliseconds.
@@ -6,13 +11,18 @@ Everything works on one labelled component image at a time and is vectorised wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy import ndimage
 
-# Same connectivity as rrsis.data.stats.object_stats: components here are the objects counted there.
+# 8-connectivity: diagonal neighbours belong to the same object, so a thin diagonal road or a
+# rotated vehicle is one component, not a staircase of pieces. rrsis.data.stats counts objects
+# with it too.
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+#: Relations with a geometric test (:func:`relation_keep`).
+RELATIONS = ("in", "on", "along", "near", "beside")
 
 # Colour prototypes (RGB) for naming a component's mean colour.
 COLOUR_PROTOTYPES: dict[str, tuple[int, int, int]] = {
@@ -24,6 +34,34 @@ COLOUR_PROTOTYPES: dict[str, tuple[int, int, int]] = {
     "green": (60, 130, 60),
     "yellow": (210, 190, 60),
 }
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where sizes, shapes and relations change meaning.
+
+    Attributes:
+        min_component_px: components under this size are noise: never an object on their own.
+        size_ratio: "large"/"small" only when the top and bottom thirds differ at least this
+            much in area.
+        long_ratio: principal-axis ratio from which a component is "long".
+        touch_px: "beside" distance in pixels; ``along_frac``/``near_frac``: the "along" and
+            "near" distances as a fraction of the shorter image side.
+        surround_frac: share of a component's outline on the other class for "in"/"on".
+    """
+
+    min_component_px: int = 12
+    size_ratio: float = 2.0
+    long_ratio: float = 3.0
+    touch_px: float = 2.0
+    along_frac: float = 0.03
+    near_frac: float = 0.08
+    surround_frac: float = 0.5
+
+    @classmethod
+    def of(cls, config: object) -> Thresholds:
+        """The thresholds of any object with attributes of the same names (a build config)."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
 
 @dataclass
@@ -155,15 +193,6 @@ POSITIONS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
 }
 
 
-def position_phrase(name: str) -> str:
-    """RefSegRS-like wording of a region: "in the upper left", "on the left", "at the top"."""
-    if name in ("left", "right"):
-        return f"on the {name}"
-    if name in ("top", "bottom"):
-        return f"at the {name}"
-    return f"in the {name}"
-
-
 def in_region(comps: Components, shape: tuple[int, int], region: str) -> np.ndarray:
     """``(n,)`` bool: component centroid lies in the named :data:`POSITIONS` region."""
     (r0, r1), (c0, c1) = POSITIONS[region]
@@ -171,3 +200,57 @@ def in_region(comps: Components, shape: tuple[int, int], region: str) -> np.ndar
     r = comps.centroids[:, 0] / h
     c = comps.centroids[:, 1] / w
     return (r >= r0) & (r < r1) & (c >= c0) & (c < c1)
+
+
+def region_bounds(region: str, height: int, width: int) -> tuple[int, int, int, int]:
+    """``(row0, row1, col0, col1)`` pixel bounds of a named region of a ``height x width`` image."""
+    (r0, r1), (c0, c1) = POSITIONS[region]
+    return (round(r0 * height), round(r1 * height), round(c0 * width), round(c1 * width))
+
+
+def size_groups(
+    comps: Components, thresholds: Thresholds = Thresholds()
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(large, small)``: ``(n,)`` bool of the components in the top / bottom third by area.
+
+    ``None`` when there are fewer than three components or the thirds differ less than
+    ``thresholds.size_ratio`` in area ("large" would say nothing).
+    """
+    if comps.n < 3:
+        return None
+    lo, hi = np.quantile(comps.areas, [1 / 3, 2 / 3])
+    if hi < thresholds.size_ratio * lo:
+        return None
+    return comps.areas >= hi, comps.areas <= lo
+
+
+def is_long(comps: Components, thresholds: Thresholds = Thresholds()) -> np.ndarray:
+    """``(n,)`` bool: components at least ``thresholds.long_ratio`` times longer than wide."""
+    return elongation(comps) >= thresholds.long_ratio
+
+
+def relation_keep(
+    comps: Components,
+    word: str,
+    target: np.ndarray,
+    subject_mask: np.ndarray,
+    thresholds: Thresholds = Thresholds(),
+) -> np.ndarray:
+    """``(n,)`` bool: the components (of ``subject_mask``) in relation ``word`` to ``target``.
+
+    ``in``/``on``: at least ``surround_frac`` of the component's outline lies on ``target``
+    (other subject pixels do not count); ``beside``/``along``/``near``: within ``touch_px``,
+    ``along_frac`` or ``near_frac`` of the shorter image side of the target's pixels outside
+    the subject.
+    """
+    if word not in RELATIONS:
+        raise ValueError(f"relation word must be one of {RELATIONS}, got {word!r}")
+    if word in ("in", "on"):
+        return surrounded_fraction(comps, target, subject_mask) >= thresholds.surround_frac
+    side = min(subject_mask.shape)
+    limit = {
+        "beside": thresholds.touch_px,
+        "along": thresholds.along_frac * side,
+        "near": thresholds.near_frac * side,
+    }[word]
+    return distance_to(comps, target & ~subject_mask) <= limit
