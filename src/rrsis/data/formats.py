@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rrsis.data.builder import infer_kind
 from rrsis.data.io import read_mask
 from rrsis.data.refsegrs import RefSegRS, available_splits
 from rrsis.data.rrsisd import RRSISD, rrsisd_splits
@@ -20,6 +19,7 @@ from rrsis.data.stats import (
     object_stats,
     size_bucket,
 )
+from rrsis.data.vocabulary import infer_kind
 from rrsis.errors import DatasetError
 
 FORMATS = ("refsegrs", "rrsisd")

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from rrsis.data.builder import BuildConfig, build_triplets
-from rrsis.data.refsegrs import RefSegRSWriter
+from rrsis.data.refsegrs_writer import RefSegRSWriter
 from rrsis.data.taxonomy import Relation, Taxonomy
 
 CLASSES = {
