@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rrsis.engine.auxiliary import SemanticAuxiliary
-from rrsis.engine.datamodule import SEMANTIC_IGNORE
 from rrsis.engine.losses import SegmentationLoss
 from rrsis.engine.optim import build_optimizer, param_groups
 from rrsis.engine.presets import TrainConfig
+from rrsis.engine.transforms import SEMANTIC_IGNORE
 from rrsis.errors import RRSISError
 from rrsis.eval.metrics import summarize
 from rrsis.models.encoders.base import TextEncoder, VisionEncoder
