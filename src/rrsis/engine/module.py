@@ -91,7 +91,7 @@ class RRSISLightningModule(pl.LightningModule):
             (``forward(image, word_ids, word_mask) -> logits (B, 2, H, W)``, ``config``).
         config: hyper-parameters (lr, weight decay, class weights, poly power, freezing).
 
-    The batch layout is the one of :class:`rrsis.engine.datamodule.Collate`.
+    The batch layout is the one of :class:`rrsis.engine.transforms.Collate`.
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig) -> None:
