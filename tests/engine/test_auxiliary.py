@@ -13,7 +13,8 @@ from PIL import Image
 
 from rrsis.data.dubai import DUBAI_COLOURS, DUBAI_TAXONOMY, DubaiLabelLookup, convert_dubai
 from rrsis.data.refsegrs import RefSegRS
-from rrsis.engine.datamodule import (
+from rrsis.engine.datamodule import PreloadedDataset, RefSegDataModule
+from rrsis.engine.transforms import (
     SEMANTIC_IGNORE,
     AddSemantic,
     Collate,
@@ -105,16 +106,18 @@ def test_transform_and_collate_carry_the_class_map() -> None:
 
 
 def test_training_with_the_auxiliary_loss(fake_dubai, tmp_path) -> None:
+    from rrsis.engine.config import TrainRun
     from rrsis.engine.module import RRSISLightningModule
-    from rrsis.engine.presets import get_preset
+    from rrsis.engine.presets import resolve_recipe
     from rrsis.engine.train import train
     from rrsis.models import registry
     from rrsis.models.io import load_model
 
     src, data = fake_dubai
-    config = get_preset("default", "lgce_effnet_minilm")
-    config.semantic_weight = 0.5
-    config.input_size, config.batch_size, config.workers, config.epochs = 64, 2, 0, 1
+    config = resolve_recipe(
+        "default", "lgce_effnet_minilm", semantic_weight=0.5, input_size=64, batch_size=2,
+        workers=0, epochs=1,
+    )  # fmt: skip
 
     # The head sees the encoder's maps and gets gradients from a batch with class maps.
     model = registry.get_tiny_model("lgce_effnet_minilm")
@@ -133,18 +136,11 @@ def test_training_with_the_auxiliary_loss(fake_dubai, tmp_path) -> None:
         module.semantic_aux.loss(target)  # maps are consumed by each loss call
 
     out = tmp_path / "run"
-    train(
-        None,
-        [data],
-        out,
-        val_root=data,
-        config=config,
-        tiny=True,
-        max_steps=2,
-        progress_bar=False,
-        semantic_labels=src,
-        limit_val_batches=1,
-    )
+    run = TrainRun(
+        [data], out, config, val=data, tiny=True, max_steps=2, progress=False,
+        semantic_labels=src, limit_val_batches=1,
+    )  # fmt: skip
+    train(run)
     record = json.loads((out / "hparams.json").read_text())
     assert record["semantic_labels"] == str(src)
     assert record["train"]["semantic_classes"] == 5
@@ -154,7 +150,7 @@ def test_training_with_the_auxiliary_loss(fake_dubai, tmp_path) -> None:
     assert not any("semantic" in k for k in exported.state_dict())
 
     with pytest.raises(Exception, match="semantic_labels"):
-        train(None, [data], tmp_path / "no_labels", val_root=data, config=config, tiny=True)
+        train(TrainRun([data], tmp_path / "no_labels", config, val=data, tiny=True))
 
 
 def test_cli_missing_label_tree_is_one_line(fake_dubai, tmp_path, capsys) -> None:
@@ -170,7 +166,6 @@ def test_cli_missing_label_tree_is_one_line(fake_dubai, tmp_path, capsys) -> Non
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_preloaded_samples_match_the_decoded_ones(fake_dubai, workers: int) -> None:
-    from rrsis.engine.datamodule import PreloadedDataset
 
     src, out = fake_dubai
     source = TransformedDataset(RefSegRS(out, "train"), AddSemantic(DubaiLabelLookup(src)))
@@ -202,7 +197,6 @@ def test_preloaded_samples_match_the_decoded_ones(fake_dubai, workers: int) -> N
 
 
 def test_datamodule_preload_serves_the_same_batches(fake_dubai) -> None:
-    from rrsis.engine.datamodule import PreloadedDataset, RefSegDataModule
 
     src, out = fake_dubai
 

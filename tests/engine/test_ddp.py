@@ -30,11 +30,14 @@ DDP_SCRIPT = """
 import sys, torch
 sys.path.insert(0, {here!r})
 from test_train import TinyNet
+from rrsis.engine.config import TrainRun
+from rrsis.engine.presets import resolve_recipe
 from rrsis.engine.train import train
 torch.set_num_threads(1)
-train(None, [{tree!r}], {out!r}, model=TinyNet(), epochs=1, batch_size=2, lr=0.05, workers=0,
-      preset="paper", input_size=32, devices=2, accelerator="cpu", strategy="ddp",
-      progress_bar=False)
+recipe = resolve_recipe("paper", epochs=1, batch_size=2, lr=0.05, workers=0, input_size=32)
+run = TrainRun([{tree!r}], {out!r}, recipe, preset="paper", devices=2, accelerator="cpu",
+               strategy="ddp", progress=False)
+train(run, model=TinyNet())
 """
 
 

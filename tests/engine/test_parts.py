@@ -9,21 +9,20 @@ import pytest
 import torch
 from torch import nn
 
-from rrsis.engine.datamodule import (
-    Collate,
-    EpochSampler,
-    RefSegDataModule,
-    SampleTransform,
-    TransformedDataset,
-    balance_weights,
-    colour_free,
-    orientation_free,
-    sample_categories,
-)
+from rrsis.engine.callbacks import FitScheduleToTime, retarget_poly
+from rrsis.engine.config import parse_max_time
+from rrsis.engine.datamodule import RefSegDataModule, median_image_side
 from rrsis.engine.losses import SegmentationLoss, WeightedCrossEntropy, soft_dice_loss
 from rrsis.engine.optim import build_optimizer, param_groups, poly_lambda
 from rrsis.engine.presets import TrainConfig, get_preset
-from rrsis.engine.train import parse_max_time
+from rrsis.engine.sampling import EpochSampler, balance_weights, sample_categories
+from rrsis.engine.transforms import (
+    Collate,
+    SampleTransform,
+    TransformedDataset,
+    colour_free,
+    orientation_free,
+)
 from rrsis.errors import RRSISError
 from rrsis.models.encoders.base import TextEncoder, VisionEncoder
 
@@ -390,10 +389,9 @@ def test_frozen_encoders_stay_in_eval_and_out_of_the_optimiser():
 
 
 def test_retargeted_poly_is_continuous_and_ends_at_zero():
-    from rrsis.engine.train import _retarget
 
     base = poly_lambda(100, 0.9)
-    short = _retarget(base, start=30, end=60, power=0.9)
+    short = retarget_poly(base, start=30, end=60, power=0.9)
     assert [short(s) for s in range(31)] == [base(s) for s in range(31)]
     values = [short(s) for s in range(30, 70)]
     assert all(a >= b for a, b in zip(values, values[1:]))
@@ -421,8 +419,6 @@ def test_fit_to_time_counts_training_time_before_a_resume():
     """A resumed run has less budget left: Lightning's Timer carries the earlier part's time."""
 
     from pytorch_lightning.callbacks import Timer
-
-    from rrsis.engine.train import FitScheduleToTime
 
     net = torch.nn.Linear(2, 2)
     optimizer, scheduler = build_optimizer(param_groups(net, 0.1, 0.0), total_steps=100)
@@ -462,8 +458,6 @@ def test_fit_to_time_gives_epochs_back_when_later_epochs_are_faster():
     the next ones are fast, up to the planned count, with the lr still decaying to 0 at the end;
     never once its current schedule has ended."""
 
-    from rrsis.engine.train import FitScheduleToTime
-
     net = torch.nn.Linear(2, 2)
     optimizer, scheduler = build_optimizer(param_groups(net, 0.1, 0.0), total_steps=100)
     trainer = _stub_trainer(scheduler, callbacks=[], current_epoch=0)
@@ -501,7 +495,6 @@ def test_fit_to_time_gives_epochs_back_when_later_epochs_are_faster():
 
 
 def test_median_image_side_samples_evenly_and_tolerates_imageless_samples():
-    from rrsis.engine.datamodule import median_image_side
 
     sized = [{"image": np.zeros((s, s + 10, 3), np.uint8)} for s in (40, 50, 60, 500, 70)]
     assert median_image_side(sized) == 70  # longer sides 50 60 70 510 80

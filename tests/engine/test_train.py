@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from rrsis.data.refsegrs import RefSegRS, RefSegRSWriter
+from rrsis.engine.callbacks import StopAfter
+from rrsis.engine.config import TrainRun
+from rrsis.engine.presets import resolve_recipe
 from rrsis.engine.train import train
 from rrsis.models import registry
 from rrsis.models.base import RRSISModel
@@ -110,14 +114,23 @@ def tree(tmp_path_factory) -> Path:
     return make_tree(tmp_path_factory.mktemp("data") / "tree")
 
 
-def _fit(tree: Path, out: Path, **kwargs):
-    options = dict(
-        batch_size=4, lr=0.05, workers=0, seed=3, preset="paper", input_size=32, progress_bar=False
-    )
+RUN_FIELDS = {f.name for f in dataclasses.fields(TrainRun)}
+
+
+def make_run(data, out: Path, preset: str = "paper", model_name=None, **options) -> TrainRun:
+    """A :class:`TrainRun`; ``options`` are its fields or, the others, recipe overrides."""
+    run_options = {key: options.pop(key) for key in list(options) if key in RUN_FIELDS}
+    recipe = resolve_recipe(preset, model_name, **options)
+    return TrainRun(data, out, recipe, preset=preset, **run_options)
+
+
+def _fit(tree: Path, out: Path, stop_after_steps: int | None = None, **kwargs):
+    options = dict(batch_size=4, lr=0.05, workers=0, seed=3, input_size=32, progress=False)
     options.update(kwargs)
     torch.manual_seed(0)  # the model is built before train() seeds everything
     model = options.pop("model", None) or TinyNet()
-    return train(None, [tree], out, model=model, **options), model
+    callbacks = [StopAfter(stop_after_steps)] if stop_after_steps else []
+    return train(make_run([tree], out, **options), model=model, callbacks=callbacks), model
 
 
 def test_overfit_loss_drops_and_exports_loadable_model(
@@ -161,7 +174,7 @@ def test_resume_matches_uninterrupted_run(tree: Path, tmp_path: Path):
     assert first["global_step"] == 4
     assert first["optimizer_states"][0]["state"], "optimizer moments must be checkpointed"
     resumed_model = TinyNet()
-    train(None, [], tmp_path / "cut", resume=True, model=resumed_model, progress_bar=False)
+    train(TrainRun(out=tmp_path / "cut", resume=True, progress=False), model=resumed_model)
     record = json.loads((tmp_path / "cut/hparams.json").read_text())
     assert record["global_step"] == 8
     last = torch.load(tmp_path / "cut/checkpoints/last.ckpt", weights_only=True)
@@ -201,27 +214,18 @@ def test_killed_run_resumes_on_the_same_batches(
     """A run killed mid-epoch (step 3 of 2-step epochs) or on an epoch boundary (step 4) and
     resumed from its step checkpoint trains on the same batches, with the same augmentation,
     as the run that was never interrupted, and ends with the same weights."""
-    from rrsis.engine.presets import get_preset
 
-    def config():
-        cfg = get_preset("paper")
-        cfg.batch_size, cfg.lr, cfg.workers, cfg.seed, cfg.input_size = 4, 0.05, workers, 3, 32
-        cfg.epochs, cfg.augment, cfg.ckpt_every_n_steps = 3, True, 1
-        return cfg
+    def run(out: Path) -> TrainRun:
+        return make_run(
+            [tree], out, batch_size=4, lr=0.05, workers=workers, seed=3, input_size=32,
+            epochs=3, augment=True, ckpt_every_n_steps=1, progress=False,
+        )  # fmt: skip
 
     def fit(out: Path, callbacks: list) -> _BatchLog:
         log = _BatchLog()
         torch.manual_seed(0)  # the same initial weights
         model = TinyNet()
-        train(
-            None,
-            [tree],
-            out,
-            config=config(),
-            model=model,
-            progress_bar=False,
-            callbacks=[log, *callbacks],
-        )
+        train(run(out), model=model, callbacks=[log, *callbacks])
         return log
 
     full = fit(tmp_path / "full", [])
@@ -231,12 +235,8 @@ def test_killed_run_resumes_on_the_same_batches(
     assert cut["global_step"] == kill_at
     resumed = _BatchLog()
     train(
-        None,
-        [],
-        tmp_path / "cut",
-        resume=True,
+        TrainRun(out=tmp_path / "cut", resume=True, progress=False),
         model=TinyNet(),
-        progress_bar=False,
         callbacks=[resumed],
     )
     assert len(full.seen) == 6 and resumed.seen == full.seen[kill_at:]
@@ -269,7 +269,7 @@ def test_existing_run_needs_resume(tree: Path, tmp_path: Path):
     from rrsis.errors import OutputExistsError, RRSISError
 
     with pytest.raises(RRSISError, match="nothing to resume"):
-        train(None, [tree], tmp_path / "none", resume=True, model=TinyNet())
+        train(TrainRun([tree], tmp_path / "none", resume=True), model=TinyNet())
     _fit(tree, tmp_path / "run", epochs=1)
     with pytest.raises(OutputExistsError):
         _fit(tree, tmp_path / "run", epochs=1)
@@ -298,18 +298,11 @@ def fake_fit_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 def tiny_run(tree: Path, run_dir: Path, epochs: int = 1) -> Path:
     """A finished tiny ``lgce_effnet_minilm`` run (batch 4, 64 px) on ``tree``; returns its dir."""
-    train(
-        "lgce_effnet_minilm",
-        [tree],
-        run_dir,
-        epochs=epochs,
-        batch_size=4,
-        input_size=64,
-        workers=0,
-        tiny=True,
-        progress_bar=False,
-        preset="paper",
-    )
+    run = make_run(
+        [tree], run_dir, model_name="lgce_effnet_minilm", epochs=epochs, batch_size=4,
+        input_size=64, workers=0, tiny=True, progress=False,
+    )  # fmt: skip
+    train(run)
     return run_dir
 
 
@@ -346,8 +339,8 @@ def test_fit_to_time_ends_early_with_the_schedule_completed(
 def test_fit_to_time_resume_keeps_the_shortened_schedule(
     tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    """A run cut after its schedule was shortened resumes on the short schedule (session 8 bug:
-    it went back to the planned epochs and lr, so the lr jumped up after the resume)."""
+    """A run cut after its schedule was shortened resumes on the short schedule (it must not go
+    back to the planned epochs and lr: the lr would jump up after the resume)."""
     now = fake_fit_clock(monkeypatch)
     out = tmp_path / "run"
     # Shortened to 4 epochs (8 steps) after epoch 0, then "killed" after step 4 (epoch 1).
@@ -371,17 +364,8 @@ def test_fit_to_time_resume_keeps_the_shortened_schedule(
             self.lrs.append(trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0])
 
     lr_log = LrLog()
-    train(
-        None,
-        [],
-        out,
-        resume=True,
-        model=TinyNet(),
-        progress_bar=False,
-        max_time="00:00:50",
-        fit_to_time=True,
-        callbacks=[lr_log],
-    )
+    resume = TrainRun(out=out, resume=True, progress=False, max_time="00:00:50", fit_to_time=True)
+    train(resume, model=TinyNet(), callbacks=[lr_log])
     record = json.loads((out / "hparams.json").read_text())
     # It went on from the short schedule's lr, and ended where that schedule ends, with the lr
     # at 0. The planned schedule would have gone back to 0.05 * (1 - 4/20) ** 0.9 = 82 % of the
@@ -403,7 +387,6 @@ def test_fit_to_time_needs_max_time(tree: Path, tmp_path: Path):
 
 def test_channels_last_training_changes_the_layout_not_the_result():
     from rrsis.engine.module import RRSISLightningModule
-    from rrsis.engine.presets import get_preset
 
     # In float64, where the rounding of another summation order stays far below the tolerance
     # (in float32 it is amplified to about 2 % of the first layers' gradients of this model).
@@ -414,8 +397,7 @@ def test_channels_last_training_changes_the_layout_not_the_result():
     target = torch.rand(2, 64, 64) > 0.7
     results = {}
     for layout in (False, True):
-        config = get_preset("paper", "lgce_effnet_minilm")
-        config.channels_last = layout
+        config = resolve_recipe("paper", "lgce_effnet_minilm", channels_last=layout)
         model = registry.get_tiny_model("lgce_effnet_minilm").double()
         model.load_state_dict(reference.state_dict())
         module = RRSISLightningModule(model, config).train()

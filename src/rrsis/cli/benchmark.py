@@ -9,20 +9,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rrsis.cli.options import add_dataset_args, command_line
+from rrsis.cli.options import add_dataset_args, add_device_arg, add_progress_arg, command_line
+from rrsis.eval.report import benchmark_markdown
 
 
 def run_benchmark_cli(args: argparse.Namespace) -> int:
-    from rrsis.eval.benchmark import parse_checkpoints, parse_models, run_benchmark
-    from rrsis.eval.report import benchmark_markdown
+    # Lightning is imported only when this command runs: the other commands stay fast.
+    from rrsis.engine.benchmark import parse_checkpoints, parse_models, run_benchmark
 
     models = parse_models(args.models)
     checkpoints = parse_checkpoints(args.checkpoints)
-    train_kwargs = {}
-    if args.max_steps is not None:
-        train_kwargs["max_steps"] = args.max_steps
-    if args.seed is not None:
-        train_kwargs["seed"] = args.seed
     rows = run_benchmark(
         models,
         args.data,
@@ -37,8 +33,9 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
         device=args.device,
         tiny=args.tiny,
         command=command_line(args),
-        progress=not args.no_progress,
-        train_kwargs=train_kwargs,
+        progress=args.progress,
+        seed=args.seed,
+        max_steps=args.max_steps,
     )
     print(benchmark_markdown(rows), end="")
     print(f"wrote {Path(args.out)}/table.md, table.csv, size_buckets.png, command.txt")
@@ -65,9 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--batch-size", type=int, help="training batch size per device")
     bench.add_argument("--eval-batch-size", type=int, default=8)
     bench.add_argument("--protocol", choices=("native", "lavt"), default="native")
-    bench.add_argument("--device", help="evaluation device (default: cuda when available)")
+    add_device_arg(bench, default=None)
     bench.add_argument("--seed", type=int, help="training seed (default: the preset's)")
-    bench.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
+    bench.add_argument("--max-steps", type=int, default=-1, help=argparse.SUPPRESS)
     bench.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
-    bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_arg(bench)
     bench.set_defaults(func=run_benchmark_cli, _parser=bench)

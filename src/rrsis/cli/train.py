@@ -1,11 +1,29 @@
-"""``rrsis train``: thin wrapper over :func:`rrsis.engine.train.train`."""
+"""``rrsis train``: build a :class:`~rrsis.engine.config.TrainRun` and call the engine."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from rrsis.engine.presets import PRESETS
+from rrsis.cli.options import add_progress_arg
+from rrsis.engine.config import TrainRun
+from rrsis.engine.presets import PRESETS, resolve_recipe
+from rrsis.errors import RRSISError
+
+#: Options that set a recipe field of the same name (``None`` = keep the preset's value).
+RECIPE_OPTIONS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "input_size",
+    "seed",
+    "workers",
+    "freeze_vision",
+    "semantic_weight",
+    "photometric",
+    "balance",
+    "preload",
+)
 
 # Data of the shipped model's recipe, as written by scripts/train_default.py.
 DEFAULT_DATA = ("data/dubai", "data/synth")
@@ -25,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--init",
         metavar="WEIGHTS",
-        help="fine-tune: start from a model file written by rrsis (.safetensors; 'default' = "
-        "the shipped default model) instead of the registry's initialisation",
+        help="fine-tune: start from trained weights instead of the registry's initialisation: "
+        "'default' (the shipped model) or a .safetensors file written by rrsis",
     )
     parser.add_argument(
         "--data",
@@ -107,54 +125,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "0.5 MB per sample at 320x320)",
     )
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_progress_arg(parser)
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from rrsis.engine.train import train
-
-    data = args.data
-    val = args.val_data
+def build_run(args: argparse.Namespace) -> TrainRun:
+    """The :class:`TrainRun` of parsed ``rrsis train`` options (checked, nothing started)."""
+    data, val = args.data, args.val_data
     if not data and not args.resume:
         if args.preset != "default":
-            from rrsis.errors import RRSISError
-
-            raise RRSISError("--data is required with --preset paper")
+            raise RRSISError(f"--data is required with --preset {args.preset}")
         data, val = list(DEFAULT_DATA), val or DEFAULT_VAL
-    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
-    semantic_weight = args.semantic_weight
-    if args.semantic_labels is not None and semantic_weight is None:
-        semantic_weight = 0.5
-    best = train(
-        args.model,
-        data or [],
-        args.out,
-        val_root=val,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        input_size=args.input_size,
-        devices=devices,
+    overrides = {name: getattr(args, name) for name in RECIPE_OPTIONS}
+    if args.semantic_labels is not None and overrides["semantic_weight"] is None:
+        overrides["semantic_weight"] = 0.5
+    chosen = {name for name, value in overrides.items() if value is not None}
+    return TrainRun(
+        data=data or [],
+        out=args.out,
+        recipe=resolve_recipe(args.preset, args.model, **overrides),
+        val=val,
+        preset=args.preset,
+        init=args.init,
+        recipe_fields=chosen | ({"model_name"} if args.model else set()),
+        resume=args.resume,
+        semantic_labels=args.semantic_labels,
+        devices=args.devices,
         accelerator=args.accelerator,
         strategy=args.strategy,
-        seed=args.seed,
-        resume=args.resume,
-        preset=args.preset,
         max_time=args.max_time,
-        workers=args.workers,
+        fit_to_time=args.fit_to_time,
         max_steps=args.max_steps,
         tiny=args.tiny,
-        progress_bar=not args.no_progress,
-        freeze_vision=args.freeze_vision,
-        semantic_labels=args.semantic_labels,
-        semantic_weight=semantic_weight,
-        photometric=args.photometric,
-        balance=args.balance,
-        preload=args.preload,
-        fit_to_time=args.fit_to_time,
-        init=args.init,
+        progress=args.progress,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    train_run = build_run(args)
+    # Lightning is imported only once a run starts: the other commands and --help stay fast.
+    from rrsis.engine.train import train
+
+    best = train(train_run)
     print(f"best checkpoint: {best}")
     print(f"model: {Path(args.out) / 'model.safetensors'}")
     return 0

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rrsis.engine.datamodule import SEMANTIC_IGNORE
+from rrsis.engine.transforms import SEMANTIC_IGNORE
 
 
 class SemanticAuxHead(nn.Module):

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rrsis.engine.auxiliary import SemanticAuxiliary
-from rrsis.engine.datamodule import SEMANTIC_IGNORE
 from rrsis.engine.losses import SegmentationLoss
 from rrsis.engine.optim import build_optimizer, param_groups
 from rrsis.engine.presets import TrainConfig
+from rrsis.engine.transforms import SEMANTIC_IGNORE
 from rrsis.errors import RRSISError
 from rrsis.eval.metrics import summarize
 from rrsis.models.encoders.base import TextEncoder, VisionEncoder
@@ -91,7 +91,7 @@ class RRSISLightningModule(pl.LightningModule):
             (``forward(image, word_ids, word_mask) -> logits (B, 2, H, W)``, ``config``).
         config: hyper-parameters (lr, weight decay, class weights, poly power, freezing).
 
-    The batch layout is the one of :class:`rrsis.engine.datamodule.Collate`.
+    The batch layout is the one of :class:`rrsis.engine.transforms.Collate`.
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig) -> None:

@@ -18,6 +18,7 @@ Three recipes exist:
   paper's recipe, whose lr is already low, for 6 epochs).
 
 A run is reproducible from a :class:`TrainConfig` (saved as ``hparams.json``) plus the data.
+:func:`resolve_recipe` is the one place where a named recipe meets explicit overrides.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from rrsis.errors import RRSISError
 
 PRESETS = ("default", "paper", "finetune")
 #: What ``finetune`` changes in the recipe it starts from (``default``, or ``paper`` for Swin-B
-#: models): a third of the default learning rate and a few epochs, the setting measured in
-#: ``docs/results/session14`` (a few labelled image parts of a new area, ``rrsis train --init``).
+#: models): a third of the default learning rate and a few epochs, the setting measured on a few
+#: labelled image parts of a new area (``rrsis train --init``).
 FINETUNE_LR = 2e-4
 FINETUNE_EPOCHS = 6
 DEFAULT_MODEL = "lgce_effnet_minilm"
@@ -57,7 +58,7 @@ class TrainConfig:
         dice_weight: weight of a per-sample soft Dice term added to the cross-entropy
             (0 = the paper's loss); it makes small objects count as much as large ones.
         semantic_weight: weight of the auxiliary semantic loss (``rrsis.engine.auxiliary``),
-            which needs full class maps of the training crops (``train(semantic_labels=...)``);
+            which needs full class maps of the training crops (``TrainRun.semantic_labels``);
             0 = off, as in the paper.
         semantic_classes: classes of those maps (unlabeled excluded).
         input_size: square side images and masks are resized to; ``None`` = model default.
@@ -73,13 +74,13 @@ class TrainConfig:
             (backward through depthwise convolutions dominates); fusion, LGCE and decoder
             then learn on fixed ImageNet features.
         augment: random flips and 90-degree rotations for samples whose expression does not
-            depend on orientation (see :func:`rrsis.engine.datamodule.orientation_free`).
+            depend on orientation (see :func:`rrsis.engine.transforms.orientation_free`).
         photometric: strength of random brightness / contrast / saturation changes for
             samples whose expression names no colour (0 = off; see
-            :class:`rrsis.engine.datamodule.SampleTransform`).
+            :class:`rrsis.engine.transforms.SampleTransform`).
         balance: category balancing of the training samples, in [0, 1]: each is drawn with
             weight ``count(its category) ** -balance`` (0 = off; 0.5 = inverse square root;
-            see :mod:`rrsis.engine.datamodule`).
+            see :mod:`rrsis.engine.sampling`).
         preload: decode and resize every training and validation sample once and keep it in
             RAM (:class:`rrsis.engine.datamodule.PreloadedDataset`): a faster loader for about
             0.5 MB per sample at 320x320; images are rounded to 8 bit after resizing.
@@ -122,6 +123,28 @@ class TrainConfig:
     ckpt_every_n_steps: int = 200
     channels_last: bool = True
 
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "workers", "ckpt_every_n_steps"):
+            value = getattr(self, name)
+            if value < (0 if name == "workers" else 1):
+                raise RRSISError(
+                    f"{name} must be {'0 or more' if name == 'workers' else 'positive'}, got {value}"
+                )
+        if self.lr <= 0:
+            raise RRSISError(f"lr must be positive, got {self.lr}")
+        if self.input_size is not None and self.input_size < 1:
+            raise RRSISError(f"input_size must be positive, got {self.input_size}")
+        if not 0.0 <= self.photometric < 1.0:
+            raise RRSISError(f"photometric strength must be in [0, 1), got {self.photometric}")
+        if not 0.0 <= self.balance <= 1.0:
+            raise RRSISError(f"category balance must be in [0, 1], got {self.balance}")
+        if self.semantic_weight < 0 or self.dice_weight < 0:
+            raise RRSISError("semantic_weight and dice_weight must be 0 or more")
+        if len(self.class_weights) != 2:
+            raise RRSISError(
+                f"class_weights must be (background, foreground), got {self.class_weights}"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (tuples become lists)."""
         data = dataclasses.asdict(self)
@@ -152,16 +175,15 @@ def get_preset(preset: str, model_name: str | None = None) -> TrainConfig:
         model_name: model to train; ``None`` = the preset's own model.
 
     Returns:
-        A fresh :class:`TrainConfig` the caller may modify.
+        A fresh :class:`TrainConfig`; change it with :func:`resolve_recipe` or
+        ``dataclasses.replace``.
     """
     if preset not in PRESETS:
         raise RRSISError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if preset == "finetune":
         config = get_preset("default", model_name)
-        config.epochs = FINETUNE_EPOCHS
-        if "swin_base" not in config.model_name:
-            config.lr = FINETUNE_LR
-        return config
+        lr = config.lr if "swin_base" in config.model_name else FINETUNE_LR
+        return dataclasses.replace(config, epochs=FINETUNE_EPOCHS, lr=lr)
     name = model_name or (DEFAULT_MODEL if preset == "default" else "lgce_swin_base")
     if preset == "paper" or "swin_base" in name:
         return TrainConfig(
@@ -199,3 +221,29 @@ def get_preset(preset: str, model_name: str | None = None) -> TrainConfig:
         augment=True,
         ckpt_every_n_steps=25,
     )
+
+
+def resolve_recipe(
+    preset: str = "default", model_name: str | None = None, **overrides: Any
+) -> TrainConfig:
+    """A named recipe with explicit values on top: the one rule for "preset + options".
+
+    ``get_preset(preset, model_name)`` gives the recipe (which depends on the model: Swin-B
+    models fall back to the paper's, EfficientNet-Lite ones get their ``model_kwargs``); each
+    override that is not ``None`` then replaces that field (``dataclasses.replace``), so an
+    option left unset keeps the recipe's value.
+
+    Args:
+        preset: one of :data:`PRESETS`.
+        model_name: registry name; ``None`` = the preset's own model.
+        **overrides: :class:`TrainConfig` fields, e.g. ``epochs=2, lr=1e-4``; ``None`` = unset.
+
+    Raises:
+        RRSISError: unknown preset, unknown field, or a value out of range.
+    """
+    config = get_preset(preset, model_name)
+    values = {key: value for key, value in overrides.items() if value is not None}
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise RRSISError(f"unknown training hyper-parameters: {', '.join(unknown)}")
+    return dataclasses.replace(config, **values)

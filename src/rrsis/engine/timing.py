@@ -1,6 +1,6 @@
 """Where training time goes: bare model steps on random tensors, and real steps split by phase.
 
-Two measurements that disagreed by ~3x on a lent GPU (sessions 5-8: ~18-20 steps/s timed with
+Two measurements, which on a datacentre GPU disagreed by ~3x (~18-20 steps/s timed with
 :func:`time_bare_steps`, 5.7-7 steps/s reached in training):
 
 * :func:`time_bare_steps`: forward + backward + optimiser step of the model alone, on random
@@ -22,6 +22,13 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from rrsis.engine.losses import WeightedCrossEntropy
+from rrsis.engine.module import freeze_encoders
+from rrsis.engine.optim import build_optimizer, param_groups
+from rrsis.engine.presets import TrainConfig
+from rrsis.engine.train import build_model
+from rrsis.models.speed import channels_last
+
 #: Expression used when timing bare steps (its length sets the text side's cost). The GPU
 #: runs' text-feature cache includes it (``scripts/gpu_train.py stage``).
 TIMING_EXPRESSION = "the building next to the road"
@@ -33,28 +40,26 @@ def _sync(device: torch.device | str) -> None:
 
 
 def time_bare_steps(
-    model_name: str, config: Any, device: torch.device | str, warmup: int, timed: int, tiny=False
+    model_name: str,
+    config: TrainConfig,
+    device: torch.device | str,
+    warmup: int,
+    timed: int,
+    tiny: bool = False,
 ) -> list[float]:
     """Seconds of each of ``timed`` steps (after ``warmup`` untimed ones) on random tensors.
 
-    Builds ``model_name`` with ``config.model_kwargs`` (a :class:`~rrsis.engine.presets.
-    TrainConfig`), freezes its encoders as the config says, and times forward, the weighted
+    Builds ``model_name`` with ``config.model_kwargs``, freezes its encoders as the config says, and times forward, the weighted
     cross-entropy, backward and an AdamW step at ``config.batch_size`` and ``config.input_size``,
     in the memory layout the training module uses (``config.channels_last``).
     """
-    from rrsis.engine.losses import WeightedCrossEntropy
-    from rrsis.engine.module import freeze_encoders
-    from rrsis.engine.optim import build_optimizer, param_groups
-    from rrsis.engine.train import build_model
-    from rrsis.models.speed import channels_last
-
     model = build_model(model_name, config.model_kwargs, tiny=tiny)
     model.to(device).train()
     freeze_encoders(model, text=config.freeze_text, vision=config.freeze_vision)
     optimizer, _ = build_optimizer(param_groups(model, config.lr, config.weight_decay), 10)
     size, batch = config.input_size or model.input_size, config.batch_size
     image = torch.randn(batch, 3, size, size, device=device)
-    if getattr(config, "channels_last", False):
+    if config.channels_last:
         model.to(memory_format=torch.channels_last)
         image = channels_last(image)
     ids, mask = model.tokenize([TIMING_EXPRESSION] * batch)

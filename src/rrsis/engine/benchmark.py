@@ -9,6 +9,10 @@ Layout of the output directory::
     results/<model>.json      full evaluate() result (breakdown and per-sample IoU) + .md
     runs/<model>/             training run (rrsis.engine.train layout, model.safetensors)
 
+Every model is trained with the same recipe: :func:`rrsis.engine.presets.resolve_recipe` of the
+preset, the model and the shared overrides (epochs, batch size, seed), in a
+:class:`~rrsis.engine.config.TrainRun` like the one ``rrsis train`` builds.
+
 Checkpoints are selected on the validation split by the engine; the test split is opened only
 after training, once per model. A run directory that already holds ``model.safetensors`` is
 reused, so an interrupted benchmark restarts where it stopped.
@@ -24,6 +28,9 @@ from typing import Any
 
 import torch
 
+from rrsis.engine.config import TrainRun
+from rrsis.engine.presets import resolve_recipe
+from rrsis.engine.train import train
 from rrsis.errors import ModelError, RRSISError
 from rrsis.eval.evaluate import evaluate, open_dataset
 from rrsis.eval.report import (
@@ -34,6 +41,8 @@ from rrsis.eval.report import (
     write_csv,
     write_json,
 )
+from rrsis.models.io import load_model
+from rrsis.models.registry import list_models
 
 
 def parse_models(spec: str) -> list[str]:
@@ -95,36 +104,14 @@ def weights_input_size(weights: Path) -> int | None:
     return None
 
 
-def _train_one(
-    name: str,
-    data_root: Path,
-    run_dir: Path,
-    epochs: int | None,
-    preset: str,
-    batch_size: int | None,
-    tiny: bool,
-    progress: bool,
-    train_kwargs: Mapping[str, Any],
-) -> Path:
-    """Train ``name`` (unless ``run_dir`` already holds a finished model); return its weights."""
-    weights = run_dir / "model.safetensors"
+def _train_one(run: TrainRun) -> Path:
+    """Train ``run`` (unless ``run.out`` already holds a finished model); return its weights."""
+    weights = Path(run.out) / "model.safetensors"
     if weights.is_file():
         return weights
-    from rrsis.engine.train import train
-
-    train(
-        name,
-        [data_root],
-        run_dir,
-        epochs=epochs,
-        batch_size=batch_size,
-        preset=preset,
-        tiny=tiny,
-        progress_bar=progress,
-        **dict(train_kwargs),
-    )
+    train(run)
     if not weights.is_file():
-        raise RRSISError(f"{run_dir}: training finished without writing model.safetensors")
+        raise RRSISError(f"{run.out}: training finished without writing model.safetensors")
     return weights
 
 
@@ -144,7 +131,8 @@ def run_benchmark(
     tiny: bool = False,
     command: str | None = None,
     progress: bool = True,
-    train_kwargs: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    max_steps: int = -1,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train or load each model, evaluate it on ``split`` and write the benchmark files.
@@ -165,7 +153,9 @@ def run_benchmark(
         tiny: train tiny random-config models (tests and smoke runs).
         command: command line recorded in ``command.txt``.
         progress: show progress bars.
-        train_kwargs: extra keyword arguments of :func:`rrsis.engine.train.train`.
+        seed: training seed (``None`` = the preset's).
+        max_steps: stop each training run after this many optimiser steps (-1 = the epochs
+            decide; smoke runs).
         log: receives one line per finished model.
 
     Returns:
@@ -177,8 +167,6 @@ def run_benchmark(
         raise RRSISError(f"--checkpoints names models not in --models: {', '.join(unknown)}")
     to_train = [name for name in models if name not in checkpoints]
     if to_train:
-        from rrsis.models.registry import list_models
-
         known = list_models()
         bad = [name for name in to_train if name not in known]
         if bad:
@@ -194,9 +182,19 @@ def run_benchmark(
     # Open the scored split first: a wrong root fails before hours of training.
     dataset = open_dataset(data_root, split, data_format)
     device = device or _default_device()
-
-    from rrsis.models.io import load_model
-
+    # Built before any training, so a bad value fails before hours of work.
+    runs = {
+        name: TrainRun(
+            data=[data_root],
+            out=out / "runs" / name,
+            recipe=resolve_recipe(preset, name, epochs=epochs, batch_size=batch_size, seed=seed),
+            preset=preset,
+            max_steps=max_steps,
+            tiny=tiny,
+            progress=progress,
+        )
+        for name in to_train
+    }
     rows: list[dict[str, Any]] = []
     size_counts: dict[str, int] = {}
     timings: list[str] = []
@@ -209,18 +207,8 @@ def run_benchmark(
             input_size = weights_input_size(weights)
             source = f"checkpoint {weights}"
         else:
-            run_dir = out / "runs" / name
-            weights = _train_one(
-                name,
-                data_root,
-                run_dir,
-                epochs,
-                preset,
-                batch_size,
-                tiny,
-                progress,
-                train_kwargs or {},
-            )
+            run_dir = Path(runs[name].out)
+            weights = _train_one(runs[name])
             # Score at the size the model was trained at, not its architectural default.
             input_size = trained_input_size(run_dir)
             source = f"trained in {run_dir}"

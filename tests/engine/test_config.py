@@ -1,0 +1,93 @@
+"""The typed run configuration: recipes with overrides, run checks, resuming from hparams.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from rrsis.cli import build_parser
+from rrsis.cli.train import build_run
+from rrsis.engine.config import TrainRun, max_time_seconds, resumed_run
+from rrsis.engine.presets import TrainConfig, get_preset, resolve_recipe
+from rrsis.errors import RRSISError
+
+
+def test_resolve_recipe_keeps_unset_options_and_refuses_unknown_ones() -> None:
+    paper = get_preset("paper", "lgce_effnet_minilm")
+    recipe = resolve_recipe("paper", "lgce_effnet_minilm", epochs=2, lr=None, augment=False)
+    assert recipe.epochs == 2 and recipe.lr == paper.lr and recipe.augment is False
+    assert resolve_recipe("default") == get_preset("default")
+    with pytest.raises(RRSISError, match="bogus"):
+        resolve_recipe("default", bogus=1)
+    with pytest.raises(RRSISError, match="unknown preset"):
+        resolve_recipe("fast")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("epochs", 0), ("batch_size", -1), ("lr", 0.0), ("photometric", 1.0), ("balance", 1.5)],
+)
+def test_recipe_values_out_of_range_are_one_line_errors(field: str, value: float) -> None:
+    with pytest.raises(RRSISError, match=field):
+        resolve_recipe("default", **{field: value})
+
+
+def test_run_checks_its_settings_before_any_work(tmp_path: Path) -> None:
+    run = TrainRun(["a", "b"], tmp_path, devices="2")
+    assert run.data == (Path("a"), Path("b")) and run.devices == 2 and run.out == tmp_path
+    assert run.recipe == get_preset("default")
+    with pytest.raises(RRSISError, match="training data"):
+        TrainRun([], tmp_path)
+    with pytest.raises(RRSISError, match="time budget"):
+        TrainRun(["a"], tmp_path, fit_to_time=True)
+    with pytest.raises(RRSISError, match="HH:MM:SS"):
+        TrainRun(["a"], tmp_path, max_time="90 minutes")
+    with pytest.raises(RRSISError, match="nope"):
+        TrainRun(["a"], tmp_path, recipe_fields={"nope"})
+    assert max_time_seconds("01:02:03") == 3723 and max_time_seconds("1:00:00:00") == 86400
+
+
+def test_resume_takes_recipe_and_data_from_hparams_of_older_runs(tmp_path: Path) -> None:
+    """A run saved before ``preset``, ``tiny`` or ``semantic_labels`` were recorded resumes."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    recipe = get_preset("paper", "lgce_effnet_minilm")
+    record = {"train": recipe.to_dict(), "data_roots": ["d1", "d2"], "val_root": "v"}
+    (tmp_path / "hparams.json").write_text(json.dumps(record))
+    run = resumed_run(TrainRun(out=tmp_path, resume=True, max_time="00:10:00"))
+    assert run.recipe == recipe and isinstance(run.recipe, TrainConfig)
+    assert run.data == (Path("d1"), Path("d2")) and run.val == Path("v")
+    assert run.preset == "default" and run.max_time == "00:10:00" and not run.tiny
+    with pytest.raises(RRSISError, match="nothing to resume"):
+        resumed_run(TrainRun(out=tmp_path / "empty", resume=True))
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(["train", *argv])
+
+
+def test_cli_builds_the_run_from_the_preset_and_the_options_given(tmp_path: Path) -> None:
+    argv = [
+        "--data",
+        "d",
+        "--out",
+        str(tmp_path),
+        "--preset",
+        "paper",
+        "--model",
+        "lgce_effnet_minilm",
+    ]
+    run = build_run(_args([*argv, "--epochs", "3", "--devices", "2", "--no-progress"]))
+    assert run.recipe == resolve_recipe("paper", "lgce_effnet_minilm", epochs=3)
+    assert run.recipe_fields == {"epochs", "model_name"}
+    assert run.devices == 2 and run.progress is False and run.preset == "paper"
+    labels = build_run(_args([*argv, "--semantic-labels", "src"]))
+    assert labels.recipe.semantic_weight == 0.5 and labels.semantic_labels == Path("src")
+    default = build_run(_args(["--out", str(tmp_path)]))
+    assert default.data == (Path("data/dubai"), Path("data/synth"))
+    assert default.val == Path("data/dubai")
+    with pytest.raises(RRSISError, match="--data is required"):
+        build_run(_args(["--out", str(tmp_path), "--preset", "paper"]))
