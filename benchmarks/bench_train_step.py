@@ -69,45 +69,44 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from rrsis.engine.presets import get_preset
+    from rrsis.engine.config import TrainRun
+    from rrsis.engine.presets import resolve_recipe
     from rrsis.engine.timing import StepTimer, time_bare_steps
     from rrsis.engine.train import train
 
-    config = get_preset("default")
-    config.workers = args.workers
-    config.preload = args.preload
-    config.epochs = 1000  # --steps ends the run
-    config.ckpt_every_n_steps = 200  # as on the GPU; the CPU preset's 25 would be timed too
-    config.semantic_weight = args.semantic_weight
-    config.channels_last = not args.no_channels_last
-    for key, value in (("batch_size", args.batch_size), ("input_size", args.input_size)):
-        if value is not None:
-            setattr(config, key, value)
-    labels = args.labels if config.semantic_weight > 0 else None
+    labels = args.labels if args.semantic_weight > 0 else None
     if labels is not None and not labels.is_dir():
         print(f"{labels} missing: auxiliary loss off", file=sys.stderr)
-        config.semantic_weight, labels = 0.0, None
-    if args.tiny:
-        config.input_size = config.input_size if args.input_size else 64
+        labels = None
+    config = resolve_recipe(
+        "default",
+        workers=args.workers,
+        preload=args.preload,
+        epochs=1000,  # --steps ends the run
+        ckpt_every_n_steps=200,  # as on the GPU; the CPU preset's 25 would be timed too
+        semantic_weight=args.semantic_weight if labels is not None else 0.0,
+        channels_last=not args.no_channels_last,
+        batch_size=args.batch_size,
+        input_size=args.input_size or (64 if args.tiny else None),
+    )
 
     bare = time_bare_steps(config.model_name, config, args.device, 3, args.bare_steps, args.tiny)
     timer = StepTimer(skip=args.skip)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        train(
-            config.model_name,
+        run = TrainRun(
             args.data,
             Path(tmp) / "run",
-            val_root=args.val_data,
-            config=config,
+            config,
+            val=args.val_data,
             max_steps=args.skip + args.steps,
             tiny=args.tiny,
-            progress_bar=False,
+            progress=False,
             accelerator="gpu" if args.device == "cuda" else "cpu",
             semantic_labels=labels,
-            callbacks=[timer],
             deterministic=not args.no_deterministic and "warn",
         )
+        train(run, callbacks=[timer])
     bare_ms = 1000 * statistics.median(bare)
     real = timer.summary()
     result = {

@@ -281,7 +281,8 @@ def fit_epochs(
 def train_default(args: argparse.Namespace, root: Path, run_dir: Path) -> Path:
     """Build missing data and train (or resume) the default preset; returns the val root."""
     from rrsis.data.refsegrs import RefSegRS
-    from rrsis.engine.presets import get_preset
+    from rrsis.engine.config import TrainRun
+    from rrsis.engine.presets import resolve_recipe
     from rrsis.engine.train import train
 
     train_roots, val_root = build_data(
@@ -293,57 +294,51 @@ def train_default(args: argparse.Namespace, root: Path, run_dir: Path) -> Path:
         args.dense_stride,
         args.final_fit,
     )
-    config = get_preset("default", args.model)
-    config.seed, config.workers = args.seed, args.workers
-    for key, value in (
-        ("batch_size", args.batch_size),
-        ("lr", args.lr),
-        ("input_size", args.input_size),
-        ("photometric", args.photometric),
-        ("balance", args.balance),
-        ("preload", args.preload or None),
-        ("ckpt_every_n_steps", args.ckpt_every),
-    ):
-        if value is not None:
-            setattr(config, key, value)
     # The auxiliary semantic loss reads the Dubai label maps (not there in smoke runs).
     has_labels = not args.smoke and args.dubai_src.is_dir()
-    config.semantic_weight = args.semantic_weight if has_labels else 0.0
+    options = dict(
+        seed=args.seed,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        input_size=args.input_size,
+        photometric=args.photometric,
+        balance=args.balance,
+        preload=args.preload or None,
+        ckpt_every_n_steps=args.ckpt_every,
+        semantic_weight=args.semantic_weight if has_labels else 0.0,
+    )
     if args.smoke:
-        config.input_size, config.batch_size, config.workers, config.ckpt_every_n_steps = (
-            64,
-            2,
-            0,
-            1,
-        )
+        options.update(input_size=64, batch_size=2, workers=0, ckpt_every_n_steps=1, epochs=1)
+    config = resolve_recipe("default", args.model, **options)
     resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
-    if args.smoke:
-        config.epochs = 1
-    elif not resume:
+    if not args.smoke and not resume:
         n_train = sum(len(RefSegRS(r, "train")) for r in train_roots)
-        config.epochs = args.epochs or fit_epochs(
+        epochs = args.epochs or fit_epochs(
             config.model_name, config, n_train, seconds(args.max_time), args.smoke, args.share
         )
+        config = resolve_recipe("default", args.model, **options, epochs=epochs)
     started = time.time()
-    best = train(
-        config.model_name,
+    run = TrainRun(
         train_roots,
         run_dir,
-        val_root=val_root,
-        config=config,
+        config,
+        val=val_root,
+        preset="default",
+        init=args.init,
+        recipe_fields={"model_name"},  # an --init file must hold this model (or its LAVT)
         resume=resume,
         max_time=args.max_time,
         fit_to_time=args.fit_to_time,
-        init=args.init,
         tiny=args.smoke,
         max_steps=2 if args.smoke else -1,
-        progress_bar=not args.smoke,
-        accelerator="auto",
+        progress=not args.smoke,
         semantic_labels=args.dubai_src if config.semantic_weight > 0 else None,
         # A final fit trains on the val tile: validating there would select in-sample, so it
         # does not validate and exports the last checkpoint.
         limit_val_batches=0 if args.final_fit else None,
     )
+    best = train(run)
     print(f"trained in {time.time() - started:.0f} s; best checkpoint {best}", flush=True)
     # Kept with the run, so that a later --export-only reports this run's time.
     record_path = run_dir / "hparams.json"

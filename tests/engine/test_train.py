@@ -13,7 +13,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from rrsis.data.refsegrs import RefSegRS, RefSegRSWriter
+from rrsis.data.refsegrs import RefSegRS
+from rrsis.data.refsegrs_writer import RefSegRSWriter
 from rrsis.engine.callbacks import StopAfter
 from rrsis.engine.config import TrainRun
 from rrsis.engine.presets import resolve_recipe

@@ -79,7 +79,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     input_size = args.input_size
     if input_size is None and not untrained:
-        from rrsis.eval.benchmark import weights_input_size
+        from rrsis.models.io import weights_input_size
 
         # Score at the size the weights were trained at when the run recorded it.
         input_size = weights_input_size(Path(args.model))
@@ -180,9 +180,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     from rrsis.data.io import atomic_write
-    from rrsis.eval.benchmark import weights_input_size
     from rrsis.eval.evaluate import THRESHOLD_GRID, best_threshold, open_dataset, sweep_thresholds
-    from rrsis.models.io import OMITTED_KEY, load_model, save_model
+    from rrsis.models.io import OMITTED_KEY, load_model, save_model, weights_input_size
 
     if args.split.lower() == "test":
         raise RRSISError(

@@ -126,7 +126,7 @@ def command_line(args: argparse.Namespace) -> str:
         if value is None or value == action.default:
             continue
         flag = action.option_strings[-1]
-        if isinstance(action, argparse._StoreTrueAction):
+        if action.nargs == 0:  # a switch (--overwrite, --no-progress): its flag alone
             words.append(flag)
         else:
             words += [flag, str(value)]

@@ -20,7 +20,6 @@ reused, so an interrupted benchmark restarts where it stopped.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -41,7 +40,7 @@ from rrsis.eval.report import (
     write_csv,
     write_json,
 )
-from rrsis.models.io import load_model
+from rrsis.models.io import load_model, trained_input_size, weights_input_size
 from rrsis.models.registry import list_models
 
 
@@ -73,35 +72,6 @@ def parse_checkpoints(spec: str | None) -> dict[str, Path]:
 
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def trained_input_size(run_dir: Path) -> int | None:
-    """Input side a run was trained at (``hparams.json``), or ``None`` when unknown."""
-    return _input_size_from(run_dir / "hparams.json")
-
-
-def _input_size_from(path: Path) -> int | None:
-    """``train.input_size`` of an hparams-style JSON file, or ``None``."""
-    if not path.is_file():
-        return None
-    try:
-        size = json.loads(path.read_text()).get("train", {}).get("input_size")
-    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-        return None
-    return int(size) if size else None
-
-
-def weights_input_size(weights: Path) -> int | None:
-    """Training input side recorded next to a weights file, or ``None``.
-
-    Looks at ``<weights>.json`` (``rrsis/weights/default.json`` beside ``default.safetensors``)
-    and at ``hparams.json`` in the same directory (a training run directory).
-    """
-    for candidate in (weights.with_suffix(".json"), weights.parent / "hparams.json"):
-        size = _input_size_from(candidate)
-        if size is not None:
-            return size
-    return None
 
 
 def _train_one(run: TrainRun) -> Path:

@@ -346,3 +346,32 @@ def resolve_model(
         first = str(err).strip().splitlines()[0]
         raise ModelError(f"{weights}: weights do not fit model {name!r} ({first})") from err
     return model.to(map_location).eval(), False
+
+
+def trained_input_size(run_dir: Path) -> int | None:
+    """Input side a run was trained at (``hparams.json``), or ``None`` when unknown."""
+    return input_size_from_json(run_dir / "hparams.json")
+
+
+def input_size_from_json(path: Path) -> int | None:
+    """``train.input_size`` of an hparams-style JSON file (a training run's record), or ``None``."""
+    if not path.is_file():
+        return None
+    try:
+        size = json.loads(path.read_text()).get("train", {}).get("input_size")
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        return None
+    return int(size) if size else None
+
+
+def weights_input_size(weights: Path) -> int | None:
+    """Training input side recorded next to a weights file, or ``None``.
+
+    Looks at ``<weights>.json`` (``rrsis/weights/default.json`` beside ``default.safetensors``)
+    and at ``hparams.json`` in the same directory (a training run directory).
+    """
+    for candidate in (weights.with_suffix(".json"), weights.parent / "hparams.json"):
+        size = input_size_from_json(candidate)
+        if size is not None:
+            return size
+    return None
