@@ -11,8 +11,10 @@ from PIL import Image
 from torch import nn
 
 from rrsis.errors import ExpressionError, ImageReadError, ModelError
-from rrsis.infer import predictor
-from rrsis.infer.predictor import Segmenter, tile_starts, to_rgb_uint8
+from rrsis.infer import images as images_module
+from rrsis.infer.images import to_rgb_uint8
+from rrsis.infer.predictor import Segmenter
+from rrsis.infer.tiling import tile_starts
 from rrsis.models import io as model_io
 
 
@@ -209,7 +211,7 @@ def test_many_pairs_are_split_into_forwards_of_at_most_max_rows(pixel_model):
     tiles = np.stack([_image(64, 64, seed=s) for s in range(3)])
     names = ["zebra", "apple", "road", "sea"]
     ids, mask = seg.tokenize(names)
-    seg.max_rows = 5
+    seg.network.max_rows = 5
     probs = seg.predict_tiles(tiles, ids, mask)
     assert pixel_model.batch_sizes == [5, 5, 2]  # 4 expressions x 3 tiles
     for e, name in enumerate(names):
@@ -280,7 +282,7 @@ def test_windows_leave_positions_to_the_whole_image_without_the_position_rule(pi
 
 
 def test_very_large_images_in_memory_warn_about_memory(pixel_model, monkeypatch):
-    monkeypatch.setattr(predictor, "LARGE_IN_MEMORY", 150 * 150)
+    monkeypatch.setattr(images_module, "LARGE_IN_MEMORY", 150 * 150)
     seg = Segmenter(pixel_model, compose="none", window=64, window_overlap=16)
     image = np.zeros((160, 160, 3), np.uint8)
     with pytest.warns(UserWarning, match="GiB; predict_scene"):

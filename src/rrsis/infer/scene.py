@@ -54,7 +54,9 @@ import numpy as np
 
 from rrsis.errors import ImageReadError, OutputExistsError, RRSISError
 from rrsis.infer.compose import parse_expression, parse_rules, region_bounds, scene_position
-from rrsis.infer.predictor import MIN_SIDE, Segmenter, ramp_weights, tile_starts
+from rrsis.infer.images import MIN_SIDE
+from rrsis.infer.predictor import Segmenter
+from rrsis.infer.tiling import ramp_weights, tile_starts
 
 #: Longest side of the decimated read used to estimate the stretch of non-uint8 scenes.
 _STATS_SIDE = 1024
@@ -434,8 +436,8 @@ def predict_scene(
         raise RRSISError(str(error)) from None
     if positions == "scene":
         rules.discard("position")  # the scene's regions, not each window's
-    fed = segmenter._check_expressions(list(fed))
-    word_ids, word_mask = segmenter._tokenize(fed)  # warns once about truncated expressions
+    fed = segmenter.check_expressions(list(fed))
+    word_ids, word_mask = segmenter.tokenize(fed, checked=True)  # warns once about truncated expressions
     if any(parse_expression(text, rules) for text in fed):
 
         def window_probs(tiles: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
