@@ -254,7 +254,7 @@ def test_large_images_are_read_in_windows_at_the_training_scale(pixel_model):
 def test_windows_match_predict_scene(tmp_path, pixel_model):
     from PIL import Image
 
-    from rrsis.infer.scene import predict_scene
+    from rrsis.infer.scene import SceneConfig, predict_scene
 
     rng = np.random.default_rng(4)
     image = rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)
@@ -263,9 +263,12 @@ def test_windows_match_predict_scene(tmp_path, pixel_model):
     probs = seg(image, "zebra", return_probs=True, tiling="always")
     with pytest.warns(UserWarning, match="no CRS"):
         out = predict_scene(
-            tmp_path / "img.png", "zebra", tmp_path / "m.tif", seg, tile=128, overlap=32,
-            probabilities=True, progress=False,
-        )  # fmt: skip
+            tmp_path / "img.png",
+            "zebra",
+            tmp_path / "m.tif",
+            seg,
+            SceneConfig(tile=128, overlap=32, probabilities=True, progress=False),
+        )
     import rasterio
 
     with rasterio.open(out) as ds:
