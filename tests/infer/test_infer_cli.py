@@ -12,7 +12,8 @@ from PIL import Image
 
 from rrsis.cli import main
 from rrsis.infer import demo as demo_module
-from rrsis.infer.predictor import Segmenter, to_rgb_uint8
+from rrsis.infer.images import to_rgb_uint8
+from rrsis.infer.predictor import Segmenter
 from rrsis.models import io as model_io
 
 

@@ -161,13 +161,15 @@ def _window_rules(segmenter: Segmenter, config: SceneConfig) -> set[str]:
     return rules
 
 
-def _split_positions(names: list[str], positions: str) -> tuple[list[str], list[str | None]]:
+def _split_positions(
+    names: list[str], positions: str, warn: bool = True
+) -> tuple[list[str], list[str | None]]:
     """What each window reads (``fed``) and the scene region of each expression."""
     if positions == "window":
         return list(names), [None] * len(names)
     fed, regions = zip(*(scene_position(name) for name in names))
     for name, region in zip(names, regions):
-        if region is None and infer_kind(name) == "position":
+        if warn and region is None and infer_kind(name) == "position":
             warnings.warn(
                 f"{name!r}: no scene region recognised in its position words (known: in the "
                 "upper left/right, lower left/right, centre; at the top/bottom; on the "
@@ -180,22 +182,23 @@ def _split_positions(names: list[str], positions: str) -> tuple[list[str], list[
 
 def scene_rules(
     expressions: str | Sequence[str], segmenter: Segmenter, config: SceneConfig | None = None
-) -> list[tuple[str, ...]]:
+) -> list[tuple[str | None, str | None]]:
     """The rules that may decide each expression's band in :func:`predict_scene`.
 
-    ``"position"`` first when a position phrase selects a part of the whole scene
-    (``positions="scene"``), then the rule the windows apply, where it decides (a window where
-    it cannot is read by the network). An empty tuple: the network alone.
+    Returns:
+        Per expression ``(scene_rule, window_rule)``: ``"position"`` when a position phrase
+        selects a part of the whole scene (``positions="scene"``), else ``None``; and the rule
+        the windows apply where it decides (a window where it cannot is read by the network),
+        else ``None``. ``(None, None)``: the network alone.
     """
     config = config or SceneConfig()
     names = [expressions] if isinstance(expressions, str) else list(expressions)
+    fed, regions = _split_positions(names, config.positions, warn=False)
     rules = _window_rules(segmenter, config)
     out = []
-    for name in names:
-        fed, region = scene_position(name) if config.positions == "scene" else (name, None)
-        composition = parse_expression(fed, rules) if rules else None
-        found = ("position",) if region is not None else ()
-        out.append(found + ((composition.rule,) if composition else ()))
+    for text, region in zip(fed, regions):
+        composition = parse_expression(text, rules) if rules else None
+        out.append(("position" if region else None, composition.rule if composition else None))
     return out
 
 
