@@ -213,8 +213,13 @@ def test_top_level_api_names_resolve():
     from rrsis.infer.scene import predict_scene
 
     assert rrsis.predict_images is predict_images and rrsis.predict_scene is predict_scene
-    assert rrsis.Segmenter is Segmenter
-    assert set(rrsis.__all__) >= {"Segmenter", "predict_images", "predict_scene"}
+    from rrsis.infer.reading import Prediction
+    from rrsis.infer.scene import SceneConfig
+
+    assert rrsis.Segmenter is Segmenter and rrsis.Prediction is Prediction
+    assert rrsis.SceneConfig is SceneConfig and rrsis.BatchConfig is BatchConfig
+    public = {"Segmenter", "Prediction", "predict_images", "BatchConfig", "predict_scene"}
+    assert set(rrsis.__all__) >= public | {"SceneConfig"}
     with pytest.raises(AttributeError):
         rrsis.no_such_name  # noqa: B018
     # `import rrsis` alone stays light: torch is imported only when a name needs it.
@@ -336,3 +341,19 @@ def test_prepare_then_run_is_predict_images_and_the_config_checks_its_values(
         BatchConfig(overwrite=True, skip_existing=True)
     with pytest.raises(RRSISError, match="min_area"):
         BatchConfig(min_area=-1.0)
+
+
+def test_summary_says_what_decided_each_mask(folder, tmp_path, pixel_model):
+    names = ["zebra", "zebra in the upper left"]
+    config = BatchConfig(progress=False)
+    predict_images([folder / "tile0.png"], names, tmp_path / "a", Segmenter(pixel_model), config)
+    summary = _summary(tmp_path / "a")
+    assert [r["decided_by"] for r in summary] == ["network", "position"]
+    alone = Segmenter(pixel_model, compose="none")
+    predict_images([folder / "tile0.png"], names, tmp_path / "b", alone, config)
+    assert [r["decided_by"] for r in _summary(tmp_path / "b")] == ["network", "network"]
+    (folder / "broken.png").write_bytes(b"nope")
+    with pytest.warns(UserWarning, match="skipped"):
+        predict_images([folder], "zebra", tmp_path / "c", alone, config)
+    broken = [r for r in _summary(tmp_path / "c") if r["image"].endswith("broken.png")]
+    assert broken[0]["status"] == "error" and broken[0]["decided_by"] == ""

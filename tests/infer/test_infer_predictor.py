@@ -293,3 +293,43 @@ def test_very_large_images_in_memory_warn_about_memory(pixel_model, monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         seg(image[:140], "zebra")
+
+
+def test_predict_says_what_decided_each_mask(pixel_model):
+    image = _image(64, 96, seed=7)
+    seg = Segmenter(pixel_model)
+    names = ["zebra", "zebra in the upper left"]
+    predictions = seg.predict(image, names)
+    assert [p.expression for p in predictions] == names
+    assert [p.decided_by for p in predictions] == ["network", "position"]
+    for prediction, mask, prob in zip(
+        predictions, seg(image, names), seg(image, names, return_probs=True)
+    ):
+        assert prediction.mask.dtype == bool and prediction.probability.dtype == np.float32
+        np.testing.assert_array_equal(prediction.mask, mask)
+        np.testing.assert_array_equal(prediction.probability, prob)
+        np.testing.assert_array_equal(prediction.mask, prediction.probability > seg.threshold)
+    # The position rule kept the upper-left objects only.
+    assert not predictions[1].mask[32:].any() and predictions[0].mask[32:].any()
+    alone = Segmenter(pixel_model, compose="none").predict(image, names)
+    assert [p.decided_by for p in alone] == ["network", "network"]
+
+
+def test_predict_reports_the_rule_on_windows_too(pixel_model):
+    image = np.random.default_rng(8).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    seg = Segmenter(pixel_model, window=64, window_overlap=16)
+    assert seg.uses_windows(image.shape[:2])
+    predictions = seg.predict(image, ["zebra in the upper left", "zebra"])
+    assert [p.decided_by for p in predictions] == ["position", "network"]
+    assert predictions[0].mask.shape == (200, 200)
+
+
+def test_compose_tiles_decided_per_expression_and_tile(pixel_model):
+    seg = Segmenter(pixel_model)
+    # The last tile has no object (red == green): the rule cannot decide there.
+    tiles = np.stack([_image(64, 64, seed=0), _image(64, 64, seed=1), np.zeros((64, 64, 3))])
+    names = ["zebra", "zebra in the upper left"]
+    probs, decided = seg.compose_tiles_decided(tiles.astype(np.uint8), names)
+    assert probs.shape == (2, 3, 64, 64)
+    assert decided == [["network"] * 3, ["position", "position", "network"]]
+    np.testing.assert_array_equal(seg.compose_tiles(tiles.astype(np.uint8), names), probs)

@@ -647,3 +647,33 @@ def test_predict_scene_writes_lon_lat_polygons_on_request(tmp_path, geotiff, pix
     assert [f["properties"] for f in utm] == [f["properties"] for f in lonlat]
     lon, lat = lonlat[0]["geometry"]["coordinates"][0][0]
     assert 55.9 < lon < 56.1 and 24.3 < lat < 24.5
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tile": 16}, "need tile >= 32"),
+        ({"tile": 64, "overlap": 64}, "0 <= overlap < tile"),
+        ({"batch": 0}, "batch must be at least 1"),
+        ({"min_area": -1.0}, "min_area must be >= 0"),
+        ({"simplify": -0.5}, "simplify must be >= 0"),
+        ({"compose": "colour"}, "unknown composition rule"),
+        ({"positions": "map"}, "positions must be"),
+    ],
+)
+def test_scene_config_checks_its_values(options, message):
+    with pytest.raises(RRSISError, match=message):
+        SceneConfig(**options)
+    assert SceneConfig(vector="a.geojson").vector.suffix == ".geojson"  # a Path
+
+
+def test_scene_rules_say_what_may_decide_each_band(pixel_model):
+    from rrsis.infer.scene import scene_rules
+
+    seg = Segmenter(pixel_model)
+    names = ["zebra", "zebra in the upper left", "zebra along the road in the upper left"]
+    assert scene_rules(names, seg) == [(None, None), ("position", None), ("position", "relation")]
+    window = SceneConfig(positions="window")
+    assert scene_rules("zebra in the upper left", seg, window) == [(None, "position")]
+    alone = SceneConfig(compose="none")
+    assert scene_rules(names, seg, alone) == [(None, None), ("position", None), ("position", None)]

@@ -7,8 +7,8 @@ as one line. Warnings (truncated or non-Latin expressions, scenes without CRS, u
 are printed as one ``rrsis: warning:`` line each. Each result says what decided its mask: the
 network alone, or a composition rule (``--compose none`` turns the rules off).
 
-The library is imported inside the handlers: ``rrsis --help`` and argument errors stay fast, and
-torch, scipy and rasterio load only when a command runs.
+The modules that load torch (the Segmenter, the scene and demo runners) are imported inside the
+handlers, so that ``rrsis --help`` and argument errors stay fast.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from rrsis.cli.options import (
     one_line_warnings,
 )
 from rrsis.errors import OutputExistsError, RRSISError
+from rrsis.infer.batch import SUMMARY_NAME, BatchConfig, prepare_batch, run_batch
+from rrsis.infer.images import to_rgb_uint8
+from rrsis.infer.outputs import check_mask_format, check_output, georeference, write_prediction
+from rrsis.infer.vector import parse_crs
 
 
 def _check_distinct(inputs: list[Path], outputs: list[Path | None]) -> None:
@@ -57,7 +61,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 def _segmenter(args: argparse.Namespace):
     import torch
 
-    from rrsis.infer.predictor import Segmenter
+    from rrsis.infer.predictor import Segmenter  # torch: loaded only when a model is needed
 
     return Segmenter.from_pretrained(
         args.model,
@@ -76,9 +80,6 @@ def decided_text(decided_by: str) -> str:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from rrsis.infer.images import to_rgb_uint8
-    from rrsis.infer.outputs import check_mask_format, check_output, georeference, write_prediction
-
     image_path, output, overlay = Path(args.image), Path(args.output), args.overlay
     overlay = None if overlay is None else Path(overlay)
     vector = None if args.vector is None else Path(args.vector)
@@ -111,8 +112,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict_batch(args: argparse.Namespace) -> int:
-    from rrsis.infer.batch import SUMMARY_NAME, BatchConfig, prepare_batch, run_batch
-
     config = BatchConfig(
         mask_format=args.format,
         overlay=args.overlay,
@@ -148,7 +147,7 @@ def _cmd_predict_batch(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict_scene(args: argparse.Namespace) -> int:
-    from rrsis.infer.scene import SceneConfig, predict_scene, scene_rules
+    from rrsis.infer.scene import SceneConfig, predict_scene, scene_rules  # loads torch
 
     scene, output = Path(args.scene), Path(args.output)
     vector = None if args.vector is None else Path(args.vector)
@@ -183,7 +182,7 @@ def _cmd_predict_scene(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from rrsis.infer.demo import run_demo
+    from rrsis.infer.demo import run_demo  # loads torch
 
     with one_line_warnings():
         records = run_demo(Path(args.out), model=args.model)
@@ -233,8 +232,6 @@ def _add_tiling_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _crs(text: str):
-    from rrsis.infer.vector import parse_crs
-
     try:
         return parse_crs(text)
     except RRSISError as err:
