@@ -2,9 +2,12 @@
 
 Public API:
 
-- :class:`Segmenter` -- segment an image from an English expression.
-- :func:`predict_scene` -- a large GeoTIFF scene, window by window, georeferencing kept.
-- :func:`predict_images` -- many image files into a folder of masks with a summary.
+- :class:`Segmenter` -- segment an image from an English expression; :meth:`Segmenter.predict`
+  returns one :class:`Prediction` per expression (mask, probabilities, what decided it).
+- :func:`predict_scene` + :class:`SceneConfig` -- a large GeoTIFF scene, window by window,
+  georeferencing kept.
+- :func:`predict_images` + :class:`BatchConfig` -- many image files into a folder of masks with a
+  summary.
 - :func:`get_model`, :func:`list_models` -- the model registry.
 - ``__version__``
 """
@@ -14,6 +17,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchConfig",
+    "Prediction",
+    "SceneConfig",
     "Segmenter",
     "__version__",
     "get_model",
@@ -22,24 +28,24 @@ __all__ = [
     "predict_scene",
 ]
 
+#: Where each public name lives; imported on first use.
+_LAZY = {
+    "get_model": "rrsis.models.registry",
+    "list_models": "rrsis.models.registry",
+    "Segmenter": "rrsis.infer.predictor",
+    "Prediction": "rrsis.infer.reading",
+    "predict_scene": "rrsis.infer.scene",
+    "SceneConfig": "rrsis.infer.scene",
+    "predict_images": "rrsis.infer.batch",
+    "BatchConfig": "rrsis.infer.batch",
+}
+
 
 def __getattr__(name: str):
     # Lazy imports keep `import rrsis` (and the CLI's start-up) fast: torch and
     # transformers load only when a model is actually needed.
-    if name in ("get_model", "list_models"):
-        from rrsis.models import registry
+    if name in _LAZY:
+        import importlib
 
-        return getattr(registry, name)
-    if name == "Segmenter":
-        from rrsis.infer.predictor import Segmenter
-
-        return Segmenter
-    if name == "predict_scene":
-        from rrsis.infer.scene import predict_scene
-
-        return predict_scene
-    if name == "predict_images":
-        from rrsis.infer.batch import predict_images
-
-        return predict_images
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'rrsis' has no attribute {name!r}")

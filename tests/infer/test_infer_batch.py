@@ -12,8 +12,9 @@ from PIL import Image
 
 from rrsis.cli import main
 from rrsis.errors import DatasetError, OutputExistsError, RRSISError
-from rrsis.infer.batch import plan_outputs, predict_images, slug
-from rrsis.infer.predictor import Segmenter, to_rgb_uint8
+from rrsis.infer.batch import BatchConfig, plan_outputs, predict_images, slug
+from rrsis.infer.images import to_rgb_uint8
+from rrsis.infer.predictor import Segmenter
 
 
 def _png(path, height=64, width=96, seed=0):
@@ -48,7 +49,9 @@ def test_slug_and_numbered_duplicates(tmp_path):
 def test_masks_equal_single_image_predictions(folder, tmp_path, pixel_model):
     segmenter = Segmenter(pixel_model, compose="none")
     out = tmp_path / "out"
-    rows = predict_images([folder], ["red", "blue"], out, segmenter, overlay=True, progress=False)
+    rows = predict_images(
+        [folder], ["red", "blue"], out, segmenter, BatchConfig(overlay=True, progress=False)
+    )
     assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
     for i in range(3):
         image = folder / f"tile{i}.png"
@@ -69,7 +72,9 @@ def test_masks_equal_single_image_predictions(folder, tmp_path, pixel_model):
 
 def test_one_expression_keeps_the_image_name(folder, tmp_path, pixel_model):
     out = tmp_path / "out"
-    predict_images([folder / "tile1.png"], "red", out, Segmenter(pixel_model), progress=False)
+    predict_images(
+        [folder / "tile1.png"], "red", out, Segmenter(pixel_model), BatchConfig(progress=False)
+    )
     assert sorted(p.name for p in out.iterdir()) == ["summary.csv", "tile1.png"]
 
 
@@ -78,7 +83,9 @@ def test_unreadable_image_is_recorded_and_the_run_goes_on(folder, tmp_path, pixe
     _png(folder / "tiny.png", height=16, width=16)
     out = tmp_path / "out"
     with pytest.warns(UserWarning, match="skipped"):
-        rows = predict_images([folder], "red", out, Segmenter(pixel_model), progress=False)
+        rows = predict_images(
+            [folder], "red", out, Segmenter(pixel_model), BatchConfig(progress=False)
+        )
     status = {r["image"].rsplit("/", 1)[-1]: (r["status"], r["error"]) for r in rows}
     assert status["broken.png"][0] == "error" and "decode" in status["broken.png"][1]
     assert status["tiny.png"][0] == "error" and "32 px" in status["tiny.png"][1]
@@ -91,7 +98,7 @@ def test_existing_outputs_refused_before_any_work(folder, tmp_path, pixel_model)
     out.mkdir()
     (out / "tile2.png").write_bytes(b"keep me")
     with pytest.raises(OutputExistsError, match="tile2.png"):
-        predict_images([folder], "red", out, Segmenter(pixel_model), progress=False)
+        predict_images([folder], "red", out, Segmenter(pixel_model), BatchConfig(progress=False))
     assert pixel_model.calls == 0
     assert sorted(p.name for p in out.iterdir()) == ["tile2.png"]
     assert (out / "tile2.png").read_bytes() == b"keep me"
@@ -100,12 +107,18 @@ def test_existing_outputs_refused_before_any_work(folder, tmp_path, pixel_model)
 def test_skip_existing_resumes_only_missing_images(folder, tmp_path, pixel_model):
     out = tmp_path / "out"
     segmenter = Segmenter(pixel_model, compose="none")
-    predict_images([folder], ["red", "blue"], out, segmenter, vector=True, progress=False)
+    predict_images(
+        [folder], ["red", "blue"], out, segmenter, BatchConfig(vector=True, progress=False)
+    )
     first = pixel_model.calls
     (out / "tile1_blue.png").unlink()  # as if the run had stopped inside tile1
     stale = (out / "tile0_red.png").read_bytes()
     rows = predict_images(
-        [folder], ["red", "blue"], out, segmenter, vector=True, skip_existing=True, progress=False
+        [folder],
+        ["red", "blue"],
+        out,
+        segmenter,
+        BatchConfig(vector=True, skip_existing=True, progress=False),
     )
     assert pixel_model.calls - first == first // 3  # one image's forwards, not three
     status = {(r["image"].rsplit("/", 1)[-1], r["expression"]): r["status"] for r in rows}
@@ -135,7 +148,9 @@ def test_geotiff_inputs_keep_georeferencing(tmp_path, geotiff, pixel_model):
     scenes.mkdir()
     geotiff(scenes / "s1.tif", 80, 100)
     out = tmp_path / "out"
-    predict_images([scenes], "red", out, Segmenter(pixel_model), vector=True, progress=False)
+    predict_images(
+        [scenes], "red", out, Segmenter(pixel_model), BatchConfig(vector=True, progress=False)
+    )
     with rasterio.open(scenes / "s1.tif") as src, rasterio.open(out / "s1.tif") as dst:
         assert dst.crs == src.crs and dst.transform == src.transform
         assert (dst.width, dst.height) == (100, 80)
@@ -171,8 +186,10 @@ def test_cli_exit_codes_and_summary(folder, tmp_path, capsys):
 def test_min_area_filters_the_polygons_not_the_masks(folder, tmp_path, pixel_model):
     seg = Segmenter(pixel_model, compose="none")
     kwargs = {"vector": True, "progress": False}
-    predict_images([folder / "tile0.png"], "red", tmp_path / "all", seg, **kwargs)
-    predict_images([folder / "tile0.png"], "red", tmp_path / "big", seg, min_area=20, **kwargs)
+    predict_images([folder / "tile0.png"], "red", tmp_path / "all", seg, BatchConfig(**kwargs))
+    predict_images(
+        [folder / "tile0.png"], "red", tmp_path / "big", seg, BatchConfig(min_area=20, **kwargs)
+    )
     every = json.loads((tmp_path / "all" / "tile0.geojson").read_text())["features"]
     big = json.loads((tmp_path / "big" / "tile0.geojson").read_text())["features"]
     areas = sorted(f["properties"]["area"] for f in every)  # pixels: a plain PNG
@@ -196,8 +213,13 @@ def test_top_level_api_names_resolve():
     from rrsis.infer.scene import predict_scene
 
     assert rrsis.predict_images is predict_images and rrsis.predict_scene is predict_scene
-    assert rrsis.Segmenter is Segmenter
-    assert set(rrsis.__all__) >= {"Segmenter", "predict_images", "predict_scene"}
+    from rrsis.infer.reading import Prediction
+    from rrsis.infer.scene import SceneConfig
+
+    assert rrsis.Segmenter is Segmenter and rrsis.Prediction is Prediction
+    assert rrsis.SceneConfig is SceneConfig and rrsis.BatchConfig is BatchConfig
+    public = {"Segmenter", "Prediction", "predict_images", "BatchConfig", "predict_scene"}
+    assert set(rrsis.__all__) >= public | {"SceneConfig"}
     with pytest.raises(AttributeError):
         rrsis.no_such_name  # noqa: B018
     # `import rrsis` alone stays light: torch is imported only when a name needs it.
@@ -224,7 +246,9 @@ def test_probabilities_are_float_tiffs_on_the_inputs_grid(folder, tmp_path, geot
     seg = Segmenter(pixel_model, compose="none")
     geotiff(folder / "geo.tif", 70, 90)
     out = tmp_path / "out"
-    predict_images([folder], "red", out, seg, probabilities=True, vector=True, progress=False)
+    predict_images(
+        [folder], "red", out, seg, BatchConfig(probabilities=True, vector=True, progress=False)
+    )
     for name in ("tile0", "geo"):  # a PNG input gets a TIFF too
         path = out / f"{name}.tif"
         image = to_rgb_uint8(folder / (f"{name}.png" if name == "tile0" else "geo.tif"))
@@ -236,7 +260,11 @@ def test_probabilities_are_float_tiffs_on_the_inputs_grid(folder, tmp_path, geot
                     assert ds.crs == src.crs and ds.transform == src.transform
     with pytest.raises(RRSISError, match="float32 TIFF"):
         predict_images(
-            [folder], "red", tmp_path / "png", seg, probabilities=True, mask_format="png"
+            [folder],
+            "red",
+            tmp_path / "png",
+            seg,
+            BatchConfig(probabilities=True, mask_format="png"),
         )
 
 
@@ -265,7 +293,7 @@ def test_vector_crs_needs_georeferenced_inputs(folder, tmp_path, geotiff, pixel_
     seg = Segmenter(pixel_model, compose="none")
     kwargs = {"vector": True, "progress": False, "vector_crs": "EPSG:4326"}
     with pytest.warns(UserWarning, match="no CRS to reproject"):
-        rows = predict_images([folder], "red", tmp_path / "out", seg, **kwargs)
+        rows = predict_images([folder], "red", tmp_path / "out", seg, BatchConfig(**kwargs))
     status = {r["image"].rsplit("/", 1)[-1]: r["status"] for r in rows}
     assert status == {
         "geo.tif": "ok",
@@ -277,28 +305,55 @@ def test_vector_crs_needs_georeferenced_inputs(folder, tmp_path, geotiff, pixel_
     doc = json.loads((tmp_path / "out" / "geo.geojson").read_text())
     assert doc["crs"]["properties"]["name"].endswith("EPSG::4326")
     with pytest.raises(RRSISError, match="unknown CRS"):
-        predict_images([folder], "red", tmp_path / "o2", seg, vector=True, vector_crs="EPSG:x")
+        predict_images(
+            [folder], "red", tmp_path / "o2", seg, BatchConfig(vector=True, vector_crs="EPSG:x")
+        )
     with pytest.raises(SystemExit):
         main(["predict-batch", str(folder), "-e", "x", "-o", str(tmp_path), "--vector-crs", "?"])
     assert "unknown CRS" in capsys.readouterr().err
 
 
-def test_predict_images_routes_keywords_and_rejects_unknown_ones(folder, tmp_path, pixel_model):
+def test_prepare_then_run_is_predict_images_and_the_config_checks_its_values(
+    folder, tmp_path, pixel_model
+):
     from rrsis.infer.batch import prepare_batch, run_batch
 
     seg = Segmenter(pixel_model, compose="none")
-    batch = prepare_batch([folder], ["red", "blue"], tmp_path / "a", overlay=True)
+    config = BatchConfig(overlay=True, progress=False)
+    batch = prepare_batch([folder], ["red", "blue"], tmp_path / "a", config)
     assert [p.name for p in batch.images[0].outputs()][-2:] == [
         "tile0_red_overlay.png",
         "tile0_blue_overlay.png",
     ]
-    rows = run_batch(batch, seg, progress=False)
+    rows = run_batch(batch, seg)
     same = predict_images(
-        [folder], ["red", "blue"], tmp_path / "b", seg, overlay=True, progress=False
+        [folder], ["red", "blue"], tmp_path / "b", seg, BatchConfig(overlay=True, progress=False)
     )
     assert [r["foreground_pct"] for r in rows] == [r["foreground_pct"] for r in same]
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(
         p.name for p in (tmp_path / "b").iterdir()
     )
     with pytest.raises(TypeError, match="colour"):
-        predict_images([folder], "red", tmp_path / "c", seg, colour="red")
+        BatchConfig(colour="red")
+    with pytest.raises(RRSISError, match="mask format"):
+        BatchConfig(mask_format="jpg")
+    with pytest.raises(RRSISError, match="one of overwrite and skip_existing"):
+        BatchConfig(overwrite=True, skip_existing=True)
+    with pytest.raises(RRSISError, match="min_area"):
+        BatchConfig(min_area=-1.0)
+
+
+def test_summary_says_what_decided_each_mask(folder, tmp_path, pixel_model):
+    names = ["zebra", "zebra in the upper left"]
+    config = BatchConfig(progress=False)
+    predict_images([folder / "tile0.png"], names, tmp_path / "a", Segmenter(pixel_model), config)
+    summary = _summary(tmp_path / "a")
+    assert [r["decided_by"] for r in summary] == ["network", "position"]
+    alone = Segmenter(pixel_model, compose="none")
+    predict_images([folder / "tile0.png"], names, tmp_path / "b", alone, config)
+    assert [r["decided_by"] for r in _summary(tmp_path / "b")] == ["network", "network"]
+    (folder / "broken.png").write_bytes(b"nope")
+    with pytest.warns(UserWarning, match="skipped"):
+        predict_images([folder], "zebra", tmp_path / "c", alone, config)
+    broken = [r for r in _summary(tmp_path / "c") if r["image"].endswith("broken.png")]
+    assert broken[0]["status"] == "error" and broken[0]["decided_by"] == ""

@@ -12,7 +12,8 @@ from PIL import Image
 
 from rrsis.cli import main
 from rrsis.infer import demo as demo_module
-from rrsis.infer.predictor import Segmenter, to_rgb_uint8
+from rrsis.infer.images import to_rgb_uint8
+from rrsis.infer.predictor import Segmenter
 from rrsis.models import io as model_io
 
 
@@ -378,3 +379,20 @@ def test_window_option(tmp_path, tiny_weights, built_segmenters):
     assert built_segmenters[-1].window == 1024
     assert not built_segmenters[-1].uses_windows((900, 1000))  # under 1.5 windows: whole
     assert main([*base, "-o", str(tmp_path / "b.png"), "--window", "8"]) == 2  # under 32 px
+
+
+def test_commands_say_what_decided_each_mask(tmp_path, tiny_weights, geotiff, capsys):
+    image = _png(tmp_path / "in.png")
+    args = ["predict", str(image), "red car", "--model", str(tiny_weights)]
+    assert main([*args, "-o", str(tmp_path / "a.png"), "--compose", "none"]) == 0
+    assert capsys.readouterr().out.strip().endswith("foreground (96x64), network alone")
+    src = geotiff(tmp_path / "scene.tif", 200, 160)
+    argv = ["predict-scene", str(src), "road", "building in the upper left", "large building"]
+    argv += ["-o", str(tmp_path / "m.tif"), "--model", str(tiny_weights), "--no-progress"]
+    assert main([*argv, "--tile", "128", "--overlap", "32"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1:] == [
+        "'road': network alone",
+        "'building in the upper left': rules: position (the scene's region)",
+        "'large building': rules: attribute (in each window where it decides)",
+    ]

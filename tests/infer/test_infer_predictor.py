@@ -11,8 +11,10 @@ from PIL import Image
 from torch import nn
 
 from rrsis.errors import ExpressionError, ImageReadError, ModelError
-from rrsis.infer import predictor
-from rrsis.infer.predictor import Segmenter, tile_starts, to_rgb_uint8
+from rrsis.infer import images as images_module
+from rrsis.infer.images import to_rgb_uint8
+from rrsis.infer.predictor import Segmenter
+from rrsis.infer.tiling import tile_starts
 from rrsis.models import io as model_io
 
 
@@ -209,7 +211,7 @@ def test_many_pairs_are_split_into_forwards_of_at_most_max_rows(pixel_model):
     tiles = np.stack([_image(64, 64, seed=s) for s in range(3)])
     names = ["zebra", "apple", "road", "sea"]
     ids, mask = seg.tokenize(names)
-    seg.max_rows = 5
+    seg.network.max_rows = 5
     probs = seg.predict_tiles(tiles, ids, mask)
     assert pixel_model.batch_sizes == [5, 5, 2]  # 4 expressions x 3 tiles
     for e, name in enumerate(names):
@@ -252,7 +254,7 @@ def test_large_images_are_read_in_windows_at_the_training_scale(pixel_model):
 def test_windows_match_predict_scene(tmp_path, pixel_model):
     from PIL import Image
 
-    from rrsis.infer.scene import predict_scene
+    from rrsis.infer.scene import SceneConfig, predict_scene
 
     rng = np.random.default_rng(4)
     image = rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)
@@ -261,9 +263,12 @@ def test_windows_match_predict_scene(tmp_path, pixel_model):
     probs = seg(image, "zebra", return_probs=True, tiling="always")
     with pytest.warns(UserWarning, match="no CRS"):
         out = predict_scene(
-            tmp_path / "img.png", "zebra", tmp_path / "m.tif", seg, tile=128, overlap=32,
-            probabilities=True, progress=False,
-        )  # fmt: skip
+            tmp_path / "img.png",
+            "zebra",
+            tmp_path / "m.tif",
+            seg,
+            SceneConfig(tile=128, overlap=32, probabilities=True, progress=False),
+        )
     import rasterio
 
     with rasterio.open(out) as ds:
@@ -280,7 +285,7 @@ def test_windows_leave_positions_to_the_whole_image_without_the_position_rule(pi
 
 
 def test_very_large_images_in_memory_warn_about_memory(pixel_model, monkeypatch):
-    monkeypatch.setattr(predictor, "LARGE_IN_MEMORY", 150 * 150)
+    monkeypatch.setattr(images_module, "LARGE_IN_MEMORY", 150 * 150)
     seg = Segmenter(pixel_model, compose="none", window=64, window_overlap=16)
     image = np.zeros((160, 160, 3), np.uint8)
     with pytest.warns(UserWarning, match="GiB; predict_scene"):
@@ -288,3 +293,43 @@ def test_very_large_images_in_memory_warn_about_memory(pixel_model, monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         seg(image[:140], "zebra")
+
+
+def test_predict_says_what_decided_each_mask(pixel_model):
+    image = _image(64, 96, seed=7)
+    seg = Segmenter(pixel_model)
+    names = ["zebra", "zebra in the upper left"]
+    predictions = seg.predict(image, names)
+    assert [p.expression for p in predictions] == names
+    assert [p.decided_by for p in predictions] == ["network", "position"]
+    for prediction, mask, prob in zip(
+        predictions, seg(image, names), seg(image, names, return_probs=True)
+    ):
+        assert prediction.mask.dtype == bool and prediction.probability.dtype == np.float32
+        np.testing.assert_array_equal(prediction.mask, mask)
+        np.testing.assert_array_equal(prediction.probability, prob)
+        np.testing.assert_array_equal(prediction.mask, prediction.probability > seg.threshold)
+    # The position rule kept the upper-left objects only.
+    assert not predictions[1].mask[32:].any() and predictions[0].mask[32:].any()
+    alone = Segmenter(pixel_model, compose="none").predict(image, names)
+    assert [p.decided_by for p in alone] == ["network", "network"]
+
+
+def test_predict_reports_the_rule_on_windows_too(pixel_model):
+    image = np.random.default_rng(8).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    seg = Segmenter(pixel_model, window=64, window_overlap=16)
+    assert seg.uses_windows(image.shape[:2])
+    predictions = seg.predict(image, ["zebra in the upper left", "zebra"])
+    assert [p.decided_by for p in predictions] == ["position", "network"]
+    assert predictions[0].mask.shape == (200, 200)
+
+
+def test_compose_tiles_decided_per_expression_and_tile(pixel_model):
+    seg = Segmenter(pixel_model)
+    # The last tile has no object (red == green): the rule cannot decide there.
+    tiles = np.stack([_image(64, 64, seed=0), _image(64, 64, seed=1), np.zeros((64, 64, 3))])
+    names = ["zebra", "zebra in the upper left"]
+    probs, decided = seg.compose_tiles_decided(tiles.astype(np.uint8), names)
+    assert probs.shape == (2, 3, 64, 64)
+    assert decided == [["network"] * 3, ["position", "position", "network"]]
+    np.testing.assert_array_equal(seg.compose_tiles(tiles.astype(np.uint8), names), probs)

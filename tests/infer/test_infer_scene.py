@@ -14,7 +14,8 @@ from rrsis.data.io import stretch_to_uint8
 from rrsis.errors import ImageReadError, OutputExistsError, RRSISError
 from rrsis.infer.compose import scene_position
 from rrsis.infer.predictor import Segmenter
-from rrsis.infer.scene import predict_scene, ramp_weights, tile_starts
+from rrsis.infer.scene import SceneConfig, predict_scene
+from rrsis.infer.tiling import ramp_weights, tile_starts
 
 H, W = 700, 600
 
@@ -35,7 +36,11 @@ def test_crs_transform_kept_and_equal_to_whole_image(tmp_path, geotiff, pixel_mo
     seg = Segmenter(pixel_model)
     # tile == model input: no resize, so each pixel sees exactly what a whole-image run sees.
     predict_scene(
-        src, ["zebra", "apple"], dst, seg, tile=64, overlap=16, progress=False, probabilities=True
+        src,
+        ["zebra", "apple"],
+        dst,
+        seg,
+        SceneConfig(tile=64, overlap=16, progress=False, probabilities=True),
     )
     probs, crs, transform, names = _read(dst)
     with rasterio.open(src) as ds:
@@ -59,11 +64,7 @@ def test_equals_in_memory_sliding_reference_with_resize(tmp_path, geotiff, pixel
         "zebra",
         dst,
         seg,
-        tile=tile,
-        overlap=overlap,
-        batch=3,
-        progress=False,
-        probabilities=True,
+        SceneConfig(tile=tile, overlap=overlap, batch=3, progress=False, probabilities=True),
     )
     got = _read(dst)[0][0]
     # Reference: whole scene in memory, all windows accumulated at once.
@@ -89,10 +90,7 @@ def test_constant_model_gives_constant_scene(tmp_path, geotiff, const_model):
         "road",
         dst,
         Segmenter(const_model),
-        tile=96,
-        overlap=40,
-        progress=False,
-        probabilities=True,
+        SceneConfig(tile=96, overlap=40, progress=False, probabilities=True),
     )
     probs = _read(dst)[0][0]
     expected = 1 / (1 + np.exp(-0.7))
@@ -107,10 +105,7 @@ def test_uint8_mask_and_geojson_line_up(tmp_path, geotiff, pixel_model):
         ["zebra", "road"],
         dst,
         Segmenter(pixel_model),
-        tile=128,
-        overlap=32,
-        vector=vec,
-        progress=False,
+        SceneConfig(tile=128, overlap=32, vector=vec, progress=False),
     )
     masks, crs, transform, _ = _read(dst)
     assert masks.dtype == np.uint8 and set(np.unique(masks)) <= {0, 255}
@@ -148,7 +143,13 @@ def test_scene_without_crs_warns_and_works(tmp_path, geotiff, pixel_model):
     src = geotiff(tmp_path / "nocrs.tif", 80, 90, crs=None)
     dst = tmp_path / "mask.tif"
     with pytest.warns(UserWarning, match="no CRS"):
-        predict_scene(src, "road", dst, Segmenter(pixel_model), tile=64, overlap=16, progress=False)
+        predict_scene(
+            src,
+            "road",
+            dst,
+            Segmenter(pixel_model),
+            SceneConfig(tile=64, overlap=16, progress=False),
+        )
     masks, crs, _, _ = _read(dst)
     assert crs is None and masks.shape == (1, 80, 90)
 
@@ -157,7 +158,9 @@ def test_16bit_one_and_four_band_scenes(tmp_path, geotiff, pixel_model):
     seg = Segmenter(pixel_model)
     src = geotiff(tmp_path / "s16.tif", 200, 150, dtype="uint16")
     dst = tmp_path / "m16.tif"
-    predict_scene(src, "zebra", dst, seg, tile=64, overlap=16, progress=False, probabilities=True)
+    predict_scene(
+        src, "zebra", dst, seg, SceneConfig(tile=64, overlap=16, progress=False, probabilities=True)
+    )
     with rasterio.open(src) as ds:
         rgb = stretch_to_uint8(np.moveaxis(ds.read(), 0, -1))  # the rrsis.data.io rule
     x = (rgb.astype(np.float32) / 255.0 - 0.5) / 0.5
@@ -168,11 +171,13 @@ def test_16bit_one_and_four_band_scenes(tmp_path, geotiff, pixel_model):
     for bands in (1, 4):
         src = geotiff(tmp_path / f"b{bands}.tif", 100, 100, bands=bands)
         dst = tmp_path / f"m{bands}.tif"
-        predict_scene(src, "road", dst, seg, tile=64, overlap=16, progress=False)
+        predict_scene(src, "road", dst, seg, SceneConfig(tile=64, overlap=16, progress=False))
         assert _read(dst)[0].shape == (1, 100, 100)
     src = geotiff(tmp_path / "b2.tif", 100, 100, bands=2)
     with pytest.raises(ImageReadError, match="band count"):
-        predict_scene(src, "road", tmp_path / "m2.tif", seg, tile=64, overlap=16, progress=False)
+        predict_scene(
+            src, "road", tmp_path / "m2.tif", seg, SceneConfig(tile=64, overlap=16, progress=False)
+        )
     assert not (tmp_path / "m2.tif").exists()
 
 
@@ -182,11 +187,15 @@ def test_existing_output_refused_unless_overwrite(tmp_path, geotiff, pixel_model
     dst.write_bytes(b"keep me")
     seg = Segmenter(pixel_model)
     with pytest.raises(OutputExistsError):
-        predict_scene(src, "road", dst, seg, tile=64, overlap=16, progress=False)
+        predict_scene(src, "road", dst, seg, SceneConfig(tile=64, overlap=16, progress=False))
     assert dst.read_bytes() == b"keep me"
     with pytest.raises(OutputExistsError):
-        predict_scene(src, "road", src, seg, tile=64, overlap=16, progress=False, overwrite=True)
-    predict_scene(src, "road", dst, seg, tile=64, overlap=16, progress=False, overwrite=True)
+        predict_scene(
+            src, "road", src, seg, SceneConfig(tile=64, overlap=16, progress=False, overwrite=True)
+        )
+    predict_scene(
+        src, "road", dst, seg, SceneConfig(tile=64, overlap=16, progress=False, overwrite=True)
+    )
     assert _read(dst)[0].shape == (1, 64, 64)
 
 
@@ -210,11 +219,9 @@ def test_failure_leaves_no_partial_file(tmp_path, geotiff, pixel_model, monkeypa
             "road",
             out_dir / "mask.tif",
             seg,
-            tile=64,
-            overlap=16,
-            batch=1,
-            vector=out_dir / "mask.geojson",
-            progress=False,
+            SceneConfig(
+                tile=64, overlap=16, batch=1, vector=out_dir / "mask.geojson", progress=False
+            ),
         )
     assert calls["n"] == 4
     assert list(out_dir.iterdir()) == []
@@ -228,7 +235,7 @@ def test_tile_grid_covers_and_ends_at_border():
 
 
 def test_write_geojson_in_pixel_coordinates(tmp_path):
-    from rrsis.infer.demo import overlay_image
+    from rrsis.infer.outputs import overlay_image
     from rrsis.infer.vector import write_geojson
 
     mask = np.zeros((40, 50), bool)
@@ -269,13 +276,15 @@ def test_positions_refer_to_the_scene(tmp_path, geotiff, pixel_model, monkeypatc
     src = geotiff(tmp_path / "scene.tif", H, W, seed=5)
     seg = Segmenter(pixel_model)
     fed = []
-    tokenize = seg._tokenize
+    tokenize = seg.tokenize
     monkeypatch.setattr(
-        seg, "_tokenize", lambda texts: (fed.append(list(texts)), tokenize(texts))[1]
+        seg,
+        "tokenize",
+        lambda texts, checked=False: (fed.append(list(texts)), tokenize(texts, checked))[1],
     )
     names = ["zebra", "zebra in the upper left", "zebra on the right"]
     kwargs = {"tile": 64, "overlap": 16, "progress": False, "probabilities": True}
-    predict_scene(src, names, tmp_path / "scene.tif.out.tif", seg, **kwargs)
+    predict_scene(src, names, tmp_path / "scene.tif.out.tif", seg, SceneConfig(**kwargs))
     probs = _read(tmp_path / "scene.tif.out.tif")[0]
     # The model saw the expressions without their position phrases.
     assert fed == [["zebra", "zebra", "zebra"]]
@@ -291,7 +300,9 @@ def test_positions_refer_to_the_scene(tmp_path, geotiff, pixel_model, monkeypatc
     # (tests/infer/test_compose.py).
     fed.clear()
     kwargs["compose"] = "none"
-    predict_scene(src, names, tmp_path / "window.tif", seg, positions="window", **kwargs)
+    predict_scene(
+        src, names, tmp_path / "window.tif", seg, SceneConfig(positions="window", **kwargs)
+    )
     assert fed == [names]
     window = _read(tmp_path / "window.tif")[0]
     np.testing.assert_array_equal(window[1], window[0])
@@ -305,18 +316,16 @@ def test_unrecognised_position_words_warn(tmp_path, geotiff, pixel_model):
             "zebra in the north",
             tmp_path / "o.tif",
             Segmenter(pixel_model),
-            tile=64,
-            overlap=16,
-            progress=False,
+            SceneConfig(tile=64, overlap=16, progress=False),
         )
     with pytest.raises(RRSISError, match="at least one expression"):
         predict_scene(src, [], tmp_path / "q.tif", Segmenter(pixel_model))
     with pytest.raises(RRSISError, match="positions must be"):
-        predict_scene(src, "zebra", tmp_path / "p.tif", Segmenter(pixel_model), positions="map")
+        SceneConfig(positions="map")
 
 
 def test_nodata_is_skipped_masked_and_kept(tmp_path, geotiff, const_model, monkeypatch):
-    from rrsis.infer.scene import _Stretch, has_nodata
+    from rrsis.infer.raster import Stretch, has_nodata
 
     height, width, collar = 300, 400, 150
     plain = geotiff(tmp_path / "plain.tif", height, width, dtype="uint16", seed=2)
@@ -331,8 +340,8 @@ def test_nodata_is_skipped_masked_and_kept(tmp_path, geotiff, const_model, monke
     with rasterio.open(src) as ds:
         assert has_nodata(ds)
         # The 16-bit stretch is estimated on valid pixels: the zeros would set the 2nd percentile.
-        assert (_Stretch(ds, src, masked=False).low == 0).all()
-        assert (_Stretch(ds, src, masked=True).low >= 100).all()
+        assert (Stretch(ds, src, masked=False).low == 0).all()
+        assert (Stretch(ds, src, masked=True).low >= 100).all()
     seg = Segmenter(const_model, threshold=0.5)  # foreground everywhere it is asked
     seen = []
     predict_tiles = seg.predict_tiles
@@ -342,8 +351,13 @@ def test_nodata_is_skipped_masked_and_kept(tmp_path, geotiff, const_model, monke
         lambda tiles, *a: (seen.append(len(tiles)), predict_tiles(tiles, *a))[1],
     )
     dst = tmp_path / "mask.tif"
-    predict_scene(src, "building", dst, seg, tile=64, overlap=16, batch=3, progress=False,
-                  vector=tmp_path / "mask.geojson")  # fmt: skip
+    predict_scene(
+        src,
+        "building",
+        dst,
+        seg,
+        SceneConfig(tile=64, overlap=16, batch=3, progress=False, vector=tmp_path / "mask.geojson"),
+    )
     with rasterio.open(dst) as out:
         mask, valid = out.read(1), out.dataset_mask()
         assert out.crs == profile["crs"] and out.transform == profile["transform"]
@@ -369,7 +383,13 @@ def test_plain_image_as_a_scene_warns_once(tmp_path, pixel_model):
     dst = tmp_path / "mask.tif"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        predict_scene(src, "road", dst, Segmenter(pixel_model), tile=64, overlap=16, progress=False)
+        predict_scene(
+            src,
+            "road",
+            dst,
+            Segmenter(pixel_model),
+            SceneConfig(tile=64, overlap=16, progress=False),
+        )
     assert [str(w.message) for w in caught] == [
         f"{src} has no CRS; the output keeps its pixel grid without one"
     ]
@@ -386,13 +406,15 @@ def test_bands_pick_rgb_from_a_multispectral_scene(tmp_path, geotiff, pixel_mode
         dst.write(data[[3, 1, 0]])
     seg = Segmenter(pixel_model)
     kwargs = {"tile": 64, "overlap": 16, "progress": False, "probabilities": True}
-    predict_scene(stack, "zebra", tmp_path / "a.tif", seg, bands=(4, 2, 1), **kwargs)
-    predict_scene(rgb, "zebra", tmp_path / "b.tif", seg, **kwargs)
+    predict_scene(stack, "zebra", tmp_path / "a.tif", seg, SceneConfig(bands=(4, 2, 1), **kwargs))
+    predict_scene(rgb, "zebra", tmp_path / "b.tif", seg, SceneConfig(**kwargs))
     np.testing.assert_array_equal(_read(tmp_path / "a.tif")[0], _read(tmp_path / "b.tif")[0])
     with pytest.raises(ImageReadError, match="unsupported band count 5.*--bands"):
-        predict_scene(stack, "zebra", tmp_path / "c.tif", seg, **kwargs)
+        predict_scene(stack, "zebra", tmp_path / "c.tif", seg, SceneConfig(**kwargs))
     with pytest.raises(ImageReadError, match="bands 6,2,1 do not fit this 5-band image"):
-        predict_scene(stack, "zebra", tmp_path / "c.tif", seg, bands=(6, 2, 1), **kwargs)
+        predict_scene(
+            stack, "zebra", tmp_path / "c.tif", seg, SceneConfig(bands=(6, 2, 1), **kwargs)
+        )
     assert not (tmp_path / "c.tif").exists()
 
 
@@ -409,8 +431,10 @@ def test_overviews_are_added_on_request(tmp_path, geotiff, pixel_model):
     src = geotiff(tmp_path / "scene.tif", 1100, 600)
     seg = Segmenter(pixel_model)
     kwargs = {"tile": 128, "overlap": 32, "progress": False}
-    predict_scene(src, ["zebra", "apple"], tmp_path / "a.tif", seg, overviews=True, **kwargs)
-    predict_scene(src, ["zebra", "apple"], tmp_path / "b.tif", seg, **kwargs)
+    predict_scene(
+        src, ["zebra", "apple"], tmp_path / "a.tif", seg, SceneConfig(overviews=True, **kwargs)
+    )
+    predict_scene(src, ["zebra", "apple"], tmp_path / "b.tif", seg, SceneConfig(**kwargs))
     with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
         assert a.overviews(1) == a.overviews(2) == [2]  # 600 / 2 >= 256, 600 / 4 < 256
         assert b.overviews(1) == []
@@ -420,7 +444,7 @@ def test_overviews_are_added_on_request(tmp_path, geotiff, pixel_model):
 
 
 def test_float_scene_with_untagged_nan_is_stretched_on_finite_values(tmp_path, pixel_model):
-    from rrsis.infer.scene import _Stretch
+    from rrsis.infer.raster import Stretch
 
     rng = np.random.default_rng(0)
     data = rng.random((3, 80, 90)).astype(np.float32) * 1000 + 50
@@ -430,17 +454,22 @@ def test_float_scene_with_untagged_nan_is_stretched_on_finite_values(tmp_path, p
     with rasterio.open(src, "w", **profile) as dst:
         dst.write(data)
     with rasterio.open(src) as ds:
-        stretch = _Stretch(ds, src)
+        stretch = Stretch(ds, src)
         rgb = stretch(ds.read([1, 2, 3]))
     assert np.isfinite(stretch.low).all() and (stretch.low >= 50).all()
     assert (rgb[:, :20] == 0).all() and rgb[:, 20:].std() > 20  # NaN -> 0, the rest stretched
-    predict_scene(src, "zebra", tmp_path / "m.tif", Segmenter(pixel_model), tile=64, overlap=16,
-                  progress=False)  # fmt: skip
+    predict_scene(
+        src,
+        "zebra",
+        tmp_path / "m.tif",
+        Segmenter(pixel_model),
+        SceneConfig(tile=64, overlap=16, progress=False),
+    )
 
 
 def test_untagged_nan_in_a_float_scene_is_nodata(tmp_path, geotiff, pixel_model, monkeypatch):
     """A NaN collar without a nodata tag gives what the same collar tagged as nodata gives."""
-    from rrsis.infer import scene as scene_module
+    from rrsis.infer import raster
 
     height, width, collar = 200, 300, 110
     plain = geotiff(tmp_path / "plain.tif", height, width, dtype="uint16", seed=5)
@@ -455,12 +484,12 @@ def test_untagged_nan_in_a_float_scene_is_nodata(tmp_path, geotiff, pixel_model,
     filled = np.where(np.isfinite(data).all(axis=0), data, -9999.0).astype(np.float32)
     with rasterio.open(tagged, "w", **(profile | {"nodata": -9999.0})) as dst:
         dst.write(filled)
-    monkeypatch.setattr(scene_module._Validity, "chunk", 64)  # several column chunks per row
+    monkeypatch.setattr(raster.Validity, "chunk", 64)  # several column chunks per row
     seg = Segmenter(pixel_model)
     kwargs = {"tile": 64, "overlap": 16, "progress": False, "probabilities": True}
-    predict_scene(tagged, "zebra", tmp_path / "a.tif", seg, **kwargs)
+    predict_scene(tagged, "zebra", tmp_path / "a.tif", seg, SceneConfig(**kwargs))
     calls = pixel_model.calls
-    predict_scene(untagged, "zebra", tmp_path / "b.tif", seg, **kwargs)
+    predict_scene(untagged, "zebra", tmp_path / "b.tif", seg, SceneConfig(**kwargs))
     assert pixel_model.calls - calls == calls  # the same windows skipped
     with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())
@@ -480,8 +509,10 @@ def test_cloud_optimized_output(tmp_path, geotiff, pixel_model):
         dst.write(data)
     seg = Segmenter(pixel_model)
     kwargs = {"tile": 128, "overlap": 32, "progress": False}
-    predict_scene(src, ["zebra", "apple"], tmp_path / "plain.tif", seg, **kwargs)
-    predict_scene(src, ["zebra", "apple"], tmp_path / "cog.tif", seg, cog=True, **kwargs)
+    predict_scene(src, ["zebra", "apple"], tmp_path / "plain.tif", seg, SceneConfig(**kwargs))
+    predict_scene(
+        src, ["zebra", "apple"], tmp_path / "cog.tif", seg, SceneConfig(cog=True, **kwargs)
+    )
     with rasterio.open(tmp_path / "plain.tif") as a, rasterio.open(tmp_path / "cog.tif") as b:
         assert b.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         assert a.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") != "COG"
@@ -559,8 +590,8 @@ def test_a_vrt_mosaic_of_tiles_is_one_scene(tmp_path, geotiff, pixel_model):
     )
     seg = Segmenter(pixel_model)
     kwargs = {"tile": 64, "overlap": 16, "progress": False, "probabilities": True}
-    predict_scene(whole, "zebra", tmp_path / "a.tif", seg, **kwargs)
-    predict_scene(vrt, "zebra", tmp_path / "b.tif", seg, **kwargs)
+    predict_scene(whole, "zebra", tmp_path / "a.tif", seg, SceneConfig(**kwargs))
+    predict_scene(vrt, "zebra", tmp_path / "b.tif", seg, SceneConfig(**kwargs))
     a, b = _read(tmp_path / "a.tif"), _read(tmp_path / "b.tif")
     np.testing.assert_array_equal(a[0], b[0])
     assert a[1] == b[1] and a[2] == b[2]
@@ -600,14 +631,49 @@ def test_predict_scene_writes_lon_lat_polygons_on_request(tmp_path, geotiff, pix
     src = geotiff(tmp_path / "scene.tif", 150, 200)
     kwargs = {"tile": 64, "overlap": 16, "progress": False}
     seg = Segmenter(pixel_model)
-    predict_scene(src, "zebra", tmp_path / "a.tif", seg, vector=tmp_path / "a.geojson", **kwargs)
     predict_scene(
-        src, "zebra", tmp_path / "b.tif", seg, vector=tmp_path / "b.geojson",
-        vector_crs="EPSG:4326", **kwargs,
-    )  # fmt: skip
+        src, "zebra", tmp_path / "a.tif", seg, SceneConfig(vector=tmp_path / "a.geojson", **kwargs)
+    )
+    predict_scene(
+        src,
+        "zebra",
+        tmp_path / "b.tif",
+        seg,
+        SceneConfig(vector=tmp_path / "b.geojson", vector_crs="EPSG:4326", **kwargs),
+    )
     utm = json.loads((tmp_path / "a.geojson").read_text())["features"]
     lonlat = json.loads((tmp_path / "b.geojson").read_text())["features"]
     assert len(utm) == len(lonlat) > 0
     assert [f["properties"] for f in utm] == [f["properties"] for f in lonlat]
     lon, lat = lonlat[0]["geometry"]["coordinates"][0][0]
     assert 55.9 < lon < 56.1 and 24.3 < lat < 24.5
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tile": 16}, "need tile >= 32"),
+        ({"tile": 64, "overlap": 64}, "0 <= overlap < tile"),
+        ({"batch": 0}, "batch must be at least 1"),
+        ({"min_area": -1.0}, "min_area must be >= 0"),
+        ({"simplify": -0.5}, "simplify must be >= 0"),
+        ({"compose": "colour"}, "unknown composition rule"),
+        ({"positions": "map"}, "positions must be"),
+    ],
+)
+def test_scene_config_checks_its_values(options, message):
+    with pytest.raises(RRSISError, match=message):
+        SceneConfig(**options)
+    assert SceneConfig(vector="a.geojson").vector.suffix == ".geojson"  # a Path
+
+
+def test_scene_rules_say_what_may_decide_each_band(pixel_model):
+    from rrsis.infer.scene import scene_rules
+
+    seg = Segmenter(pixel_model)
+    names = ["zebra", "zebra in the upper left", "zebra along the road in the upper left"]
+    assert scene_rules(names, seg) == [(None, None), ("position", None), ("position", "relation")]
+    window = SceneConfig(positions="window")
+    assert scene_rules("zebra in the upper left", seg, window) == [(None, "position")]
+    alone = SceneConfig(compose="none")
+    assert scene_rules(names, seg, alone) == [(None, None), ("position", None), ("position", None)]

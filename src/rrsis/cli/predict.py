@@ -1,8 +1,14 @@
 """``rrsis predict``, ``rrsis predict-batch``, ``rrsis predict-scene`` and ``rrsis demo``.
 
-Handlers raise :class:`~rrsis.errors.RRSISError` subclasses for user mistakes; the top-level CLI
-prints them as one line. Warnings (truncated or non-Latin expressions, scenes without CRS,
-untrained models) are printed as one ``rrsis: warning:`` line each.
+Handlers build the library's typed configuration (:class:`~rrsis.infer.scene.SceneConfig`,
+:class:`~rrsis.infer.batch.BatchConfig`) and call it; they raise
+:class:`~rrsis.errors.RRSISError` subclasses for user mistakes, which the top-level CLI prints
+as one line. Warnings (truncated or non-Latin expressions, scenes without CRS, untrained models)
+are printed as one ``rrsis: warning:`` line each. Each result says what decided its mask: the
+network alone, or a composition rule (``--compose none`` turns the rules off).
+
+The modules that load torch (the Segmenter, the scene and demo runners) are imported inside the
+handlers, so that ``rrsis --help`` and argument errors stay fast.
 """
 
 from __future__ import annotations
@@ -10,8 +16,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rrsis.cli.options import add_bands_arg, one_line_warnings
+from rrsis.cli.options import (
+    add_bands_arg,
+    add_compose_arg,
+    add_device_arg,
+    add_model_arg,
+    add_overwrite_arg,
+    add_progress_arg,
+    one_line_warnings,
+)
 from rrsis.errors import OutputExistsError, RRSISError
+from rrsis.infer.batch import SUMMARY_NAME, BatchConfig, prepare_batch, run_batch
+from rrsis.infer.images import to_rgb_uint8
+from rrsis.infer.outputs import check_mask_format, check_output, georeference, write_prediction
+from rrsis.infer.vector import parse_crs
 
 
 def _check_distinct(inputs: list[Path], outputs: list[Path | None]) -> None:
@@ -22,48 +40,46 @@ def _check_distinct(inputs: list[Path], outputs: list[Path | None]) -> None:
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="weights .safetensors path or registry name (default: the shipped model)",
-    )
+    add_model_arg(parser)
     parser.add_argument(
         "--threshold",
         type=float,
         default=None,
         help="foreground probability cut (default: the one stored with the model, else 0.5)",
     )
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    add_device_arg(parser)
     parser.add_argument(
         "--bf16",
         action="store_true",
         help="run the network in bfloat16 autocast: faster on CPUs with bf16 support (about "
-        "1.4x here), masks differ from float32 on a few border pixels",
+        "1.4x), masks differ from float32 on a few border pixels",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_overwrite_arg(parser)
+    add_compose_arg(parser)
 
 
 def _segmenter(args: argparse.Namespace):
     import torch
 
-    from rrsis.infer.predictor import Segmenter
+    from rrsis.infer.predictor import Segmenter  # torch: loaded only when a model is needed
 
     return Segmenter.from_pretrained(
         args.model,
         device=args.device,
         threshold=args.threshold,
-        compose=getattr(args, "compose", "all"),
-        dtype=torch.bfloat16 if getattr(args, "bf16", False) else torch.float32,
+        compose=args.compose,
+        dtype=torch.bfloat16 if args.bf16 else torch.float32,
         tiling=getattr(args, "tiling", "auto"),
         window=getattr(args, "window", None),
     )
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from rrsis.infer.batch import check_mask_format, georeference, write_prediction
-    from rrsis.infer.predictor import to_rgb_uint8
-    from rrsis.infer.scene import check_output
+def decided_text(decided_by: str) -> str:
+    """``"network alone"`` or ``"rules: relation"``: what decided a mask, for people."""
+    return "network alone" if decided_by == "network" else f"rules: {decided_by}"
 
+
+def _cmd_predict(args: argparse.Namespace) -> int:
     image_path, output, overlay = Path(args.image), Path(args.output), args.overlay
     overlay = None if overlay is None else Path(overlay)
     vector = None if args.vector is None else Path(args.vector)
@@ -74,9 +90,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             check_output(path, args.overwrite)
     with one_line_warnings():
         image = to_rgb_uint8(image_path, args.bands)
-        segmenter = _segmenter(args)
-        probs = segmenter(image, args.expression, return_probs=True)
-    mask = probs > segmenter.threshold
+        prediction = _segmenter(args).predict(image, args.expression)[0]
+    mask = prediction.mask
     write_prediction(
         mask,
         output,
@@ -86,21 +101,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         vector=vector,
         georef=georeference(image_path, mask.shape),
         min_area=args.min_area,
-        probabilities=probs if args.probabilities else None,
+        probabilities=prediction.probability if args.probabilities else None,
         vector_crs=args.vector_crs,
     )
-    print(f"{output}: {mask.mean() * 100:.2f}% foreground ({mask.shape[1]}x{mask.shape[0]})")
+    print(
+        f"{output}: {mask.mean() * 100:.2f}% foreground ({mask.shape[1]}x{mask.shape[0]}), "
+        f"{decided_text(prediction.decided_by)}"
+    )
     return 0
 
 
 def _cmd_predict_batch(args: argparse.Namespace) -> int:
-    from rrsis.infer.batch import SUMMARY_NAME, prepare_batch, run_batch
-
-    # Missing inputs or existing outputs fail before the model loads.
-    batch = prepare_batch(
-        args.inputs,
-        args.expression,
-        args.out_dir,
+    config = BatchConfig(
         mask_format=args.format,
         overlay=args.overlay,
         vector=args.vector,
@@ -108,17 +120,15 @@ def _cmd_predict_batch(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         skip_existing=args.skip_existing,
         probabilities=args.probabilities,
+        bands=args.bands,
+        progress=args.progress,
+        min_area=args.min_area,
+        vector_crs=args.vector_crs,
     )
+    # Missing inputs or existing outputs fail before the model loads.
+    batch = prepare_batch(args.inputs, args.expression, args.out_dir, config)
     with one_line_warnings():
-        segmenter = _segmenter(args)
-        rows = run_batch(
-            batch,
-            segmenter,
-            bands=args.bands,
-            progress=not args.no_progress,
-            min_area=args.min_area,
-            vector_crs=args.vector_crs,
-        )
+        rows = run_batch(batch, _segmenter(args))
     status = {}
     for row in rows:
         status.setdefault(row["image"], row["status"])
@@ -127,43 +137,52 @@ def _cmd_predict_batch(args: argparse.Namespace) -> int:
         f"{counts['ok']} images segmented, {counts['skipped']} skipped (outputs exist), "
         f"{counts['error']} unreadable; summary in {Path(args.out_dir) / SUMMARY_NAME}"
     )
+    for expression in batch.expressions:
+        decided = [r["decided_by"] for r in rows if r["expression"] == expression]
+        ruled = {d: decided.count(d) for d in dict.fromkeys(decided) if d not in ("", "network")}
+        if ruled:
+            parts = ", ".join(f"{d} on {n}" for d, n in ruled.items())
+            print(f"{expression!r}: rules decided ({parts} of {len(decided)} images)")
     return 1 if counts["error"] else 0
 
 
 def _cmd_predict_scene(args: argparse.Namespace) -> int:
-    from rrsis.infer.scene import predict_scene
+    from rrsis.infer.scene import SceneConfig, predict_scene, scene_rules  # loads torch
 
     scene, output = Path(args.scene), Path(args.output)
     vector = None if args.vector is None else Path(args.vector)
     _check_distinct([scene], [output, vector])
+    config = SceneConfig(
+        tile=args.tile,
+        overlap=args.overlap,
+        batch=args.batch,
+        vector=vector,
+        probabilities=args.probabilities,
+        simplify=args.simplify,
+        positions=args.positions,
+        bands=args.bands,
+        overviews=args.overviews,
+        cog=args.cog,
+        min_area=args.min_area,
+        vector_crs=args.vector_crs,
+        overwrite=args.overwrite,
+        progress=args.progress,
+    )
     with one_line_warnings():
         segmenter = _segmenter(args)
-        predict_scene(
-            scene,
-            args.expression,
-            output,
-            segmenter,
-            tile=args.tile,
-            overlap=args.overlap,
-            batch=args.batch,
-            vector=vector,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            probabilities=args.probabilities,
-            simplify=args.simplify,
-            positions=args.positions,
-            bands=args.bands,
-            overviews=args.overviews,
-            cog=args.cog,
-            min_area=args.min_area,
-            vector_crs=args.vector_crs,
-        )
+        predict_scene(scene, args.expression, output, segmenter, config)
     print(f"wrote {output}" + (f" and {vector}" if vector else ""))
+    for expression, (region, rule) in zip(
+        args.expression, scene_rules(args.expression, segmenter, config)
+    ):
+        said = ["position (the scene's region)"] if region else []
+        said += [f"{rule} (in each window where it decides)"] if rule else []
+        print(f"{expression!r}: " + ("rules: " + ", ".join(said) if said else "network alone"))
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from rrsis.infer.demo import run_demo
+    from rrsis.infer.demo import run_demo  # loads torch
 
     with one_line_warnings():
         records = run_demo(Path(args.out), model=args.model)
@@ -213,8 +232,6 @@ def _add_tiling_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _crs(text: str):
-    from rrsis.infer.vector import parse_crs
-
     try:
         return parse_crs(text)
     except RRSISError as err:
@@ -241,17 +258,6 @@ def _add_polygon_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_compose_arg(parser: argparse.ArgumentParser, where: str = "") -> None:
-    parser.add_argument(
-        "--compose",
-        default="all",
-        metavar="RULES",
-        help="read position/relation/attribute phrases with geometry rules on the network's "
-        f"objects{where} (docs/compose.md): 'all' (default), 'none' (the network alone) or a "
-        "comma list of position,relation,attribute",
-    )
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``predict``, ``predict-scene`` and ``demo`` to the ``rrsis`` command."""
     predict = subparsers.add_parser("predict", help="segment one image from an expression")
@@ -275,7 +281,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_polygon_args(predict)
     add_bands_arg(predict)
     _add_model_args(predict)
-    _add_compose_arg(predict)
     predict.set_defaults(func=_cmd_predict)
 
     scene = subparsers.add_parser(
@@ -296,7 +301,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--positions",
         choices=("scene", "window"),
         default="scene",
-        help="'in the upper left' etc. mean the scene's (default) or each window's",
+        help="'in the upper left' etc. mean the scene's (default) or each window's; the other "
+        "rules (--compose) run inside each window",
     )
     _add_polygon_args(scene)
     add_bands_arg(scene)
@@ -311,9 +317,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write a Cloud Optimized GeoTIFF (tiled, with overviews), e.g. for web maps or "
         "object storage",
     )
-    scene.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_progress_arg(scene)
     _add_model_args(scene)
-    _add_compose_arg(scene, " (inside each window; positions: see --positions)")
     scene.set_defaults(func=_cmd_predict_scene)
 
     batch = subparsers.add_parser(
@@ -348,16 +353,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave images whose outputs all exist (resume an interrupted run)",
     )
-    batch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_progress_arg(batch)
     _add_probabilities_arg(batch)
     _add_tiling_arg(batch)
     _add_polygon_args(batch)
     add_bands_arg(batch)
     _add_model_args(batch)
-    _add_compose_arg(batch)
     batch.set_defaults(func=_cmd_predict_batch)
 
     demo = subparsers.add_parser("demo", help="segment the bundled samples with the shipped model")
     demo.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
-    demo.add_argument("--model", default=None, help="weights path or registry name")
+    add_model_arg(demo)
     demo.set_defaults(func=_cmd_demo)

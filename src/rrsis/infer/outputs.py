@@ -1,0 +1,191 @@
+"""What inference writes for one image: the mask (or probabilities), its overlay, its polygons.
+
+``rrsis predict``, ``rrsis predict-batch`` and ``rrsis demo`` write through these functions;
+every file is written atomically (a temporary file beside it, then renamed), and an existing
+output is refused before any work unless the caller allows replacing it (:func:`check_output`).
+"""
+
+from __future__ import annotations
+
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from rrsis.data.io import atomic_write, tiff_compression, write_mask
+from rrsis.errors import OutputExistsError, RRSISError
+from rrsis.infer.vector import BandVectorizer
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def check_output(path: Path, overwrite: bool) -> None:
+    """Refuse an existing output unless ``overwrite`` (raises :class:`OutputExistsError`)."""
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: output exists (use --overwrite to replace it)")
+
+
+def check_mask_format(output: Path, probabilities: bool = False) -> str | None:
+    """PIL format name for a mask path (``None`` for TIFF); raises for unknown suffixes.
+
+    ``probabilities`` (float32 output) needs a TIFF.
+    """
+    if output.suffix.lower() in TIFF_SUFFIXES:
+        return None
+    if probabilities:
+        raise RRSISError(f"{output}: probabilities are written as float32 TIFF; use a .tif path")
+    Image.init()
+    try:
+        return Image.EXTENSION[output.suffix.lower()]
+    except KeyError as err:
+        raise RRSISError(f"{output}: unknown image format {output.suffix!r}") from err
+
+
+def georeference(path: Path, shape: tuple[int, int]):
+    """``(crs, transform)`` of a georeferenced GeoTIFF of that shape, else ``None``."""
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return None
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                crs, transform, size = ds.crs, ds.transform, (ds.height, ds.width)
+    except RasterioIOError:
+        return None
+    if size != tuple(shape) or (crs is None and transform.is_identity):
+        return None
+    return crs, transform
+
+
+def write_geotiff(path: Path, band: np.ndarray, crs, transform) -> None:
+    """One band ``(H, W)`` on a grid (CRS and geotransform) as a GeoTIFF, atomically."""
+    import rasterio
+
+    profile = {"driver": "GTiff", "height": band.shape[0], "width": band.shape[1], "count": 1}
+    profile |= {"dtype": band.dtype.name, "crs": crs, "transform": transform}
+    profile |= {"compress": "deflate"}
+
+    def write(tmp: Path) -> None:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(band[None])
+
+    atomic_write(path, write)
+
+
+def overlay_image(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a red mask into an image.
+
+    Args:
+        image: ``uint8 (H, W, 3)``.
+        mask: ``bool (H, W)``.
+        alpha: opacity of the red.
+
+    Returns:
+        ``uint8 (H, W, 3)``.
+    """
+    out = image.astype(np.float32)
+    red = np.array([255.0, 0.0, 0.0], dtype=np.float32)
+    out[mask] = (1 - alpha) * out[mask] + alpha * red
+    return np.round(out).astype(np.uint8)
+
+
+def save_overlay(path: Path, image: np.ndarray, mask: np.ndarray, title: str) -> None:
+    """Write image + mask overlay with ``title`` above it as a PNG (atomic)."""
+    # Figure directly (no pyplot): no GUI backend, works headless.
+    from matplotlib.figure import Figure
+
+    height, width = mask.shape
+    fig = Figure(figsize=(6, 6 * height / width + 0.6), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1 - 0.6 / (6 * height / width + 0.6)))
+    ax.imshow(overlay_image(image, mask))
+    ax.set_axis_off()
+    fig.suptitle("\n".join(textwrap.wrap(title, 60)), fontsize=10)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def _write_band(mask: np.ndarray, output: Path, georef, probabilities: np.ndarray | None) -> None:
+    fmt = check_mask_format(output, probabilities is not None)
+    if fmt is not None:
+        mask_image = Image.fromarray(mask.astype("uint8") * 255)
+        atomic_write(output, lambda tmp: mask_image.save(tmp, format=fmt))
+        return
+    band = (
+        mask.astype(np.uint8) * np.uint8(255)
+        if probabilities is None
+        else np.asarray(probabilities, np.float32)
+    )
+    if georef is not None:
+        write_geotiff(output, band, *georef)
+    elif probabilities is None:
+        write_mask(output, mask)
+    else:
+        compression = tiff_compression()
+        atomic_write(output, lambda tmp: tifffile.imwrite(tmp, band, compression=compression))
+
+
+def _write_polygons(mask, vector: Path, expression: str, georef, min_area, vector_crs) -> None:
+    from affine import Affine  # comes with rasterio, loaded only for polygons
+
+    crs, transform = georef or (None, Affine.identity())
+    writer = BandVectorizer(
+        vector,
+        crs,
+        transform,
+        mask.shape[0],
+        [expression],
+        overwrite=True,
+        min_area=min_area,
+        dst_crs=vector_crs,
+    )
+    try:
+        writer.add_rows(mask[None], 0)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+
+
+def write_prediction(
+    mask: np.ndarray,
+    output: Path,
+    *,
+    expression: str,
+    image: np.ndarray | None = None,
+    overlay: Path | None = None,
+    vector: Path | None = None,
+    georef=None,
+    min_area: float | None = None,
+    probabilities: np.ndarray | None = None,
+    vector_crs=None,
+) -> None:
+    """Write a mask (0/255), and optionally its overlay PNG and GeoJSON polygons, atomically.
+
+    Existing files are replaced: callers check their outputs first.
+
+    Args:
+        mask: ``bool (H, W)``.
+        output: ``.tif``/``.tiff`` (a GeoTIFF when ``georef`` is given) or any image format PIL
+            writes (``.png``, ...).
+        expression: the overlay's title and the polygons' ``expression`` property.
+        image: ``uint8 (H, W, 3)``, needed for ``overlay``.
+        overlay: overlay PNG path.
+        vector: GeoJSON path; coordinates in ``georef``'s CRS, else in pixels.
+        georef: ``(crs, transform)`` from :func:`georeference`, or ``None``.
+        min_area: drop smaller polygons from ``vector`` (CRS units squared, else pixels).
+        probabilities: ``float32 (H, W)``: write these to ``output`` (a TIFF) instead of the
+            0/255 mask; the overlay and polygons still show ``mask``.
+        vector_crs: write the polygons in this CRS (e.g. ``"EPSG:4326"``); needs ``georef``.
+    """
+    _write_band(mask, output, georef, probabilities)
+    if overlay is not None:
+        if image is None:
+            raise ValueError("an overlay needs the image")
+        save_overlay(overlay, image, mask, expression)
+    if vector is not None:
+        _write_polygons(mask, vector, expression, georef, min_area, vector_crs)
