@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from rrsis.infer.demo import SAMPLES_DIR, sample_images
-    from rrsis.infer.predictor import Segmenter, to_rgb_uint8
+    from rrsis.infer.images import to_rgb_uint8
+    from rrsis.infer.predictor import Segmenter
 
     path = args.image or sample_images(SAMPLES_DIR)[0][0]
     image = to_rgb_uint8(path)

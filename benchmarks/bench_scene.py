@@ -67,7 +67,7 @@ def child(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     from rrsis.infer.predictor import Segmenter
-    from rrsis.infer.scene import predict_scene
+    from rrsis.infer.scene import SceneConfig, predict_scene
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -83,13 +83,15 @@ def child(args: argparse.Namespace) -> int:
         expressions,
         args.out,
         segmenter,
-        tile=args.tile,
-        overlap=args.overlap,
-        batch=args.batch,
-        overwrite=True,
-        progress=False,
-        overviews=args.overviews,
-        cog=args.cog,
+        SceneConfig(
+            tile=args.tile,
+            overlap=args.overlap,
+            batch=args.batch,
+            overwrite=True,
+            progress=False,
+            overviews=args.overviews,
+            cog=args.cog,
+        ),
     )
     seconds = time.perf_counter() - start
     import rasterio

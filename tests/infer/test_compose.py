@@ -245,7 +245,7 @@ def test_predict_scene_composes_inside_each_window(tmp_path):
     import rasterio
     from rasterio.transform import from_origin
 
-    from rrsis.infer.scene import predict_scene
+    from rrsis.infer.scene import SceneConfig, predict_scene
 
     image, truth = scene()
     no_road = image.copy()
@@ -262,8 +262,8 @@ def test_predict_scene_composes_inside_each_window(tmp_path):
     def run(expressions, **kwargs) -> np.ndarray:
         out = tmp_path / "mask.tif"
         seg = Segmenter(ClassModel(), threshold=0.5, compose=kwargs.pop("rules", "all"))
-        predict_scene(src, expressions, out, seg, tile=SIDE, overlap=0, progress=False,
-                      overwrite=True, **kwargs)  # fmt: skip
+        config = SceneConfig(tile=SIDE, overlap=0, progress=False, overwrite=True, **kwargs)
+        predict_scene(src, expressions, out, seg, config)
         with rasterio.open(out) as ds:
             return ds.read() > 0
 

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from rrsis.data.builder import infer_kind
+from rrsis.data.vocabulary import infer_kind
 from rrsis.errors import ImageReadError, OutputExistsError, RRSISError
 from rrsis.infer.compose import parse_expression, parse_rules, region_bounds, scene_position
 from rrsis.infer.images import MIN_SIDE
