@@ -168,7 +168,8 @@ def read_position(text: str) -> tuple[str, str] | None:
     """``("The ship", "upper left")`` for "The ship on the upper left"; else ``None``.
 
     The position phrase ends the expression ("in|on|at the <region> [corner|part|side] [of the
-    image]") and what comes before it is a noun phrase, optionally followed by "is".
+    image]") and what comes before it is a noun phrase or a relation phrase ("vehicle in the
+    parking area"), optionally followed by "is".
     """
     words = _split(text)
     low = _lower(words)
@@ -186,7 +187,9 @@ def read_position(text: str) -> tuple[str, str] | None:
         if low[end:] and low[-1] not in WHOLE_IMAGE:
             continue
         subject = _drop_copula(words[:i])
-        if is_noun_phrase(subject):
+        # The subject may itself be a relation ("vehicle in the parking area"): the network
+        # reads it whole, the rule keeps the part of the image the phrase names.
+        if is_noun_phrase(subject) or read_relation(" ".join(subject)) is not None:
             return " ".join(subject), REGION_WORDS[region]
     return None
 
