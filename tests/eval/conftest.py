@@ -33,8 +33,9 @@ class BrightDarkModel(RRSISModel):
         self.scale = nn.Parameter(torch.tensor(4.0))
 
     def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
-        ids = torch.tensor([[1 if "bright" in t else 2] for t in texts], dtype=torch.long)
-        return ids, torch.ones_like(ids)
+        # Spare token slots: the expressions are not "truncated".
+        ids = torch.tensor([[1 if "bright" in t else 2, 0, 0, 0, 0, 0] for t in texts])
+        return ids, (ids > 0).long()
 
     def forward(self, image: Tensor, word_ids: Tensor, word_mask: Tensor) -> Tensor:
         self.check_inputs(image, word_ids, word_mask)
@@ -110,3 +111,61 @@ def make_tree():
 def oracle_model() -> BrightDarkModel:
     torch.manual_seed(0)
     return BrightDarkModel()
+
+
+class HouseModel(RRSISModel):
+    """Segments houses (red channel high) or the road (green channel high) by the last word.
+
+    It reads the class word only, never positions, relations or sizes: the network the
+    composition rules help. ``texts`` records every expression it tokenised.
+    """
+
+    input_size = 64
+    size_divisor = 32
+    mean = (0.0, 0.0, 0.0)
+    std = (1.0, 1.0, 1.0)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = {"name": "house", "kwargs": {}}
+        self.texts: list[str] = []
+
+    def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        self.texts += list(texts)
+        ids = torch.tensor([[1 if t.split()[-1] == "road" else 2, 0, 0, 0, 0, 0] for t in texts])
+        return ids, (ids > 0).long()
+
+    def forward(self, image: Tensor, word_ids: Tensor, word_mask: Tensor) -> Tensor:
+        wants_road = (word_ids[:, 0] == 1).view(-1, 1, 1)
+        foreground = torch.where(wants_road, image[:, 1] > 0.5, image[:, 0] > 0.5)
+        return torch.stack([torch.zeros_like(image[:, 0]), foreground.float() * 8.0 - 4.0], 1)
+
+
+def house_samples() -> list[dict]:
+    """64 px scene: a big house upper left, small ones on the right, one by the road (a green
+    column). Three expressions a rule decides (position, relation, attribute), one it cannot
+    read ("the road"), each scored against its true mask."""
+    image = np.zeros((64, 64, 3), np.uint8)
+    houses = {
+        "big_ul": (slice(4, 20), slice(4, 20)),
+        "small_ur": (slice(6, 10), slice(50, 54)),
+        "small_lr": (slice(50, 54), slice(50, 54)),
+        "by_road": (slice(40, 48), slice(20, 28)),
+    }
+    masks = {}
+    for name, (rows, cols) in houses.items():
+        image[rows, cols, 0] = 255
+        masks[name] = np.zeros((64, 64), bool)
+        masks[name][rows, cols] = True
+    image[:, 28:32, 1] = 255
+    masks["road"] = image[..., 1] > 0
+    wanted = [
+        ("house in the upper left", masks["big_ul"]),
+        ("house along the road", masks["by_road"]),
+        ("small house", masks["small_ur"] | masks["small_lr"]),
+        ("the road", masks["road"]),
+    ]
+    return [
+        {"image": image, "mask": mask, "text": text, "id": f"h{i}", "meta": {}}
+        for i, (text, mask) in enumerate(wanted)
+    ]

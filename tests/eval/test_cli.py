@@ -9,7 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from rrsis.cli import evaluate as cli_evaluate
 from rrsis.cli import main
+from rrsis.eval.calibrate import THRESHOLD_GRID, best_threshold, sweep_thresholds
 from rrsis.eval.evaluate import open_dataset
 from rrsis.models import io as model_io
 from rrsis.models import registry
@@ -44,23 +46,34 @@ def test_evaluate_end_to_end(tiny_weights: Path, oracle_tree: Path, tmp_path: Pa
     assert set(result["overall"]) >= {"oIoU", "mIoU", "Pr@0.5", "Pr@0.9", "n"}
     low, high = result["interval"]["mIoU"]
     assert low <= result["overall"]["mIoU"] <= high and result["interval"]["resamples"] == 2000
-    assert "95 % interval (bootstrap over" in printed
+    assert "95 % interval, network (bootstrap over" in printed
     assert all(sample["image"] for sample in result["samples"])
-    # The native protocol scores what `rrsis predict` gives: composition rules on.
-    assert result["compose"] == ["attribute", "position", "relation"]
+    # One run, one table: the network alone and what `rrsis predict` gives (all rules).
+    composed = result["composed"]
+    assert composed["rules"] == ["attribute", "position", "relation"]
+    assert sum(composed["decided_by"].values()) == 4 == len(composed["samples"])
+    assert "| subset | n | mIoU network | mIoU composed | oIoU network |" in printed
+    assert "by rules" in printed and "\nnetwork: the network reads each whole expression" in printed
+    assert "95 % interval, composed (bootstrap over" in printed
     assert out.with_suffix(".md").read_text().startswith("Results (protocol `native`")
     assert len(list(pred_dir.glob("*.png"))) == 4
+    assert len(list((pred_dir / "composed").glob("*.png"))) == 4
     # Outputs exist now: refused with one line and exit code 2, fine with --overwrite.
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("rrsis: error:") and "--overwrite" in err and len(err.splitlines()) == 1
     assert main([*argv, "--overwrite", "--protocol", "lavt", "--resamples", "0"]) == 0
-    assert json.loads(out.read_text())["protocol"] == "lavt"
-    assert json.loads(out.read_text())["interval"] is None
-    # The published protocol compares networks: no composition unless asked for.
-    assert json.loads(out.read_text())["compose"] == []
+    lavt = json.loads(out.read_text())
+    assert lavt["protocol"] == "lavt" and lavt["interval"] is None
+    # The network alone (what compares with published tables) is there whatever --compose says.
+    assert lavt["overall"]["n"] == 4 and lavt["composed"]["interval"] is None
     assert main([*argv, "--overwrite", "--resamples", "0", "--compose", "position"]) == 0
-    assert json.loads(out.read_text())["compose"] == ["position"]
+    assert json.loads(out.read_text())["composed"]["rules"] == ["position"]
+    capsys.readouterr()
+    assert main([*argv, "--overwrite", "--resamples", "0", "--compose", "none"]) == 0
+    assert json.loads(out.read_text())["composed"] is None
+    printed = capsys.readouterr().out
+    assert "| subset | n | mIoU | oIoU | Pr@0.5 |" in printed and "composed" not in printed
     with pytest.raises(SystemExit) as exit_info:  # argparse: too few resamples
         main([*argv, "--overwrite", "--resamples", "50"])
     assert exit_info.value.code == 2
@@ -135,8 +148,6 @@ def test_evaluate_fixture_trees(
 def test_calibrate_chooses_and_stores_the_best_val_threshold(
     tiny_weights: Path, oracle_tree: Path, tmp_path: Path, capsys
 ) -> None:
-    from rrsis.eval.evaluate import THRESHOLD_GRID, best_threshold, sweep_thresholds
-
     torch.set_num_threads(1)
     out = tmp_path / "calibrated.safetensors"
     argv = ["calibrate", "--model", str(tiny_weights), "--data", str(oracle_tree)]
@@ -184,8 +195,6 @@ def test_calibrate_refusals_are_one_line(
 
 
 def test_best_threshold_ties_go_to_the_one_nearest_half() -> None:
-    from rrsis.eval.evaluate import best_threshold
-
     sweep = {
         0.2: {"mIoU": 40.004},
         0.45: {"mIoU": 40.0},
@@ -195,3 +204,27 @@ def test_best_threshold_ties_go_to_the_one_nearest_half() -> None:
     assert best_threshold(sweep) == 0.45
     sweep[0.2]["mIoU"] = 40.006  # 40.01 at two decimals: a real gain
     assert best_threshold(sweep) == 0.2
+
+
+def test_model_default_is_the_shipped_model(
+    tiny_weights: Path, oracle_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # `--model` defaults to the shipped model (here a tiny stand-in), for evaluate and calibrate.
+    shipped = tmp_path / "shipped" / "default.safetensors"
+    shipped.parent.mkdir()
+    shipped.write_bytes(tiny_weights.read_bytes())
+    monkeypatch.setattr(model_io, "default_weights_path", lambda: shipped)
+    monkeypatch.setattr(cli_evaluate, "default_weights_path", lambda: shipped)
+    out = tmp_path / "r.json"
+    argv = ["evaluate", "--data", str(oracle_tree), "--no-progress", "--resamples", "0"]
+    assert main([*argv, "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["model_spec"] == "default" and result["untrained"] is False
+    assert result["model"]["name"] == TINY
+    # The input size recorded beside the shipped weights is the one scored at.
+    shipped.with_suffix(".json").write_text(json.dumps({"train": {"input_size": 96}}))
+    assert main([*argv, "--model", "default", "--out", str(out), "--overwrite"]) == 0
+    assert json.loads(out.read_text())["input_size"] == 96
+    capsys.readouterr()
+    assert main(["calibrate", "--data", str(oracle_tree), "--no-progress"]) == 0
+    assert f"{shipped} on {oracle_tree} (val, n=2, network alone):" in capsys.readouterr().out

@@ -11,8 +11,11 @@ from PIL import Image
 
 from rrsis.data.refsegrs import RefSegRS
 from rrsis.errors import ModelError, OutputExistsError
+from rrsis.eval.calibrate import sweep_thresholds
 from rrsis.eval.evaluate import LAVT_SIZE, evaluate, shuffled_order
 from rrsis.models import registry
+
+from .conftest import HouseModel, house_samples
 
 
 @pytest.fixture(autouse=True)
@@ -34,9 +37,11 @@ def test_native_protocol_scores_at_mask_resolution(
     assert breakdown["scatter"]["scattered"]["n"] == 1
     assert breakdown["kind"]["attribute"]["n"] == 3
     assert breakdown["size"]["large"]["n"] == 2
-    # One 0/255 PNG per sample at the mask's own resolution, equal to the ground truth here.
-    pngs = sorted(p.name for p in out.iterdir())
+    # One 0/255 PNG per sample at the mask's own resolution, equal to the ground truth here:
+    # the network alone, and with the rules (none applies here) under composed/.
+    pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == ["b0.png", "b1.png", "b2.png", "d0.png"]
+    assert sorted(p.name for p in (out / "composed").iterdir()) == pngs
     saved = np.asarray(Image.open(out / "b1.png"))
     assert saved.shape == (32, 32) and set(np.unique(saved)) == {0, 255}
     np.testing.assert_array_equal(saved == 255, dataset[1]["mask"])
@@ -167,13 +172,11 @@ def test_lavt_protocol_checks_size_divisor(oracle_tree: Path, oracle_model) -> N
     from rrsis.errors import ModelError
 
     oracle_model.size_divisor = 64  # 480 is not a multiple of 64
-    with pytest.raises(ModelError, match="multiples of 64"):
+    with pytest.raises(ModelError, match="multiple of 64, got 480"):
         evaluate(oracle_model, RefSegRS(oracle_tree, "test"), protocol="lavt", progress=False)
 
 
 def test_threshold_default_explicit_and_sweep(oracle_tree: Path, oracle_model) -> None:
-    from rrsis.eval.evaluate import sweep_thresholds
-
     dataset = RefSegRS(oracle_tree, "test")
     # The oracle gives unwanted pixels logits (0, 0), i.e. probability exactly 0.5: the
     # arg-max (default) rejects them, any cut below 0.5 takes them in.
@@ -192,5 +195,59 @@ def test_threshold_default_explicit_and_sweep(oracle_tree: Path, oracle_model) -
         assert sweep[t]["mIoU"] == pytest.approx(result["overall"]["mIoU"])
         assert sweep[t]["oIoU"] == pytest.approx(result["overall"]["oIoU"])
         assert sweep[t]["Pr@0.5"] == pytest.approx(result["overall"]["Pr@0.5"])
-    with pytest.raises(ModelError, match="threshold"):
-        evaluate(oracle_model, dataset, threshold=1.0, progress=False)
+    # The Segmenter's rule: a probability in [0, 1].
+    for wrong in (1.5, -0.1):
+        with pytest.raises(ModelError, match="threshold"):
+            evaluate(oracle_model, dataset, threshold=wrong, progress=False)
+
+
+def test_network_alone_and_composed_in_one_run(tmp_path: Path) -> None:
+    model = HouseModel()
+    out = tmp_path / "pred"
+    both = evaluate(
+        model, house_samples(), progress=False, resamples=0, threshold=0.5, save_predictions=out
+    )
+    texts = list(model.texts)
+    alone = evaluate(model, house_samples(), progress=False, resamples=0, compose="none")
+    # The network-alone scores are exactly those of a run without rules.
+    assert alone["composed"] is None
+    for key in ("n", "overall", "breakdown", "samples"):
+        assert both[key] == alone[key], key
+    composed = both["composed"]
+    assert composed["rules"] == ["attribute", "position", "relation"]
+    assert composed["decided_by"] == {"network": 1, "attribute": 1, "position": 1, "relation": 1}
+    decided = [s["decided_by"] for s in composed["samples"]]
+    assert decided == ["position", "relation", "attribute", "network"]
+    assert composed["overall"]["mIoU"] == pytest.approx(100.0)
+    assert both["overall"]["mIoU"] < 50.0
+    assert composed["breakdown"]["kind"].keys() == both["breakdown"]["kind"].keys()
+    # Only the pairs a rule decided are forwarded again with their whole expression; the
+    # one no rule reads is forwarded once.
+    assert texts.count("the road") == 1
+    assert all(texts.count(s["text"]) == 1 for s in house_samples()[:3])
+    # Saved masks: the network alone at the top, the composed ones under composed/.
+    truth = house_samples()[0]["mask"]
+    composed_png = np.asarray(Image.open(out / "composed" / "h0.png")) == 255
+    np.testing.assert_array_equal(composed_png, truth)
+    assert not np.array_equal(np.asarray(Image.open(out / "h0.png")) == 255, truth)
+
+
+def test_compose_selects_the_rules_of_the_composed_scores() -> None:
+    only = evaluate(HouseModel(), house_samples(), progress=False, resamples=0, compose="position")
+    assert only["composed"]["rules"] == ["position"]
+    decided = [s["decided_by"] for s in only["composed"]["samples"]]
+    assert decided == ["position", "network", "network", "network"]
+    ious = [s["IoU"] for s in only["composed"]["samples"]]
+    assert ious[0] == pytest.approx(1.0) and max(ious[1:3]) < 0.5
+    with pytest.raises(ValueError, match="unknown composition rule"):
+        evaluate(HouseModel(), house_samples(), progress=False, compose="colour")
+
+
+def test_batches_of_mixed_image_sizes(oracle_tree: Path, oracle_model, make_tree, tmp_path):
+    # Two image sizes, interleaved: a batch holds one size; results as one sample at a time.
+    small = RefSegRS(oracle_tree, "test")
+    large = RefSegRS(make_tree(tmp_path / "tree48", side=48), "test")
+    dataset = [dict(s, id=f"{s['id']}-{i}") for i in range(4) for s in (small[i], large[i])]
+    batched = evaluate(oracle_model, dataset, batch_size=4, progress=False, resamples=0)
+    single = evaluate(oracle_model, dataset, batch_size=1, progress=False, resamples=0)
+    assert batched["n"] == 8 and batched["samples"] == single["samples"]

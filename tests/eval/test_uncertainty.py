@@ -177,3 +177,36 @@ def test_compare_cli(tmp_path: Path, capsys) -> None:
     assert main(["compare", str(a), str(b), "--by", "colour"]) == 2
     err = capsys.readouterr().err
     assert "unknown grouping 'colour'" in err and len(err.splitlines()) == 1
+
+
+def test_compare_picks_the_network_or_the_composed_scores(tmp_path: Path, capsys) -> None:
+    kinds = ["category", "position"] * 20
+    base = list(np.random.default_rng(3).uniform(0.1, 0.8, 40))
+    lifted = [v + 0.1 for v in base]
+
+    def write(name: str, network: list[float], composed: list[float] | None) -> Path:
+        result = {"split": "val", "protocol": "native", "samples": records(network, kinds=kinds)}
+        result["composed"] = composed and {
+            "rules": ["position"],
+            **{"samples": records(composed, kinds=kinds)},
+        }
+        (tmp_path / name).write_text(json.dumps(result))
+        return tmp_path / name
+
+    # B's network equals A's; only B's composed masks are better.
+    a = write("a.json", base, base)
+    b = write("b.json", base, lifted)
+    assert main(["compare", str(a), str(b), "--by", "", "--out", str(tmp_path / "n.json")]) == 0
+    assert "scores compared: the network alone" in capsys.readouterr().out
+    network = json.loads((tmp_path / "n.json").read_text())
+    assert network["scores"] == "network" and network["rows"]["overall"]["mIoU"]["delta"] == 0
+    argv = ["compare", str(a), str(b), "--by", "", "--scores", "composed"]
+    assert main([*argv, "--out", str(tmp_path / "c.json")]) == 0
+    composed = json.loads((tmp_path / "c.json").read_text())
+    assert composed["rows"]["overall"]["mIoU"]["delta"] == pytest.approx(10.0)
+    # A result scored with --compose none has no composed scores: one line says so.
+    alone = write("alone.json", base, None)
+    capsys.readouterr()
+    assert main(["compare", str(a), str(alone), "--scores", "composed"]) == 2
+    err = capsys.readouterr().err
+    assert "no composed scores" in err and len(err.splitlines()) == 1

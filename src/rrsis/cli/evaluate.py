@@ -1,30 +1,55 @@
 """``rrsis evaluate``, ``rrsis calibrate`` and ``rrsis compare``.
 
-Both only parse arguments, call :mod:`rrsis.eval` and print; user mistakes raise
+They only parse arguments, call :mod:`rrsis.eval` and print; user mistakes raise
 :class:`rrsis.errors.RRSISError` subclasses that the top-level CLI prints as one line.
 
-Neither command selects checkpoints: ``evaluate`` scores the weights it is given and
-``benchmark`` lets the engine select on the validation split before scoring the test split once
-per model (``docs/protocol.md``).
+None of them selects checkpoints: ``evaluate`` scores the weights it is given
+(``docs/protocol.md``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from pathlib import Path
 
-from rrsis.cli.options import add_dataset_args, command_line
+from rrsis.cli.options import (
+    add_compose_arg,
+    add_dataset_args,
+    add_device_arg,
+    add_model_arg,
+    add_overwrite_arg,
+    add_progress_arg,
+    command_line,
+)
+from rrsis.data.io import atomic_write
 from rrsis.errors import ModelError, OutputExistsError, RRSISError
-from rrsis.eval.uncertainty import DEFAULT_RESAMPLES
+from rrsis.eval.breakdown import GROUPINGS
+from rrsis.eval.calibrate import THRESHOLD_GRID, best_threshold, sweep_thresholds
+from rrsis.eval.evaluate import evaluate, open_dataset
+from rrsis.eval.report import SCORES, compare_markdown, evaluation_markdown, scores, write_json
+from rrsis.eval.uncertainty import DEFAULT_RESAMPLES, paired_difference
+from rrsis.infer.compose import parse_rules
+from rrsis.models.io import (
+    OMITTED_KEY,
+    load_model,
+    resolve_model,
+    save_model,
+    weights_input_size,
+)
+from rrsis.weights import DEFAULT_MODEL, default_weights_path
 
 
-def resolve_model(spec: str, device: str = "cpu"):
-    """``(model, untrained)`` for a ``--model`` value (:func:`rrsis.models.io.resolve_model`)."""
-    from rrsis.models.io import resolve_model as resolve
+def weights_file(spec: str) -> Path | None:
+    """The weights file a ``--model`` value names (``None`` for a bare registry name).
 
-    return resolve(spec, map_location=device)
+    The same reading as :func:`rrsis.models.io.resolve_model`: ``default`` is the shipped
+    file, an existing file is that file.
+    """
+    path = default_weights_path() if spec == DEFAULT_MODEL else Path(spec)
+    return path if path.is_file() else None
 
 
 def _check_out(path: Path, overwrite: bool) -> None:
@@ -46,8 +71,6 @@ def _json_out(args: argparse.Namespace) -> Path | None:
 
 def _emit(result: dict, table: str, out: Path | None) -> None:
     """Print the table; with ``out``, also write the JSON and the table beside it (``.md``)."""
-    from rrsis.eval.report import write_json
-
     print(table, end="")
     if out is not None:
         write_json(result, out)
@@ -56,21 +79,13 @@ def _emit(result: dict, table: str, out: Path | None) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from rrsis.eval.evaluate import evaluate, open_dataset
-    from rrsis.eval.report import evaluation_markdown
-
     out = _json_out(args)
-    from rrsis.infer.compose import parse_rules
-
     try:
-        compose = args.compose
-        if compose is None:
-            compose = "none" if args.protocol == "lavt" else "all"
-        rules = parse_rules(compose)
+        rules = parse_rules(args.compose)
     except ValueError as error:
         raise RRSISError(f"--compose: {error}") from None
     dataset = open_dataset(args.data, args.split, args.format)
-    model, untrained = resolve_model(args.model, args.device)
+    model, untrained = resolve_model(args.model, map_location=args.device)
     if untrained:
         print(
             f"rrsis: warning: {args.model!r} is a bare registry name: its new layers are "
@@ -78,11 +93,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     input_size = args.input_size
-    if input_size is None and not untrained:
-        from rrsis.models.io import weights_input_size
-
+    weights = weights_file(args.model)
+    if input_size is None and weights is not None:
         # Score at the size the weights were trained at when the run recorded it.
-        input_size = weights_input_size(Path(args.model))
+        input_size = weights_input_size(weights)
     with warnings.catch_warnings():
         # Libraries warn about things users cannot act on here (e.g. tokenizer forks).
         warnings.simplefilter("ignore", category=UserWarning)
@@ -95,7 +109,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             device=args.device,
             shuffle_expressions=args.shuffle_expressions,
             empty_iou=args.empty_iou,
-            progress=not args.no_progress,
+            progress=args.progress,
             overwrite=args.overwrite,
             input_size=input_size,
             threshold=args.threshold,
@@ -115,9 +129,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_result(path: Path) -> dict:
-    import json
-
+def _read_result(path: Path, which: str) -> dict:
+    """The ``which`` scores (``network`` or ``composed``) of an ``rrsis evaluate --out`` file."""
     if not path.is_file():
         raise RRSISError(f"{path}: no such file")
     try:
@@ -128,12 +141,13 @@ def _read_result(path: Path) -> dict:
         raise RRSISError(
             f"{path}: no per-sample records; write it with `rrsis evaluate ... --out {path.name}`"
         )
-    return result
+    chosen = scores(result, which)
+    if chosen is None or not isinstance(chosen.get("samples"), list):
+        raise RRSISError(f"{path}: no {which} scores (evaluated with --compose none?)")
+    return {**result, "samples": chosen["samples"]}
 
 
 def _parse_by(spec: str) -> tuple[str, ...]:
-    from rrsis.eval.breakdown import GROUPINGS
-
     names = tuple(name.strip() for name in spec.split(",") if name.strip())
     unknown = [name for name in names if name not in GROUPINGS]
     if unknown:
@@ -142,15 +156,11 @@ def _parse_by(spec: str) -> tuple[str, ...]:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from rrsis.eval.breakdown import GROUPINGS
-    from rrsis.eval.report import compare_markdown
-    from rrsis.eval.uncertainty import paired_difference
-
     if args.resamples < 100:
         raise RRSISError(f"--resamples must be at least 100, got {args.resamples}")
     out = _json_out(args)
     by = _parse_by(args.by)
-    a, b = _read_result(args.a), _read_result(args.b)
+    a, b = _read_result(args.a, args.scores), _read_result(args.b, args.scores)
     for key in ("split", "protocol", "empty_iou"):
         if key in a and key in b and a[key] != b[key]:
             raise RRSISError(f"the results differ in {key}: {a[key]!r} (A) vs {b[key]!r} (B)")
@@ -171,6 +181,7 @@ def run_compare(args: argparse.Namespace) -> int:
         "a": str(args.a),
         "b": str(args.b),
         "split": a.get("split"),
+        "scores": args.scores,
         "rows": {name: row for name, row in rows},
         "command": command_line(args),
     }
@@ -179,17 +190,16 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from rrsis.data.io import atomic_write
-    from rrsis.eval.evaluate import THRESHOLD_GRID, best_threshold, open_dataset, sweep_thresholds
-    from rrsis.models.io import OMITTED_KEY, load_model, save_model, weights_input_size
-
     if args.split.lower() == "test":
         raise RRSISError(
             "thresholds are chosen on a validation split, never on test (pass --split val)"
         )
-    weights = Path(args.model)
-    if not weights.is_file():
-        raise ModelError(f"{weights}: model file not found")
+    weights = weights_file(args.model)
+    if weights is None:
+        raise ModelError(
+            f"{args.model}: model file not found (calibrate needs trained weights: "
+            f"'{DEFAULT_MODEL}' or a .safetensors file)"
+        )
     out = None if args.write is None else Path(args.write)
     if out is not None:
         if out.suffix.lower() != ".safetensors":
@@ -212,10 +222,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             device=args.device,
             input_size=weights_input_size(weights),
-            progress=not args.no_progress,
+            progress=args.progress,
         )
     best = best_threshold(sweep)
-    print(f"{weights} on {args.data} ({args.split}, n={int(sweep[best]['n'])}):")
+    print(f"{weights} on {args.data} ({args.split}, n={int(sweep[best]['n'])}, network alone):")
     print("| threshold | mIoU | oIoU | Pr@0.5 |  |")
     print("| --- | --- | --- | --- | --- |")
     for t, m in sweep.items():
@@ -227,7 +237,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         f"best threshold: {best} (mIoU {sweep[best]['mIoU']:.2f}; 0.5 gives {sweep[0.5]['mIoU']:.2f})"
     )
     if out is not None:
-        from safetensors import safe_open
+        from safetensors import safe_open  # only to read the header of the file written
 
         with safe_open(str(weights), framework="pt") as handle:
             omitted = OMITTED_KEY in (handle.metadata() or {})
@@ -250,13 +260,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``evaluate``, ``compare`` and ``calibrate`` to the ``rrsis`` command."""
     ev = subparsers.add_parser(
         "evaluate",
-        help="score a model on a dataset split (overall + size/scatter/kind breakdown)",
+        help="score a model on a dataset split, the network alone and with the rules",
         description=(
-            "Predict every sample of a split and print oIoU, mIoU and Pr@0.5-0.9, overall and "
-            "per object size, scatter and expression kind. Nothing is selected on the split."
+            "Predict every sample of a split and print mIoU, oIoU and Pr@0.5-0.9, overall and "
+            "per object size, scatter and expression kind, in one table: the network alone "
+            "(each whole expression read by the network; what compares with published "
+            "methods) beside the composed masks (position, relation and attribute phrases read "
+            "by the geometry rules, as `rrsis predict` does). Nothing is selected on the split."
         ),
     )
-    ev.add_argument("--model", required=True, help="trained .safetensors file, or registry name")
+    add_model_arg(ev)
     add_dataset_args(ev)
     ev.add_argument("--split", default="test", help="split to score (default: test)")
     ev.add_argument(
@@ -265,7 +278,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="native",
         help="native: score at the mask's resolution; lavt: the published 480x480 protocol",
     )
-    ev.add_argument("--save-predictions", type=Path, metavar="DIR", help="write <id>.png masks")
+    ev.add_argument(
+        "--save-predictions",
+        type=Path,
+        metavar="DIR",
+        help="write <id>.png masks of the network alone and composed/<id>.png with the rules",
+    )
     ev.add_argument("--out", type=Path, metavar="RESULTS.json", help="write JSON (+ .md)")
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument(
@@ -299,18 +317,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="bootstrap resamples of the overall 95 %% interval, whole images resampled "
         f"(default {DEFAULT_RESAMPLES}; 0 = none)",
     )
-    ev.add_argument(
-        "--compose",
-        default=None,
-        metavar="RULES",
-        help="read position/relation/attribute phrases with geometry rules on the network's "
-        "objects as `rrsis predict` does (docs/compose.md): 'all', 'none' (the network alone) "
-        "or a comma list of position,relation,attribute (default: 'all' with the native "
-        "protocol, 'none' with the lavt protocol, which compares with published networks)",
-    )
-    ev.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
-    ev.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_compose_arg(ev)
+    add_device_arg(ev)
+    add_overwrite_arg(ev)
+    add_progress_arg(ev)
     ev.set_defaults(func=run_evaluate, _parser=ev)
 
     cmp_ = subparsers.add_parser(
@@ -327,6 +337,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmp_.add_argument("a", type=Path, metavar="A.json", help="the reference (e.g. shipped model)")
     cmp_.add_argument("b", type=Path, metavar="B.json", help="the candidate")
     cmp_.add_argument(
+        "--scores",
+        choices=SCORES,
+        default="network",
+        help="which scores of the two files to compare: the network alone (default) or the "
+        "composed masks",
+    )
+    cmp_.add_argument(
         "--by",
         default="kind,size",
         help="comma-separated groupings to break the difference down by (default: kind,size; "
@@ -340,25 +357,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     cmp_.add_argument("--seed", type=int, default=0, help="seed of the resampling")
     cmp_.add_argument("--out", type=Path, metavar="COMPARISON.json", help="write JSON (+ .md)")
-    cmp_.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_overwrite_arg(cmp_)
     cmp_.set_defaults(func=run_compare, _parser=cmp_)
 
     cal = subparsers.add_parser(
         "calibrate",
         help="choose a model's foreground threshold on a validation split",
         description=(
-            "Score a model on a validation split at the thresholds 0.05, 0.10, ..., 0.95, print "
-            "the table and the best (by mIoU; ties go to the one nearest 0.5), and with --write "
-            "save a copy of the model that stores it (as the shipped model stores its own). "
-            "The test split is refused."
+            "Score a model (the network alone) on a validation split at the thresholds 0.05, "
+            "0.10, ..., 0.95, print the table and the best (by mIoU; ties go to the one nearest "
+            "0.5), and with --write save a copy of the model that stores it (as the shipped "
+            "model stores its own). The test split is refused."
         ),
     )
-    cal.add_argument("--model", required=True, help="trained .safetensors file")
+    add_model_arg(cal)
     add_dataset_args(cal)
     cal.add_argument("--split", default="val", help="validation split (default: val)")
     cal.add_argument("--write", type=Path, metavar="OUT.safetensors", help="calibrated copy")
     cal.add_argument("--batch-size", type=int, default=8)
-    cal.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
-    cal.add_argument("--overwrite", action="store_true", help="replace an existing --write file")
-    cal.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_device_arg(cal)
+    add_overwrite_arg(cal)
+    add_progress_arg(cal)
     cal.set_defaults(func=run_calibrate, _parser=cal)

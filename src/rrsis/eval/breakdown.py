@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from rrsis.data.builder import infer_kind
 from rrsis.data.stats import component_bucket, object_stats, size_bucket
 
 EMPTY = "empty"
@@ -70,9 +71,6 @@ def kind_group(meta: Mapping[str, Any], text: str | None = None) -> str:
     if kind:
         return str(kind)
     if text:
-        # Imported here: the builder pulls in the taxonomy, which plain metric use never needs.
-        from rrsis.data.builder import infer_kind
-
         return str(infer_kind(text))
     return UNKNOWN
 

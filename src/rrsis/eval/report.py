@@ -33,6 +33,10 @@ BENCHMARK_COLUMNS: tuple[str, ...] = (
 )
 # Groupings shown in the single-evaluation table (``components`` refines ``scatter``).
 _TABLE_GROUPINGS = ("size", "scatter", "components", "kind", "category")
+#: Metric columns of the evaluation table, the headline metrics first.
+TABLE_KEYS: tuple[str, ...] = ("mIoU", "oIoU", *(k for k in METRIC_KEYS if k.startswith("Pr@")))
+#: The two sets of scores of an evaluation: the network alone and with the composition rules.
+SCORES: tuple[str, ...] = ("network", "composed")
 
 
 def _fmt(value: Any) -> str:
@@ -49,43 +53,95 @@ def _markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluation_markdown(result: Mapping[str, Any]) -> str:
-    """Markdown table of one :func:`rrsis.eval.evaluate.evaluate` result.
+def scores(result: Mapping[str, Any], which: str = "network") -> Mapping[str, Any] | None:
+    """The ``network`` (alone) or ``composed`` scores of an evaluation result, or ``None``.
 
-    Rows: ``overall`` then ``grouping: group`` for every non-empty breakdown group; columns:
-    ``n``, ``Pr@0.5 .. Pr@0.9``, ``oIoU``, ``mIoU`` (percent, two decimals).
+    Scores are ``{"overall", "interval", "breakdown", "samples"}``. Results of
+    :func:`rrsis.eval.evaluate.evaluate` keep the network alone at the top level and the composed
+    scores under ``"composed"``; files without that key hold one set of scores, composed when
+    their ``"compose"`` lists rules.
     """
-    header = ("subset", "n", *METRIC_KEYS)
-    overall = result["overall"]
-    rows: list[list[Any]] = [["overall", overall["n"], *(overall[k] for k in METRIC_KEYS)]]
-    breakdown = result.get("breakdown", {})
+    if which not in SCORES:
+        raise ValueError(f"scores must be one of {', '.join(SCORES)}, got {which!r}")
+    if "composed" in result:
+        return result if which == "network" else result["composed"]
+    composed = bool(result.get("compose"))
+    return result if composed == (which == "composed") else None
+
+
+def evaluation_markdown(result: Mapping[str, Any]) -> str:
+    """Markdown table of one :func:`rrsis.eval.evaluate.evaluate` result, and how it was scored.
+
+    Rows: ``overall`` then ``grouping: group`` for every non-empty breakdown group. Columns:
+    ``n`` and ``mIoU``, ``oIoU``, ``Pr@0.5 .. Pr@0.9`` (percent, two decimals) of the network
+    alone; with composed scores each metric has the network's column then the composed one, and
+    ``by rules`` counts the expressions a rule decided.
+    """
+    network, composed = result, result.get("composed")
+    header: list[str] = ["subset", "n"]
+    for key in TABLE_KEYS:
+        header += [f"{key} network", f"{key} composed"] if composed else [key]
+    rows = [_table_row("overall", network["overall"], composed, {})]
+    breakdown = network.get("breakdown", {})
     for grouping in _TABLE_GROUPINGS:
         # Dataset-specific groupings (category) list their groups in the result's order.
         for group in GROUPINGS[grouping] or tuple(breakdown.get(grouping, {})):
             metrics = breakdown.get(grouping, {}).get(group)
             if metrics:
-                rows.append(
-                    [f"{grouping}: {group}", metrics["n"], *(metrics[k] for k in METRIC_KEYS)]
-                )
+                subset = {grouping: group}
+                rows.append(_table_row(f"{grouping}: {group}", metrics, composed, subset))
+    if composed:
+        header.append("by rules")
     title = f"protocol `{result.get('protocol', '?')}`"
-    if result.get("compose"):
-        title += f", composition rules: {', '.join(result['compose'])}"
+    if result.get("threshold") is not None:
+        title += f", threshold {result['threshold']:g}"
     if result.get("shuffle_expressions"):
         title += ", expressions shuffled across samples"
-    return f"Results ({title})\n\n" + _markdown(header, rows) + interval_line(result)
+    text = f"Results ({title})\n\n" + _markdown(header, rows)
+    if composed:
+        text += (
+            "\nnetwork: the network reads each whole expression (`--compose none` scores this "
+            "alone); it is what compares with published methods.\ncomposed: the geometry rules "
+            f"({', '.join(composed['rules'])}) read position, relation and attribute phrases on "
+            "the network's objects, as `rrsis predict` does (docs/compose.md); `by rules` counts "
+            "the expressions a rule decided, the others keep the network's mask.\n"
+        )
+        return text + interval_line(network, "network") + interval_line(composed, "composed")
+    return text + interval_line(network)
 
 
-def interval_line(result: Mapping[str, Any]) -> str:
+def _table_row(
+    name: str,
+    metrics: Mapping[str, Any],
+    composed: Mapping[str, Any] | None,
+    subset: Mapping[str, str],
+) -> list[Any]:
+    """One table row: the network's metrics, each followed by the composed one when present,
+    and then how many expressions of ``subset`` (``{}``: all) a rule decided."""
+    row: list[Any] = [name, metrics["n"]]
+    if composed is None:
+        return row + [metrics[key] for key in TABLE_KEYS]
+    grouping, group = next(iter(subset.items()), (None, None))
+    other = composed["overall"] if grouping is None else composed["breakdown"][grouping][group]
+    for key in TABLE_KEYS:
+        row += [metrics[key], other[key]]
+    records = composed["samples"]
+    in_subset = [s for s in records if grouping is None or str(s.get(grouping)) == group]
+    return row + [sum(1 for s in in_subset if s.get("decided_by") != "network")]
+
+
+def interval_line(result: Mapping[str, Any], label: str = "") -> str:
     """One sentence giving the overall bootstrap interval of a result, or ``""`` without one."""
     interval = result.get("interval")
     if not interval:
         return ""
     units = "images" if interval["unit"] == "image" else "expressions"
+    label = f", {label}" if label else ""
     return (
-        f"\n{100 * interval['level']:.0f} % interval (bootstrap over {interval['n_units']} "
-        f"{units}, {interval['resamples']} resamples): mIoU {_fmt(interval['mIoU'][0])} - "
-        f"{_fmt(interval['mIoU'][1])}, oIoU {_fmt(interval['oIoU'][0])} - "
-        f"{_fmt(interval['oIoU'][1])}\n"
+        f"\n{100 * interval['level']:.0f} % interval{label} (bootstrap over "
+        f"{interval['n_units']} {units}, {interval['resamples']} resamples): mIoU "
+        f"{_fmt(interval['mIoU'][0])} - {_fmt(interval['mIoU'][1])}, oIoU "
+        f"{_fmt(interval['oIoU'][0])} - {_fmt(interval['oIoU'][1])}\n"
     )
 
 
@@ -121,6 +177,9 @@ def compare_markdown(comparison: Mapping[str, Any]) -> str:
         "interval",
     )
     intro = f"A = {comparison['a']}\nB = {comparison['b']}\n"
+    if comparison.get("scores"):
+        which = "the network alone" if comparison["scores"] == "network" else "composed masks"
+        intro += f"scores compared: {which}\n"
     if first is not None:
         units = "images" if first["unit"] == "image" else "expressions"
         intro += (
