@@ -369,7 +369,7 @@ def export_default(trained: Path, shipped: Path, omit_text: bool = True) -> None
 def choose_threshold(model, val_root: Path, input_size: int, device: str) -> tuple[float, dict]:
     """The val-mIoU-best foreground threshold on a 0.05 grid (ties: the one nearest 0.5)."""
     from rrsis.data.refsegrs import RefSegRS
-    from rrsis.eval.evaluate import THRESHOLD_GRID, best_threshold, sweep_thresholds
+    from rrsis.eval.calibrate import THRESHOLD_GRID, best_threshold, sweep_thresholds
 
     sweep = sweep_thresholds(
         model, RefSegRS(val_root, "val"), THRESHOLD_GRID, device=device, input_size=input_size
@@ -471,7 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     def score_test(**kwargs) -> dict:
         test = RefSegRS(test_root, "test")
         size = hparams["train"]["input_size"]
-        return evaluate(model, test, device=device, input_size=size, progress=False, **kwargs)
+        return evaluate(
+            model, test, device=device, input_size=size, progress=False, compose="none", **kwargs
+        )
 
     result = score_test()
     result.pop("samples", None)

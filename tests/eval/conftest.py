@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from rrsis.data.refsegrs import RefSegRSWriter
+from rrsis.data.refsegrs_writer import RefSegRSWriter
 from rrsis.models.base import RRSISModel
 
 SIDE = 32
