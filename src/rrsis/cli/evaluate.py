@@ -27,29 +27,10 @@ from rrsis.cli.options import (
 from rrsis.data.io import atomic_write
 from rrsis.errors import ModelError, OutputExistsError, RRSISError
 from rrsis.eval.breakdown import GROUPINGS
-from rrsis.eval.calibrate import THRESHOLD_GRID, best_threshold, sweep_thresholds
-from rrsis.eval.evaluate import evaluate, open_dataset
 from rrsis.eval.report import SCORES, compare_markdown, evaluation_markdown, scores, write_json
 from rrsis.eval.uncertainty import DEFAULT_RESAMPLES, paired_difference
 from rrsis.infer.compose import parse_rules
-from rrsis.models.io import (
-    OMITTED_KEY,
-    load_model,
-    resolve_model,
-    save_model,
-    weights_input_size,
-)
-from rrsis.weights import DEFAULT_MODEL, default_weights_path
-
-
-def weights_file(spec: str) -> Path | None:
-    """The weights file a ``--model`` value names (``None`` for a bare registry name).
-
-    The same reading as :func:`rrsis.models.io.resolve_model`: ``default`` is the shipped
-    file, an existing file is that file.
-    """
-    path = default_weights_path() if spec == DEFAULT_MODEL else Path(spec)
-    return path if path.is_file() else None
+from rrsis.weights import DEFAULT_MODEL
 
 
 def _check_out(path: Path, overwrite: bool) -> None:
@@ -79,6 +60,10 @@ def _emit(result: dict, table: str, out: Path | None) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    # torch loads when a command runs, not for `rrsis --help` or an argument error.
+    from rrsis.eval.evaluate import evaluate, open_dataset
+    from rrsis.models.io import model_file, resolve_model, weights_input_size
+
     out = _json_out(args)
     try:
         rules = parse_rules(args.compose)
@@ -93,8 +78,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     input_size = args.input_size
-    weights = weights_file(args.model)
-    if input_size is None and weights is not None:
+    weights = model_file(args.model)
+    if input_size is None and weights is not None and weights.is_file():
         # Score at the size the weights were trained at when the run recorded it.
         input_size = weights_input_size(weights)
     with warnings.catch_warnings():
@@ -190,12 +175,17 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    # torch loads when a command runs, not for `rrsis --help` or an argument error.
+    from rrsis.eval.calibrate import THRESHOLD_GRID, best_threshold, sweep_thresholds
+    from rrsis.eval.evaluate import open_dataset
+    from rrsis.models.io import OMITTED_KEY, load_model, model_file, save_model, weights_input_size
+
     if args.split.lower() == "test":
         raise RRSISError(
             "thresholds are chosen on a validation split, never on test (pass --split val)"
         )
-    weights = weights_file(args.model)
-    if weights is None:
+    weights = model_file(args.model)
+    if weights is None or not weights.is_file():
         raise ModelError(
             f"{args.model}: model file not found (calibrate needs trained weights: "
             f"'{DEFAULT_MODEL}' or a .safetensors file)"

@@ -29,8 +29,7 @@ from rrsis.engine.presets import TrainConfig
 from rrsis.engine.train import build_model
 from rrsis.models.speed import channels_last
 
-#: Expression used when timing bare steps (its length sets the text side's cost). The GPU
-#: runs' text-feature cache includes it (``scripts/gpu_train.py stage``).
+#: Expression used when timing bare steps (its length sets the text side's cost).
 TIMING_EXPRESSION = "the building next to the road"
 
 

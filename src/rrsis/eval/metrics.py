@@ -19,10 +19,9 @@ correctly empty prediction as perfect instead. See ``docs/protocol.md``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from rrsis.eval.breakdown import GROUPINGS, UNKNOWN, sample_groups
 from rrsis.eval.uncertainty import DEFAULT_RESAMPLES, bootstrap_interval, image_key
@@ -34,12 +33,15 @@ METRIC_KEYS: tuple[str, ...] = (
     "mIoU",
 )
 
-ArrayLike = torch.Tensor | np.ndarray
+if TYPE_CHECKING:  # torch is only a type here: scoring saved masks needs no torch
+    import torch
+
+    ArrayLike = torch.Tensor | np.ndarray
 
 
 def _as_bool_batch(array: ArrayLike, name: str) -> np.ndarray:
     """Convert a ``(B, H, W)`` tensor/array (bool or 0/1) to a numpy bool array."""
-    if isinstance(array, torch.Tensor):
+    if hasattr(array, "detach"):  # a torch tensor, possibly on a GPU
         array = array.detach().cpu().numpy()
     array = np.asarray(array)
     if array.ndim != 3:

@@ -289,6 +289,19 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         raise ModelError(f"{path}: not a readable safetensors file ({err})") from err
 
 
+def model_file(spec: str | Path | None) -> Path | None:
+    """The file a ``--model`` value names, or ``None`` for a registry name.
+
+    ``None`` or ``"default"`` is the shipped model's file; a path (:func:`looks_like_path`) or
+    an existing file is itself. The file may not exist: :func:`resolve_model` says so.
+    """
+    if spec is None or str(spec) == DEFAULT_MODEL:
+        return default_weights_path()
+    if looks_like_path(spec) or Path(spec).is_file():
+        return Path(spec)
+    return None
+
+
 def resolve_model(
     spec: str | Path | None = DEFAULT_MODEL,
     weights: str | Path | None = None,
@@ -311,16 +324,14 @@ def resolve_model(
         ModelError: missing default weights or file, unknown name, pickle state dict, or weights
             that do not fit the architecture.
     """
+    path = model_file(spec)
     if spec is None or str(spec) == DEFAULT_MODEL:
-        path = default_weights_path()
         if not path.is_file():
             raise ModelError(
                 f"the shipped default weights are missing ({path}); reinstall rrsis or "
                 "pass a model with --model PATH.safetensors"
             )
-        spec = path
-    if looks_like_path(spec) or Path(spec).is_file():
-        path = Path(spec)
+    if path is not None:
         if not path.is_file():
             raise ModelError(f"{path}: model file not found")
         try:
