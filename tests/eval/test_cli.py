@@ -214,7 +214,6 @@ def test_model_default_is_the_shipped_model(
     shipped.parent.mkdir()
     shipped.write_bytes(tiny_weights.read_bytes())
     monkeypatch.setattr(model_io, "default_weights_path", lambda: shipped)
-    monkeypatch.setattr(cli_evaluate, "default_weights_path", lambda: shipped)
     out = tmp_path / "r.json"
     argv = ["evaluate", "--data", str(oracle_tree), "--no-progress", "--resamples", "0"]
     assert main([*argv, "--out", str(out)]) == 0
