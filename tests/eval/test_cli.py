@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from rrsis.cli import evaluate as cli_evaluate
 from rrsis.cli import main
 from rrsis.eval.calibrate import THRESHOLD_GRID, best_threshold, sweep_thresholds
 from rrsis.eval.evaluate import open_dataset

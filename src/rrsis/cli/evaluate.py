@@ -24,7 +24,7 @@ from rrsis.cli.options import (
     add_progress_arg,
     command_line,
 )
-from rrsis.data.io import atomic_write
+from rrsis.data.files import atomic_write
 from rrsis.errors import ModelError, OutputExistsError, RRSISError
 from rrsis.eval.breakdown import GROUPINGS
 from rrsis.eval.report import SCORES, compare_markdown, evaluation_markdown, scores, write_json
@@ -233,7 +233,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
             omitted = OMITTED_KEY in (handle.metadata() or {})
         model.to("cpu")
         atomic_write(
-            out, lambda tmp: save_model(model, tmp, omit_pretrained_text=omitted, threshold=best)
+            out,
+            lambda tmp: save_model(model, tmp, omit_pretrained_text=omitted, threshold=best),
+            overwrite=True,
         )
         print(f"wrote {out} (threshold {best} stored; Segmenter, predict and evaluate use it)")
     return 0

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from rrsis.cli.options import add_overwrite_arg
-from rrsis.data.io import atomic_write
+from rrsis.data.files import atomic_write
 from rrsis.errors import OutputExistsError, RRSISError
 
 # torch and the models load inside the handlers: importing torch takes about a second, which
@@ -59,7 +59,7 @@ def _convert_lavt(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise OutputExistsError(f"{out}: output exists (use --overwrite to replace it)")
     model = convert_lavt_checkpoint(args.checkpoint, text_heads=args.text_heads)
-    atomic_write(out, lambda tmp: save_model(model, tmp))
+    atomic_write(out, lambda tmp: save_model(model, tmp), overwrite=True)
     kwargs = model.config["kwargs"]
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(

@@ -13,15 +13,12 @@ Conventions:
 * Masks come back as ``bool (H, W)``: ``value > threshold``. The default threshold is 0;
   the reference RefSegRS/LAVT loaders binarise with ``> 50`` to be robust to resampled
   masks, pass ``threshold=50`` to reproduce them. Multi-channel masks use the first channel.
-* Writers produce TIFFs atomically (temporary file + ``os.replace``) so an interrupted run
-  never leaves a half-written file behind; masks are stored as ``uint8`` 0/255.
+* Writers produce TIFFs atomically (:func:`rrsis.data.files.atomic_write`) so an interrupted
+  run never leaves a half-written file behind; masks are stored as ``uint8`` 0/255.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,6 +26,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from rrsis.data.files import atomic_write
 from rrsis.errors import ImageReadError
 
 _TIFF_SUFFIXES = {".tif", ".tiff"}
@@ -177,24 +175,6 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(image.resize((width, height), Image.NEAREST)) > 127
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it into place.
-
-    An interrupted run never leaves a truncated ``path``. The temporary name keeps ``path``'s
-    suffix so format-sniffing writers (Pillow, matplotlib) pick the right format; parent
-    directories are created.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp_name))
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 @lru_cache(maxsize=1)
 def tiff_compression() -> str | None:
     """PackBits when ``imagecodecs`` (a declared dependency) can encode it, else ``None``.
@@ -209,20 +189,22 @@ def tiff_compression() -> str | None:
     return "packbits" if hasattr(imagecodecs, "packbits_encode") else None
 
 
-def _atomic_tiff(path: Path, array: np.ndarray, photometric: str) -> None:
+def _atomic_tiff(path: Path, array: np.ndarray, photometric: str, overwrite: bool) -> None:
     compression = tiff_compression()
     atomic_write(
         path,
         lambda tmp: tifffile.imwrite(tmp, array, photometric=photometric, compression=compression),
+        overwrite=overwrite,
     )
 
 
-def write_image(path: str | Path, array: np.ndarray) -> None:
+def write_image(path: str | Path, array: np.ndarray, overwrite: bool = True) -> None:
     """Write an RGB image as a PackBits TIFF (the RefSegRS layout).
 
     Args:
         path: destination file; parent directories are created.
         array: ``uint8`` of shape ``(H, W, 3)``.
+        overwrite: replace an existing file (else :class:`~rrsis.errors.OutputExistsError`).
 
     Raises:
         ValueError: wrong dtype or shape (a programming error, not a user one).
@@ -230,17 +212,18 @@ def write_image(path: str | Path, array: np.ndarray) -> None:
     array = np.asarray(array)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3:
         raise ValueError(f"write_image needs uint8 (H, W, 3), got {array.dtype} {array.shape}")
-    _atomic_tiff(Path(path), array, photometric="rgb")
+    _atomic_tiff(Path(path), array, photometric="rgb", overwrite=overwrite)
 
 
-def write_mask(path: str | Path, mask: np.ndarray) -> None:
+def write_mask(path: str | Path, mask: np.ndarray, overwrite: bool = True) -> None:
     """Write a boolean mask as a single-channel ``uint8`` TIFF with values 0/255.
 
     Args:
         path: destination file; parent directories are created.
         mask: array of shape ``(H, W)``; non-zero is foreground.
+        overwrite: replace an existing file (else :class:`~rrsis.errors.OutputExistsError`).
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"write_mask needs an (H, W) mask, got shape {mask.shape}")
-    _atomic_tiff(Path(path), (mask != 0).astype(np.uint8) * 255, photometric="minisblack")
+    _atomic_tiff(Path(path), (mask != 0).astype(np.uint8) * 255, "minisblack", overwrite=overwrite)

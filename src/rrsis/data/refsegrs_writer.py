@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from rrsis.data.io import atomic_write, write_image, write_mask
+from rrsis.data.files import atomic_write
+from rrsis.data.io import write_image, write_mask
 from rrsis.data.refsegrs import meta_file, phrase_file
 from rrsis.data.stats import object_stats
 from rrsis.errors import DatasetError, ExpressionError, OutputExistsError
@@ -43,7 +44,7 @@ def _atomic_text(path: Path, text: str) -> None:
         with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
 
-    atomic_write(path, write)
+    atomic_write(path, write, overwrite=True)
 
 
 class RefSegRSWriter:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rrsis.data.io import atomic_write
+from rrsis.data.files import atomic_write
 from rrsis.errors import DatasetError, ExpressionError, OutputExistsError, RRSISError
 from rrsis.infer.images import to_rgb_uint8
 from rrsis.infer.outputs import (
@@ -209,7 +209,7 @@ def _write_summary(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     text = buffer.getvalue()
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=True)
 
 
 @dataclass

@@ -15,7 +15,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from rrsis.data.io import atomic_write, tiff_compression, write_mask
+from rrsis.data.files import atomic_write
+from rrsis.data.io import tiff_compression, write_mask
 from rrsis.errors import OutputExistsError, RRSISError
 from rrsis.infer.vector import BandVectorizer
 
@@ -75,7 +76,7 @@ def write_geotiff(path: Path, band: np.ndarray, crs, transform) -> None:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(band[None])
 
-    atomic_write(path, write)
+    atomic_write(path, write, overwrite=True)
 
 
 def overlay_image(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -106,14 +107,14 @@ def save_overlay(path: Path, image: np.ndarray, mask: np.ndarray, title: str) ->
     ax.imshow(overlay_image(image, mask))
     ax.set_axis_off()
     fig.suptitle("\n".join(textwrap.wrap(title, 60)), fontsize=10)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), overwrite=True)
 
 
 def _write_band(mask: np.ndarray, output: Path, georef, probabilities: np.ndarray | None) -> None:
     fmt = check_mask_format(output, probabilities is not None)
     if fmt is not None:
         mask_image = Image.fromarray(mask.astype("uint8") * 255)
-        atomic_write(output, lambda tmp: mask_image.save(tmp, format=fmt))
+        atomic_write(output, lambda tmp: mask_image.save(tmp, format=fmt), overwrite=True)
         return
     band = (
         mask.astype(np.uint8) * np.uint8(255)
@@ -126,7 +127,11 @@ def _write_band(mask: np.ndarray, output: Path, georef, probabilities: np.ndarra
         write_mask(output, mask)
     else:
         compression = tiff_compression()
-        atomic_write(output, lambda tmp: tifffile.imwrite(tmp, band, compression=compression))
+        atomic_write(
+            output,
+            lambda tmp: tifffile.imwrite(tmp, band, compression=compression),
+            overwrite=True,
+        )
 
 
 def _write_polygons(mask, vector: Path, expression: str, georef, min_area, vector_crs) -> None:
