@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from rrsis.cli.options import add_bands_arg, add_overwrite_arg, add_progress_arg
+from rrsis.cli.options import add_bands_arg, add_overwrite_arg, add_progress_arg, check_outputs
 from rrsis.data.dubai import convert_dubai
 from rrsis.data.from_labels import convert_label_maps
 from rrsis.data.synthetic import build_synthetic_dataset
@@ -90,6 +90,7 @@ def _report(out: Path, counts: dict[str, dict[str, int]], start: float) -> None:
 def _synth(args: argparse.Namespace) -> int:
     if args.n <= 0 or args.size < 64:
         raise DatasetError(f"need --n > 0 and --size >= 64, got {args.n} and {args.size}")
+    check_outputs(args.out, overwrite=args.overwrite, directory=True)
     start = time.perf_counter()
     counts = build_synthetic_dataset(
         args.out,
@@ -104,6 +105,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _dubai(args: argparse.Namespace) -> int:
+    check_outputs(args.out, overwrite=args.overwrite, directory=True)
     start = time.perf_counter()
     counts = convert_dubai(
         args.src,
@@ -119,6 +121,7 @@ def _dubai(args: argparse.Namespace) -> int:
 
 
 def _from_labels(args: argparse.Namespace) -> int:
+    check_outputs(args.out, overwrite=args.overwrite, directory=True)
     taxonomy = Taxonomy.load(args.taxonomy)
     start = time.perf_counter()
     counts = convert_label_maps(

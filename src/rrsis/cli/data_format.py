@@ -10,12 +10,13 @@ import argparse
 import json
 from pathlib import Path
 
-from rrsis.cli.options import add_overwrite_arg, add_progress_arg
+from rrsis.cli.options import add_overwrite_arg, add_progress_arg, check_outputs
+from rrsis.data.files import atomic_write
 from rrsis.data.formats import FORMATS, compute_stats, detect_format, format_table, open_splits
 from rrsis.data.refsegrs import RefSegRS, available_splits
 from rrsis.data.refsegrs_writer import export_refsegrs
 from rrsis.data.rrsisd import RRSISD, rrsisd_splits
-from rrsis.errors import DatasetError, OutputExistsError
+from rrsis.errors import DatasetError
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -27,10 +28,13 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _savefig(figure, dpi: int):
+    return lambda tmp: figure.savefig(tmp, dpi=dpi)
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     root, output = Path(args.root), Path(args.output)
-    if output.exists() and not args.overwrite:
-        raise OutputExistsError(f"{output}: exists (use --overwrite to replace it)")
+    check_outputs(output, overwrite=args.overwrite)
     fmt = detect_format(root) if args.format == "auto" else args.format
     splits = (
         [args.split]
@@ -42,8 +46,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         if args.id in dataset.ids:
             sample = dataset[dataset.ids.index(args.id)]
             figure = dataset.plot(sample)
-            output.parent.mkdir(parents=True, exist_ok=True)
-            figure.savefig(output, dpi=args.dpi)
+            # The temporary name keeps the suffix: savefig picks the format from it.
+            atomic_write(output, _savefig(figure, args.dpi), overwrite=args.overwrite)
             print(f"{args.id} ({split}): {sample['text']} -> {output}")
             return 0
     raise DatasetError(f"id {args.id!r} not found in split(s) {', '.join(splits)}", root)
@@ -51,6 +55,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     source = Path(args.source)
+    check_outputs(args.output, overwrite=args.overwrite, directory=True)
     datasets = open_splits(source, args.format)
     # Bars only on a terminal unless --no-progress hides them everywhere.
     progress = None if args.progress else False

@@ -22,9 +22,10 @@ from rrsis.cli.options import (
     add_model_arg,
     add_overwrite_arg,
     add_progress_arg,
+    check_outputs,
     command_line,
 )
-from rrsis.data.files import atomic_write
+from rrsis.data.files import atomic_write, outputs_of_run
 from rrsis.errors import ModelError, OutputExistsError, RRSISError
 from rrsis.eval.breakdown import GROUPINGS
 from rrsis.eval.report import SCORES, compare_markdown, evaluation_markdown, scores, write_json
@@ -33,30 +34,29 @@ from rrsis.infer.compose import parse_rules
 from rrsis.weights import DEFAULT_MODEL
 
 
-def _check_out(path: Path, overwrite: bool) -> None:
-    for target in (path, path.with_suffix(".md")):
-        if target.exists() and not overwrite:
-            raise OutputExistsError(f"{target}: exists (pass --overwrite to replace it)")
-
-
 def _json_out(args: argparse.Namespace) -> Path | None:
-    """``--out`` checked before any work: a ``.json`` path, not existing unless ``--overwrite``."""
+    """``--out`` checked before any work: a ``.json`` path (and its ``.md``) that can be written,
+    not existing unless ``--overwrite``."""
     if args.out is None:
         return None
     out = Path(args.out)
     if out.suffix.lower() != ".json":
         raise RRSISError(f"{out}: --out must name a .json file")
-    _check_out(out, args.overwrite)
+    check_outputs(out, out.with_suffix(".md"), overwrite=args.overwrite)
     return out
 
 
-def _emit(result: dict, table: str, out: Path | None) -> None:
+def _emit(result: dict, table: str, out: Path | None, overwrite: bool) -> None:
     """Print the table; with ``out``, also write the JSON and the table beside it (``.md``)."""
     print(table, end="")
     if out is not None:
-        write_json(result, out)
-        out.with_suffix(".md").write_text(table, encoding="utf-8")
-        print(f"wrote {out} and {out.with_suffix('.md')}")
+        markdown = out.with_suffix(".md")
+        with outputs_of_run():  # both files or neither
+            atomic_write(out, lambda tmp: write_json(result, tmp), overwrite=overwrite)
+            atomic_write(
+                markdown, lambda tmp: tmp.write_text(table, encoding="utf-8"), overwrite=overwrite
+            )
+        print(f"wrote {out} and {markdown}")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -65,6 +65,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from rrsis.models.io import model_file, resolve_model, weights_input_size
 
     out = _json_out(args)
+    check_outputs(args.save_predictions, overwrite=args.overwrite, directory=True)
     try:
         rules = parse_rules(args.compose)
     except ValueError as error:
@@ -110,7 +111,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             "command": command_line(args),
         }
     )
-    _emit(result, evaluation_markdown(result), out)
+    _emit(result, evaluation_markdown(result), out, args.overwrite)
     return 0
 
 
@@ -170,7 +171,7 @@ def run_compare(args: argparse.Namespace) -> int:
         "rows": {name: row for name, row in rows},
         "command": command_line(args),
     }
-    _emit(comparison, compare_markdown(comparison), out)
+    _emit(comparison, compare_markdown(comparison), out, args.overwrite)
     return 0
 
 
@@ -198,8 +199,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             raise OutputExistsError(
                 f"{out}: is the input model; write the calibrated copy elsewhere"
             )
-        if out.exists() and not args.overwrite:
-            raise OutputExistsError(f"{out}: exists (pass --overwrite to replace it)")
+        check_outputs(out, overwrite=args.overwrite)
     dataset = open_dataset(args.data, args.split, args.format)
     model = load_model(weights, map_location=args.device)
     stored = getattr(model, "recommended_threshold", None)
@@ -235,7 +235,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         atomic_write(
             out,
             lambda tmp: save_model(model, tmp, omit_pretrained_text=omitted, threshold=best),
-            overwrite=True,
+            overwrite=args.overwrite,
         )
         print(f"wrote {out} (threshold {best} stored; Segmenter, predict and evaluate use it)")
     return 0

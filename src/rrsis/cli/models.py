@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rrsis.cli.options import add_overwrite_arg
+from rrsis.cli.options import add_overwrite_arg, check_outputs
 from rrsis.data.files import atomic_write
-from rrsis.errors import OutputExistsError, RRSISError
+from rrsis.errors import RRSISError
 
 # torch and the models load inside the handlers: importing torch takes about a second, which
 # `rrsis --help` and every other command should not pay.
@@ -56,10 +56,9 @@ def _convert_lavt(args: argparse.Namespace) -> int:
     out = args.output
     if out.suffix.lower() != ".safetensors":
         raise RRSISError(f"{out}: the output must be a .safetensors file")
-    if out.exists() and not args.overwrite:
-        raise OutputExistsError(f"{out}: output exists (use --overwrite to replace it)")
+    check_outputs(out, overwrite=args.overwrite)  # before the checkpoint is read
     model = convert_lavt_checkpoint(args.checkpoint, text_heads=args.text_heads)
-    atomic_write(out, lambda tmp: save_model(model, tmp), overwrite=True)
+    atomic_write(out, lambda tmp: save_model(model, tmp), overwrite=args.overwrite)
     kwargs = model.config["kwargs"]
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(

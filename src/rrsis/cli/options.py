@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from rrsis.data.files import prepare_output
+
 #: What ``--model`` accepts, in every command that takes a model.
 MODEL_HELP = (
     "'default' (the shipped model), a .safetensors file written by rrsis, or a registry name "
@@ -40,6 +42,21 @@ def add_device_arg(parser: argparse.ArgumentParser, default: str | None = "cpu")
 def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
     """``--overwrite``: replace outputs that exist (refused otherwise, before any work)."""
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def check_outputs(
+    *paths: str | Path | None, overwrite: bool = False, directory: bool = False
+) -> None:
+    """Check every output location before any input is read or a model is loaded.
+
+    Each path (``None`` skipped) must be creatable (its parent a directory or creatable, and
+    writable) and absent unless ``overwrite``; an output ``directory`` must be absent or empty
+    unless ``overwrite``. The temporaries of killed runs are removed from where the outputs go.
+    Raises :class:`~rrsis.errors.RRSISError` with one line naming the path and the problem.
+    """
+    for path in paths:
+        if path is not None:
+            prepare_output(path, overwrite=overwrite, directory=directory)
 
 
 def add_progress_arg(parser: argparse.ArgumentParser) -> None:

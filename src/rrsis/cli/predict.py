@@ -3,7 +3,9 @@
 Handlers build the library's typed configuration (:class:`~rrsis.infer.scene.SceneConfig`,
 :class:`~rrsis.infer.batch.BatchConfig`) and call it; they raise
 :class:`~rrsis.errors.RRSISError` subclasses for user mistakes, which the top-level CLI prints
-as one line. Warnings (truncated or non-Latin expressions, scenes without CRS, untrained models)
+as one line. Every output location is checked (and an existing output refused unless ``--overwrite``) before
+an input is read or the model loads. Warnings (truncated or non-Latin expressions, scenes without
+CRS, untrained models)
 are printed as one ``rrsis: warning:`` line each. Each result says what decided its mask: the
 network alone, or a composition rule (``--compose none`` turns the rules off).
 
@@ -23,12 +25,13 @@ from rrsis.cli.options import (
     add_model_arg,
     add_overwrite_arg,
     add_progress_arg,
+    check_outputs,
     one_line_warnings,
 )
 from rrsis.errors import OutputExistsError, RRSISError
 from rrsis.infer.batch import SUMMARY_NAME, BatchConfig, prepare_batch, run_batch
 from rrsis.infer.images import to_rgb_uint8
-from rrsis.infer.outputs import check_mask_format, check_output, georeference, write_prediction
+from rrsis.infer.outputs import check_mask_format, georeference, require_crs, write_prediction
 from rrsis.infer.vector import parse_crs
 
 
@@ -37,6 +40,12 @@ def _check_distinct(inputs: list[Path], outputs: list[Path | None]) -> None:
     for out in outputs:
         if out is not None and out.resolve() in resolved:
             raise OutputExistsError(f"{out}: output path is also an input")
+
+
+def _check_vector_crs(image: Path, vector: Path | None, vector_crs) -> None:
+    """``--vector-crs`` needs an input with a CRS: refused before the model loads."""
+    if vector is not None and vector_crs is not None and image.is_file():
+        require_crs(image)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -85,9 +94,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     vector = None if args.vector is None else Path(args.vector)
     _check_distinct([image_path], [output, overlay, vector])
     check_mask_format(output, args.probabilities)
-    for path in (output, overlay, vector):
-        if path is not None:
-            check_output(path, args.overwrite)
+    check_outputs(output, overlay, vector, overwrite=args.overwrite)
+    _check_vector_crs(image_path, vector, args.vector_crs)
     with one_line_warnings():
         image = to_rgb_uint8(image_path, args.bands)
         prediction = _segmenter(args).predict(image, args.expression)[0]
@@ -103,6 +111,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         min_area=args.min_area,
         probabilities=prediction.probability if args.probabilities else None,
         vector_crs=args.vector_crs,
+        overwrite=args.overwrite,
     )
     print(
         f"{output}: {mask.mean() * 100:.2f}% foreground ({mask.shape[1]}x{mask.shape[0]}), "
@@ -147,11 +156,13 @@ def _cmd_predict_batch(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict_scene(args: argparse.Namespace) -> int:
-    from rrsis.infer.scene import SceneConfig, predict_scene, scene_rules  # loads torch
-
     scene, output = Path(args.scene), Path(args.output)
     vector = None if args.vector is None else Path(args.vector)
     _check_distinct([scene], [output, vector])
+    check_outputs(output, vector, overwrite=args.overwrite)
+    _check_vector_crs(scene, vector, args.vector_crs)
+    from rrsis.infer.scene import SceneConfig, predict_scene, scene_rules  # loads torch
+
     config = SceneConfig(
         tile=args.tile,
         overlap=args.overlap,
@@ -182,6 +193,7 @@ def _cmd_predict_scene(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    check_outputs(args.out, overwrite=True, directory=True)  # overlays of a rerun are replaced
     from rrsis.infer.demo import run_demo  # loads torch
 
     with one_line_warnings():

@@ -11,7 +11,9 @@ manage their own temporary file):
 - it is published with a hard link, which refuses an existing name, so two runs that write one
   new file cannot silently replace each other's result; with ``overwrite`` it replaces the
   target atomically;
-- :func:`clean_stale_temps` removes the temporary files of runs that are no longer alive.
+- :func:`clean_stale_temps` removes the temporary files of runs that are no longer alive;
+- inside :func:`outputs_of_run`, the files published so far are removed again when the run
+  fails, so a failed command leaves no half result behind.
 
 :func:`check_output` says in one line what is wrong with an output location before a command
 starts its work.
@@ -24,7 +26,8 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rrsis.errors import OutputExistsError, RRSISError
@@ -94,6 +97,35 @@ def umask_mode() -> int:
     return 0o666 & ~mask
 
 
+#: The open :func:`outputs_of_run` records; :func:`publish` adds each target to all of them.
+_RUNS: list[list[Path]] = []
+
+
+@contextmanager
+def outputs_of_run() -> Iterator[list[Path]]:
+    """Record the files published inside; remove them again if the block raises.
+
+    A command that writes several outputs (a mask, then its polygons) wraps its writing in
+    this, so that a failure in a later step does not leave the earlier outputs behind (and a
+    rerun refused with "exists"). Yields the list of paths published so far.
+    """
+    written: list[Path] = []
+    _RUNS.append(written)
+    try:
+        yield written
+    except BaseException:
+        for path in reversed(written):
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        _RUNS.remove(written)
+
+
+def _published(target: Path) -> None:
+    for written in _RUNS:
+        written.append(target)
+
+
 def publish(tmp: Path, target: Path, overwrite: bool) -> None:
     """Move the finished temporary file ``tmp`` to ``target`` in one step.
 
@@ -105,6 +137,7 @@ def publish(tmp: Path, target: Path, overwrite: bool) -> None:
         os.chmod(tmp, umask_mode())
         if overwrite:
             os.replace(tmp, target)
+            _published(target)
             return
         try:
             os.link(tmp, target)
@@ -124,7 +157,9 @@ def publish(tmp: Path, target: Path, overwrite: bool) -> None:
                     f"{target}: exists; pass --overwrite to replace it"
                 ) from None
             os.replace(tmp, target)
+            _published(target)
             return
+        _published(target)
         tmp.unlink()
     finally:
         tmp.unlink(missing_ok=True)
@@ -217,3 +252,14 @@ def _check_writable(folder: Path, path: Path) -> None:
         reason = err.strerror or type(err).__name__
         raise RRSISError(f"{path}: cannot write in {folder} ({reason})") from None
     probe.unlink(missing_ok=True)
+
+
+def prepare_output(path: str | Path, overwrite: bool = False, directory: bool = False) -> Path:
+    """:func:`check_output`, after removing the temporaries killed runs left where ``path`` goes.
+
+    The stale temporaries are looked for in ``path``'s folder, or in the whole tree of an output
+    ``directory``; those of live runs are kept.
+    """
+    path = Path(path)
+    clean_stale_temps(path if directory else path.parent, recursive=directory)
+    return check_output(path, overwrite=overwrite, directory=directory)

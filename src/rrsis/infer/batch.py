@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rrsis.data.files import atomic_write
+from rrsis.data.files import atomic_write, outputs_of_run, prepare_output
 from rrsis.errors import DatasetError, ExpressionError, OutputExistsError, RRSISError
 from rrsis.infer.images import to_rgb_uint8
 from rrsis.infer.outputs import (
@@ -203,13 +203,13 @@ def plan_outputs(
     return plans
 
 
-def _write_summary(path: Path, rows: list[dict]) -> None:
+def _write_summary(path: Path, rows: list[dict], overwrite: bool) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     text = buffer.getvalue()
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=True)
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=overwrite)
 
 
 @dataclass
@@ -236,20 +236,24 @@ def prepare_batch(
         out_dir: output folder (created by :func:`run_batch`).
         config: the run's options (:class:`BatchConfig`); ``None``: the defaults.
 
+    The output folder is checked first (a directory, or creatable, and writable), and the
+    temporaries killed runs left in it are removed.
+
     Raises:
+        RRSISError: the output folder cannot be written (one line naming it).
         OutputExistsError: an output exists (without ``overwrite``/``skip_existing``), two
             inputs share a stem, or an output is an input.
         DatasetError: nothing to segment, or a missing input path.
         ExpressionError: no or an empty expression.
     """
     config = config or BatchConfig()
+    out_dir = prepare_output(out_dir, overwrite=True, directory=True)  # files: checked below
     expressions = [expressions] if isinstance(expressions, str) else list(expressions)
     if not expressions:
         raise ExpressionError("no referring expression given")
     for expression in expressions:
         if not isinstance(expression, str) or not expression.strip():
             raise ExpressionError(f"empty referring expression: {expression!r}")
-    out_dir = Path(out_dir)
     plans = plan_outputs(find_images(inputs, config.recursive), expressions, out_dir, config)
     for plan in plans:
         check_mask_format(plan.masks[0], config.probabilities)
@@ -289,7 +293,9 @@ def run_batch(batch: BatchPlan, segmenter: Segmenter) -> list[dict]:
         for plan in tqdm(batch.images, desc="images", unit="image", disable=not progress):
             rows.extend(_predict_one(plan, batch.config, expressions, segmenter))
     finally:  # an interrupted run still lists what it wrote
-        _write_summary(batch.out_dir / SUMMARY_NAME, rows)
+        # --skip-existing resumes a run: its summary is replaced by the whole new one.
+        replace = batch.config.overwrite or batch.config.skip_existing
+        _write_summary(batch.out_dir / SUMMARY_NAME, rows, replace)
     return rows
 
 
@@ -327,7 +333,8 @@ def _predict_one(
     """Summary rows of one planned image, after writing its outputs."""
     base = {"image": str(plan.image), "width": "", "height": "", "seconds": "", "error": ""}
     base |= {"decided_by": ""}
-    if config.skip_existing and all(p.exists() for p in plan.outputs()):
+    existing = [p.exists() for p in plan.outputs()]
+    if config.skip_existing and all(existing):
         return [
             base | {"expression": e, "mask": str(m), "status": "skipped", "foreground_pct": ""}
             for e, m in zip(expressions, plan.masks)
@@ -339,23 +346,28 @@ def _predict_one(
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         return _error_rows(base, expressions, plan.image, message)
     georef = georeference(plan.image, image.shape[:2])
-    if config.vector_crs is not None and plan.vectors[0] is not None and georef is None:
+    if config.vector_crs is not None and plan.vectors[0] is not None and not (georef or [None])[0]:
         message = "no CRS to reproject its polygons from (--vector-crs)"
         return _error_rows(base, expressions, plan.image, message)
     predictions = segmenter.predict(image, expressions)
-    for k, prediction in enumerate(predictions):
-        write_prediction(
-            prediction.mask,
-            plan.masks[k],
-            expression=expressions[k],
-            image=image,
-            overlay=plan.overlays[k],
-            vector=plan.vectors[k],
-            georef=georef,
-            probabilities=prediction.probability if config.probabilities else None,
-            min_area=config.min_area,
-            vector_crs=config.vector_crs,
-        )
+    # Outputs that exist now were left by an interrupted run (--skip-existing): replaced. Any
+    # other that appears while writing (another run) is refused.
+    overwrite = config.overwrite or any(existing)
+    with outputs_of_run():  # all of this image's files, or none
+        for k, prediction in enumerate(predictions):
+            write_prediction(
+                prediction.mask,
+                plan.masks[k],
+                expression=expressions[k],
+                image=image,
+                overlay=plan.overlays[k],
+                vector=plan.vectors[k],
+                georef=georef,
+                probabilities=prediction.probability if config.probabilities else None,
+                min_area=config.min_area,
+                vector_crs=config.vector_crs,
+                overwrite=overwrite,
+            )
     seconds = f"{time.perf_counter() - start:.3f}"
     height, width = image.shape[:2]
     return [

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from rrsis.data.files import prepare_output
 from rrsis.errors import DatasetError
 from rrsis.infer.images import to_rgb_uint8
 from rrsis.infer.outputs import check_output, save_overlay
@@ -61,20 +62,24 @@ def run_demo(
         One record per call: ``{"image", "expression", "seconds", "foreground",
         "decided_by", "overlay"}``.
     """
-    segmenter = Segmenter.from_pretrained(model)
     samples = sample_images(SAMPLES_DIR if samples_dir is None else samples_dir)
+    # Every output checked before the model loads (temporaries of killed runs removed).
+    prepare_output(out_dir, overwrite=True, directory=True)
+    for path, expressions in samples:
+        for index in range(len(expressions)):
+            check_output(out_dir / f"{path.stem}_{index:02d}.png", overwrite)
+    segmenter = Segmenter.from_pretrained(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for path, expressions in samples:
         image = to_rgb_uint8(path)
         for index, expression in enumerate(expressions):
             target = out_dir / f"{path.stem}_{index:02d}.png"
-            check_output(target, overwrite)
             start = time.perf_counter()
             prediction = segmenter.predict(image, expression)[0]
             seconds = time.perf_counter() - start
             mask = prediction.mask
-            save_overlay(target, image, mask, f"{path.name}: {expression}")
+            save_overlay(target, image, mask, f"{path.name}: {expression}", overwrite)
             record = {
                 "image": path.name,
                 "expression": expression,

@@ -1,8 +1,10 @@
 """What inference writes for one image: the mask (or probabilities), its overlay, its polygons.
 
 ``rrsis predict``, ``rrsis predict-batch`` and ``rrsis demo`` write through these functions;
-every file is written atomically (a temporary file beside it, then renamed), and an existing
-output is refused before any work unless the caller allows replacing it (:func:`check_output`).
+every file is written atomically (a temporary file beside it, then published with the umask's
+mode, see :mod:`rrsis.data.files`); an output location that cannot be written, or an existing
+output, is refused before any work unless the caller allows replacing it (:func:`check_output`),
+and one that appears while the run writes is refused when it is published.
 """
 
 from __future__ import annotations
@@ -15,18 +17,50 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from rrsis.data.files import atomic_write
+from rrsis.data.files import atomic_write, outputs_of_run, prepare_output
 from rrsis.data.io import tiff_compression, write_mask
-from rrsis.errors import OutputExistsError, RRSISError
+from rrsis.errors import RRSISError
 from rrsis.infer.vector import BandVectorizer
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 def check_output(path: Path, overwrite: bool) -> None:
-    """Refuse an existing output unless ``overwrite`` (raises :class:`OutputExistsError`)."""
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: output exists (use --overwrite to replace it)")
+    """Refuse an output that exists (unless ``overwrite``) or cannot be written, in one line.
+
+    The temporaries of killed runs in its folder are removed
+    (:func:`rrsis.data.files.prepare_output`).
+    """
+    prepare_output(path, overwrite=overwrite)
+
+
+def image_crs(path: Path):
+    """The CRS of a raster file (``None`` for plain images or rasters without one).
+
+    Reads the header only: preconditions that need a CRS (``--vector-crs``) are checked with it
+    before any work.
+    """
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return None
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                return ds.crs
+    except RasterioIOError:
+        return None
+
+
+def require_crs(path: Path) -> None:
+    """Refuse, before any work, to reproject the polygons of an image without a CRS."""
+    if image_crs(path) is None:
+        raise RRSISError(
+            f"{path}: has no CRS to reproject its polygons from (--vector-crs needs a "
+            "georeferenced GeoTIFF)"
+        )
 
 
 def check_mask_format(output: Path, probabilities: bool = False) -> str | None:
@@ -64,7 +98,7 @@ def georeference(path: Path, shape: tuple[int, int]):
     return crs, transform
 
 
-def write_geotiff(path: Path, band: np.ndarray, crs, transform) -> None:
+def write_geotiff(path: Path, band: np.ndarray, crs, transform, overwrite: bool = False) -> None:
     """One band ``(H, W)`` on a grid (CRS and geotransform) as a GeoTIFF, atomically."""
     import rasterio
 
@@ -76,7 +110,7 @@ def write_geotiff(path: Path, band: np.ndarray, crs, transform) -> None:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(band[None])
 
-    atomic_write(path, write, overwrite=True)
+    atomic_write(path, write, overwrite=overwrite)
 
 
 def overlay_image(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -96,7 +130,9 @@ def overlay_image(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np
     return np.round(out).astype(np.uint8)
 
 
-def save_overlay(path: Path, image: np.ndarray, mask: np.ndarray, title: str) -> None:
+def save_overlay(
+    path: Path, image: np.ndarray, mask: np.ndarray, title: str, overwrite: bool = False
+) -> None:
     """Write image + mask overlay with ``title`` above it as a PNG (atomic)."""
     # Figure directly (no pyplot): no GUI backend, works headless.
     from matplotlib.figure import Figure
@@ -107,14 +143,16 @@ def save_overlay(path: Path, image: np.ndarray, mask: np.ndarray, title: str) ->
     ax.imshow(overlay_image(image, mask))
     ax.set_axis_off()
     fig.suptitle("\n".join(textwrap.wrap(title, 60)), fontsize=10)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), overwrite=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), overwrite=overwrite)
 
 
-def _write_band(mask: np.ndarray, output: Path, georef, probabilities: np.ndarray | None) -> None:
+def _write_band(
+    mask: np.ndarray, output: Path, georef, probabilities: np.ndarray | None, overwrite: bool
+) -> None:
     fmt = check_mask_format(output, probabilities is not None)
     if fmt is not None:
         mask_image = Image.fromarray(mask.astype("uint8") * 255)
-        atomic_write(output, lambda tmp: mask_image.save(tmp, format=fmt), overwrite=True)
+        atomic_write(output, lambda tmp: mask_image.save(tmp, format=fmt), overwrite=overwrite)
         return
     band = (
         mask.astype(np.uint8) * np.uint8(255)
@@ -122,19 +160,21 @@ def _write_band(mask: np.ndarray, output: Path, georef, probabilities: np.ndarra
         else np.asarray(probabilities, np.float32)
     )
     if georef is not None:
-        write_geotiff(output, band, *georef)
+        write_geotiff(output, band, *georef, overwrite=overwrite)
     elif probabilities is None:
-        write_mask(output, mask)
+        write_mask(output, mask, overwrite=overwrite)
     else:
         compression = tiff_compression()
         atomic_write(
             output,
             lambda tmp: tifffile.imwrite(tmp, band, compression=compression),
-            overwrite=True,
+            overwrite=overwrite,
         )
 
 
-def _write_polygons(mask, vector: Path, expression: str, georef, min_area, vector_crs) -> None:
+def _write_polygons(
+    mask, vector: Path, expression: str, georef, min_area, vector_crs, overwrite: bool
+) -> None:
     from affine import Affine  # comes with rasterio, loaded only for polygons
 
     crs, transform = georef or (None, Affine.identity())
@@ -144,7 +184,7 @@ def _write_polygons(mask, vector: Path, expression: str, georef, min_area, vecto
         transform,
         mask.shape[0],
         [expression],
-        overwrite=True,
+        overwrite=overwrite,
         min_area=min_area,
         dst_crs=vector_crs,
     )
@@ -168,10 +208,13 @@ def write_prediction(
     min_area: float | None = None,
     probabilities: np.ndarray | None = None,
     vector_crs=None,
+    overwrite: bool = False,
 ) -> None:
     """Write a mask (0/255), and optionally its overlay PNG and GeoJSON polygons, atomically.
 
-    Existing files are replaced: callers check their outputs first.
+    Callers check their outputs first (:func:`check_output`); a file that appeared meanwhile is
+    refused (:class:`~rrsis.errors.OutputExistsError`) unless ``overwrite``. All or nothing: when
+    a step fails, the files this call already wrote are removed.
 
     Args:
         mask: ``bool (H, W)``.
@@ -186,11 +229,13 @@ def write_prediction(
         probabilities: ``float32 (H, W)``: write these to ``output`` (a TIFF) instead of the
             0/255 mask; the overlay and polygons still show ``mask``.
         vector_crs: write the polygons in this CRS (e.g. ``"EPSG:4326"``); needs ``georef``.
+        overwrite: replace existing files.
     """
-    _write_band(mask, output, georef, probabilities)
-    if overlay is not None:
-        if image is None:
-            raise ValueError("an overlay needs the image")
-        save_overlay(overlay, image, mask, expression)
-    if vector is not None:
-        _write_polygons(mask, vector, expression, georef, min_area, vector_crs)
+    if overlay is not None and image is None:
+        raise ValueError("an overlay needs the image")
+    with outputs_of_run():
+        _write_band(mask, output, georef, probabilities, overwrite)
+        if overlay is not None:
+            save_overlay(overlay, image, mask, expression, overwrite)
+        if vector is not None:
+            _write_polygons(mask, vector, expression, georef, min_area, vector_crs, overwrite)

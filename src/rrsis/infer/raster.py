@@ -13,13 +13,13 @@ rasterio (GDAL) is imported inside the functions that use it: it loads only when
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from rrsis.data.files import temp_path
 from rrsis.data.io import check_bands
 from rrsis.errors import ImageReadError
 from rrsis.infer.tiling import ramp_weights, tile_starts
@@ -28,11 +28,6 @@ from rrsis.infer.tiling import ramp_weights, tile_starts
 STATS_SIDE = 1024
 #: Block side of the tiled output GeoTIFF.
 BLOCK = 256
-
-
-def temporary_path(dst: Path) -> Path:
-    """Where ``dst`` is written before it is renamed into place (same folder, hidden)."""
-    return dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
 
 
 class Stretch:
@@ -107,11 +102,14 @@ def add_overviews(path: Path, height: int, width: int, probabilities: bool) -> N
         out.build_overviews(factors, Resampling.average if probabilities else Resampling.nearest)
 
 
-def to_cog(tmp: Path, probabilities: bool) -> Path:
-    """Rewrite a written GeoTIFF as a Cloud Optimized GeoTIFF (GDAL's COG driver), beside it."""
+def to_cog(tmp: Path, probabilities: bool, target: Path) -> Path:
+    """Rewrite a written GeoTIFF as a Cloud Optimized GeoTIFF (GDAL's COG driver), beside it.
+
+    The copy is another temporary file of ``target`` (:func:`rrsis.data.files.temp_path`).
+    """
     from rasterio.shutil import copy
 
-    cog = tmp.with_name(tmp.name + ".cog")
+    cog = temp_path(target)
     try:
         copy(
             tmp,

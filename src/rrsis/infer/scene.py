@@ -43,7 +43,6 @@ How it works:
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from rrsis.data.files import outputs_of_run, publish, temp_path
 from rrsis.data.vocabulary import infer_kind
 from rrsis.errors import ImageReadError, OutputExistsError, RRSISError
 from rrsis.infer.compose import parse_expression, parse_rules, region_bounds, scene_position
@@ -68,7 +68,6 @@ from rrsis.infer.raster import (
     has_nodata,
     open_output,
     output_profile,
-    temporary_path,
     to_cog,
 )
 from rrsis.infer.tiling import tile_starts
@@ -248,8 +247,9 @@ def _check_paths(src: Path, dst: Path, vector: Path | None, overwrite: bool) -> 
             check_output(out, overwrite)
 
 
-def _open_scene(src: Path):
-    """The scene as an open rasterio dataset (warns once when it has no CRS)."""
+def _open_scene(src: Path, vector_crs: bool = False):
+    """The scene as an open rasterio dataset (warns once when it has no CRS; ``vector_crs``:
+    refuses a scene without one, before any work)."""
     import rasterio
 
     try:
@@ -264,6 +264,9 @@ def _open_scene(src: Path):
         raise ImageReadError(
             f"scene is {dataset.width}x{dataset.height} px; need >= {MIN_SIDE} px", src
         )
+    if dataset.crs is None and vector_crs:
+        dataset.close()
+        raise ImageReadError("no CRS to reproject its polygons from (--vector-crs)", src)
     if dataset.crs is None:
         warnings.warn(
             f"{src} has no CRS; the output keeps its pixel grid without one",
@@ -327,7 +330,8 @@ def predict_scene(
     fed, regions = _split_positions(names, config.positions)
     _check_paths(src, dst, config.vector, config.overwrite)
     read = _window_reader(segmenter, fed, _window_rules(segmenter, config))
-    with _open_scene(src) as dataset:
+    reprojected = config.vector is not None and config.vector_crs is not None
+    with _open_scene(src, reprojected) as dataset:
         masked = has_nodata(dataset)
         stretch = Stretch(dataset, src, masked, config.bands)
         validity = Validity(dataset, stretch.bands, masked)
@@ -336,7 +340,7 @@ def predict_scene(
             tile_starts(width, min(config.tile, width), step)
         )
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temporary_path(dst)
+        tmp = temp_path(dst)
         vectorizer = None
         bar = tqdm(total=n_tiles, unit="tile", disable=not config.progress, desc=src.name)
         env = {
@@ -369,12 +373,13 @@ def predict_scene(
                         out, dataset, rows, regions, validity, segmenter, config, vectorizer
                     )
                 if config.cog:  # the COG driver makes its own overviews
-                    tmp = to_cog(tmp, config.probabilities)
+                    tmp = to_cog(tmp, config.probabilities, dst)
                 elif config.overviews:
                     add_overviews(tmp, height, width, config.probabilities)
-            if vectorizer is not None:
-                vectorizer.close()
-            os.replace(tmp, dst)
+            with outputs_of_run():  # both files or neither
+                if vectorizer is not None:
+                    vectorizer.close()
+                publish(tmp, dst, config.overwrite)
         except BaseException:
             tmp.unlink(missing_ok=True)
             if vectorizer is not None:

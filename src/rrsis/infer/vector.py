@@ -15,12 +15,12 @@ next bands at the end, so an object crossing a band edge becomes one polygon.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from rrsis.data.files import publish, temp_path
 from rrsis.errors import OutputExistsError, RRSISError
 
 
@@ -72,13 +72,15 @@ class BandVectorizer:
     """Writes the polygons of several masks, fed in bands of rows, to one GeoJSON file.
 
     Args:
-        path: output ``.geojson``; written to a temporary file and renamed by :meth:`close`.
+        path: output ``.geojson``; written to a temporary file beside it
+            (:func:`rrsis.data.files.temp_path`) and published by :meth:`close`.
         crs: rasterio CRS of the raster (or ``None``).
         transform: the raster's affine geotransform (pixel -> CRS).
         height: raster height in px (to know which band edges are inner edges).
         names: one expression per mask band.
         simplify: simplification tolerance in CRS units, or ``None``.
-        overwrite: replace an existing ``path``.
+        overwrite: replace an existing ``path``; without it, a ``path`` that appeared while
+            writing is refused at :meth:`close`.
         min_area: drop polygons smaller than this, in CRS units squared (m² for a projected
             CRS; pixels without a geotransform), measured on the whole object, after the
             objects cut by band edges are merged; ``None`` keeps every polygon.
@@ -115,8 +117,9 @@ class BandVectorizer:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise OutputExistsError(f"{self.path}: output exists (use --overwrite to replace it)")
+        self.overwrite = overwrite
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._tmp = temp_path(self.path)
         self._file = open(self._tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.transform = transform
         self.height = height
@@ -192,7 +195,7 @@ class BandVectorizer:
         self._pending = [[] for _ in self.names]
         self._file.write("\n]}\n")
         self._file.close()
-        os.replace(self._tmp, self.path)
+        publish(self._tmp, self.path, self.overwrite)  # the umask's mode, exclusive
 
     def abort(self) -> None:
         """Drop the partial file (after an error)."""
