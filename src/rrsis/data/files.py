@@ -118,7 +118,8 @@ def outputs_of_run() -> Iterator[list[Path]]:
             path.unlink(missing_ok=True)
         raise
     finally:
-        _RUNS.remove(written)
+        # By identity: two runs' lists may be equal (both empty).
+        del _RUNS[next(i for i, run in enumerate(_RUNS) if run is written)]
 
 
 def _published(target: Path) -> None:
