@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 
 from rrsis.data.files import (
+    TEMP_MARK,
     atomic_write,
     check_output,
     clean_stale_temps,
     is_temp,
+    outputs_of_run,
+    prepare_output,
     publish,
     temp_path,
     umask_mode,
@@ -100,3 +103,42 @@ def test_check_output_names_the_problem_in_one_line(tmp_path: Path) -> None:
 def test_check_output_refuses_a_pseudo_file_system() -> None:
     with pytest.raises(RRSISError, match="cannot write in /proc"):
         check_output(Path("/proc/m.png"))
+
+
+def test_outputs_of_run_removes_what_it_published_when_it_fails(tmp_path: Path) -> None:
+    before = tmp_path / "kept.txt"
+    atomic_write(before, lambda tmp: tmp.write_text("earlier"), overwrite=False)
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    with pytest.raises(RRSISError, match="second step"):
+        with outputs_of_run() as written:
+            atomic_write(first, lambda tmp: tmp.write_text("a"), overwrite=False)
+            with outputs_of_run():  # nested runs: each removes its own
+                atomic_write(second, lambda tmp: tmp.write_text("b"), overwrite=False)
+            assert written == [first, second]
+            raise RRSISError("second step failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt"]
+    with outputs_of_run() as written:  # success: everything stays
+        atomic_write(first, lambda tmp: tmp.write_text("a"), overwrite=False)
+    assert written == [first] and first.read_text() == "a"
+
+
+def test_prepare_output_cleans_stale_temporaries_before_checking(tmp_path: Path) -> None:
+    out = tmp_path / "tree"
+    (out / "sub").mkdir(parents=True)
+    child = subprocess.Popen(["true"])
+    child.wait()
+    stale = out / f".m.png.{child.pid}-0123abcd{TEMP_MARK}.png"
+    nested = out / "sub" / stale.name
+    for path in (stale, nested):
+        path.write_bytes(b"")
+    # An output directory is cleaned through its whole tree (overwrite: it is not empty).
+    assert prepare_output(out, overwrite=True, directory=True) == out
+    assert not stale.exists() and not nested.exists()
+    (out / "sub").rmdir()
+    stale.write_bytes(b"")
+    # A folder holding only a killed run's litter counts as empty.
+    assert prepare_output(out, directory=True) == out
+    # An output file: its folder is cleaned.
+    stale.write_bytes(b"")
+    assert prepare_output(out / "m.png") == out / "m.png"
+    assert not stale.exists()
