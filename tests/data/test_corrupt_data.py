@@ -21,7 +21,7 @@ from rrsis.data.formats import compute_stats, format_table, open_splits, require
 from rrsis.data.from_labels import read_split_file
 from rrsis.data.refsegrs import RefSegRS
 from rrsis.data.rrsisd import RRSISD, decode_segmentation
-from rrsis.errors import DataWarning, DatasetError
+from rrsis.errors import DatasetError, DataWarning
 
 
 def _edit_instances(root: Path, ann_id: int, edit) -> None:
@@ -174,5 +174,5 @@ def test_instances_json_with_a_bom_reads_as_without(rrsisd_copy: Path) -> None:
 
 def test_split_file_with_a_bom_reads_as_without(tmp_path: Path) -> None:
     path = tmp_path / "splits.txt"
-    path.write_bytes(codecs.BOM_UTF8 + "tile_1 train\ntile_2 val\n".encode())
+    path.write_bytes(codecs.BOM_UTF8 + b"tile_1 train\ntile_2 val\n")
     assert read_split_file(path) == {"tile_1": "train", "tile_2": "val"}
