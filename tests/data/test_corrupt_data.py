@@ -99,6 +99,19 @@ def test_refsegrs_stats_resize_a_mismatched_mask_with_a_warning(refsegrs_copy: P
     assert stats["splits"]["val"]["n"] == 3 and stats["splits"]["val"]["size"]["large"] == 1
 
 
+def test_refsegrs_stats_from_stored_meta_still_check_mask_sizes(refsegrs_copy: Path) -> None:
+    """A tree written by rrsis stores each mask's statistics; stats check the sizes anyway."""
+    ids = RefSegRS(refsegrs_copy, "val").ids
+    (refsegrs_copy / "meta_val.jsonl").write_text(
+        "".join(json.dumps({"id": i, "area_frac": 0.2, "n_components": 1}) + "\n" for i in ids),
+        encoding="utf-8",
+    )
+    tifffile.imwrite(refsegrs_copy / "masks" / "4.tif", np.zeros((80, 100), np.uint8))
+    with pytest.warns(DataWarning, match=r"mask of id '4' is 80x100 but its image is 48x64"):
+        stats = compute_stats(open_splits(refsegrs_copy), progress=False)
+    assert stats["splits"]["val"]["size"]["large"] == 3  # the stored statistics
+
+
 def test_refsegrs_sample_warns_with_the_data_category(refsegrs_copy: Path) -> None:
     tifffile.imwrite(refsegrs_copy / "masks" / "5.tif", np.zeros((10, 8), np.uint8))
     with pytest.warns(DataWarning, match="mask of id '5' is 10x8 but its image is 48x64"):

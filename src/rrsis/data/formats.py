@@ -84,6 +84,9 @@ def _sample_stats(dataset: Any, index: int) -> tuple[dict[str, Any], str]:
         if "area_frac" not in meta or "n_components" not in meta:
             # The mask at its image's size (read from the header), as training would see it.
             meta.update(object_stats(dataset.mask_at(index)))
+        else:
+            # Stored statistics spare decoding the mask, not checking it against its image.
+            dataset.check_mask_size(index)
         return meta, dataset.expressions[index]
     sample = dataset[index]
     return sample["meta"], sample["text"]

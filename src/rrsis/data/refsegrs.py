@@ -228,21 +228,37 @@ class RefSegRS:
         sample_id = self.ids[index]
         mask = read_mask(self.mask_path(sample_id), threshold=self.mask_threshold)
         height, width = image_size or image_shape(self.image_path(sample_id))
-        if mask.shape == (height, width):
-            return mask
+        if self._size_differs(index, mask.shape, (height, width)):
+            return resize_mask(mask, height, width)
+        return mask
+
+    def check_mask_size(self, index: int) -> None:
+        """Warn as :meth:`mask_at` would if the mask of sample ``index`` is not its image's
+        size, from the two files' headers (no pixels decoded)."""
+        sample_id = self.ids[index]
+        self._size_differs(
+            index, image_shape(self.mask_path(sample_id)), image_shape(self.image_path(sample_id))
+        )
+
+    def _size_differs(
+        self, index: int, mask_size: tuple[int, ...], image_size: tuple[int, int]
+    ) -> bool:
+        """Whether the sizes differ; the first difference in this split is a DataWarning."""
+        if tuple(mask_size[:2]) == tuple(image_size):
+            return False
         # The reference loaders resize image and mask to 480 px each and never compare them:
-        # resize the mask to its image (nearest) and say so once per split.
+        # the mask is resized to its image (nearest), and we say so once per split.
         if not self._warned_size:
             warnings.warn(
-                f"{self.phrase_path}:{self._lines[index]}: mask of id {sample_id!r} is "
-                f"{mask.shape[0]}x{mask.shape[1]} but its image is {height}x{width}; the mask "
-                "is resized to the image (nearest). Further mismatches in this split are "
-                "resized without a warning.",
+                f"{self.phrase_path}:{self._lines[index]}: mask of id {self.ids[index]!r} is "
+                f"{mask_size[0]}x{mask_size[1]} but its image is {image_size[0]}x"
+                f"{image_size[1]}; the mask is resized to the image (nearest). Further "
+                "mismatches in this split are resized without a warning.",
                 DataWarning,
                 stacklevel=3,
             )
             self._warned_size = True
-        return resize_mask(mask, height, width)
+        return True
 
     def meta_of(self, index: int) -> dict[str, Any]:
         """Stored meta of sample ``index`` without loading pixels (``{}`` without a meta file)."""
