@@ -1,9 +1,10 @@
-"""Project error types.
+"""Project error and warning types.
 
 Every problem a user can cause (bad paths, malformed datasets, wrong weights, bad
 expressions) raises a subclass of :class:`RRSISError` carrying a one-line message that
 names the file (and line, where there is one). The CLI prints that line and exits
-non-zero without a traceback unless ``--debug`` is given.
+non-zero without a traceback unless ``--debug`` is given. Input that is used after a repair
+(a mask resized to its image) is reported with a :class:`DataWarning`.
 """
 
 from __future__ import annotations
@@ -50,3 +51,11 @@ class ModelError(RRSISError):
 
 class ExpressionError(RRSISError):
     """A referring expression is empty or cannot be used."""
+
+
+class DataWarning(UserWarning):
+    """Input data was repaired to be usable (e.g. a mask resized to its image).
+
+    A category of its own so that commands which silence library warnings still show these:
+    they change what is scored or trained on.
+    """

@@ -1,6 +1,7 @@
 """Dataset trees as a whole: which format a folder holds, its splits, and their statistics.
 
-Used by ``rrsis data stats | show | export`` and by ``rrsis evaluate`` (format detection).
+Used by ``rrsis data stats | show | export`` and by ``rrsis evaluate`` (format detection,
+:func:`require_samples`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rrsis.data.io import read_mask
 from rrsis.data.refsegrs import RefSegRS, available_splits
 from rrsis.data.rrsisd import RRSISD, rrsisd_splits
 from rrsis.data.stats import (
@@ -54,13 +54,39 @@ def open_splits(root: Path, fmt: str = "auto") -> dict[str, Any]:
     return {split: RRSISD(root, split) for split in rrsisd_splits(root)}
 
 
+def require_samples(dataset: Any) -> None:
+    """Refuse an empty split: a score or a model from no samples means nothing.
+
+    Raises:
+        DatasetError: ``dataset`` has no samples; names the phrase file (RefSegRS) or the
+            refs file (RRSIS-D) and the split.
+    """
+    if len(dataset) == 0:
+        split = getattr(dataset, "split", None)
+        source = _source_file(dataset)
+        what = f"split {split!r}" if split is not None else "the dataset"
+        raise DatasetError(f"{what} has no samples", source)
+
+
+def _source_file(dataset: Any) -> Path | None:
+    """The file that lists the samples of ``dataset``: phrase file or refs file."""
+    if isinstance(dataset, RefSegRS):
+        return dataset.phrase_path
+    if isinstance(dataset, RRSISD):
+        return dataset.refs_path
+    return None
+
+
 def _sample_stats(dataset: Any, index: int) -> tuple[dict[str, Any], str]:
     """Meta (with object stats) and expression of one sample, reading as little as possible."""
     if isinstance(dataset, RefSegRS):
         meta = dataset.meta_of(index)
         if "area_frac" not in meta or "n_components" not in meta:
-            mask = read_mask(dataset.mask_path(dataset.ids[index]), dataset.mask_threshold)
-            meta.update(object_stats(mask))
+            # The mask at its image's size (read from the header), as training would see it.
+            meta.update(object_stats(dataset.mask_at(index)))
+        else:
+            # Stored statistics spare decoding the mask, not checking it against its image.
+            dataset.check_mask_size(index)
         return meta, dataset.expressions[index]
     sample = dataset[index]
     return sample["meta"], sample["text"]
@@ -74,14 +100,17 @@ def compute_stats(datasets: dict[str, Any], progress: bool | None = None) -> dic
         progress: tqdm bar; ``None`` shows it only on a terminal.
 
     Returns:
-        ``{"splits": {split: {"n", "kind", "size", "components"}}, "total": {...}}``; size
-        buckets are small < 1 %, medium 1-10 %, large > 10 % of the image; component buckets
-        1, 2-5, > 5.
+        ``{"splits": {split: {"n", "kind", "size", "components"}}, "total": {...}, "notes":
+        [str]}``; size buckets are small < 1 %, medium 1-10 %, large > 10 % of the image;
+        component buckets 1, 2-5, > 5; ``notes`` names each empty split and its file.
+        A mask whose size differs from its image is counted at the image's size, with a
+        :class:`~rrsis.errors.DataWarning` (one per split).
     """
     from tqdm import tqdm
 
     guess_kind = infer_kind
     result: dict[str, Any] = {"splits": {}}
+    notes: list[str] = []
     totals = {"n": 0, "kind": Counter(), "size": Counter(), "components": Counter()}
     for split, dataset in datasets.items():
         kinds, sizes, comps = Counter(), Counter(), Counter()
@@ -102,6 +131,9 @@ def compute_stats(datasets: dict[str, Any], progress: bool | None = None) -> dic
             "components": {b: comps[b] for b in COMPONENT_BUCKETS},
         }
         result["splits"][split] = entry
+        if not entry["n"]:
+            source = _source_file(dataset)
+            notes.append(f"split {split!r} has no samples" + (f" ({source})" if source else ""))
         totals["n"] += entry["n"]
         for key in ("kind", "size", "components"):
             totals[key].update(entry[key])
@@ -111,11 +143,13 @@ def compute_stats(datasets: dict[str, Any], progress: bool | None = None) -> dic
         "size": {b: totals["size"][b] for b in SIZE_BUCKETS},
         "components": {b: totals["components"][b] for b in COMPONENT_BUCKETS},
     }
+    result["notes"] = notes
     return result
 
 
 def format_table(stats: dict[str, Any]) -> str:
-    """Plain-text table of :func:`compute_stats` output, one row per split plus a total."""
+    """Plain-text table of :func:`compute_stats` output, one row per split plus a total, then
+    a ``note:`` line per note (an empty split)."""
     kinds = sorted(
         {k for row in [*stats["splits"].values(), stats["total"]] for k in row["kind"]},
         key=lambda k: (KINDS.index(k) if k in KINDS else len(KINDS), k),
@@ -145,4 +179,5 @@ def format_table(stats: dict[str, Any]) -> str:
         )
         for r in [header, *rows]
     ]
+    lines += [f"note: {note}" for note in stats.get("notes", ())]
     return "\n".join(lines)

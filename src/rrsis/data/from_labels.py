@@ -72,7 +72,8 @@ def read_split_file(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise DatasetError("split file not found", path)
     assignment: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+    # utf-8-sig: a leading byte-order mark would otherwise stick to the first stem.
+    for number, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         line = raw.split("#", 1)[0].replace(",", " ").strip()
         if not line:
             continue

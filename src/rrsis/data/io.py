@@ -59,6 +59,28 @@ def read_raw(path: Path) -> np.ndarray:
     return array
 
 
+def image_shape(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image file from its header, without decoding the pixels.
+
+    Raises:
+        ImageReadError: missing or unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError("image file not found", path)
+    try:
+        if path.suffix.lower() in _TIFF_SUFFIXES:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                shape = dict(zip(series.axes, series.shape))
+            return int(shape["Y"]), int(shape["X"])
+        with Image.open(path) as img:
+            width, height = img.size
+        return int(height), int(width)
+    except Exception as err:  # decoders raise many types for truncated/corrupt files
+        raise ImageReadError(f"cannot read image size ({type(err).__name__}: {err})", path) from err
+
+
 def stretch_to_uint8(array: np.ndarray) -> np.ndarray:
     """Per-band 2-98 percentile stretch of ``(H, W, C)`` data to ``uint8``."""
     data = array.astype(np.float64)

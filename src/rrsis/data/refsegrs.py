@@ -8,13 +8,15 @@ Layout::
     ROOT/meta_<split>.jsonl           our optional extension: {"id": ..., <meta>} per line
 
 The id is everything before the first whitespace of a line, the expression everything after
-it. Real RefSegRS trees have no ``meta_*.jsonl``; they load unchanged, with object
+it. Text files are UTF-8; a leading byte-order mark (which some Windows editors write) is
+dropped. Real RefSegRS trees have no ``meta_*.jsonl``; they load unchanged, with object
 statistics computed from the mask. The writer of the format is
 :class:`rrsis.data.refsegrs_writer.RefSegRSWriter`.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import warnings
@@ -22,10 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rrsis.data.io import read_image, read_mask, resize_mask
+import numpy as np
+
+from rrsis.data.io import image_shape, read_image, read_mask, resize_mask
 from rrsis.data.plot import plot_sample
 from rrsis.data.stats import object_stats
-from rrsis.errors import DatasetError
+from rrsis.errors import DatasetError, DataWarning
 
 Sample = dict[str, Any]
 
@@ -56,10 +60,13 @@ def available_splits(root: str | Path) -> list[str]:
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
-    """Decode ``path`` line by line as UTF-8; returns ``(1-based line number, text)`` pairs."""
+    """Decode ``path`` line by line as UTF-8 (a leading byte-order mark dropped); returns
+    ``(1-based line number, text)`` pairs."""
     lines = []
+    # A leading byte-order mark would otherwise become part of the first id.
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     # Universal newlines (\n, \r\n and old-Mac \r), as Python's text mode reads the file.
-    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+    for number, raw in enumerate(data.splitlines(), start=1):
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
@@ -137,7 +144,9 @@ class RefSegRS:
     Raises:
         DatasetError: missing root or split file, malformed line, missing image or mask
             (checked here, cheaply). A mask whose size differs from its image is resized to
-            it (nearest) with one warning per split, as the reference loaders accept it.
+            it (nearest) with one :class:`~rrsis.errors.DataWarning` per split, as the
+            reference loaders accept it. An empty split opens (``len`` 0); what scores or
+            trains on it refuses it (:func:`rrsis.data.formats.require_samples`).
     """
 
     def __init__(
@@ -190,21 +199,7 @@ class RefSegRS:
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         sample_id = self.ids[index]
         image = read_image(self.image_path(sample_id))
-        mask = read_mask(self.mask_path(sample_id), threshold=self.mask_threshold)
-        if mask.shape != image.shape[:2]:
-            # The reference loaders resize image and mask to 480 px each and never compare
-            # them: resize the mask to its image (nearest) and say so once per split.
-            height, width = image.shape[:2]
-            if not self._warned_size:
-                warnings.warn(
-                    f"{self.phrase_path}:{self._lines[index]}: mask of id {sample_id!r} is "
-                    f"{mask.shape[0]}x{mask.shape[1]} but its image is {height}x{width}; the "
-                    "mask is resized to the image (nearest). Further mismatches in this split "
-                    "are resized without a warning.",
-                    stacklevel=2,
-                )
-                self._warned_size = True
-            mask = resize_mask(mask, height, width)
+        mask = self.mask_at(index, image.shape[:2])
         meta = dict(self._metas.get(sample_id, {}))
         if "area_frac" not in meta or "n_components" not in meta:
             meta.update(object_stats(mask))
@@ -218,6 +213,52 @@ class RefSegRS:
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
+
+    def mask_at(self, index: int, image_size: tuple[int, int] | None = None) -> np.ndarray:
+        """Mask of sample ``index`` as ``bool (H, W)`` at the size of its image.
+
+        Args:
+            index: sample index.
+            image_size: ``(height, width)`` of the image when already read; ``None`` reads it
+                from the image file's header.
+
+        A mask of another size is resized to its image (nearest) with one
+        :class:`~rrsis.errors.DataWarning` per split.
+        """
+        sample_id = self.ids[index]
+        mask = read_mask(self.mask_path(sample_id), threshold=self.mask_threshold)
+        height, width = image_size or image_shape(self.image_path(sample_id))
+        if self._size_differs(index, mask.shape, (height, width)):
+            return resize_mask(mask, height, width)
+        return mask
+
+    def check_mask_size(self, index: int) -> None:
+        """Warn as :meth:`mask_at` would if the mask of sample ``index`` is not its image's
+        size, from the two files' headers (no pixels decoded)."""
+        sample_id = self.ids[index]
+        self._size_differs(
+            index, image_shape(self.mask_path(sample_id)), image_shape(self.image_path(sample_id))
+        )
+
+    def _size_differs(
+        self, index: int, mask_size: tuple[int, ...], image_size: tuple[int, int]
+    ) -> bool:
+        """Whether the sizes differ; the first difference in this split is a DataWarning."""
+        if tuple(mask_size[:2]) == tuple(image_size):
+            return False
+        # The reference loaders resize image and mask to 480 px each and never compare them:
+        # the mask is resized to its image (nearest), and we say so once per split.
+        if not self._warned_size:
+            warnings.warn(
+                f"{self.phrase_path}:{self._lines[index]}: mask of id {self.ids[index]!r} is "
+                f"{mask_size[0]}x{mask_size[1]} but its image is {image_size[0]}x"
+                f"{image_size[1]}; the mask is resized to the image (nearest). Further "
+                "mismatches in this split are resized without a warning.",
+                DataWarning,
+                stacklevel=3,
+            )
+            self._warned_size = True
+        return True
 
     def meta_of(self, index: int) -> dict[str, Any]:
         """Stored meta of sample ``index`` without loading pixels (``{}`` without a meta file)."""

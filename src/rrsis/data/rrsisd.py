@@ -16,9 +16,12 @@ The pickle is read with a restricted unpickler: only plain containers, strings a
 
 As RMSIN's loader: the text is each sentence's ``raw`` (``sent`` only where ``raw`` is blank),
 the image file is named by ``instances.json``, and a mask whose size differs from its image is
-resized to it (nearest; one warning per split) rather than refused. One difference remains:
-RMSIN keeps the pixels covered by exactly one polygon of a multi-polygon annotation, this
-reader the union (RRSIS-D stores RLE, where the two agree).
+resized to it (nearest; one :class:`~rrsis.errors.DataWarning` per split) rather than refused.
+Where this reader differs from RMSIN's: an RLE whose counts do not sum to its ``size`` is
+refused (pycocotools decodes it into a wrong mask without a word); a byte-order mark at the
+start of ``instances.json`` is dropped; and RMSIN keeps the pixels covered by exactly one
+polygon of a multi-polygon annotation, this reader the union (RRSIS-D stores RLE, where the two
+agree).
 """
 
 from __future__ import annotations
@@ -31,12 +34,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from rrsis.data.coco_rle import decode_segmentation
 from rrsis.data.io import read_image, resize_mask
 from rrsis.data.plot import plot_sample
 from rrsis.data.stats import object_stats
-from rrsis.errors import DatasetError
+from rrsis.errors import DatasetError, DataWarning
 
 Sample = dict[str, Any]
 
@@ -99,50 +101,6 @@ def load_refs(path: str | Path) -> list[dict[str, Any]]:
     return refs
 
 
-def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """Decode a COCO segmentation (RLE with str/list counts, or polygons) to ``bool (H, W)``.
-
-    Args:
-        segmentation: ``{"size": [h, w], "counts": str | list}``, a list of such RLEs, or a
-            list of polygons ``[[x0, y0, x1, y1, ...], ...]``.
-        height: image height.
-        width: image width.
-
-    Returns:
-        Union of all parts as a boolean mask ``(height, width)``.
-
-    Raises:
-        ValueError: unrecognised structure.
-    """
-    from pycocotools import mask as mask_utils
-
-    parts = segmentation if isinstance(segmentation, list) else [segmentation]
-    if parts and all(isinstance(p, (int, float)) for p in parts):
-        parts = [parts]  # one flat polygon
-    rles = []
-    polygons = []
-    for part in parts:
-        if isinstance(part, dict):
-            rle = dict(part)
-            if isinstance(rle.get("counts"), list):
-                rle = mask_utils.frPyObjects(rle, *rle["size"])
-            elif isinstance(rle.get("counts"), str):
-                rle["counts"] = rle["counts"].encode("ascii")
-            elif not isinstance(rle.get("counts"), bytes):
-                raise ValueError("RLE without counts")
-            rles.append(rle)
-        elif isinstance(part, list) and len(part) >= 6:
-            polygons.append([float(v) for v in part])
-        else:
-            raise ValueError(f"unrecognised segmentation part of type {type(part).__name__}")
-    if polygons:
-        rles.extend(mask_utils.frPyObjects(polygons, height, width))
-    if not rles:
-        return np.zeros((height, width), dtype=bool)
-    decoded = mask_utils.decode(rles)  # (H, W, n) uint8
-    return decoded.reshape(decoded.shape[0], decoded.shape[1], -1).any(axis=-1)
-
-
 def _resolve_layout(root: Path, refs_file: str) -> tuple[Path, Path, Path]:
     """Find the refs file, instances.json and image directory under ``root``."""
     for base in (root, root / "rrsisd"):
@@ -183,7 +141,10 @@ class RRSISD:
 
     Raises:
         DatasetError: missing files, forbidden pickle content, unknown split, refs pointing
-            at absent annotations/images, empty sentences.
+            at absent annotations/images, empty sentences; when a sample is read, a
+            segmentation that cannot be decoded (an RLE whose counts miss its size included).
+            A split whose refs hold no sentences opens (``len`` 0); what scores or trains on
+            it refuses it (:func:`rrsis.data.formats.require_samples`).
     """
 
     def __init__(
@@ -201,7 +162,8 @@ class RRSISD:
         self.refs_path, self.instances_path, self.image_dir = _resolve_layout(self.root, refs_file)
         refs = load_refs(self.refs_path)
         try:
-            instances = json.loads(self.instances_path.read_text(encoding="utf-8"))
+            # utf-8-sig: a leading byte-order mark is dropped rather than refused.
+            instances = json.loads(self.instances_path.read_text(encoding="utf-8-sig"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             line = getattr(err, "lineno", None)
             raise DatasetError(f"invalid JSON ({err})", self.instances_path, line) from err
@@ -297,7 +259,8 @@ class RRSISD:
             )
         except (KeyError, ValueError, TypeError) as err:
             raise DatasetError(
-                f"annotation {ref['ann_id']}: cannot decode segmentation ({err})",
+                f"annotation {ref['ann_id']} (ref_id {ref['ref_id']}): cannot decode "
+                f"segmentation ({err})",
                 self.instances_path,
             ) from err
         if mask.shape != (height, width):
@@ -309,6 +272,7 @@ class RRSISD:
                     f"{mask.shape[0]}x{mask.shape[1]} but image {image_path.name} is "
                     f"{height}x{width}; the mask is resized to the image (nearest). Further "
                     "mismatches in this split are resized without a warning.",
+                    DataWarning,
                     stacklevel=2,
                 )
                 self._warned_size = True

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rrsis.data.formats import require_samples
 from rrsis.eval.evaluate import protocol_inputs, size_batches
 from rrsis.eval.metrics import summarize
 from rrsis.infer.predictor import Segmenter
@@ -39,7 +40,11 @@ def sweep_thresholds(
     Returns:
         ``{threshold: metrics}`` in the order given, metrics as :func:`~rrsis.eval.metrics.summarize`
         (``"mIoU"``, ``"oIoU"``, ``"Pr@0.5"``, ..., ``"n"``).
+
+    Raises:
+        DatasetError: an empty dataset (no threshold is better than another on no samples).
     """
+    require_samples(dataset)
     was_training = model.training
     segmenter = Segmenter(
         model,

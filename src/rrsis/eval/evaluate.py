@@ -28,8 +28,10 @@ resolution, whatever the protocol.
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +40,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from rrsis.data.formats import detect_format
+from rrsis.data.formats import detect_format, require_samples
 from rrsis.data.io import resize_mask
 from rrsis.data.refsegrs import RefSegRS
 from rrsis.data.rrsisd import RRSISD
 from rrsis.data.stats import object_stats
-from rrsis.errors import DatasetError
+from rrsis.errors import DatasetError, DataWarning
 from rrsis.eval.metrics import RefSegMetrics
 from rrsis.eval.predictions import PredictionWriter
 from rrsis.eval.uncertainty import DEFAULT_RESAMPLES
@@ -63,15 +65,39 @@ def open_dataset(root: str | Path, split: str, data_format: str = "auto") -> Any
     """Open ``split`` of a RefSegRS or RRSIS-D tree (``data_format="auto"`` detects which).
 
     Raises:
-        DatasetError: missing root, unknown layout or split.
+        DatasetError: missing root, unknown layout or split, or a split without samples
+            (naming its phrase or refs file).
     """
     root = Path(root)
     fmt = detect_format(root) if data_format == "auto" else data_format
     if fmt == "refsegrs":
-        return RefSegRS(root, split)
-    if fmt == "rrsisd":
-        return RRSISD(root, split)
-    raise ValueError(f"unknown dataset format {data_format!r}")
+        dataset = RefSegRS(root, split)
+    elif fmt == "rrsisd":
+        dataset = RRSISD(root, split)
+    else:
+        raise ValueError(f"unknown dataset format {data_format!r}")
+    require_samples(dataset)
+    return dataset
+
+
+@contextmanager
+def recorded_data_warnings() -> Iterator[list[str]]:
+    """Collect the message of every :class:`DataWarning` raised inside into the list yielded.
+
+    Every warning is passed on when the block ends, through the caller's filters: a result
+    records that its ground truth was repaired even where warnings are silenced.
+    """
+    notes: list[str] = []
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataWarning)
+            yield notes
+    finally:
+        for item in caught:
+            if issubclass(item.category, DataWarning):
+                notes.append(str(item.message))
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
 
 
 def shuffled_order(n: int, seed: int = SHUFFLE_SEED) -> np.ndarray:
@@ -188,7 +214,9 @@ def evaluate(
 
     Returns:
         ``{"protocol", "input_size", "threshold", "n", "overall", "interval", "breakdown",
-        "samples", "composed", "shuffle_expressions", "empty_iou", "model", "seconds"}``.
+        "samples", "composed", "shuffle_expressions", "empty_iou", "model", "data_warnings",
+        "seconds"}``. ``data_warnings`` lists the :class:`~rrsis.errors.DataWarning` messages
+        the dataset raised (e.g. masks resized to their images), also passed on as warnings.
         ``overall`` / ``interval`` / ``breakdown`` / ``samples`` are the **network alone**:
         metrics in percent as :meth:`RefSegMetrics.compute`, the bootstrap interval
         (``{"mIoU": [low, high], "oIoU": [...], ...}`` or ``None``), ``{grouping: {group:
@@ -200,13 +228,16 @@ def evaluate(
         ValueError: unknown protocol or rule, or batch size below 1.
         ModelError: an input size that is not a multiple of the model's size divisor, or a
             threshold outside [0, 1].
-        DatasetError: a sample whose image and mask differ in size (native protocol).
+        DatasetError: an empty dataset (naming its phrase or refs file), or a sample whose
+            image and mask differ in size (native protocol).
         OutputExistsError: ``save_predictions`` is a non-empty directory and not ``overwrite``.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    # Before any output exists: no samples would score 0.00 and look like a result.
+    require_samples(dataset)
     rules = parse_rules(compose)
     was_training = model.training
     segmenter = Segmenter(
@@ -236,44 +267,45 @@ def evaluate(
     cut = segmenter.threshold
     start = time.perf_counter()
     bar = tqdm(total=n, desc=f"evaluate ({protocol})", unit="sample", disable=not progress)
-    try:
-        for batch in size_batches(dataset, batch_size):
-            samples = [sample for _, sample in batch]
-            inputs = [protocol_inputs(sample, protocol) for sample in samples]
-            images = np.stack([image for image, _ in inputs])
-            if texts_in is None:
-                texts = [sample["text"] for sample in samples]
-            else:
-                texts = [texts_in[index] for index, _ in batch]
-            probs, decided = segmenter.predict_pairs(images, texts, rules=rules)
-            alone = probs
-            # Only where a rule decided does the network alone predict something else.
-            redo = [k for k, by in enumerate(decided) if by != NETWORK]
-            if redo:
-                alone = probs.copy()
-                alone[redo] = segmenter.predict_pairs(
-                    images[redo], [texts[k] for k in redo], rules=()
-                )[0]
-            for k, (sample, (_, target)) in enumerate(zip(samples, inputs)):
-                meta = dict(sample.get("meta") or {})
-                # Breakdown statistics from the full-resolution ground truth, whatever the protocol.
-                meta.update(object_stats(np.asarray(sample["mask"], dtype=bool)))
-                meta["id"] = sample["id"]
-                # Masks may differ in size across samples: score one sample at a time.
-                pred = alone[k] > cut
-                network.update(pred[None], target[None], metas=[meta], texts=[sample["text"]])
-                composed_pred = probs[k] > cut
-                if rules:
-                    composed.update(
-                        composed_pred[None], target[None], metas=[meta], texts=[sample["text"]]
-                    )
-                    decided_by.append(decided[k])
-                if writer is not None:
-                    writer.write(str(sample["id"]), pred, composed_pred)
-            bar.update(len(samples))
-    finally:
-        bar.close()
-        model.train(was_training)
+    with recorded_data_warnings() as data_warnings:
+        try:
+            for batch in size_batches(dataset, batch_size):
+                samples = [sample for _, sample in batch]
+                inputs = [protocol_inputs(sample, protocol) for sample in samples]
+                images = np.stack([image for image, _ in inputs])
+                if texts_in is None:
+                    texts = [sample["text"] for sample in samples]
+                else:
+                    texts = [texts_in[index] for index, _ in batch]
+                probs, decided = segmenter.predict_pairs(images, texts, rules=rules)
+                alone = probs
+                # Only where a rule decided does the network alone predict something else.
+                redo = [k for k, by in enumerate(decided) if by != NETWORK]
+                if redo:
+                    alone = probs.copy()
+                    alone[redo] = segmenter.predict_pairs(
+                        images[redo], [texts[k] for k in redo], rules=()
+                    )[0]
+                for k, (sample, (_, target)) in enumerate(zip(samples, inputs)):
+                    meta = dict(sample.get("meta") or {})
+                    # Breakdown statistics from the full-resolution ground truth, any protocol.
+                    meta.update(object_stats(np.asarray(sample["mask"], dtype=bool)))
+                    meta["id"] = sample["id"]
+                    # Masks may differ in size across samples: score one sample at a time.
+                    pred = alone[k] > cut
+                    network.update(pred[None], target[None], metas=[meta], texts=[sample["text"]])
+                    composed_pred = probs[k] > cut
+                    if rules:
+                        composed.update(
+                            composed_pred[None], target[None], metas=[meta], texts=[sample["text"]]
+                        )
+                        decided_by.append(decided[k])
+                    if writer is not None:
+                        writer.write(str(sample["id"]), pred, composed_pred)
+                bar.update(len(samples))
+        finally:
+            bar.close()
+            model.train(was_training)
     result: dict[str, Any] = {
         "protocol": protocol,
         "input_size": segmenter.input_size,
@@ -284,6 +316,7 @@ def evaluate(
         "shuffle_expressions": bool(shuffle_expressions),
         "empty_iou": float(empty_iou),
         "model": dict(getattr(model, "config", {}) or {}),
+        "data_warnings": data_warnings,
     }
     if rules:
         scores = _scores(composed, resamples)

@@ -75,7 +75,8 @@ def evaluation_markdown(result: Mapping[str, Any]) -> str:
     Rows: ``overall`` then ``grouping: group`` for every non-empty breakdown group. Columns:
     ``n`` and ``mIoU``, ``oIoU``, ``Pr@0.5 .. Pr@0.9`` (percent, two decimals) of the network
     alone; with composed scores each metric has the network's column then the composed one, and
-    ``by rules`` counts the expressions a rule decided.
+    ``by rules`` counts the expressions a rule decided. A ``data warning:`` line follows per
+    entry of the result's ``data_warnings``.
     """
     network, composed = result, result.get("composed")
     header: list[str] = ["subset", "n"]
@@ -106,8 +107,12 @@ def evaluation_markdown(result: Mapping[str, Any]) -> str:
             "the network's objects, as `rrsis predict` does (docs/compose.md); `by rules` counts "
             "the expressions a rule decided, the others keep the network's mask.\n"
         )
-        return text + interval_line(network, "network") + interval_line(composed, "composed")
-    return text + interval_line(network)
+        text += interval_line(network, "network") + interval_line(composed, "composed")
+    else:
+        text += interval_line(network)
+    # The ground truth was repaired (e.g. masks resized to their images): the table says so.
+    notes = [f"data warning: {note}\n" for note in result.get("data_warnings") or ()]
+    return text + ("\n" + "".join(notes) if notes else "")
 
 
 def _table_row(
