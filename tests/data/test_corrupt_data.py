@@ -189,3 +189,13 @@ def test_split_file_with_a_bom_reads_as_without(tmp_path: Path) -> None:
     path = tmp_path / "splits.txt"
     path.write_bytes(codecs.BOM_UTF8 + b"tile_1 train\ntile_2 val\n")
     assert read_split_file(path) == {"tile_1": "train", "tile_2": "val"}
+
+
+def test_stats_cli_prints_the_resize_warning_as_one_line(refsegrs_copy: Path, capsys) -> None:
+    from rrsis.cli import main
+
+    small = np.zeros((24, 32), dtype=np.uint8)
+    tifffile.imwrite(refsegrs_copy / "masks" / "5.tif", small)
+    assert main(["data", "stats", str(refsegrs_copy)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rrsis: warning: ") and "mask of id '5'" in err[0]

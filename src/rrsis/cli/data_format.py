@@ -10,7 +10,12 @@ import argparse
 import json
 from pathlib import Path
 
-from rrsis.cli.options import add_overwrite_arg, add_progress_arg, check_outputs
+from rrsis.cli.options import (
+    add_overwrite_arg,
+    add_progress_arg,
+    check_outputs,
+    with_one_line_warnings,
+)
 from rrsis.data.files import atomic_write
 from rrsis.data.formats import FORMATS, compute_stats, detect_format, format_table, open_splits
 from rrsis.data.refsegrs import RefSegRS, available_splits
@@ -75,7 +80,7 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     stats.add_argument("root", help="dataset directory (RefSegRS or RRSIS-D)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     stats.add_argument("--format", choices=("auto", *FORMATS), default="auto", help=fmt_help)
-    stats.set_defaults(func=_cmd_stats)
+    stats.set_defaults(func=with_one_line_warnings(_cmd_stats))
 
     show = data_subparsers.add_parser(
         "show", help="draw one sample (image, mask overlay, expression)"
@@ -89,7 +94,7 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--format", choices=("auto", *FORMATS), default="auto", help=fmt_help)
     show.add_argument("--dpi", type=int, default=100, help="resolution of the figure")
     add_overwrite_arg(show)
-    show.set_defaults(func=_cmd_show)
+    show.set_defaults(func=with_one_line_warnings(_cmd_show))
 
     export = data_subparsers.add_parser("export", help="convert a dataset tree to RefSegRS format")
     export.add_argument("source", help="input dataset directory")
@@ -97,4 +102,4 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--format", choices=FORMATS, required=True, help="format of the input tree")
     add_overwrite_arg(export)
     add_progress_arg(export)
-    export.set_defaults(func=_cmd_export)
+    export.set_defaults(func=with_one_line_warnings(_cmd_export))

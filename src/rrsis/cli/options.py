@@ -7,10 +7,11 @@ text wherever it appears, so ``--device`` or ``--overwrite`` mean the same thing
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -148,3 +149,14 @@ def command_line(args: argparse.Namespace) -> str:
         else:
             words += [flag, str(value)]
     return shlex.join(words)
+
+
+def with_one_line_warnings(handler: Callable[[argparse.Namespace], int]):
+    """``handler`` with its ``UserWarning`` lines printed by :func:`one_line_warnings`."""
+
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        with one_line_warnings():
+            return handler(args)
+
+    return wrapped

@@ -149,7 +149,7 @@ class Taxonomy:
     def load(cls, path: str | Path) -> Taxonomy:
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
         except FileNotFoundError:
             raise DatasetError("taxonomy file not found", path) from None
         except json.JSONDecodeError as err:
