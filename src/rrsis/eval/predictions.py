@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from rrsis.data.files import atomic_write
 from rrsis.errors import OutputExistsError
 
 #: Sub-directory receiving the masks of the composed scores.
@@ -62,4 +63,5 @@ class PredictionWriter:
 
 def save_mask(mask: np.ndarray, path: Path) -> None:
     """A bool ``(H, W)`` mask as a 0/255 single-channel PNG."""
-    Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).save(path)
+    image = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"), overwrite=True)

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rrsis.data.files import atomic_write
 from rrsis.eval.breakdown import GROUPINGS
 from rrsis.eval.metrics import METRIC_KEYS
 
@@ -214,20 +215,25 @@ def benchmark_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Write benchmark rows as CSV (full precision, empty cell for an absent group)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(BENCHMARK_COLUMNS))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: "" if row.get(c) is None else row[c] for c in BENCHMARK_COLUMNS})
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(BENCHMARK_COLUMNS))
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(
+                    {c: "" if row.get(c) is None else row[c] for c in BENCHMARK_COLUMNS}
+                )
+
+    atomic_write(path, write, overwrite=True)  # the command checked its outputs before work
     return path
 
 
 def write_json(data: Any, path: str | Path) -> Path:
     """Write ``data`` as indented UTF-8 JSON."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=True)
     return path
 
 
@@ -281,6 +287,8 @@ def plot_size_buckets(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=120), overwrite=True)
+    finally:
+        plt.close(fig)
     return path
