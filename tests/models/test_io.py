@@ -179,3 +179,30 @@ def test_spatial_prior_round_trip(tmp_path) -> None:
         torch.testing.assert_close(loaded(image, ids, mask), expected)
         model.prior = None  # without the prior the output differs
         assert not torch.allclose(model(image, ids, mask), expected)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_save_model_is_atomic_whatever_the_writer(
+    tiny, tmp_path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    """A safetensors that writes in place (before 0.8) and fails half-way leaves the target
+    as it was (or absent) and no temporary file behind."""
+    import rrsis.models.io as io
+
+    target = tmp_path / "m.safetensors"
+    if existing:
+        save_model(tiny, target)
+    before = target.read_bytes() if existing else None
+
+    def half_then_fail(tensors, filename, metadata=None):
+        save_file(tensors, filename, metadata=metadata)
+        data = open(filename, "rb").read()
+        with open(filename, "wb") as handle:
+            handle.write(data[: len(data) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io, "save_file", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(tiny, target)
+    assert (target.read_bytes() if existing else target.exists()) == (before if existing else False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["m.safetensors"] if existing else [])

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from rrsis.cli.options import add_dataset_args, add_device_arg, add_progress_arg, command_line
+from rrsis.data.files import check_output
 from rrsis.eval.report import benchmark_markdown
 
 
@@ -17,6 +18,8 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
     # Lightning is imported only when this command runs: the other commands stay fast.
     from rrsis.engine.benchmark import parse_checkpoints, parse_models, run_benchmark
 
+    # Before Lightning is imported or any data is read (one line, exit 2).
+    check_output(args.out, overwrite=True, directory=True)
     models = parse_models(args.models)
     checkpoints = parse_checkpoints(args.checkpoints)
     rows = run_benchmark(

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from rrsis.cli.options import add_progress_arg
-from rrsis.engine.config import TrainRun
+from rrsis.engine.config import TrainRun, check_run_dir
 from rrsis.engine.presets import PRESETS, resolve_recipe
 from rrsis.errors import RRSISError
 
@@ -163,6 +163,7 @@ def build_run(args: argparse.Namespace) -> TrainRun:
 
 def run(args: argparse.Namespace) -> int:
     train_run = build_run(args)
+    check_run_dir(train_run)  # before Lightning is imported or any data is read
     # Lightning is imported only once a run starts: the other commands and --help stay fast.
     from rrsis.engine.train import train
 

@@ -27,7 +27,9 @@ from typing import Any
 
 import torch
 
+from rrsis.data.files import atomic_write, check_output, clean_stale_temps
 from rrsis.engine.config import TrainRun
+from rrsis.engine.datamodule import open_split, refuse_empty_split
 from rrsis.engine.presets import resolve_recipe
 from rrsis.engine.train import train
 from rrsis.errors import ModelError, RRSISError
@@ -40,7 +42,7 @@ from rrsis.eval.report import (
     write_csv,
     write_json,
 )
-from rrsis.models.io import load_model, trained_input_size, weights_input_size
+from rrsis.models.io import input_size_from_json, load_model, weights_input_size
 from rrsis.models.registry import list_models
 
 
@@ -68,6 +70,11 @@ def parse_checkpoints(spec: str | None) -> dict[str, Path]:
             raise RRSISError(f"--checkpoints names {name.strip()!r} twice")
         result[name.strip()] = Path(path.strip())
     return result
+
+
+def _write_text(path: Path, text: str) -> None:
+    # A benchmark rerun into its folder refreshes its tables (finished runs are reused).
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=True)
 
 
 def _default_device() -> str:
@@ -148,9 +155,14 @@ def run_benchmark(
         if not path.is_file():
             raise ModelError(f"{path}: checkpoint of {name!r} not found")
     data_root = Path(data_root)
-    out = Path(out_dir)
-    # Open the scored split first: a wrong root fails before hours of training.
+    out = check_output(out_dir, overwrite=True, directory=True)
+    clean_stale_temps(out, recursive=True)  # what runs killed while writing left behind
+    # Open the scored split first: a wrong root or an empty split fails before hours of training.
     dataset = open_dataset(data_root, split, data_format)
+    refuse_empty_split(dataset, data_root, split)
+    if to_train:
+        for part in ("train", "val"):
+            refuse_empty_split(open_split(data_root, part), data_root, part)
     device = device or _default_device()
     # Built before any training, so a bad value fails before hours of work.
     runs = {
@@ -180,7 +192,7 @@ def run_benchmark(
             run_dir = Path(runs[name].out)
             weights = _train_one(runs[name])
             # Score at the size the model was trained at, not its architectural default.
-            input_size = trained_input_size(run_dir)
+            input_size = input_size_from_json(run_dir / "hparams.json")
             source = f"trained in {run_dir}"
         model = load_model(weights, map_location=device)
         result = evaluate(
@@ -195,7 +207,7 @@ def run_benchmark(
         result.update({"label": name, "weights": str(weights), "data": str(data_root)})
         result["split"] = split
         write_json(result, out / "results" / f"{name}.json")
-        (out / "results" / f"{name}.md").write_text(evaluation_markdown(result), encoding="utf-8")
+        _write_text(out / "results" / f"{name}.md", evaluation_markdown(result))
         rows.append(benchmark_row(name, result))
         # Every model sees the same split, hence the same bucket sizes.
         size_counts = {k: v["n"] for k, v in result["breakdown"].get("size", {}).items()}
@@ -204,10 +216,10 @@ def run_benchmark(
         log(f"{name}: mIoU {result['overall']['mIoU']:.2f}, oIoU {result['overall']['oIoU']:.2f}")
         del model
     total = time.perf_counter() - start
-    (out / "table.md").write_text(
+    _write_text(
+        out / "table.md",
         f"Benchmark on {data_root} ({split} split, protocol `{protocol}`, preset `{preset}`)\n\n"
         + benchmark_markdown(rows),
-        encoding="utf-8",
     )
     write_csv(rows, out / "table.csv")
     plot_size_buckets(rows, out / "size_buckets.png", counts=size_counts)
@@ -218,5 +230,5 @@ def run_benchmark(
         f"evaluation device: {device}",
         *timings,
     ]
-    (out / "command.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _write_text(out / "command.txt", "\n".join(lines) + "\n")
     return rows

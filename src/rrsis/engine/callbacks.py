@@ -1,4 +1,5 @@
-"""Lightning callbacks of a training run: fit the schedule to a time budget, stop on request."""
+"""Lightning callbacks of a training run: fit the schedule to a time budget, stop on request,
+checkpoint a run that stops mid-epoch where it stopped."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Timer
+from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.utilities import rank_zero_info
 
 
@@ -143,3 +144,44 @@ class StopAfter(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         if trainer.global_step >= self.steps:
             trainer.should_stop = True
+
+
+def stops_mid_epoch(trainer: pl.Trainer) -> bool:
+    """Training ends after the current batch though its epoch is not over (``max_steps``, a
+    stop request, ``max_time``)."""
+    ending = trainer.should_stop or (0 <= trainer.max_steps <= trainer.global_step)
+    return ending and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that records a run stopped mid-epoch as stopped mid-epoch.
+
+    Lightning ends the epoch of a run stopped by ``max_steps`` (or a stop request) as if it
+    were complete: its end-of-epoch checkpoint and the ``last.ckpt`` written when training
+    ends count the epoch done, so a resume skipped the rest of that epoch (and its number), and
+    the monitor was missing because validation did not run. Here, with ``save_on_stop``, the
+    last step's ``last.ckpt`` is written where the step checkpoints are (after the batch), and
+    no checkpoint is written at the end of the cut epoch: a resume goes on within it.
+    """
+
+    def __init__(self, *args: Any, save_on_stop: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.save_on_stop = save_on_stop
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
+        if self.save_on_stop and stops_mid_epoch(trainer):
+            if self._last_global_step_saved != trainer.global_step:
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if not stops_mid_epoch(trainer):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if not stops_mid_epoch(trainer):
+            super().on_validation_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if not stops_mid_epoch(trainer):
+            super().on_train_end(trainer, pl_module)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rrsis.data.files import atomic_write, check_output
 from rrsis.engine.presets import TrainConfig, get_preset
 from rrsis.errors import RRSISError
 
@@ -147,23 +148,68 @@ class TrainRun:
         return Path(self.out) / "checkpoints"
 
 
+def check_run_dir(run: TrainRun) -> None:
+    """Check the run directory before any work: one line when it is a file, cannot be created
+    or is not writable (a new run into a directory that holds checkpoints is refused later,
+    with a hint to resume)."""
+    check_output(run.out, overwrite=True, directory=True)
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The JSON object of a run file (``hparams.json``); one-line errors name it and the problem.
+
+    Raises:
+        RRSISError: the file is missing, unreadable, not UTF-8, not JSON (e.g. truncated) or
+            not a JSON object.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RRSISError(f"{path}: not found (the run's record)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RRSISError(f"{path}: cannot be read ({err})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RRSISError(f"{path}: not valid JSON, truncated or damaged? ({err})") from None
+    if not isinstance(data, dict):
+        raise RRSISError(f"{path}: holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write a run file as indented JSON, atomically: a killed run leaves the old file whole."""
+    text = json.dumps(record, indent=2)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=True)
+
+
 def resumed_run(run: TrainRun) -> TrainRun:
     """``run`` with the recipe and data of the run saved in ``run.out/hparams.json``.
 
     The saved recipe wins so the schedule and data order continue unchanged; the run's own
     settings (devices, time budget, progress bar) stay. Files written before a key existed
     resume with the current value of that key.
+
+    Raises:
+        RRSISError: nothing to resume from, or ``hparams.json`` is unreadable or damaged
+            (one line naming the file and the problem).
     """
     if not (run.checkpoint_dir / "last.ckpt").is_file():
         raise RRSISError(f"{run.checkpoint_dir / 'last.ckpt'}: nothing to resume from")
+    saved = read_record(run.hparams_path)
+    if not isinstance(saved.get("train"), dict):
+        raise RRSISError(f"{run.hparams_path}: has no 'train' recipe object (damaged?)")
     try:
-        saved: dict[str, Any] = json.loads(run.hparams_path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise RRSISError(f"{run.hparams_path}: cannot read the saved run ({err})") from err
+        recipe = TrainConfig.from_dict(saved["train"])
+        roots = [str(root) for root in saved.get("data_roots", run.data)]
+    except RRSISError as err:
+        raise RRSISError(f"{run.hparams_path}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise RRSISError(f"{run.hparams_path}: damaged recipe ({err})") from None
     return dataclasses.replace(
         run,
-        recipe=TrainConfig.from_dict(saved["train"]),
-        data=saved.get("data_roots", run.data),
+        recipe=recipe,
+        data=roots,
         val=saved.get("val_root", run.val),
         preset=saved.get("preset", run.preset),
         tiny=saved.get("tiny", run.tiny),

