@@ -235,6 +235,9 @@ def test_demo_segments_samples_and_prints_timings(tmp_path, tiny_weights, monkey
     printed = capsys.readouterr().out
     n_calls = 2 + len(demo_module.DEFAULT_EXPRESSIONS)
     assert printed.count(" ms ") == n_calls
+    # Each line says what decided its mask.
+    decided = printed.count("network alone") + printed.count("rules: ")
+    assert decided == n_calls
     assert len(list(out.glob("*.png"))) == n_calls
 
 

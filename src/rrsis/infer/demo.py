@@ -91,6 +91,11 @@ def run_demo(
             records.append(record)
             echo(
                 f"{path.name:<24} {expression!r:<32} {seconds * 1000:8.1f} ms  "
-                f"fg {record['foreground'] * 100:5.1f}%  -> {target.name}"
+                f"fg {record['foreground'] * 100:5.1f}%  {_decided(prediction.decided_by):<16}"
+                f"-> {target.name}"
             )
     return records
+
+
+def _decided(decided_by: str) -> str:
+    return "network alone" if decided_by == "network" else f"rules: {decided_by}"
