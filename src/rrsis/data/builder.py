@@ -58,13 +58,14 @@ class BuildConfig:
 
     min_pixels: int = 64
     min_frac: float = 0.0005
-    min_component_px: int = 12
-    size_ratio: float = 2.0
-    long_ratio: float = 3.0
-    touch_px: float = 2.0
-    along_frac: float = 0.03
-    near_frac: float = 0.08
-    surround_frac: float = 0.5
+    # The geometry's limits, with the defaults of geo.Thresholds (one place for each value).
+    min_component_px: int = geo.Thresholds.min_component_px
+    size_ratio: float = geo.Thresholds.size_ratio
+    long_ratio: float = geo.Thresholds.long_ratio
+    touch_px: float = geo.Thresholds.touch_px
+    along_frac: float = geo.Thresholds.along_frac
+    near_frac: float = geo.Thresholds.near_frac
+    surround_frac: float = geo.Thresholds.surround_frac
     max_per_image: int = 8
     kind_caps: dict[str, int] = field(
         default_factory=lambda: {"category": 3, "attribute": 3, "relation": 3, "position": 2}

@@ -34,14 +34,11 @@ def check_output(path: Path, overwrite: bool) -> None:
     prepare_output(path, overwrite=overwrite)
 
 
-def image_crs(path: Path):
-    """The CRS of a raster file (``None`` for plain images or rasters without one).
-
-    Reads the header only: preconditions that need a CRS (``--vector-crs``) are checked with it
-    before any work.
-    """
+def _grid(path: Path):
+    """``(crs, transform, (height, width))`` from a TIFF's header, or ``None``."""
     if path.suffix.lower() not in TIFF_SUFFIXES:
         return None
+    # rasterio (GDAL) loads only when a TIFF is actually inspected.
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
@@ -49,9 +46,19 @@ def image_crs(path: Path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as ds:
-                return ds.crs
+                return ds.crs, ds.transform, (ds.height, ds.width)
     except RasterioIOError:
         return None
+
+
+def image_crs(path: Path):
+    """The CRS of a raster file (``None`` for plain images or rasters without one).
+
+    Reads the header only: preconditions that need a CRS (``--vector-crs``) are checked with it
+    before any work.
+    """
+    header = _grid(path)
+    return None if header is None else header[0]
 
 
 def require_crs(path: Path) -> None:
@@ -81,18 +88,10 @@ def check_mask_format(output: Path, probabilities: bool = False) -> str | None:
 
 def georeference(path: Path, shape: tuple[int, int]):
     """``(crs, transform)`` of a georeferenced GeoTIFF of that shape, else ``None``."""
-    if path.suffix.lower() not in TIFF_SUFFIXES:
+    header = _grid(path)
+    if header is None:
         return None
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as ds:
-                crs, transform, size = ds.crs, ds.transform, (ds.height, ds.width)
-    except RasterioIOError:
-        return None
+    crs, transform, size = header
     if size != tuple(shape) or (crs is None and transform.is_identity):
         return None
     return crs, transform
