@@ -1,35 +1,28 @@
-"""Masks -> polygons -> GeoJSON, streamed band by band.
+"""Masks -> polygons -> a vector layer, fed band by band.
 
 Polygons come from :func:`rasterio.features.shapes` (4-connected pixel regions, exact pixel edges)
-and are mapped to the scene CRS with the raster's geotransform. The GeoJSON file is a
-``FeatureCollection`` whose features carry ``{"expression": str, "band": int}``; coordinates are in
-the scene CRS (not necessarily WGS84, unlike RFC 7946), which the legacy ``"crs"`` member names
-(``urn:ogc:def:crs:EPSG::<code>``, or the CRS WKT when it has no EPSG code; absent for rasters
-without a CRS, whose coordinates are then those of the geotransform).
+and are mapped to the scene CRS with the raster's geotransform. The file's format follows its
+extension (GeoPackage, Shapefile, GeoJSON, FlatGeobuf: :mod:`rrsis.infer.layers`); its features
+carry ``expression``, ``band``, ``area_m2`` (geodesic, :class:`~rrsis.infer.layers.AreaMeter`;
+absent without a CRS) and ``area`` (the raster CRS's units squared, or pixels without
+georeferencing). Coordinates are in the scene CRS, or ``dst_crs``; GeoJSON in lon/lat is
+RFC 7946.
 
 Streaming: a scene is vectorised per band of rows. Polygons that do not touch the band's inner
-edges are written at once; those that do are held back and merged with their neighbours from the
-next bands at the end, so an object crossing a band edge becomes one polygon.
+edges are final at once; those that do are held back and merged with their neighbours from the
+next bands at the end, so an object crossing a band edge becomes one polygon. The layer is
+written when the writer closes.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from rrsis.data.files import publish, temp_path
 from rrsis.errors import OutputExistsError, RRSISError
-
-
-def _crs_member(crs) -> dict | None:
-    if crs is None:
-        return None
-    epsg = crs.to_epsg()
-    name = f"urn:ogc:def:crs:EPSG::{epsg}" if epsg else crs.to_wkt()
-    return {"type": "name", "properties": {"name": name}}
+from rrsis.infer.layers import AreaMeter, vector_driver, write_layer
 
 
 def parse_crs(text):
@@ -69,11 +62,12 @@ def mask_polygons(mask: np.ndarray, row_offset: int = 0) -> list:
 
 
 class BandVectorizer:
-    """Writes the polygons of several masks, fed in bands of rows, to one GeoJSON file.
+    """Collects the polygons of several masks, fed in bands of rows, into one vector file.
 
     Args:
-        path: output ``.geojson``; written to a temporary file beside it
-            (:func:`rrsis.data.files.temp_path`) and published by :meth:`close`.
+        path: output ``.gpkg``, ``.shp``, ``.geojson``/``.json`` or ``.fgb`` (an unknown
+            extension is refused here); written to a temporary file beside it and published by
+            :meth:`close` (:func:`rrsis.infer.layers.write_layer`).
         crs: rasterio CRS of the raster (or ``None``).
         transform: the raster's affine geotransform (pixel -> CRS).
         height: raster height in px (to know which band edges are inner edges).
@@ -81,15 +75,14 @@ class BandVectorizer:
         simplify: simplification tolerance in CRS units, or ``None``.
         overwrite: replace an existing ``path``; without it, a ``path`` that appeared while
             writing is refused at :meth:`close`.
-        min_area: drop polygons smaller than this, in CRS units squared (m² for a projected
-            CRS; pixels without a geotransform), measured on the whole object, after the
-            objects cut by band edges are merged; ``None`` keeps every polygon.
+        min_area: drop polygons smaller than this, in m² (geodesic, whatever the CRS; pixels
+            without a CRS), measured on the whole object, after the objects cut by band edges
+            are merged; ``None`` or 0 keeps every polygon.
         dst_crs: write coordinates in this CRS instead (e.g. ``"EPSG:4326"``, lon/lat as
-            RFC 7946 and web maps expect); needs the raster's ``crs``. Areas, ``min_area`` and
-            ``simplify`` stay in the raster's CRS units.
+            RFC 7946 and web maps expect); needs the raster's ``crs``.
 
-    Each feature's properties are ``expression``, ``band`` (1-based) and ``area`` (the raster
-    CRS's units squared, before simplification).
+    Each feature's properties are ``expression``, ``band`` (1-based), ``area_m2`` (with a CRS)
+    and ``area`` (the raster CRS's units squared, or pixels), both before simplification.
     """
 
     def __init__(
@@ -106,6 +99,7 @@ class BandVectorizer:
     ) -> None:
         if min_area is not None and min_area < 0:
             raise ValueError(f"min_area must be >= 0, got {min_area}")
+        vector_driver(path)
         if dst_crs is not None:
             if crs is None:
                 raise RRSISError(
@@ -118,50 +112,47 @@ class BandVectorizer:
         if self.path.exists() and not overwrite:
             raise OutputExistsError(f"{self.path}: output exists (use --overwrite to replace it)")
         self.overwrite = overwrite
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = temp_path(self.path)
-        self._file = open(self._tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.transform = transform
         self.height = height
         self.names = list(names)
         self.simplify = simplify
         self.min_area = min_area
+        self.measure = AreaMeter(crs)
         self.dropped = 0  # polygons under min_area
         self._pending: list[list] = [[] for _ in self.names]
-        self._count = 0
-        header: dict = {"type": "FeatureCollection"}
-        crs_member = _crs_member(crs if dst_crs is None else dst_crs)
-        if crs_member is not None:
-            header["crs"] = crs_member
-        # Write the header by hand so features can be streamed into the open array.
-        self._file.write(json.dumps(header)[:-1] + ', "features": [\n')
+        self.geometries: list = []
+        self.fields: dict[str, list] = {"expression": [], "band": []}
+        if crs is not None:
+            self.fields["area_m2"] = []
+        self.fields["area"] = []
 
     def _write(self, band: int, polygon) -> None:
         from shapely.affinity import affine_transform
-        from shapely.geometry import mapping
 
         t = self.transform
         geom = affine_transform(polygon, [t.a, t.b, t.d, t.e, t.c, t.f])
-        area = geom.area
-        if self.min_area and area < self.min_area:
+        area, area_m2 = geom.area, self.measure(geom)
+        if self.min_area and (area if area_m2 is None else area_m2) < self.min_area:
             self.dropped += 1
             return
         if self.simplify:
             geom = geom.simplify(self.simplify, preserve_topology=True)
-        geometry = mapping(geom)
         if self.dst_crs is not None:
             from rasterio.warp import transform_geom
+            from shapely.geometry import mapping, shape
 
-            geometry = transform_geom(self.src_crs, self.dst_crs, geometry)
-        feature = {
-            "type": "Feature",
-            "properties": {"expression": self.names[band], "band": band + 1, "area": area},
-            "geometry": geometry,
-        }
-        if self._count:
-            self._file.write(",\n")
-        self._file.write(json.dumps(feature))
-        self._count += 1
+            geom = shape(transform_geom(self.src_crs, self.dst_crs, mapping(geom)))
+        self.geometries.append(geom)
+        self.fields["expression"].append(self.names[band])
+        self.fields["band"].append(band + 1)
+        if area_m2 is not None:
+            self.fields["area_m2"].append(area_m2)
+        self.fields["area"].append(area)
+
+    @property
+    def count(self) -> int:
+        """Polygons kept so far."""
+        return len(self.geometries)
 
     def add_rows(self, masks: np.ndarray, row_offset: int) -> None:
         """Vectorise final rows.
@@ -182,8 +173,8 @@ class BandVectorizer:
                 else:
                     self._write(band, polygon)
 
-    def close(self) -> None:
-        """Merge held-back polygons, finish the file and move it into place."""
+    def finish(self) -> None:
+        """Merge the held-back polygons (after the last rows)."""
         from shapely import unary_union
 
         for band, polygons in enumerate(self._pending):
@@ -193,15 +184,26 @@ class BandVectorizer:
             for polygon in getattr(merged, "geoms", [merged]):
                 self._write(band, polygon)
         self._pending = [[] for _ in self.names]
-        self._file.write("\n]}\n")
-        self._file.close()
-        publish(self._tmp, self.path, self.overwrite)  # the umask's mode, exclusive
+
+    def close(self, skip_empty: bool = False) -> bool:
+        """Merge held-back polygons and write the file (not when empty and ``skip_empty``).
+
+        Returns:
+            Whether a file was written.
+        """
+        self.finish()
+        if skip_empty and not self.geometries:
+            return False
+        crs = self.dst_crs if self.dst_crs is not None else self.src_crs
+        fields = dict(self.fields)
+        fields["band"] = np.asarray(fields["band"], dtype=np.int32)
+        write_layer(self.path, self.geometries, fields, crs, self.overwrite)
+        return True
 
     def abort(self) -> None:
-        """Drop the partial file (after an error)."""
-        if not self._file.closed:
-            self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        """Drop what was collected (after an error); nothing is on disk before :meth:`close`."""
+        self.geometries.clear()
+        self._pending = [[] for _ in self.names]
 
 
 def write_geojson(
@@ -214,17 +216,17 @@ def write_geojson(
     overwrite: bool = False,
     min_area: float | None = None,
 ) -> Path:
-    """Write the polygons of in-memory masks to GeoJSON (pixel coordinates without transform).
+    """Write the polygons of in-memory masks (pixel coordinates without transform).
 
     Args:
-        path: output ``.geojson``.
+        path: output ``.gpkg``, ``.shp``, ``.geojson``/``.json`` or ``.fgb``.
         masks: ``bool (E, H, W)`` or ``(H, W)``.
         names: one expression per mask.
         transform: affine geotransform; ``None`` keeps pixel coordinates ``(col, row)``.
         crs: rasterio CRS or ``None``.
         simplify: tolerance in output units.
         overwrite: replace an existing file.
-        min_area: drop smaller polygons (output units squared; see :class:`BandVectorizer`).
+        min_area: drop smaller polygons (m², or pixels without ``crs``; see :class:`BandVectorizer`).
     """
     from rasterio.transform import Affine
 
