@@ -186,7 +186,8 @@ def test_cli_exit_codes_and_summary(folder, tmp_path, capsys):
 def test_min_area_filters_the_polygons_not_the_masks(folder, tmp_path, pixel_model):
     seg = Segmenter(pixel_model, compose="none")
     kwargs = {"vector": True, "progress": False}
-    predict_images([folder / "tile0.png"], "red", tmp_path / "all", seg, BatchConfig(**kwargs))
+    config = BatchConfig(min_area=0, **kwargs)
+    predict_images([folder / "tile0.png"], "red", tmp_path / "all", seg, config)
     predict_images(
         [folder / "tile0.png"], "red", tmp_path / "big", seg, BatchConfig(min_area=20, **kwargs)
     )
@@ -303,7 +304,9 @@ def test_vector_crs_needs_georeferenced_inputs(folder, tmp_path, geotiff, pixel_
     }
     assert not (tmp_path / "out" / "tile0.png").exists()  # nothing written for them
     doc = json.loads((tmp_path / "out" / "geo.geojson").read_text())
-    assert doc["crs"]["properties"]["name"].endswith("EPSG::4326")
+    assert "crs" not in doc  # RFC 7946: lon/lat on WGS84, no legacy crs member
+    ring = doc["features"][0]["geometry"]["coordinates"][0]
+    assert max(len(repr(v).split(".")[-1]) for xy in ring for v in xy) <= 7
     with pytest.raises(RRSISError, match="unknown CRS"):
         predict_images(
             [folder], "red", tmp_path / "o2", seg, BatchConfig(vector=True, vector_crs="EPSG:x")

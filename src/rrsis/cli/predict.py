@@ -31,11 +31,14 @@ from rrsis.cli.options import (
 from rrsis.errors import OutputExistsError, RRSISError
 from rrsis.infer.batch import SUMMARY_NAME, BatchConfig, prepare_batch, run_batch
 from rrsis.infer.images import to_rgb_uint8
+from rrsis.infer.layers import MIN_AREA, vector_driver
 from rrsis.infer.outputs import check_mask_format, georeference, require_crs, write_prediction
 from rrsis.infer.vector import parse_crs
 
 
-def _check_distinct(inputs: list[Path], outputs: list[Path | None]) -> None:
+def _check_distinct(inputs: list[Path], outputs: list[Path | None], vector=None) -> None:
+    if vector is not None:
+        vector_driver(vector)  # an unknown format fails before any work
     resolved = {p.resolve() for p in inputs}
     for out in outputs:
         if out is not None and out.resolve() in resolved:
@@ -92,7 +95,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     image_path, output, overlay = Path(args.image), Path(args.output), args.overlay
     overlay = None if overlay is None else Path(overlay)
     vector = None if args.vector is None else Path(args.vector)
-    _check_distinct([image_path], [output, overlay, vector])
+    _check_distinct([image_path], [output, overlay, vector], vector)
     check_mask_format(output, args.probabilities)
     check_outputs(output, overlay, vector, overwrite=args.overwrite)
     _check_vector_crs(image_path, vector, args.vector_crs)
@@ -133,6 +136,8 @@ def _cmd_predict_batch(args: argparse.Namespace) -> int:
         progress=args.progress,
         min_area=args.min_area,
         vector_crs=args.vector_crs,
+        merged_vector=args.merged_vector,
+        vrt=args.vrt,
     )
     # Missing inputs or existing outputs fail before the model loads.
     batch = prepare_batch(args.inputs, args.expression, args.out_dir, config)
@@ -158,7 +163,7 @@ def _cmd_predict_batch(args: argparse.Namespace) -> int:
 def _cmd_predict_scene(args: argparse.Namespace) -> int:
     scene, output = Path(args.scene), Path(args.output)
     vector = None if args.vector is None else Path(args.vector)
-    _check_distinct([scene], [output, vector])
+    _check_distinct([scene], [output, vector], vector)
     check_outputs(output, vector, overwrite=args.overwrite)
     _check_vector_crs(scene, vector, args.vector_crs)
     from rrsis.infer.scene import SceneConfig, predict_scene, scene_rules  # loads torch
@@ -255,10 +260,10 @@ def _add_polygon_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-area",
         type=_min_area,
-        default=None,
-        metavar="AREA",
-        help="leave polygons smaller than AREA out of the GeoJSON, in CRS units squared (m² for "
-        "a projected CRS such as UTM; pixels for images without a geotransform)",
+        default=MIN_AREA,
+        metavar="M2",
+        help=f"leave polygons under M2 square metres out (geodesic, whatever the CRS; pixels for "
+        f"images without georeferencing); default {MIN_AREA:g}, 0 keeps all; masks unchanged",
     )
     parser.add_argument(
         "--vector-crs",
@@ -266,7 +271,7 @@ def _add_polygon_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="CRS",
         help="write the polygons in this CRS instead of the image's, e.g. EPSG:4326 (lon/lat, "
-        "as RFC 7946 GeoJSON and web maps expect); areas stay in the image CRS's units",
+        "as RFC 7946 GeoJSON and web maps expect)",
     )
 
 
@@ -285,8 +290,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--vector",
         default=None,
-        help="also write the mask's polygons as GeoJSON (in the image's CRS for a GeoTIFF, "
-        "else in pixel coordinates)",
+        help="also write the mask's polygons: .gpkg, .shp, .geojson or .fgb (in the image's CRS "
+        "for a GeoTIFF, else in pixel coordinates)",
     )
     _add_probabilities_arg(predict)
     _add_tiling_arg(predict)
@@ -301,7 +306,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scene.add_argument("scene", help="GeoTIFF scene")
     scene.add_argument("expression", nargs="+", help="one or more expressions (one band each)")
     scene.add_argument("-o", "--output", required=True, help="output GeoTIFF mask")
-    scene.add_argument("--vector", default=None, help="also write polygons as GeoJSON")
+    scene.add_argument(
+        "--vector", default=None, help="also write polygons (.gpkg, .shp, .geojson or .fgb)"
+    )
     scene.add_argument("--tile", type=int, default=512, help="tile side in px (default 512)")
     scene.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
     scene.add_argument("--batch", type=int, default=4, help="tiles per forward (default 4)")
@@ -357,8 +364,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     batch.add_argument(
         "--vector",
         action="store_true",
-        help="also write each mask's polygons as GeoJSON (CRS coordinates for GeoTIFFs)",
+        help="also write each mask's polygons as GeoJSON (CRS coordinates for GeoTIFFs; none "
+        "for a mask without polygons)",
     )
+    for flag, const, what in (
+        ("--merged-vector", "polygons.gpkg", "every mask's polygons in one file (fields "),
+        ("--vrt", "masks.vrt", "a VRT mosaic of the GeoTIFF masks, one band per expression"),
+    ):
+        what += "expression, source)" if flag == "--merged-vector" else ""
+        help_text = f"also write {what}; alone: OUT_DIR/{const}; a bare name goes in OUT_DIR"
+        batch.add_argument(flag, nargs="?", const=const, metavar="PATH", help=help_text)
     batch.add_argument("--recursive", action="store_true", help="search folders recursively")
     batch.add_argument(
         "--skip-existing",

@@ -8,25 +8,29 @@ and skipped instead of ending the run. Options live in one :class:`BatchConfig`.
 
 Output names, in the output folder: ``<image stem>.<ext>`` for one expression,
 ``<image stem>_<expression slug>.<ext>`` for several (the slug is the expression in lower case,
-runs of other characters turned into ``-``). Overlays add ``_overlay.png``, polygons ``.geojson``.
-``<ext>`` is ``tif`` for TIFF inputs (georeferencing kept) and ``png`` otherwise, unless chosen.
+runs of other characters turned into ``-``). Overlays add ``_overlay.png``, polygons ``.geojson``
+(not written when a mask has none). ``<ext>`` is ``tif`` for TIFF inputs (georeferencing kept)
+and ``png`` otherwise, unless chosen. A merged polygon layer and a VRT mosaic of the masks are
+optional (:mod:`rrsis.infer.mosaic`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import re
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rrsis.data.files import atomic_write, outputs_of_run, prepare_output
 from rrsis.errors import DatasetError, ExpressionError, OutputExistsError, RRSISError
 from rrsis.infer.images import to_rgb_uint8
+from rrsis.infer.inputs import IMAGE_SUFFIXES, find_images, slug  # noqa: F401 - re-exported
+from rrsis.infer.layers import MIN_AREA
+from rrsis.infer.mosaic import check_mosaic_paths, write_mosaics
 from rrsis.infer.outputs import (
     TIFF_SUFFIXES,
     check_mask_format,
@@ -38,7 +42,6 @@ from rrsis.infer.vector import parse_crs
 if TYPE_CHECKING:  # the Segmenter (and torch) come from the caller
     from rrsis.infer.predictor import Segmenter
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 SUMMARY_NAME = "summary.csv"
 SUMMARY_FIELDS = (
     "image",
@@ -62,16 +65,23 @@ class BatchConfig:
         mask_format: ``auto`` (``tif`` for TIFF inputs, else ``png``; always ``tif`` with
             ``probabilities``), ``tif`` or ``png``.
         overlay: also write ``<name>_overlay.png``.
-        vector: also write ``<name>.geojson`` (CRS coordinates for GeoTIFFs, else pixels).
+        vector: also write ``<name>.geojson`` (CRS coordinates for GeoTIFFs, else pixels) for
+            each mask with polygons.
         recursive: search folders recursively.
         overwrite: replace existing outputs.
         skip_existing: skip images whose outputs all exist (resume an interrupted run).
         probabilities: float32 probabilities in TIFFs instead of 0/255 masks.
         bands: 1-based bands read as red, green, blue (see :func:`~rrsis.data.io.read_image`).
         progress: show a progress bar.
-        min_area: drop smaller polygons from the GeoJSON (CRS units squared, else pixels).
+        min_area: drop polygons under this area, in m² (geodesic; pixels for images without a
+            CRS); default :data:`~rrsis.infer.layers.MIN_AREA`, 0 keeps all.
         vector_crs: write the polygons in this CRS (e.g. ``"EPSG:4326"``); an image without
             a CRS then gets an ``error`` row.
+        merged_vector: also write every mask's polygons into this one file (fields
+            ``expression``, ``source``; :func:`~rrsis.infer.mosaic.write_merged_layer`); a
+            bare file name goes into the output folder.
+        vrt: also write this ``.vrt`` mosaic of the GeoTIFF masks, one band per expression
+            (a bare file name: in the output folder).
 
     Raises:
         RRSISError: a value out of range or an unknown CRS (one line naming it).
@@ -86,8 +96,10 @@ class BatchConfig:
     probabilities: bool = False
     bands: Sequence[int] | None = None
     progress: bool = True
-    min_area: float | None = None
+    min_area: float | None = MIN_AREA
     vector_crs: Any = None
+    merged_vector: str | Path | None = None
+    vrt: str | Path | None = None
 
     def __post_init__(self) -> None:
         if self.mask_format not in ("auto", "tif", "png"):
@@ -98,42 +110,9 @@ class BatchConfig:
             raise RRSISError(f"min_area must be >= 0, got {self.min_area}")
         if self.vector_crs is not None:
             self.vector_crs = parse_crs(self.vector_crs)  # a typo fails before the first image
-
-
-def slug(expression: str, limit: int = 48) -> str:
-    """File-name part for an expression: lower case, other characters as ``-``."""
-    text = re.sub(r"[^0-9a-z]+", "-", expression.lower()).strip("-")
-    return text[:limit].rstrip("-") or "expression"
-
-
-def find_images(inputs: Sequence[str | Path], recursive: bool = False) -> list[Path]:
-    """Image files named by ``inputs`` (files, or folders searched for image suffixes).
-
-    Raises:
-        DatasetError: a path that does not exist, or nothing to segment at all.
-    """
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            found.extend(
-                sorted(
-                    p
-                    for p in path.glob(pattern)
-                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                )
-            )
-        elif path.exists():
-            found.append(path)
-        else:
-            raise DatasetError(f"{path}: no such file or folder")
-    unique = list(dict.fromkeys(found))
-    if not unique:
-        raise DatasetError(
-            "no images to segment (folders are searched for " + ", ".join(IMAGE_SUFFIXES) + ")"
-        )
-    return unique
+        self.merged_vector = None if self.merged_vector is None else Path(self.merged_vector)
+        self.vrt = None if self.vrt is None else Path(self.vrt)
+        check_mosaic_paths(self.merged_vector, self.vrt)
 
 
 @dataclass
@@ -147,6 +126,10 @@ class PlannedImage:
 
     def outputs(self) -> list[Path]:
         return [p for p in (*self.masks, *self.overlays, *self.vectors) if p is not None]
+
+    def written(self) -> list[Path]:
+        """The files a finished image always has (a mask without polygons has no vector file)."""
+        return [p for p in (*self.masks, *self.overlays) if p is not None]
 
 
 def plan_outputs(
@@ -254,16 +237,23 @@ def prepare_batch(
     for expression in expressions:
         if not isinstance(expression, str) or not expression.strip():
             raise ExpressionError(f"empty referring expression: {expression!r}")
+    mosaics = {k: getattr(config, k) for k in ("merged_vector", "vrt")}
+    config = replace(
+        config, **{k: out_dir / p for k, p in mosaics.items() if p and p.name == str(p)}
+    )
     plans = plan_outputs(find_images(inputs, config.recursive), expressions, out_dir, config)
     for plan in plans:
         check_mask_format(plan.masks[0], config.probabilities)
     if not (config.overwrite or config.skip_existing):
+        mosaics = [p for p in (config.merged_vector, config.vrt) if p is not None]
         for path in [p for plan in plans for p in plan.outputs()] + [out_dir / SUMMARY_NAME]:
             if path.exists():
                 raise OutputExistsError(
                     f"{path}: output exists (use --overwrite to replace it, or --skip-existing "
                     "to keep it and segment the rest)"
                 )
+        for path in mosaics:
+            prepare_output(path)
     return BatchPlan(expressions, out_dir, plans, config)
 
 
@@ -292,6 +282,7 @@ def run_batch(batch: BatchPlan, segmenter: Segmenter) -> list[dict]:
     try:
         for plan in tqdm(batch.images, desc="images", unit="image", disable=not progress):
             rows.extend(_predict_one(plan, batch.config, expressions, segmenter))
+        write_mosaics(batch.config, batch.images, batch.expressions, rows, segmenter.threshold)
     finally:  # an interrupted run still lists what it wrote
         # --skip-existing resumes a run: its summary is replaced by the whole new one.
         replace = batch.config.overwrite or batch.config.skip_existing
@@ -334,7 +325,7 @@ def _predict_one(
     base = {"image": str(plan.image), "width": "", "height": "", "seconds": "", "error": ""}
     base |= {"decided_by": ""}
     existing = [p.exists() for p in plan.outputs()]
-    if config.skip_existing and all(existing):
+    if config.skip_existing and all(p.exists() for p in plan.written()):
         return [
             base | {"expression": e, "mask": str(m), "status": "skipped", "foreground_pct": ""}
             for e, m in zip(expressions, plan.masks)
@@ -367,6 +358,7 @@ def _predict_one(
                 min_area=config.min_area,
                 vector_crs=config.vector_crs,
                 overwrite=overwrite,
+                vector_if_empty=False,
             )
     seconds = f"{time.perf_counter() - start:.3f}"
     height, width = image.shape[:2]

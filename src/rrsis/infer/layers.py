@@ -133,6 +133,7 @@ def write_layer(
     fields: dict[str, Sequence],
     crs,
     overwrite: bool = False,
+    tmp: Path | None = None,
 ) -> Path:
     """Write polygons and their fields to the format ``path``'s extension names, atomically.
 
@@ -142,6 +143,7 @@ def write_layer(
         fields: one sequence per field, each as long as ``geometries``.
         crs: rasterio CRS, or ``None`` (pixel coordinates).
         overwrite: replace an existing file (without it, one that appeared meanwhile is refused).
+        tmp: the temporary file to write first (default: :func:`~rrsis.data.files.temp_path`).
 
     A Shapefile's parts are written in a temporary folder beside it and each is published in
     turn (all of them, or none when one is refused).
@@ -150,7 +152,7 @@ def write_layer(
     driver = vector_driver(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if driver != "ESRI Shapefile":
-        tmp = temp_path(path)
+        tmp = tmp or temp_path(path)
         try:
             _write(tmp, driver, geometries, fields, crs, path.stem)
         except BaseException:

@@ -172,7 +172,7 @@ def _write_band(
 
 
 def _write_polygons(
-    mask, vector: Path, expression: str, georef, min_area, vector_crs, overwrite: bool
+    mask, vector: Path, expression: str, georef, min_area, vector_crs, overwrite: bool, if_empty
 ) -> None:
     from affine import Affine  # comes with rasterio, loaded only for polygons
 
@@ -192,7 +192,7 @@ def _write_polygons(
     except BaseException:
         writer.abort()
         raise
-    writer.close()
+    writer.close(skip_empty=not if_empty)
 
 
 def write_prediction(
@@ -208,8 +208,9 @@ def write_prediction(
     probabilities: np.ndarray | None = None,
     vector_crs=None,
     overwrite: bool = False,
+    vector_if_empty: bool = True,
 ) -> None:
-    """Write a mask (0/255), and optionally its overlay PNG and GeoJSON polygons, atomically.
+    """Write a mask (0/255), and optionally its overlay PNG and polygons, atomically.
 
     Callers check their outputs first (:func:`check_output`); a file that appeared meanwhile is
     refused (:class:`~rrsis.errors.OutputExistsError`) unless ``overwrite``. All or nothing: when
@@ -222,13 +223,16 @@ def write_prediction(
         expression: the overlay's title and the polygons' ``expression`` property.
         image: ``uint8 (H, W, 3)``, needed for ``overlay``.
         overlay: overlay PNG path.
-        vector: GeoJSON path; coordinates in ``georef``'s CRS, else in pixels.
+        vector: polygon file (``.gpkg``, ``.shp``, ``.geojson``, ``.fgb``: see
+            :mod:`rrsis.infer.layers`); coordinates in ``georef``'s CRS, else in pixels.
         georef: ``(crs, transform)`` from :func:`georeference`, or ``None``.
-        min_area: drop smaller polygons from ``vector`` (CRS units squared, else pixels).
+        min_area: drop smaller polygons from ``vector``, in m² (geodesic; pixels without
+            ``georef``); ``None`` keeps all.
         probabilities: ``float32 (H, W)``: write these to ``output`` (a TIFF) instead of the
             0/255 mask; the overlay and polygons still show ``mask``.
         vector_crs: write the polygons in this CRS (e.g. ``"EPSG:4326"``); needs ``georef``.
         overwrite: replace existing files.
+        vector_if_empty: write ``vector`` even when the mask has no polygon left.
     """
     if overlay is not None and image is None:
         raise ValueError("an overlay needs the image")
@@ -237,4 +241,6 @@ def write_prediction(
         if overlay is not None:
             save_overlay(overlay, image, mask, expression, overwrite)
         if vector is not None:
-            _write_polygons(mask, vector, expression, georef, min_area, vector_crs, overwrite)
+            _write_polygons(
+                mask, vector, expression, georef, min_area, vector_crs, overwrite, vector_if_empty
+            )

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rrsis.data.files import temp_path
 from rrsis.errors import OutputExistsError, RRSISError
 from rrsis.infer.layers import AreaMeter, vector_driver, write_layer
 
@@ -112,6 +113,7 @@ class BandVectorizer:
         if self.path.exists() and not overwrite:
             raise OutputExistsError(f"{self.path}: output exists (use --overwrite to replace it)")
         self.overwrite = overwrite
+        self._tmp = temp_path(self.path)  # written at close(), then published
         self.transform = transform
         self.height = height
         self.names = list(names)
@@ -197,7 +199,7 @@ class BandVectorizer:
         crs = self.dst_crs if self.dst_crs is not None else self.src_crs
         fields = dict(self.fields)
         fields["band"] = np.asarray(fields["band"], dtype=np.int32)
-        write_layer(self.path, self.geometries, fields, crs, self.overwrite)
+        write_layer(self.path, self.geometries, fields, crs, self.overwrite, self._tmp)
         return True
 
     def abort(self) -> None:
