@@ -7,7 +7,8 @@ branch's ``src``) and this checkout's, so that a busy machine slows both alike.
 
     python benchmarks/bench_startup.py --repeats 7 [--before /path/to/other/checkout/src]
 
-``wall_s``: medians (and every run) of the whole command, from process start to exit.
+``wall_s``: medians (``wall_min_s``: minima; ``wall_runs_s``: every run) of the whole command,
+from process start to exit; ``cpu_s``: median CPU seconds of the process (user + system).
 ``phases_s``: one more fresh process per source tree that runs the same path step by step
 (imports, reading the weights, building the model and its text encoder, loading the state,
 folding the batch norms, the first prediction, writing the mask) and times each step.
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "page_cache": "warm (one untimed run per tree first)",
         "interpreter_s": round(_interpreter(args.after), 3),
         "wall_s": {name: statistics.median(v) for name, v in walls.items()},
+        "wall_min_s": {name: min(v) for name, v in walls.items()},
         "wall_runs_s": walls,
         "cpu_s": {name: statistics.median(v) for name, v in cpus.items()},
         "phases": phases,
