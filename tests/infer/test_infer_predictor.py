@@ -333,3 +333,21 @@ def test_compose_tiles_decided_per_expression_and_tile(pixel_model):
     assert probs.shape == (2, 3, 64, 64)
     assert decided == [["network"] * 3, ["position", "position", "network"]]
     np.testing.assert_array_equal(seg.compose_tiles(tiles.astype(np.uint8), names), probs)
+
+
+def test_folding_on_the_small_probe_gives_the_full_size_weights(monkeypatch):
+    """The fold (what is folded, and the folded weights) does not depend on the probe's size."""
+    from rrsis.infer import network
+    from rrsis.models.registry import get_tiny_model
+
+    def folded(probe_side: int) -> dict[str, torch.Tensor]:
+        monkeypatch.setattr(network, "PROBE_SIDE", probe_side)
+        torch.manual_seed(0)
+        model = get_tiny_model("lgce_effnet_minilm", input_size=128).eval()
+        fused = Segmenter(model, fuse=True).network.fused
+        assert fused["batch_norms"] > 0
+        return model.state_dict()
+
+    small, full = folded(64), folded(10**6)  # 10**6: capped at input_size (128)
+    assert small.keys() == full.keys()
+    assert all(torch.equal(small[k], full[k]) for k in small)

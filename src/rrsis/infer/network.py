@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from rrsis.errors import ExpressionError, ModelError
 from rrsis.models.speed import fuse_for_inference
 
+#: Side of the image that finds and checks the batch norms to fold (see :meth:`Network.fuse`).
+PROBE_SIDE = 64
+
 
 def _is_non_latin(text: str) -> bool:
     for char in text:
@@ -153,21 +156,39 @@ class Network:
         self.fused: dict[str, int] = self.fuse() if fuse else {}
 
     def fuse(self) -> dict[str, int]:
-        """Fold batch norms into convolutions (:func:`rrsis.models.speed.fuse_for_inference`)."""
-        generator = torch.Generator().manual_seed(0)
-        size = self.input_size
-        image = torch.rand(1, 3, size, size, generator=generator).to(self.device)
-        image = ((image - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        """Fold batch norms into convolutions (:func:`rrsis.models.speed.fuse_for_inference`).
+
+        The example that finds the (conv, norm) pairs and checks the folded model is a small
+        image (:data:`PROBE_SIDE` px): what is folded does not depend on its size, and a
+        full-size probe costs two full forwards at start-up. A model that cannot run it (or
+        whose check fails on it) is probed at ``input_size``.
+        """
         word_ids, word_mask = self.tokenize(["the building along the road"])
-        try:
-            return fuse_for_inference(self.model, (image, word_ids, word_mask))
-        except Exception as err:  # the model cannot run this example: run it as it is
-            warnings.warn(
-                f"batch norms not folded ({type(err).__name__}: {err}); running unfolded",
-                UserWarning,
-                stacklevel=4,
-            )
-            return {}
+        divisor = int(getattr(self.model, "size_divisor", 1) or 1)
+        small = min(self.input_size, -(-PROBE_SIDE // divisor) * divisor)
+        sides = [small] if small == self.input_size else [small, self.input_size]
+        for side in sides:
+            try:
+                counts = fuse_for_inference(self.model, (self._probe(side), word_ids, word_mask))
+            except Exception as err:  # the model cannot run this example: run it as it is
+                if side != self.input_size:
+                    continue
+                warnings.warn(
+                    f"batch norms not folded ({type(err).__name__}: {err}); running unfolded",
+                    UserWarning,
+                    stacklevel=4,
+                )
+                return {}
+            if any(counts.values()) or side == self.input_size:
+                return counts
+        return {}
+
+    def _probe(self, side: int) -> torch.Tensor:
+        """A fixed random normalised ``(1, 3, side, side)`` image, channels-last."""
+        generator = torch.Generator().manual_seed(0)
+        image = torch.rand(1, 3, side, side, generator=generator).to(self.device)
+        image = (image - self.mean) / self.std
+        return image.contiguous(memory_format=torch.channels_last)
 
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``word_ids (E, N)``, ``word_mask (E, N)`` of checked texts, on the device."""

