@@ -3,7 +3,8 @@
 * :class:`Stretch`: a window's bands to ``uint8 (h, w, 3)`` with the :mod:`rrsis.data.io` rules
   (1 band replicated, 4 bands keep three, a per-band 2-98 percentile stretch of non-``uint8``
   scenes estimated once for the whole scene, on valid pixels only, so that windows share it).
-* :class:`Validity`: which pixels are nodata (GDAL's dataset mask; NaN / inf in float scenes).
+* :class:`Validity`: which pixels are nodata (GDAL's dataset mask; NaN / inf in float scenes),
+  and the bounding box of the valid ones (the windows are laid over it).
 * :func:`blended_rows`: the scene's blended probabilities, one band of rows at a time.
 * :func:`open_output`, :class:`BlockRowWriter`, :func:`add_overviews`, :func:`to_cog`: the
   tiled output, written in whole block rows, with overviews or as a Cloud Optimized GeoTIFF.
@@ -22,7 +23,7 @@ import numpy as np
 from rrsis.data.files import temp_path
 from rrsis.data.io import check_bands
 from rrsis.errors import ImageReadError
-from rrsis.infer.tiling import ramp_weights, tile_starts
+from rrsis.infer.tiling import WindowGrid, fill_invalid, ramp_weights
 
 #: Longest side of the decimated read used to estimate the stretch of non-uint8 scenes.
 STATS_SIDE = 1024
@@ -213,6 +214,26 @@ class Validity:
                 out[:, c0 : c0 + part.width][~np.isfinite(raw).all(axis=0)] = 0
         return out
 
+    def bounds(self) -> tuple[int, int, int, int] | None:
+        """``(r0, r1, c0, c1)``: the rows and columns holding valid pixels (``None``: none).
+
+        One pass over the validity, a block row at a time (the whole scene when inactive).
+        """
+        from rasterio.windows import Window
+
+        height, width = self.dataset.height, self.dataset.width
+        if not self.active:
+            return 0, height, 0, width
+        rows, cols = np.zeros(height, bool), np.zeros(width, bool)
+        for r0 in range(0, height, BLOCK):
+            valid = self.of_window(Window(0, r0, width, min(BLOCK, height - r0))) > 0
+            rows[r0 : r0 + valid.shape[0]] = valid.any(axis=1)
+            cols |= valid.any(axis=0)
+        if not rows.any():
+            return None
+        (r_in,), (c_in,) = np.nonzero(rows), np.nonzero(cols)
+        return int(r_in[0]), int(r_in[-1]) + 1, int(c_in[0]), int(c_in[-1]) + 1
+
 
 class BlockRowWriter:
     """Writes row bands so that every block row of the tiled output is written once, whole.
@@ -249,7 +270,8 @@ def blended_rows(
     validity: Validity,
     read: Callable[[np.ndarray, np.ndarray | None], np.ndarray],
     n_expr: int,
-    grid: tuple[int, int, int],
+    windows: WindowGrid,
+    tiling: tuple[int, int],
     bar,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(row, probs (E, rows, W))``: final blended probabilities, band by band, top down.
@@ -260,20 +282,22 @@ def blended_rows(
         read: ``(tiles uint8 (B, h, w, 3), valid bool (B, h, w) | None) -> float32
             (E, B, h, w)`` segments a batch of windows.
         n_expr: ``E``.
-        grid: ``(tile, overlap, batch)``: window side, px shared, windows per ``read``.
+        windows: the windows to read (:func:`rrsis.infer.tiling.grid_over` the bounding box
+            of the valid pixels); rows and columns outside them get probability 0.
+        tiling: ``(overlap, batch)``: px shared by neighbouring windows, windows per ``read``.
         bar: a progress bar (``update(n)``).
 
     With an active ``validity`` (the scene has nodata, or is float), windows without a valid
-    pixel are not segmented (probability 0), and the others get their validity.
+    pixel are not segmented (probability 0), the others get their validity, and their invalid
+    pixels take the colour of the nearest valid one before the network reads them
+    (:func:`rrsis.infer.tiling.fill_invalid`): the nodata fill is not imagery.
     """
     from rasterio.windows import Window
 
-    tile, overlap, batch = grid
+    overlap, batch = tiling
     masked = validity.active
     height, width = dataset.height, dataset.width
-    tile_h, tile_w = min(tile, height), min(tile, width)
-    stride = tile - overlap
-    ys, xs = tile_starts(height, tile_h, stride), tile_starts(width, tile_w, stride)
+    tile_h, tile_w, ys, xs = windows.height, windows.width, windows.ys, windows.xs
     wy, wx = ramp_weights(tile_h, overlap), ramp_weights(tile_w, overlap)
     tile_weight = wy[:, None] * wx[None, :]
     # The tile grid is a product of row and column offsets, so the weight sum factorises into a
@@ -284,9 +308,12 @@ def blended_rows(
         row_sum[y0 : y0 + tile_h] += wy
     for x0 in xs:
         col_sum[x0 : x0 + tile_w] += wx
+    col_sum[col_sum == 0] = 1.0  # columns no window covers: 0 / 1, not 0 / 0
+    first, end = (ys[0], ys[-1] + tile_h) if ys else (height, height)
+    yield from _zero_rows(n_expr, 0, first, width, tile_h)
     # Accumulator for rows [top, top + tile_h), the only rows still open.
     acc = np.zeros((n_expr, tile_h, width), np.float32)
-    top = 0
+    top = first
     for row, y0 in enumerate(ys):
         shift = y0 - top
         if shift:
@@ -315,6 +342,8 @@ def blended_rows(
                 raw = dataset.read(stretch.bands, window=window)
             strip = stretch(raw)
             tiles = np.stack([strip[:, x0 - left : x0 - left + tile_w] for x0 in chunk])
+            if valid is not None:
+                fill_invalid(tiles, valid)
             probs = read(tiles, valid)
             for k, x0 in enumerate(chunk):
                 acc[:, :, x0 : x0 + tile_w] += probs[:, k] * tile_weight
@@ -326,3 +355,12 @@ def blended_rows(
         final /= row_sum[y0 : y0 + done, None]
         final /= col_sum[None, :]
         yield y0, final  # a view: valid until the next iteration
+    yield from _zero_rows(n_expr, end, height, width, tile_h)
+
+
+def _zero_rows(
+    n_expr: int, start: int, stop: int, width: int, rows: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Probability 0 for rows ``[start, stop)`` (no window there), ``rows`` at a time."""
+    for y0 in range(start, stop, rows):
+        yield y0, np.zeros((n_expr, min(rows, stop - y0), width), np.float32)

@@ -30,9 +30,13 @@ How it works:
   A relation costs one more network pass per window (its other class), and the windows where a
   rule cannot decide (no such object there) one more for the whole expression, batched.
 * Nodata (a nodata value, an alpha band or a mask band, as GDAL's dataset mask reports it):
-  windows without a valid pixel are not segmented, the network's probabilities are set to 0 on
-  invalid pixels before the composition rules look for objects, and the output gets the input's
-  validity as its mask band (GIS tools show those pixels as transparent; the bands hold 0 there).
+  the windows are laid over the bounding box of the valid pixels as over that part cut out on
+  its own, so a nodata margin changes no window; windows without a valid pixel are not
+  segmented; inside the others, invalid pixels take the colour of the nearest valid pixel
+  before the network reads them (the nodata fill, read as imagery, looked like water beside
+  it); the network's probabilities are set to 0 on invalid pixels before the composition rules
+  look for objects, and the output gets the input's validity as its mask band (GIS tools show
+  those pixels as transparent; the bands hold 0 there).
   In floating-point scenes NaN and inf pixels are nodata too, tagged or not (a reprojected
   collar often is not). The percentile stretch of non-``uint8`` scenes is estimated on valid
   pixels only.
@@ -70,7 +74,7 @@ from rrsis.infer.raster import (
     output_profile,
     to_cog,
 )
-from rrsis.infer.tiling import tile_starts
+from rrsis.infer.tiling import grid_over
 from rrsis.infer.vector import BandVectorizer
 
 POSITION_MODES = ("scene", "window")
@@ -335,10 +339,12 @@ def predict_scene(
         masked = has_nodata(dataset)
         stretch = Stretch(dataset, src, masked, config.bands)
         validity = Validity(dataset, stretch.bands, masked)
-        height, width, step = dataset.height, dataset.width, config.tile - config.overlap
-        n_tiles = len(tile_starts(height, min(config.tile, height), step)) * len(
-            tile_starts(width, min(config.tile, width), step)
-        )
+        height, width = dataset.height, dataset.width
+        # The windows of the valid data's bounding box, as if it were cut out: a nodata margin
+        # moves no window and is read by none.
+        step, tiling = config.tile - config.overlap, (config.overlap, config.batch)
+        windows = grid_over(validity.bounds(), (height, width), config.tile, step, MIN_SIDE)
+        n_tiles = len(windows)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_path(dst)
         vectorizer = None
@@ -367,8 +373,9 @@ def predict_scene(
                             min_area=config.min_area,
                             dst_crs=config.vector_crs,
                         )
-                    grid = (config.tile, config.overlap, config.batch)
-                    rows = blended_rows(dataset, stretch, validity, read, len(names), grid, bar)
+                    rows = blended_rows(
+                        dataset, stretch, validity, read, len(names), windows, tiling, bar
+                    )
                     _write_bands(
                         out, dataset, rows, regions, validity, segmenter, config, vectorizer
                     )

@@ -17,6 +17,7 @@ share these weights.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -77,3 +78,69 @@ def blend_windows(
             out[:, b, y : y + win_h, x : x + win_w] += probs[:, k] * weight
     out /= total
     return out
+
+
+@dataclass(frozen=True)
+class WindowGrid:
+    """Windows of ``height x width`` px at rows ``ys`` and columns ``xs`` (all pairs)."""
+
+    ys: list[int]
+    xs: list[int]
+    height: int
+    width: int
+
+    def __len__(self) -> int:
+        return len(self.ys) * len(self.xs)
+
+
+def _span(lo: int, hi: int, length: int, tile: int, stride: int, min_side: int):
+    """Window starts and side covering ``[lo, hi)`` of an axis ``[0, length)``, laid out from
+    ``lo`` as over an image that starts there; a span under ``min_side`` px is widened."""
+    side = min(max(hi - lo, min_side), length)
+    lo = max(0, min(lo - (side - (hi - lo)) // 2, length - side))
+    size = min(tile, side)
+    return [lo + start for start in tile_starts(side, size, stride)], size
+
+
+def grid_over(
+    box: tuple[int, int, int, int] | None,
+    shape: tuple[int, int],
+    tile: int,
+    stride: int,
+    min_side: int = 1,
+) -> WindowGrid:
+    """The windows over the rows ``[r0, r1)`` and columns ``[c0, c1)`` of an image of ``shape``.
+
+    ``box``: the bounding box of its valid pixels (``None``: none, no windows). The windows
+    are those of the box cut out as an image of its own, so a nodata margin around the data
+    changes neither the windows nor what they see.
+    """
+    if box is None:
+        return WindowGrid([], [], min(tile, shape[0]), min(tile, shape[1]))
+    r0, r1, c0, c1 = box
+    ys, height = _span(r0, r1, shape[0], tile, stride, min_side)
+    xs, width = _span(c0, c1, shape[1], tile, stride, min_side)
+    return WindowGrid(ys, xs, height, width)
+
+
+def fill_invalid(tiles: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Give, in place, each invalid pixel of ``tiles`` the colour of its nearest valid one.
+
+    Args:
+        tiles: ``uint8 (B, h, w, 3)``.
+        valid: ``bool (B, h, w)``; a tile without a valid pixel is left as it is.
+
+    A nodata fill (zeros, the nodata value) read as imagery looks like dark water or shadow to
+    the network and changes its answer on the valid pixels beside it; the nearest valid
+    colours continue the image instead.
+    """
+    from scipy import ndimage  # only scenes with nodata need it: not at import time
+
+    for tile, ok in zip(tiles, valid):
+        if ok.all() or not ok.any():
+            continue
+        rows, cols = ndimage.distance_transform_edt(
+            ~ok, return_distances=False, return_indices=True
+        )
+        tile[...] = tile[rows, cols]
+    return tiles
