@@ -28,6 +28,17 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent / "src"
+
+
+def _shown(src: str | Path) -> str:
+    """A source tree as the JSON records it: relative to this checkout when inside it."""
+    path = Path(src).resolve()
+    try:
+        return str(path.relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
+
+
 SAMPLE = HERE / "rrsis" / "data" / "samples" / "dubai_tile6_part001_y0_x0.jpg"
 CLI = "import sys; from rrsis.cli import main; sys.exit(main(sys.argv[1:]))"
 
@@ -167,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_s": {name: statistics.median(v) for name, v in cpus.items()},
         "phases": phases,
         "masks_identical": len(set(contents.values())) == 1,
-        "trees": {name: str(src) for name, src in trees.items()},
+        "trees": {name: _shown(src) for name, src in trees.items()},
     }
     print(json.dumps(result, indent=2))
     return 0

@@ -51,4 +51,10 @@ if [ -d data/dubai_dense ] && [ -d data/synth ]; then
   $py benchmarks/bench_train_step.py --threads 2 --steps 12 --skip 3 --bare-steps 5 \
     --no-channels-last > "$out/train_step_nchw.json"
 fi
+# Cold start-up of `rrsis predict` on one 512 px tile, in fresh interpreters.
+$py benchmarks/bench_startup.py --repeats 7 > "$out/startup.json"
+# A nodata margin must not change the valid pixels (needs ../shared/data/dubai-aerial).
+if [ -d ../shared/data/dubai-aerial ]; then
+  $py benchmarks/bench_nodata.py > "$out/nodata.json"
+fi
 uptime > "$out/load_after.txt"

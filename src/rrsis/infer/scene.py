@@ -60,6 +60,7 @@ from rrsis.data.vocabulary import infer_kind
 from rrsis.errors import ImageReadError, OutputExistsError, RRSISError
 from rrsis.infer.compose import parse_expression, parse_rules, region_bounds, scene_position
 from rrsis.infer.images import MIN_SIDE
+from rrsis.infer.layers import MIN_AREA
 from rrsis.infer.outputs import check_output
 from rrsis.infer.predictor import Segmenter
 from rrsis.infer.raster import (
@@ -107,8 +108,10 @@ class SceneConfig:
         cog: write a Cloud Optimized GeoTIFF (GDAL's COG driver: tiled, with overviews made
             the same way, laid out for HTTP range reads), e.g. for a web map or object storage.
             The scene is written first and then copied, so it needs twice the output's disk.
-        min_area: drop polygons smaller than this from ``vector``, in CRS units squared (m² for
-            a projected CRS); the raster output is not filtered.
+        min_area: drop polygons smaller than this from ``vector``: m² (``area_m2``, measured
+            geodesically) on georeferenced scenes, pixels otherwise; default
+            :data:`~rrsis.infer.layers.MIN_AREA` (speckle), ``0`` keeps every polygon. The raster
+            output is not filtered.
         vector_crs: write the polygons in this CRS (e.g. ``"EPSG:4326"``) instead of the
             scene's; areas stay in the scene CRS's units.
         overwrite: replace existing outputs.
@@ -129,7 +132,7 @@ class SceneConfig:
     bands: Sequence[int] | None = None
     overviews: bool = False
     cog: bool = False
-    min_area: float | None = None
+    min_area: float | None = MIN_AREA
     vector_crs: Any = None
     overwrite: bool = False
     progress: bool = True
