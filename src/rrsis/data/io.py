@@ -8,8 +8,10 @@ Conventions:
 * 16-bit (or any non-8-bit) images are mapped to ``uint8`` with a per-band 2-98 percentile
   stretch, the usual quick-look rendering for remote sensing rasters: values at or below the
   2nd percentile become 0, values at or above the 98th become 255, linear in between.
-* One band is replicated to three; four bands (RGBA or RGB+NIR) keep the first three;
-  any other band count is refused.
+* TIFF bands tagged red, green, blue (GeoTIFF colour interpretation, :mod:`rrsis.data.bands`)
+  are read as such. Otherwise one band is replicated to three; four bands (RGBA or RGB+NIR)
+  keep the first three, with a warning unless the fourth is tagged alpha; any other band
+  count is refused.
 * Masks come back as ``bool (H, W)``: ``value > threshold``. The default threshold is 0;
   the reference RefSegRS/LAVT loaders binarise with ``> 50`` to be robust to resampled
   masks, pass ``threshold=50`` to reproduce them. Multi-channel masks use the first channel.
@@ -26,6 +28,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from rrsis.data.bands import default_bands, read_colour_names
 from rrsis.data.files import atomic_write
 from rrsis.errors import ImageReadError
 
@@ -129,7 +132,8 @@ def read_image(path: str | Path, bands=None) -> np.ndarray:
     Args:
         path: ``.tif``/``.tiff`` (tifffile) or any format Pillow reads (JPEG, PNG, ...).
         bands: optional 1-based band numbers to read as red, green, blue (or one, grey), for
-            multispectral files; ``None``: 1, 3 or 4 bands by the rules below.
+            multispectral files; ``None``: the bands tagged red, green, blue, else 1, 3 or 4
+            bands by the rules above.
 
     Returns:
         ``uint8`` array of shape ``(H, W, 3)``.
@@ -143,6 +147,8 @@ def read_image(path: str | Path, bands=None) -> np.ndarray:
         array = array[..., None]
     if array.ndim != 3:
         raise ImageReadError(f"expected a 2-D image, got array of shape {array.shape}", path)
+    if bands is None and array.shape[-1] > 1:
+        bands = default_bands(array.shape[-1], read_colour_names(path, array.shape[-1]), path)
     if bands is not None:
         array = select_bands(array, bands, path)
     bands = array.shape[-1]

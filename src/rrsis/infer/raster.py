@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from rrsis.data.files import temp_path
+from rrsis.data.bands import default_bands
 from rrsis.data.io import check_bands
 from rrsis.errors import ImageReadError
 from rrsis.infer.tiling import WindowGrid, fill_invalid, ramp_weights
@@ -38,6 +39,8 @@ class Stretch:
         self, dataset, path: Path, masked: bool = False, bands: Sequence[int] | None = None
     ) -> None:
         count = dataset.count
+        if bands is None:
+            bands = default_bands(count, [ci.name for ci in dataset.colorinterp], path)
         if bands is not None:
             bands = check_bands(bands, count, path)
             self.bands = bands * 3 if len(bands) == 1 else bands
