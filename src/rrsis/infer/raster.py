@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rrsis.data.files import temp_path
 from rrsis.data.bands import default_bands
+from rrsis.data.files import temp_path
 from rrsis.data.io import check_bands
 from rrsis.errors import ImageReadError
 from rrsis.infer.tiling import WindowGrid, fill_invalid, ramp_weights
