@@ -119,6 +119,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(
         f"{output}: {mask.mean() * 100:.2f}% foreground ({mask.shape[1]}x{mask.shape[0]}), "
         f"{decided_text(prediction.decided_by)}"
+        + (
+            f", unknown words: {', '.join(prediction.unknown_words)}"
+            * bool(prediction.unknown_words)
+        )
     )
     return 0
 

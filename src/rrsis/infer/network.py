@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rrsis.data.known_words import unknown_words
 from rrsis.errors import ExpressionError, ModelError
 from rrsis.models.speed import fuse_for_inference
 
@@ -48,6 +49,24 @@ def clean_expressions(expressions: Sequence[str], stacklevel: int = 2) -> list[s
             )
         cleaned.append(expression)
     return cleaned
+
+
+def unknown_by_expression(
+    model: torch.nn.Module, expressions: Sequence[str], stacklevel: int = 2
+) -> dict[str, tuple[str, ...]]:
+    """Each expression's content words outside ``model.vocabulary`` (none without one), with
+    one warning per expression that has any: its mask is a guess."""
+    vocabulary = getattr(model, "vocabulary", None)
+    found = {e: unknown_words(e, vocabulary) if vocabulary else () for e in expressions}
+    for expression, words in found.items():
+        if words:
+            warnings.warn(
+                f"expression {expression!r} has words the model was not trained on: "
+                f"{', '.join(words)}; its mask is a guess",
+                UserWarning,
+                stacklevel=stacklevel + 1,
+            )
+    return found
 
 
 def warn_truncated(

@@ -24,7 +24,7 @@ import torch
 from rrsis.errors import ExpressionError, ModelError
 from rrsis.infer.compose import parse_expression, parse_rules, scene_position
 from rrsis.infer.images import MIN_SIDE, ImageLike, to_rgb_uint8, warn_about_size
-from rrsis.infer.network import Network, clean_expressions
+from rrsis.infer.network import Network, clean_expressions, unknown_by_expression
 from rrsis.infer.reading import Prediction, read_pairs, read_tiles
 from rrsis.infer.tiling import blend_windows
 from rrsis.models.io import default_threshold, resolve_model
@@ -339,9 +339,10 @@ class Segmenter:
         windows = self.uses_windows(array.shape[:2], tiling)
         warn_about_size(array.shape[:2], windows, len(expressions), self.input_size)
         expressions = self.check_expressions(expressions)
+        unknown = unknown_by_expression(self.network.model, expressions, stacklevel=2)
         probs, decided_by = self._read_image(array, expressions, windows)
         return [
-            Prediction(expression, prob > self.threshold, prob, decided)
+            Prediction(expression, prob > self.threshold, prob, decided, unknown[expression])
             for expression, prob, decided in zip(expressions, probs, decided_by)
         ]
 

