@@ -50,6 +50,12 @@ def test_cli_trains_registered_tiny_model_and_export_matches(tmp_path: Path, cap
 
     exported = load_model(out / "model.safetensors").eval()
     assert exported.input_size == 64
+    # The export carries the content words of its training expressions (its vocabulary).
+    from rrsis.data.known_words import content_words
+    from rrsis.data.refsegrs import RefSegRS
+
+    trained = {w for text in RefSegRS(tree, "train").expressions for w in content_words(text)}
+    assert trained and set(exported.vocabulary) == trained
     ckpt = torch.load(out / "checkpoints" / record["best_checkpoint"], weights_only=True)
     reference = build_model("lgce_effnet_minilm", tiny=True)
     reference.load_state_dict(

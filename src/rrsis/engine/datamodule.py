@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from rrsis.data.known_words import content_words
 from rrsis.data.refsegrs import RefSegRS, phrase_file
 from rrsis.engine.sampling import EpochLoader, EpochSampler, balance_weights, sample_categories
 from rrsis.engine.transforms import (
@@ -168,6 +169,19 @@ def open_split(root: str | Path, split: str) -> Dataset:
     return RefSegRS(root, split)
 
 
+def training_words(parts: Sequence[Dataset]) -> list[str]:
+    """The content words of every training expression, sorted (the model's vocabulary).
+
+    Read from the datasets' expression lists (``expressions``), never by decoding images; a
+    dataset without one adds nothing, and a model without a vocabulary warns about nothing.
+    """
+    words: set[str] = set()
+    for part in parts:
+        for expression in getattr(part, "expressions", None) or ():
+            words.update(content_words(str(expression)))
+    return sorted(words)
+
+
 class RefSegDataModule(pl.LightningDataModule):
     """Train on the concatenated train splits of several roots; validate on one root's val.
 
@@ -238,6 +252,8 @@ class RefSegDataModule(pl.LightningDataModule):
         #: Typical side of the training images before resizing (set by :meth:`setup`; stored
         #: with the exported model: the window Segmenter cuts larger images into).
         self.train_image_side: int | None = None
+        #: Content words of the training expressions: the vocabulary stored with the export.
+        self.train_words: list[str] = []
         self.val_dataset: Dataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -250,6 +266,7 @@ class RefSegDataModule(pl.LightningDataModule):
             refuse_empty_split(part, source if isinstance(source, (str, Path)) else None, "train")
         merged = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         self.train_image_side = median_image_side(merged)
+        self.train_words = training_words(parts)
         if self.balance > 0:
             # Balanced within each dataset, so that each keeps its share of the draws (the
             # synthetic scenes have many rare categories of their own).

@@ -323,6 +323,10 @@ def train(
     best = best_cb.best_model_path or str(ckpt_dir / "last.ckpt")
     if trainer.is_global_zero:
         model.train_image_size = datamodule.train_image_side
+        if datamodule.train_words:
+            # A fine-tuned model keeps the words it knew before (--init) and adds the new ones.
+            known = set(getattr(model, "vocabulary", None) or ())
+            model.vocabulary = sorted(known | set(datamodule.train_words))
         export_checkpoint(best, model, run.out / "model.safetensors")
         record["best_checkpoint"] = Path(best).name
         score = best_cb.best_model_score
