@@ -63,3 +63,20 @@ def test_vocabulary_round_trips_and_a_model_without_one_warns_about_nothing(tmp_
     with pytest.warns(UserWarning, match="not trained on: ship"):
         (prediction,) = Segmenter(loaded).predict(IMAGE, "ship near the road")
     assert prediction.unknown_words == ("ship",)
+
+
+def test_predict_scene_cli_warns_about_unknown_words(tmp_path, capsys) -> None:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    scene = tmp_path / "scene.tif"
+    profile = {"driver": "GTiff", "height": IMAGE.shape[0], "width": IMAGE.shape[1], "count": 3}
+    profile |= {"dtype": "uint8", "crs": "EPSG:32640"}
+    profile |= {"transform": from_origin(400000.0, 2700000.0, 0.5, 0.5)}
+    with rasterio.open(scene, "w", **profile) as dst:
+        dst.write(np.moveaxis(IMAGE, -1, 0))
+    argv = ["predict-scene", str(scene), "ship", "building", "-o", str(tmp_path / "m.tif")]
+    assert main([*argv, "--no-progress"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert sum("not trained on: ship" in line for line in lines) == 1, lines
+    assert not any("'building'" in line and "not trained" in line for line in lines)
