@@ -170,7 +170,6 @@ def _cmd_predict_scene(args: argparse.Namespace) -> int:
     _check_distinct([scene], [output, vector], vector)
     check_outputs(output, vector, overwrite=args.overwrite)
     _check_vector_crs(scene, vector, args.vector_crs)
-    from rrsis.infer.network import unknown_by_expression  # loads torch
     from rrsis.infer.scene import SceneConfig, predict_scene, scene_rules  # loads torch
 
     config = SceneConfig(
@@ -191,7 +190,6 @@ def _cmd_predict_scene(args: argparse.Namespace) -> int:
     )
     with one_line_warnings():
         segmenter = _segmenter(args)
-        unknown_by_expression(segmenter.network.model, args.expression)  # warns: a guess
         predict_scene(scene, args.expression, output, segmenter, config)
     print(f"wrote {output}" + (f" and {vector}" if vector else ""))
     for expression, (region, rule) in zip(

@@ -17,7 +17,7 @@ How it works:
 * Positions ("buildings in the upper left") mean the **scene's** upper left, not each window's
   (``positions="scene"``, the default): the position phrase is taken off the expression the model
   sees, and the probabilities outside that part of the scene are set to 0, row band by row band.
-  The regions are those of the dataset builder (:data:`rrsis.data.relations.POSITIONS`: quadrants,
+  The regions are those of the dataset builder (:data:`rrsis.data.geometry.POSITIONS`: quadrants,
   thirds, the centre ninth), applied to pixels rather than to object centroids, so an object
   crossing the border is cut there. ``positions="window"`` feeds the expression as written:
   each window then answers for its own upper left, as the model was trained on 512 px crops.
@@ -37,12 +37,9 @@ How it works:
   it); the network's probabilities are set to 0 on invalid pixels before the composition rules
   look for objects, and the output gets the input's validity as its mask band (GIS tools show
   those pixels as transparent; the bands hold 0 there).
-  In floating-point scenes NaN and inf pixels are nodata too, tagged or not (a reprojected
-  collar often is not). The percentile stretch of non-``uint8`` scenes is estimated on valid
-  pixels only.
+  In floating-point scenes NaN and inf pixels are nodata too, tagged or not.
 * Band/dtype rules follow :mod:`rrsis.data.io` (:class:`rrsis.infer.raster.Stretch`): the
-  percentile stretch of non-``uint8`` scenes is estimated once for the whole scene, so that tiles
-  share one stretch (no seams).
+  percentile stretch of non-``uint8`` scenes is estimated once, on valid pixels (no seams).
 """
 
 from __future__ import annotations
@@ -61,6 +58,7 @@ from rrsis.errors import ImageReadError, OutputExistsError, RRSISError
 from rrsis.infer.compose import parse_expression, parse_rules, region_bounds, scene_position
 from rrsis.infer.images import MIN_SIDE
 from rrsis.infer.layers import MIN_AREA
+from rrsis.infer.network import unknown_by_expression
 from rrsis.infer.outputs import check_output
 from rrsis.infer.predictor import Segmenter
 from rrsis.infer.raster import (
@@ -211,6 +209,7 @@ def scene_rules(
 def _window_reader(segmenter: Segmenter, fed: list[str], rules: set[str]) -> WindowReader:
     """How a batch of windows is read: the network alone, or with the rules where they apply."""
     fed = segmenter.check_expressions(fed)
+    unknown_by_expression(segmenter.network.model, fed)  # words it never saw: a guess
     word_ids, word_mask = segmenter.tokenize(fed, checked=True)  # warns once, here
     if any(parse_expression(text, rules) for text in fed):
 
