@@ -71,3 +71,39 @@ def tree_digest() -> Callable[[Path], dict[str, str]]:
         }
 
     return digest
+
+
+@pytest.fixture
+def write_4band() -> Callable[..., object]:
+    """Writes a 4-band uint16 GeoTIFF with GDAL (untagged: grey, undefined...; GDAL tags 4-band
+    uint8 as RGBA), optionally with colour interpretation tags; returns its ``(4, H, W)`` data."""
+    rasterio = pytest.importorskip("rasterio")
+    import numpy as np
+    from rasterio.enums import ColorInterp
+    from rasterio.transform import from_origin
+
+    def write(path: Path, colorinterp=None, height: int = 64, width: int = 64):
+        data = np.random.default_rng(0).integers(0, 4000, size=(4, height, width), dtype=np.uint16)
+        profile = dict(driver="GTiff", width=width, height=height, count=4, dtype="uint16")
+        profile.update(crs="EPSG:32640", transform=from_origin(400000.0, 2700000.0, 0.5, 0.5))
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
+            if colorinterp:
+                dst.colorinterp = [ColorInterp[name] for name in colorinterp]
+        return data
+
+    return write
+
+
+@pytest.fixture
+def error_line(capsys) -> Callable[[], str]:
+    """The one ``rrsis: error:`` line the last command printed (no traceback allowed)."""
+
+    def read() -> str:
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        lines = [line for line in err.strip().splitlines() if line.startswith("rrsis: error:")]
+        assert len(lines) == 1, err
+        return lines[0]
+
+    return read

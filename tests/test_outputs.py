@@ -101,31 +101,25 @@ CASES = {
 }
 
 
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if line.startswith("rrsis: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 @pytest.mark.parametrize("case", CASES)
-def test_output_under_a_file_is_refused_before_any_work(case, tmp_path, inputs, no_work, capsys):
+def test_output_under_a_file_is_refused_before_any_work(
+    case, tmp_path, inputs, no_work, error_line
+):
     bad = str(tmp_path / "afile" / "out")
     assert main(CASES[case](inputs, bad)) == 2
-    line = _one_error_line(capsys)
+    line = error_line()
     assert "afile" in line and "not a directory" in line, line
     assert not (tmp_path / "data").joinpath("m.png").exists()
 
 
 @pytest.mark.parametrize("case", ["predict -o", "predict-batch -o", "evaluate --out", "data synth"])
-def test_output_where_nothing_can_be_created_is_refused(case, inputs, no_work, capsys):
+def test_output_where_nothing_can_be_created_is_refused(case, inputs, no_work, error_line):
     if not Path("/proc/self").is_dir():
         pytest.skip("needs /proc")
     assert main(CASES[case](inputs, "/proc/rrsis-out")) == 2
-    assert "cannot write in /proc" in _one_error_line(capsys)
+    assert "cannot write in /proc" in error_line()
 
 
-def test_predict_batch_output_folder_that_is_a_file(tmp_path, inputs, no_work, capsys):
+def test_predict_batch_output_folder_that_is_a_file(tmp_path, inputs, no_work, error_line):
     assert main(CASES["predict-batch -o"](inputs, str(tmp_path / "afile"))) == 2
-    assert "is not a directory" in _one_error_line(capsys)
+    assert "is not a directory" in error_line()

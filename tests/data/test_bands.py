@@ -15,34 +15,20 @@ from rrsis.errors import DataWarning
 rasterio = pytest.importorskip("rasterio")
 
 
-def write_4band(path: Path, colorinterp=None) -> np.ndarray:
-    """A 4-band uint16 GeoTIFF written by GDAL (untagged: grey, undefined...; GDAL tags 4-band
-    uint8 as RGBA), optionally with colour interpretation tags."""
-    from rasterio.enums import ColorInterp
-    from rasterio.transform import from_origin
-
-    data = np.random.default_rng(0).integers(0, 4000, size=(4, 40, 48), dtype=np.uint16)
-    profile = dict(driver="GTiff", width=48, height=40, count=4, dtype="uint16")
-    profile.update(crs="EPSG:32640", transform=from_origin(400000.0, 2700000.0, 0.5, 0.5))
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        if colorinterp:
-            dst.colorinterp = [ColorInterp[name] for name in colorinterp]
-    return data
-
-
-def test_bgr_nir_colour_tags_read_bands_3_2_1_silently(tmp_path: Path) -> None:
+def test_bgr_nir_colour_tags_read_bands_3_2_1_silently(tmp_path: Path, write_4band) -> None:
     path = tmp_path / "bgrn.tif"
-    data = write_4band(path, ["blue", "green", "red", "undefined"])
+    data = write_4band(path, ["blue", "green", "red", "undefined"], height=40, width=48)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         image = read_image(path)
     np.testing.assert_array_equal(image, stretch_to_uint8(np.moveaxis(data[[2, 1, 0]], 0, -1)))
 
 
-def test_untagged_4band_warns_once_naming_file_and_bands_option(tmp_path: Path) -> None:
+def test_untagged_4band_warns_once_naming_file_and_bands_option(
+    tmp_path: Path, write_4band
+) -> None:
     path = tmp_path / "plain4.tif"
-    data = write_4band(path)
+    data = write_4band(path, height=40, width=48)
     with pytest.warns(DataWarning) as caught:
         image = read_image(path)
     messages = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]

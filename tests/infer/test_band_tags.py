@@ -15,21 +15,9 @@ from rrsis.infer.images import to_rgb_uint8
 rasterio = pytest.importorskip("rasterio")
 
 
-def write_4band(path: Path, colorinterp=None) -> np.ndarray:
-    from rasterio.enums import ColorInterp
-    from rasterio.transform import from_origin
-
-    data = np.random.default_rng(0).integers(0, 4000, size=(4, 64, 64), dtype=np.uint16)
-    profile = dict(driver="GTiff", width=64, height=64, count=4, dtype="uint16")
-    profile.update(crs="EPSG:32640", transform=from_origin(400000.0, 2700000.0, 0.5, 0.5))
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        if colorinterp:
-            dst.colorinterp = [ColorInterp[name] for name in colorinterp]
-    return data
-
-
-def test_scene_stretch_uses_tagged_bands_and_warns_when_guessing(tmp_path: Path) -> None:
+def test_scene_stretch_uses_tagged_bands_and_warns_when_guessing(
+    tmp_path: Path, write_4band
+) -> None:
     from rrsis.infer.raster import Stretch
 
     tagged, plain = tmp_path / "bgrn.tif", tmp_path / "plain.tif"
@@ -47,7 +35,7 @@ def test_scene_stretch_uses_tagged_bands_and_warns_when_guessing(tmp_path: Path)
     assert sum(issubclass(w.category, DataWarning) for w in caught) == 1
 
 
-def test_to_rgb_uint8_reads_tagged_bands(tmp_path: Path) -> None:
+def test_to_rgb_uint8_reads_tagged_bands(tmp_path: Path, write_4band) -> None:
     path = tmp_path / "bgrn.tif"
     data = write_4band(path, ["blue", "green", "red", "undefined"])
     with warnings.catch_warnings():

@@ -37,15 +37,7 @@ def _png(path, height=64, width=96, seed=0):
     return path
 
 
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if line.startswith("rrsis: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
-def test_predict_writes_mask_and_overlay(tmp_path, tiny_weights, capsys):
+def test_predict_writes_mask_and_overlay(tmp_path, tiny_weights, capsys, error_line):
     image = _png(tmp_path / "in.png")
     before = image.read_bytes()
     mask, overlay = tmp_path / "mask.png", tmp_path / "overlay.png"
@@ -57,7 +49,7 @@ def test_predict_writes_mask_and_overlay(tmp_path, tiny_weights, capsys):
     assert image.read_bytes() == before
     # An existing output is refused and left as it was.
     assert main(args) == 2
-    assert "exists" in _error_line(capsys)
+    assert "exists" in error_line()
     assert main([*args, "--overwrite", "--threshold", "1.0"]) == 0
     assert not np.asarray(Image.open(mask)).any()  # nothing is above probability 1
     assert (
@@ -100,7 +92,7 @@ def test_predict_reads_16bit_tiff(tmp_path, tiny_weights):
     np.testing.assert_array_equal(tifffile.imread(out), expected.astype(np.uint8) * 255)
 
 
-def test_bad_inputs_are_one_line_errors(tmp_path, tiny_weights, capsys):
+def test_bad_inputs_are_one_line_errors(tmp_path, tiny_weights, capsys, error_line):
     model = ["--model", str(tiny_weights)]
     good = _png(tmp_path / "good.png")
     truncated = tmp_path / "truncated.png"
@@ -115,7 +107,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_weights, capsys):
     for argv, message in cases:
         out = tmp_path / "out.png"
         assert main(["predict", *argv, "-o", str(out), *model]) == 2
-        assert message in _error_line(capsys)
+        assert message in error_line()
         assert not out.exists()
     assert (
         main(
@@ -131,7 +123,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_weights, capsys):
         )
         == 2
     )
-    assert "not found" in _error_line(capsys)
+    assert "not found" in error_line()
 
 
 class _Payload:
@@ -142,7 +134,7 @@ class _Payload:
 
 
 def test_code_carrying_checkpoint_and_wrong_weights_refused(
-    tmp_path, tiny_weights, capsys, monkeypatch
+    tmp_path, tiny_weights, capsys, monkeypatch, error_line
 ):
     import torch
     from safetensors import safe_open
@@ -153,7 +145,7 @@ def test_code_carrying_checkpoint_and_wrong_weights_refused(
     evil = tmp_path / "evil.ckpt"
     torch.save({"rrsis_config": {"name": "lgce_effnet_minilm"}, "state_dict": _Payload()}, evil)
     assert main(["predict", str(image), "road", "-o", "m.png", "--model", str(evil)]) == 2
-    assert "refused" in _error_line(capsys)
+    assert "refused" in error_line()
     assert not (tmp_path / "PWNED").exists()
 
     # Same tensors, but the config claims another decoder width: shapes cannot match.
@@ -164,11 +156,11 @@ def test_code_carrying_checkpoint_and_wrong_weights_refused(
     wrong = tmp_path / "wrong.safetensors"
     save_file(state, str(wrong), metadata={"rrsis_config": json.dumps(config)})
     assert main(["predict", str(image), "road", "-o", "m.png", "--model", str(wrong)]) == 2
-    assert "do not fit" in _error_line(capsys)
+    assert "do not fit" in error_line()
     assert not (tmp_path / "m.png").exists()
 
 
-def test_predict_scene_cli_with_vector(tmp_path, tiny_weights, geotiff, capsys):
+def test_predict_scene_cli_with_vector(tmp_path, tiny_weights, geotiff, capsys, error_line):
     src = geotiff(tmp_path / "scene.tif", 700, 600)
     dst, vec = tmp_path / "mask.tif", tmp_path / "mask.geojson"
     argv = [
@@ -196,7 +188,7 @@ def test_predict_scene_cli_with_vector(tmp_path, tiny_weights, geotiff, capsys):
     assert collection["type"] == "FeatureCollection"
     assert {f["properties"]["expression"] for f in collection["features"]} <= {"road", "red car"}
     assert main(argv) == 2
-    assert "exists" in _error_line(capsys)
+    assert "exists" in error_line()
     bad = tmp_path / "notatiff.tif"
     bad.write_bytes(b"II*\x00garbage")
     assert (
@@ -213,14 +205,14 @@ def test_predict_scene_cli_with_vector(tmp_path, tiny_weights, geotiff, capsys):
         )
         == 2
     )
-    assert "cannot open" in _error_line(capsys)
+    assert "cannot open" in error_line()
     assert not (tmp_path / "x.tif").exists()
 
 
-def test_demo_without_weights_says_so(tmp_path, monkeypatch, capsys):
+def test_demo_without_weights_says_so(tmp_path, monkeypatch, capsys, error_line):
     monkeypatch.setattr(model_io, "default_weights_path", lambda: tmp_path / "none.safetensors")
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
-    assert "default weights are missing" in _error_line(capsys)
+    assert "default weights are missing" in error_line()
 
 
 def test_demo_segments_samples_and_prints_timings(tmp_path, tiny_weights, monkeypatch, capsys):
@@ -255,7 +247,7 @@ def built_segmenters(monkeypatch):
     return built
 
 
-def test_predict_compose_option(tmp_path, tiny_weights, capsys, built_segmenters):
+def test_predict_compose_option(tmp_path, tiny_weights, capsys, built_segmenters, error_line):
     image = _png(tmp_path / "in.png")
     base = ["predict", str(image), "building in the upper left", "--model", str(tiny_weights)]
     assert main([*base, "-o", str(tmp_path / "a.png")]) == 0
@@ -267,7 +259,7 @@ def test_predict_compose_option(tmp_path, tiny_weights, capsys, built_segmenters
         {"position", "relation"},
     ]
     assert main([*base, "-o", str(tmp_path / "x.png"), "--compose", "colour"]) == 2
-    assert "unknown composition rule" in _error_line(capsys)
+    assert "unknown composition rule" in error_line()
     assert not (tmp_path / "x.png").exists()
 
 
@@ -314,7 +306,7 @@ def test_predict_keeps_a_geotiffs_georeferencing(tmp_path, tiny_weights, geotiff
         assert c.crs is None
 
 
-def test_predict_bands_of_a_multispectral_tiff(tmp_path, tiny_weights, capsys):
+def test_predict_bands_of_a_multispectral_tiff(tmp_path, tiny_weights, capsys, error_line):
     data = np.random.default_rng(2).integers(0, 4000, (64, 64, 6), dtype=np.uint16)
     # Band-sequential, as GDAL writes multispectral GeoTIFFs.
     tifffile.imwrite(
@@ -326,13 +318,13 @@ def test_predict_bands_of_a_multispectral_tiff(tmp_path, tiny_weights, capsys):
     out = tmp_path / "mask.tif"
     base = ["predict", str(tmp_path / "ms.tif"), "road", "--model", str(tiny_weights)]
     assert main([*base, "-o", str(out)]) == 2
-    assert "--bands R,G,B" in _error_line(capsys) and not out.exists()
+    assert "--bands R,G,B" in error_line() and not out.exists()
     assert main([*base, "-o", str(out), "--bands", "5,3,2"]) == 0
     # Bands 5, 3, 2 of the file, as the library reads them from an array.
     expected = Segmenter.from_pretrained(tiny_weights)(to_rgb_uint8(data, bands=(5, 3, 2)), "road")
     np.testing.assert_array_equal(tifffile.imread(out), expected.astype(np.uint8) * 255)
     assert main([*base, "-o", str(tmp_path / "x.tif"), "--bands", "7,3,2"]) == 2
-    assert "do not fit this 6-band image" in _error_line(capsys)
+    assert "do not fit this 6-band image" in error_line()
 
 
 def test_predict_vector_in_the_images_crs_or_in_pixels(tmp_path, tiny_weights, geotiff):

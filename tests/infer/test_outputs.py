@@ -36,14 +36,6 @@ def _png(path, size=64):
     return path
 
 
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if line.startswith("rrsis: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 def _appears_during_predict(monkeypatch, target):
     """Another run writes ``target`` while the model runs (after the outputs were checked)."""
     real = Segmenter.predict
@@ -56,12 +48,12 @@ def _appears_during_predict(monkeypatch, target):
 
 
 def test_predict_never_replaces_a_file_that_appeared_meanwhile(
-    tmp_path, segmenter, monkeypatch, capsys
+    tmp_path, segmenter, monkeypatch, capsys, error_line
 ):
     image, mask, vector = _png(tmp_path / "in.png"), tmp_path / "m.png", tmp_path / "m.geojson"
     _appears_during_predict(monkeypatch, mask)
     assert main(["predict", str(image), "car", "-o", str(mask), "--vector", str(vector)]) == 2
-    assert "exists" in _error_line(capsys)
+    assert "exists" in error_line()
     assert mask.read_bytes() == OTHER_RUN
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "m.png"]
     # --overwrite: the user asked for it.
@@ -70,17 +62,17 @@ def test_predict_never_replaces_a_file_that_appeared_meanwhile(
 
 
 def test_predict_batch_never_replaces_a_file_that_appeared_meanwhile(
-    tmp_path, segmenter, monkeypatch, capsys
+    tmp_path, segmenter, monkeypatch, capsys, error_line
 ):
     image, out = _png(tmp_path / "in.png"), tmp_path / "out"
     _appears_during_predict(monkeypatch, out / "in.png")
     assert main(["predict-batch", str(image), "-e", "car", "-o", str(out), "--no-progress"]) == 2
-    assert "exists" in _error_line(capsys)
+    assert "exists" in error_line()
     assert (out / "in.png").read_bytes() == OTHER_RUN
 
 
 def test_predict_scene_never_replaces_a_file_that_appeared_meanwhile(
-    tmp_path, segmenter, monkeypatch, capsys
+    tmp_path, segmenter, monkeypatch, capsys, error_line
 ):
     from rrsis.infer import scene
 
@@ -95,13 +87,15 @@ def test_predict_scene_never_replaces_a_file_that_appeared_meanwhile(
     monkeypatch.setattr(scene, "blended_rows", rows)
     args = ["predict-scene", str(src), "car", "-o", str(dst), "--vector", str(vector)]
     assert main([*args, "--tile", "64", "--overlap", "16", "--no-progress"]) == 2
-    assert "exists" in _error_line(capsys)
+    assert "exists" in error_line()
     assert dst.read_bytes() == OTHER_RUN
     assert not vector.exists()  # both outputs or neither
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.tif", "scene.tif"]
 
 
-def test_a_failed_step_removes_what_predict_wrote(tmp_path, segmenter, monkeypatch, capsys):
+def test_a_failed_step_removes_what_predict_wrote(
+    tmp_path, segmenter, monkeypatch, capsys, error_line
+):
     from rrsis.infer.vector import BandVectorizer
 
     image = _png(tmp_path / "in.png")
@@ -114,14 +108,14 @@ def test_a_failed_step_removes_what_predict_wrote(tmp_path, segmenter, monkeypat
     with monkeypatch.context() as patch:
         patch.setattr(BandVectorizer, "add_rows", fail)
         assert main(args) == 2
-    assert "polygons failed" in _error_line(capsys)
+    assert "polygons failed" in error_line()
     assert [p.name for p in tmp_path.iterdir()] == ["in.png"]
     assert main(args) == 0  # the rerun is not refused with "exists"
 
 
 @pytest.mark.parametrize("command", ["predict", "predict-scene"])
 def test_vector_crs_without_a_crs_is_refused_before_any_work(
-    command, tmp_path, monkeypatch, capsys
+    command, tmp_path, monkeypatch, capsys, error_line
 ):
     from rrsis.cli import predict
 
@@ -133,7 +127,7 @@ def test_vector_crs_without_a_crs_is_refused_before_any_work(
     args = [command, str(src), "car", "-o", str(tmp_path / "m.tif")]
     args += ["--vector", str(tmp_path / "m.geojson"), "--vector-crs", "EPSG:4326"]
     assert main(args) == 2
-    assert "no CRS" in _error_line(capsys)
+    assert "no CRS" in error_line()
     assert [p.name for p in tmp_path.iterdir()] == ["plain.tif"]
 
 

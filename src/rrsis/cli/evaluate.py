@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
 from rrsis.cli.options import (
@@ -24,10 +23,10 @@ from rrsis.cli.options import (
     add_progress_arg,
     check_outputs,
     command_line,
-    one_line_warnings,
+    data_warnings_only,
 )
 from rrsis.data.files import atomic_write, outputs_of_run
-from rrsis.errors import DataWarning, ModelError, OutputExistsError, RRSISError
+from rrsis.errors import ModelError, OutputExistsError, RRSISError
 from rrsis.eval.breakdown import GROUPINGS
 from rrsis.eval.report import SCORES, compare_markdown, evaluation_markdown, scores, write_json
 from rrsis.eval.uncertainty import DEFAULT_RESAMPLES, paired_difference
@@ -84,11 +83,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if input_size is None and weights is not None and weights.is_file():
         # Score at the size the weights were trained at when the run recorded it.
         input_size = weights_input_size(weights)
-    with one_line_warnings():
-        # Libraries warn about things users cannot act on here (e.g. tokenizer forks); data
-        # problems (a mask resized to its image) are the user's to know.
-        warnings.filterwarnings("ignore", category=UserWarning)
-        warnings.filterwarnings("always", category=DataWarning)
+    with data_warnings_only():
         result = evaluate(
             model,
             dataset,
@@ -206,9 +201,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     dataset = open_dataset(args.data, args.split, args.format)
     model = load_model(weights, map_location=args.device)
     stored = getattr(model, "recommended_threshold", None)
-    with one_line_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning)
-        warnings.filterwarnings("always", category=DataWarning)
+    with data_warnings_only():
         sweep = sweep_thresholds(
             model,
             dataset,

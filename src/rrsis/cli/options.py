@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rrsis.data.files import prepare_output
+from rrsis.errors import DataWarning
 
 #: What ``--model`` accepts, in every command that takes a model.
 MODEL_HELP = (
@@ -160,3 +161,16 @@ def with_one_line_warnings(handler: Callable[[argparse.Namespace], int]):
             return handler(args)
 
     return wrapped
+
+
+@contextmanager
+def data_warnings_only() -> Iterator[None]:
+    """:func:`one_line_warnings` for data problems only (a mask resized to its image, ...).
+
+    Libraries warn about things users cannot act on during a long scoring run (tokenizer forks,
+    ...); those are silenced, :class:`~rrsis.errors.DataWarning` is always shown.
+    """
+    with one_line_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("always", category=DataWarning)
+        yield
