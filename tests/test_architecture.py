@@ -2,7 +2,7 @@
 
 Every import of an ``rrsis`` module counts, including imports inside functions: an import
 cycle hidden in a function body is still a cycle. Layers point down:
-``data`` -> ``models`` -> ``infer`` / ``eval`` -> ``engine`` -> ``cli``.
+``data`` -> ``models`` -> ``infer`` / ``eval`` -> ``engine`` / ``serve`` -> ``cli``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ LAYERS = {
     "infer": 3,
     "eval": 3,
     "engine": 4,
+    "serve": 4,
     "cli": 5,
 }
 
@@ -121,6 +122,19 @@ def test_layers_point_down() -> None:
         and _layer(target) > _layer(source)
     ]
     assert not upward, f"imports that reach a higher layer: {upward}"
+
+
+def test_serve_stands_on_inference_alone() -> None:
+    # The web app is a front end of the one inference path, beside the training engine.
+    allowed = ("errors", "weights", "data", "models", "infer", "serve")
+    wrong = [
+        f"{source} -> {target}"
+        for source, targets in _graph().items()
+        if source.startswith("rrsis.serve")
+        for target in targets
+        if len(target.split(".")) > 1 and target.split(".")[1] not in allowed
+    ]
+    assert not wrong, f"rrsis.serve imports outside inference: {wrong}"
 
 
 def test_imports_inside_functions_count(tmp_path: Path) -> None:

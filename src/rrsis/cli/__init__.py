@@ -1,7 +1,7 @@
 """The ``rrsis`` command line: one entry point, one module per group of subcommands.
 
-Each module of this package (``data``, ``models``, ``train``, ``evaluate``, ``predict``) has
-``register(subparsers)``; options that several commands share come from :mod:`rrsis.cli.options`.
+Each module of this package (``data``, ``models``, ``train``, ``evaluate``, ``predict``,
+``serve``) has ``register(subparsers)``; options that several commands share come from :mod:`rrsis.cli.options`.
 The commands parse arguments, build the library's typed configuration and call it; this module
 runs the chosen handler and turns :class:`RRSISError` into a one-line message and exit code 2
 (tracebacks only with ``--debug``).
@@ -13,10 +13,10 @@ import argparse
 import sys
 
 from rrsis import __version__
-from rrsis.cli import benchmark, data, evaluate, models, predict, train
+from rrsis.cli import benchmark, data, evaluate, models, predict, serve, train
 from rrsis.errors import RRSISError
 
-COMMAND_MODULES = (data, models, train, evaluate, benchmark, predict)
+COMMAND_MODULES = (data, models, train, evaluate, benchmark, predict, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
