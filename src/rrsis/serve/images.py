@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from rrsis.data.io import image_shape
+from rrsis.errors import ImageReadError
 from rrsis.infer.images import to_rgb_uint8
 from rrsis.infer.outputs import georeference
 from rrsis.serve.config import Limits
@@ -177,7 +178,13 @@ def load_image(source: Upload | Path, folder: Path, limits: Limits) -> LoadedIma
         ImageReadError: not an image, truncated, unsupported layout (the readers' errors).
     """
     path = _written(source, folder) if isinstance(source, Upload) else source
-    height, width = image_shape(path)
+    try:
+        height, width = image_shape(path)
+    except ImageReadError:
+        # Not an image at all: let the reader every command uses say so, in its own words
+        # (it fails on the first bytes; nothing large is decoded).
+        to_rgb_uint8(path)
+        raise
     if height * width > limits.max_pixels:
         raise too_large(f"{path.name}: image ({width}x{height})", height * width,
                         limits.max_pixels, "pixels")
