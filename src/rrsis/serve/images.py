@@ -92,7 +92,7 @@ def map_grid(shape: tuple[int, int], crs, transform) -> MapGrid:
     )
     scale = max(dst_width, dst_height) / PREVIEW_SIDE
     if scale > 1:
-        dst = dst * Affine.scale(scale)
+        dst = dst @ Affine.scale(scale)
         dst_width, dst_height = round(dst_width / scale), round(dst_height / scale)
     to_lonlat = Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True)
     lon0, lat0 = to_lonlat.transform(dst.c, dst.f + dst.e * dst_height)
@@ -170,14 +170,7 @@ def _written(upload: Upload, folder: Path) -> Path:
     return path
 
 
-def load_image(source: Upload | Path, folder: Path, limits: Limits) -> LoadedImage:
-    """Check, decode and georeference an upload (written into ``folder``) or a bundled file.
-
-    Raises:
-        RequestRefused: over ``limits.max_pixels`` (413), from the header alone.
-        ImageReadError: not an image, truncated, unsupported layout (the readers' errors).
-    """
-    path = _written(source, folder) if isinstance(source, Upload) else source
+def _check_header(path: Path, limits: Limits) -> None:
     try:
         height, width = image_shape(path)
     except ImageReadError:
@@ -186,8 +179,23 @@ def load_image(source: Upload | Path, folder: Path, limits: Limits) -> LoadedIma
         to_rgb_uint8(path)
         raise
     if height * width > limits.max_pixels:
-        raise too_large(f"{path.name}: image ({width}x{height})", height * width,
-                        limits.max_pixels, "pixels")
+        raise too_large(
+            f"{path.name}: image ({width}x{height})", height * width, limits.max_pixels, "pixels"
+        )
+
+
+def load_image(source: Upload | Path, folder: Path, limits: Limits) -> LoadedImage:
+    """Check, decode and georeference an upload (written into ``folder``) or a bundled file.
+
+    Raises:
+        RequestRefused: an upload over ``limits.max_pixels`` (413), from its header alone.
+        ImageReadError: not an image, truncated, unsupported layout (the readers' errors).
+    """
+    if isinstance(source, Upload):
+        path = _written(source, folder)
+        _check_header(path, limits)
+    else:
+        path = source  # a bundled sample
     array = to_rgb_uint8(path)
     georef = georeference(path, array.shape[:2])
     if georef is not None and georef[0] is None:
