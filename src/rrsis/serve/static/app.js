@@ -77,6 +77,7 @@ function bilinear(grid, u, v) {
 
 function describePoint(latlng, view) {
   if (!view.map) {
+    $("coords").dataset.values = JSON.stringify({ col: latlng.lng, row: -latlng.lat });
     return `pixel col ${latlng.lng.toFixed(1)}, row ${(-latlng.lat).toFixed(1)}`;
   }
   const grid = view.map.lattice;
@@ -86,6 +87,7 @@ function describePoint(latlng, view) {
   const [a, b, c, d, e, f] = view.transform;
   const det = a * e - b * d;
   const col = (e * (x - c) - b * (y - f)) / det, row = (-d * (x - c) + a * (y - f)) / det;
+  $("coords").dataset.values = JSON.stringify({ x, y, lon: latlng.lng, lat: latlng.lat, col, row });
   return `${view.crs} x ${x.toFixed(2)}, y ${y.toFixed(2)}  ·  lon ${latlng.lng.toFixed(6)}, `
     + `lat ${latlng.lat.toFixed(6)}  ·  pixel col ${col.toFixed(1)}, row ${row.toFixed(1)}`;
 }
@@ -184,7 +186,8 @@ async function showResults(answer) {
     const decided = result.decided_by === "network" ? "network alone" : `rules: ${result.decided_by}`;
     stats.append(`${(result.foreground * 100).toFixed(2)} % foreground · `
       + `${(result.seconds * 1000).toFixed(0)} ms · ${decided} · `
-      + `${result.polygons.features.length} polygons`, document.createElement("br"));
+      + `${result.polygons.features.length} polygon${result.polygons.features.length === 1 ? "" : "s"}`,
+    document.createElement("br"));
     stats.append(downloadLink("mask PNG", `${result.file_stem}.png`, bytes(result.mask_png, "image/png")));
     if (result.mask_geotiff) {
       stats.append(downloadLink("GeoTIFF", `${result.file_stem}.tif`, bytes(result.mask_geotiff, "image/tiff")));
