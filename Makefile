@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-slow lint install data train-default bench clean
+.PHONY: demo serve test test-slow lint install data train-default bench clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,8 @@ install: $(STAMP)
 DUBAI ?= ../shared/data/dubai-aerial
 
 # The main job: build the two datasets our builder makes (synthetic scenes, and the CC0 Dubai tiles
-# when ../shared is present), draw a preview, then segment the bundled samples with the shipped model.
+# when ../shared is present), draw a preview, then segment the bundled samples with the shipped model;
+# `rrsis serve` then shows the same in a browser page.
 demo: $(STAMP)
 	$(VENV)/bin/rrsis data synth demo_out/synth --n 200 --seed 0 --overwrite
 	$(VENV)/bin/rrsis data stats demo_out/synth
@@ -29,6 +30,10 @@ demo: $(STAMP)
 			-o demo_out/dubai_preview.png --overwrite; \
 	else echo "$(DUBAI) not found: skipping the Dubai conversion"; fi
 	$(VENV)/bin/rrsis demo --out demo_out/segment
+	@echo "Next: make serve   (rrsis serve: a local page at http://127.0.0.1:8000/: open an image, type expressions, see the masks on a map)"
+
+serve: $(STAMP)
+	$(VENV)/bin/rrsis serve
 
 test: $(STAMP)
 	$(PY) -m pytest -q
