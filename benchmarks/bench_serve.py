@@ -25,10 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "src" / "rrsis" / "data" / "samples" / "dubai_tile6_part001_y0_x0.jpg"
 
 
-def _helpers():
+def _load_script():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("serve_screenshot", ROOT / "scripts/serve_screenshot.py")
+    spec = importlib.util.spec_from_file_location(
+        "serve_screenshot", ROOT / "scripts/serve_screenshot.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -57,12 +59,12 @@ def main() -> int:
     from rrsis.infer.predictor import Segmenter
 
     torch.set_num_threads(args.threads)
-    helpers = _helpers()
+    e2e = _load_script()
     data = SAMPLE.read_bytes()
     image = to_rgb_uint8(SAMPLE)
     segmenter = Segmenter.from_pretrained()
     load_before = os.getloadavg()[0]
-    with helpers.running_server() as (url, process), httpx.Client(timeout=120) as client:
+    with e2e.running_server() as (url, process), httpx.Client(timeout=120) as client:
 
         def ask(expressions: list[str]) -> dict:
             answer = client.post(

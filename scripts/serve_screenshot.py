@@ -7,7 +7,7 @@
 Starts ``python -m rrsis.cli serve`` on a free port with the shipped model, opens the page in
 the system's Chromium (``/usr/bin/chromium``, Debian's ``chromium`` package) through
 Playwright, uploads a bundled sample, types the expressions and waits for the overlays. The
-browser end-to-end test (``tests/test_serve_browser.py``) uses the helpers of this file.
+browser end-to-end test (``tests/test_serve_browser.py``) uses the functions of this file.
 """
 
 from __future__ import annotations
@@ -77,9 +77,7 @@ def running_server(*options: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """``rrsis serve`` on a free port in a subprocess; yields its URL and process."""
     port = free_port()
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])]
-    )
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])])
     command = [sys.executable, "-m", "rrsis.cli", "serve", "--port", str(port), *options]
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -136,7 +134,10 @@ def main() -> int:
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs/images/serve.png")
     parser.add_argument("--sample", default="dubai_tile6_part001_y0_x0.jpg")
     parser.add_argument(
-        "-e", "--expression", action="append", default=None,
+        "-e",
+        "--expression",
+        action="append",
+        default=None,
         help="expression (repeatable; default: building, road, vegetation along the road)",
     )
     args = parser.parse_args()

@@ -161,8 +161,15 @@ def _geotiff(path: Path, size: int = 64) -> tuple:
     transform = from_origin(330000.0, 2770000.0, 0.5, 0.5)  # UTM 40N, Dubai
     image = _scene(size)
     with rasterio.open(
-        path, "w", driver="GTiff", height=size, width=size, count=3, dtype="uint8",
-        crs="EPSG:32640", transform=transform,
+        path,
+        "w",
+        driver="GTiff",
+        height=size,
+        width=size,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32640",
+        transform=transform,
     ) as dst:
         dst.write(np.moveaxis(image, -1, 0))
     return image, transform
@@ -212,9 +219,7 @@ def test_bad_image_same_words_as_the_cli(
     name = "notes.txt" if kind == "text" else "cut.png"
     (tmp_path / name).write_bytes(data)
     monkeypatch.chdir(tmp_path)
-    answer = client.post(
-        "/api/predict", files={"image": (name, data)}, data={"expression": "road"}
-    )
+    answer = client.post("/api/predict", files={"image": (name, data)}, data={"expression": "road"})
     assert answer.status_code == 400
     error = answer.json()["error"]
     assert error.startswith(f"{name}: cannot decode image") and "Traceback" not in error
@@ -253,8 +258,14 @@ def test_bad_fields_get_one_line_4xx(
 
 
 def test_unknown_routes_and_static_traversal_are_json_404(client: TestClient) -> None:
-    for path in ("/nope", "/api/predicts", "/static/../api.py", "/static/%2e%2e/api.py",
-                 "/static/..%2fapi.py", "/static/vendor/../../app.py"):
+    for path in (
+        "/nope",
+        "/api/predicts",
+        "/static/../api.py",
+        "/static/%2e%2e/api.py",
+        "/static/..%2fapi.py",
+        "/static/vendor/../../app.py",
+    ):
         answer = client.get(path)
         assert answer.status_code == 404, path
         assert answer.json()["error"].startswith("not found: ")
@@ -265,18 +276,21 @@ def test_unknown_routes_and_static_traversal_are_json_404(client: TestClient) ->
 
 def test_too_many_bytes_refused_before_reading(client: TestClient) -> None:
     big = b"\0" * 300_000
-    answer = client.post("/api/predict", files={"image": ("big.png", big)},
-                         data={"expression": "road"})
+    answer = client.post(
+        "/api/predict", files={"image": ("big.png", big)}, data={"expression": "road"}
+    )
     assert answer.status_code == 413
     assert "the limit is 200,000 bytes" in answer.json()["error"]
 
     def chunks():  # no Content-Length: counted while it streams in
-        yield b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n"
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
         for _ in range(30):
             yield b"\0" * 10_000
 
     answer = client.post(
-        "/api/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"}
+        "/api/predict",
+        content=chunks(),
+        headers={"content-type": "multipart/form-data; boundary=b"},
     )
     assert answer.status_code == 413 and "200,000 bytes" in answer.json()["error"]
 
@@ -287,8 +301,9 @@ def test_too_many_pixels_refused_from_the_header(client: TestClient, monkeypatch
 
     monkeypatch.setattr("rrsis.serve.images.to_rgb_uint8", never)
     data = _png(np.zeros((400, 300, 3), np.uint8))  # 120,000 px > 90,000, a few kB
-    answer = client.post("/api/predict", files={"image": ("wide.png", data)},
-                         data={"expression": "road"})
+    answer = client.post(
+        "/api/predict", files={"image": ("wide.png", data)}, data={"expression": "road"}
+    )
     assert answer.status_code == 413
     assert answer.json()["error"] == (
         "wide.png: image (300x400) is 120,000 pixels; the limit is 90,000 pixels"
@@ -298,8 +313,11 @@ def test_too_many_pixels_refused_from_the_header(client: TestClient, monkeypatch
 def test_temporary_files_are_removed(client: TestClient, temp_root: Path, tmp_path) -> None:
     path = tmp_path / "scene.tif"
     _geotiff(path)
-    client.post("/api/predict", files={"image": ("scene.tif", path.read_bytes())},
-                data={"expression": ["red", "green"]})
+    client.post(
+        "/api/predict",
+        files={"image": ("scene.tif", path.read_bytes())},
+        data={"expression": ["red", "green"]},
+    )
     client.post("/api/predict", files={"image": ("x.png", b"nope")}, data={"expression": "r"})
     assert list(temp_root.iterdir()) == []
 

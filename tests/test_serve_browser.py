@@ -18,18 +18,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "serve_screenshot.py"
 
 
-def _helpers():
+def _load_script():
     spec = importlib.util.spec_from_file_location("serve_screenshot", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-helpers = _helpers()
+e2e = _load_script()
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
-if helpers.chromium() is None:
+if e2e.chromium() is None:
     pytest.skip(
         "no system Chromium at /usr/bin/chromium (Debian: apt-get install chromium); "
         "the browser test never downloads one",
@@ -39,20 +39,20 @@ if helpers.chromium() is None:
 
 @pytest.fixture(scope="module")
 def server():
-    with helpers.running_server() as (url, process):
+    with e2e.running_server() as (url, process):
         yield url, process
 
 
 @pytest.fixture(scope="module")
 def page():
-    with helpers.browser_page() as browser_page:
+    with e2e.browser_page() as browser_page:
         yield browser_page
 
 
 def test_sample_upload_shows_the_mask_overlay(server, page, tmp_path: Path) -> None:
     url, process = server
-    sample = helpers.SAMPLES / "dubai_tile6_part001_y0_x0.jpg"
-    counts = helpers.segment_on_page(page, url, sample, ["building", "road"])
+    sample = e2e.SAMPLES / "dubai_tile6_part001_y0_x0.jpg"
+    counts = e2e.segment_on_page(page, url, sample, ["building", "road"])
     shares = page.evaluate("() => window.rrsis.layers.map((l) => l.result.foreground)")
     assert len(counts) == 2
     for (drawn, total), share in zip(counts, shares):
@@ -73,11 +73,18 @@ def _geotiff(path: Path) -> tuple[float, float]:
     from PIL import Image
     from rasterio.transform import from_origin
 
-    image = np.asarray(Image.open(helpers.SAMPLES / "dubai_tile6_part004_y0_x0.jpg"))[:256, :256]
+    image = np.asarray(Image.open(e2e.SAMPLES / "dubai_tile6_part004_y0_x0.jpg"))[:256, :256]
     transform = from_origin(330000.0, 2770000.0, 0.5, 0.5)
     with rasterio.open(
-        path, "w", driver="GTiff", height=256, width=256, count=3, dtype="uint8",
-        crs="EPSG:32640", transform=transform,
+        path,
+        "w",
+        driver="GTiff",
+        height=256,
+        width=256,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32640",
+        transform=transform,
     ) as dst:
         dst.write(np.moveaxis(image, -1, 0))
     return 330000.0 + 64.0, 2770000.0 - 64.0
@@ -89,7 +96,7 @@ def test_geotiff_is_shown_on_the_map(server, page, tmp_path: Path) -> None:
     url, _ = server
     path = tmp_path / "dubai_utm.tif"
     centre_x, centre_y = _geotiff(path)
-    counts = helpers.segment_on_page(page, url, path, ["building"])
+    counts = e2e.segment_on_page(page, url, path, ["building"])
     assert counts[0][0] > 0
     assert "EPSG:32640" in page.text_content("#image-info")
     assert page.evaluate("() => window.rrsis.map.options.crs === L.CRS.EPSG3857")
@@ -106,6 +113,8 @@ def test_geotiff_is_shown_on_the_map(server, page, tmp_path: Path) -> None:
     )
     assert numbers["lon"] == pytest.approx(lon, abs=1e-5)
     assert numbers["lat"] == pytest.approx(lat, abs=1e-5)
-    assert numbers["col"] == pytest.approx(128, abs=4) and numbers["row"] == pytest.approx(128, abs=4)
+    assert numbers["col"] == pytest.approx(128, abs=4) and numbers["row"] == pytest.approx(
+        128, abs=4
+    )
     links = page.locator("#legend a").all_text_contents()
     assert links == ["mask PNG", "GeoTIFF", "GeoJSON"]

@@ -10,6 +10,7 @@ import argparse
 import importlib.util
 import ipaddress
 import sys
+from dataclasses import replace
 
 from rrsis.cli.options import add_compose_arg, add_device_arg, add_model_arg, one_line_warnings
 from rrsis.errors import RRSISError
@@ -39,15 +40,15 @@ def _positive(text: str) -> float:
 def _cmd_serve(args: argparse.Namespace) -> int:
     missing = [name for name in SERVE_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        raise RRSISError(
-            f"rrsis serve needs {', '.join(missing)}: pip install 'rrsis[serve]'"
-        )
+        raise RRSISError(f"rrsis serve needs {', '.join(missing)}: pip install 'rrsis[serve]'")
     from rrsis.serve.app import serve  # Starlette and torch: loaded only for this command
     from rrsis.serve.config import Limits, ServeConfig
 
     if not 0 <= args.port <= 65535:
         raise RRSISError(f"--port must be in 0-65535, got {args.port}")
-    limits = Limits(max_bytes=int(args.max_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6))
+    limits = Limits(max_bytes=int(args.max_mb * 2**20))
+    if args.max_megapixels is not None:
+        limits = replace(limits, max_pixels=int(args.max_megapixels * 1e6))
     config = ServeConfig(
         model=args.model,
         host=args.host,
@@ -100,8 +101,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-megapixels",
         type=_positive,
-        default=16.78,
+        default=None,
         help="largest image in megapixels, read from its header before decoding "
-        "(default: 16.78, i.e. 4096x4096)",
+        "(default: 4096x4096 = 16.78)",
     )
     parser.set_defaults(func=_cmd_serve)

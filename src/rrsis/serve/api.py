@@ -50,7 +50,9 @@ def _refused(err: RRSISError, folder: str) -> RequestRefused:
 
 def _load(form: Form, samples: dict[str, Path], folder: Path, limits: Limits) -> LoadedImage:
     upload, sample = image_source(form)
-    return load_image(upload if upload is not None else sample_path(sample, samples), folder, limits)
+    return load_image(
+        upload if upload is not None else sample_path(sample, samples), folder, limits
+    )
 
 
 def _in_temp_folder(work):

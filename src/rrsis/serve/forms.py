@@ -70,7 +70,9 @@ class Form:
 class _InMemoryParser(MultiPartParser):
     # The stream is capped at max_bytes, so spooling up to that size never touches the disk.
     def __init__(self, request: Request, stream: AsyncIterator[bytes], limits: Limits) -> None:
-        super().__init__(request.headers, stream, max_files=1, max_fields=limits.max_expressions + 8)
+        super().__init__(
+            request.headers, stream, max_files=1, max_fields=limits.max_expressions + 8
+        )
         self.spool_max_size = limits.max_bytes + 1
         self.max_part_size = 64 * 1024
 
