@@ -3,6 +3,7 @@
 
     python scripts/serve_screenshot.py                 # -> docs/images/serve.png
     python scripts/serve_screenshot.py -o /tmp/s.png --sample dubai_tile6_part004_y0_x0.jpg
+    python scripts/serve_screenshot.py --geotiff -o docs/images/serve_map.png   # the map view
 
 Starts ``python -m rrsis.cli serve`` on a free port with the shipped model, opens the page in
 the system's Chromium (``/usr/bin/chromium``, Debian's ``chromium`` package) through
@@ -20,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -129,6 +131,33 @@ def segment_on_page(page, url: str, image: Path, expressions: list[str]) -> list
     return page.evaluate(OVERLAY_PIXELS_JS)
 
 
+def write_geotiff_sample(
+    path: Path, sample: str = "dubai_tile6_part004_y0_x0.jpg", size: int = 256
+) -> tuple[float, float]:
+    """A ``size`` px crop of a bundled sample as a GeoTIFF in UTM 40N (where Dubai is), 0.5 m
+    pixels from (330000, 2770000); returns the crop's centre in that CRS."""
+    import numpy as np
+    import rasterio
+    from PIL import Image
+    from rasterio.transform import from_origin
+
+    with Image.open(SAMPLES / sample) as img:
+        image = np.asarray(img.convert("RGB"))[:size, :size]
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=image.shape[0],
+        width=image.shape[1],
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32640",
+        transform=from_origin(330000.0, 2770000.0, 0.5, 0.5),
+    ) as dst:
+        dst.write(np.moveaxis(image, -1, 0))
+    return 330000.0 + image.shape[1] / 4, 2770000.0 - image.shape[0] / 4
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs/images/serve.png")
@@ -140,14 +169,24 @@ def main() -> int:
         default=None,
         help="expression (repeatable; default: building, road, vegetation along the road)",
     )
+    parser.add_argument(
+        "--geotiff",
+        action="store_true",
+        help="upload the sample as a GeoTIFF in UTM 40N instead: the map view",
+    )
     args = parser.parse_args()
     expressions = args.expression or ["building", "road", "vegetation along the road"]
-    with running_server() as (url, _), browser_page() as page:
-        counts = segment_on_page(page, url, SAMPLES / args.sample, expressions)
-        page.mouse.move(900, 400)
-        page.wait_for_timeout(300)
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(args.output))
+    with tempfile.TemporaryDirectory() as folder:
+        image = SAMPLES / args.sample
+        if args.geotiff:
+            image = Path(folder) / (Path(args.sample).stem + "_utm40n.tif")
+            write_geotiff_sample(image, args.sample, 512)
+        with running_server() as (url, _), browser_page() as page:
+            counts = segment_on_page(page, url, image, expressions)
+            page.mouse.move(900, 400)
+            page.wait_for_timeout(300)
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(args.output))
     from PIL import Image
 
     with Image.open(args.output) as shot:  # 256 colours: a quarter of the bytes, same look

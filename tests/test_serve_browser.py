@@ -11,7 +11,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,35 +66,12 @@ def test_sample_upload_shows_the_mask_overlay(server, page, tmp_path: Path) -> N
     assert process.poll() is None
 
 
-def _geotiff(path: Path) -> tuple[float, float]:
-    """A 256 px crop of a sample as a GeoTIFF in UTM 40N (Dubai); returns its centre."""
-    rasterio = pytest.importorskip("rasterio")
-    from PIL import Image
-    from rasterio.transform import from_origin
-
-    image = np.asarray(Image.open(e2e.SAMPLES / "dubai_tile6_part004_y0_x0.jpg"))[:256, :256]
-    transform = from_origin(330000.0, 2770000.0, 0.5, 0.5)
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        height=256,
-        width=256,
-        count=3,
-        dtype="uint8",
-        crs="EPSG:32640",
-        transform=transform,
-    ) as dst:
-        dst.write(np.moveaxis(image, -1, 0))
-    return 330000.0 + 64.0, 2770000.0 - 64.0
-
-
 def test_geotiff_is_shown_on_the_map(server, page, tmp_path: Path) -> None:
     from pyproj import Transformer
 
     url, _ = server
     path = tmp_path / "dubai_utm.tif"
-    centre_x, centre_y = _geotiff(path)
+    centre_x, centre_y = e2e.write_geotiff_sample(path)
     counts = e2e.segment_on_page(page, url, path, ["building"])
     assert counts[0][0] > 0
     assert "EPSG:32640" in page.text_content("#image-info")
