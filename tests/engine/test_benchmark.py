@@ -183,3 +183,15 @@ def test_two_models_two_seeds_end_to_end_and_resume(tree: Path, tmp_path: Path, 
     # The same folder with another recipe is refused before any training.
     assert main([*argv[:-2], "--epochs", "2", "--resamples", "200"]) == 2
     assert "another recipe (epochs differ)" in capsys.readouterr().err
+
+
+def test_cli_adds_a_family_to_the_budgets_models(tmp_path: Path) -> None:
+    from rrsis.cli import build_parser
+    from rrsis.cli.benchmark import build_config
+
+    argv = ["benchmark", "--budget", "cpu", "--add-models", "lavt_effnet2_minilm"]
+    argv += ["--seeds", "0-1", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    config = build_config(build_parser().parse_args(argv))
+    assert config.models == (*BUDGETS["cpu"].models, "lavt_effnet2_minilm")
+    assert config.seeds == (0, 1) and config.preset == "default"
+    assert config.command.startswith("rrsis benchmark --add-models lavt_effnet2_minilm")

@@ -5,9 +5,11 @@ command line (``rrsis benchmark``) builds one from its options. A **budget**
 (:data:`BUDGETS`) fixes the recipe's length and size so that a comparison is made at a stated
 cost:
 
-* ``cpu``: the EfficientNet-Lite0 + MiniLM families with the ``default`` recipe at 128 px for
-  3 epochs, samples preloaded; 4 families x 2 seeds take about 45 minutes on 2 CPU cores shared
-  with other work (docs/results/benchmark/README.md). Reduced: the models have not converged.
+* ``cpu``: the EfficientNet-Lite0 + MiniLM families with the ``default`` recipe at 128 px, the
+  ImageNet image encoder frozen (every family shares it; fusion, text projection and decoder
+  learn), 3 epochs, samples preloaded; sized so that 4 families x 2 seeds finish within about
+  an hour on 2 CPU cores shared with other work (docs/results/benchmark/README.md). Reduced:
+  the models have not converged.
 * ``gpu``: the Swin-B + BERT-base families with the ``paper`` recipe (480 px, AdamW 5e-5, poly
   schedule) in bf16, 2 epochs: 4 families x 2 seeds sized for about 10 minutes on one H200
   (the estimate is in docs/results/benchmark/README.md). Reduced as well.
@@ -60,8 +62,8 @@ BUDGETS: dict[str, Budget] = {
             "cpu",
             "default",
             CPU_MODELS,
-            {"epochs": 3, "input_size": 128, "preload": True},
-            "reduced CPU budget: default recipe, 128 px, 3 epochs (not converged)",
+            {"epochs": 3, "input_size": 128, "freeze_vision": True, "preload": True},
+            "reduced CPU budget: default recipe, 128 px, frozen image encoder, 3 epochs (not converged)",
         ),
         Budget(
             "gpu",
