@@ -101,11 +101,9 @@ def _run_values(result: Mapping[str, Any]) -> dict[str, float | None]:
             metrics = breakdown.get(grouping, {}).get(group)
             values[f"{label} mIoU"] = None if not metrics else metrics["mIoU"]
     curve = [float(v) for v in result.get("val_curve") or ()]
-    # Lightning logs val/mIoU as a fraction or in percent depending on the module: show percent.
-    scale = 100.0 if curve and max(curve) <= 1.0 else 1.0
-    values["best val mIoU"] = scale * max(curve) if curve else None
-    gain = val_gain(curve)
-    values["val gain"] = None if gain is None else scale * gain
+    # The training module logs val/mIoU in percent, as the evaluation reports it.
+    values["best val mIoU"] = max(curve) if curve else None
+    values["val gain"] = val_gain(curve)
     return values
 
 
