@@ -191,7 +191,9 @@ def test_cli_adds_a_family_to_the_budgets_models(tmp_path: Path) -> None:
 
     argv = ["benchmark", "--budget", "cpu", "--add-models", "lavt_effnet2_minilm"]
     argv += ["--seeds", "0-1", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    argv += ["--model-arg", "pretrained=false,text_pretrained=/w/bert"]
     config = build_config(build_parser().parse_args(argv))
     assert config.models == (*BUDGETS["cpu"].models, "lavt_effnet2_minilm")
     assert config.seeds == (0, 1) and config.preset == "default"
+    assert config.model_kwargs == {"pretrained": False, "text_pretrained": "/w/bert"}
     assert config.command.startswith("rrsis benchmark --add-models lavt_effnet2_minilm")

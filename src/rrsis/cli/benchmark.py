@@ -17,7 +17,9 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 from rrsis.cli.options import add_dataset_args, add_device_arg, add_progress_arg, command_line
 from rrsis.data.files import check_output
@@ -28,6 +30,14 @@ from rrsis.engine.benchmark_config import (
     parse_pairs,
     parse_seeds,
 )
+
+
+def model_arg_value(text: str) -> Any:
+    """A ``--model-arg`` value: JSON when it parses (``true``, ``0.1``, ``[1, 2]``), else text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def build_config(args: argparse.Namespace) -> BenchmarkConfig:
@@ -48,7 +58,9 @@ def build_config(args: argparse.Namespace) -> BenchmarkConfig:
         epochs=args.epochs,
         batch_size=args.batch_size,
         input_size=args.input_size,
-        model_kwargs=parse_pairs(args.model_arg, "--model-arg"),
+        model_kwargs={
+            k: model_arg_value(v) for k, v in parse_pairs(args.model_arg, "--model-arg").items()
+        },
         checkpoints=parse_pairs(args.checkpoints, "--checkpoints"),
         eval_batch_size=args.eval_batch_size,
         protocol=args.protocol,
