@@ -1,21 +1,11 @@
-"""Markdown / CSV / plot writers of evaluation results."""
+"""Markdown writers of evaluation results."""
 
 from __future__ import annotations
-
-import csv
-from pathlib import Path
 
 import numpy as np
 
 from rrsis.eval.metrics import RefSegMetrics
-from rrsis.eval.report import (
-    BENCHMARK_COLUMNS,
-    benchmark_markdown,
-    benchmark_row,
-    evaluation_markdown,
-    plot_size_buckets,
-    write_csv,
-)
+from rrsis.eval.report import evaluation_markdown, markdown_table
 
 
 def _result() -> dict:
@@ -89,20 +79,11 @@ def test_evaluation_markdown_network_and_composed_side_by_side() -> None:
     assert "composed: the geometry rules (position, relation)" in text
 
 
-def test_benchmark_row_csv_and_markdown(tmp_path: Path) -> None:
-    row = benchmark_row("m", _result())
-    assert row["large mIoU"] == 50.0 and row["scattered mIoU"] == 100.0
-    assert row["small mIoU"] is None
-    path = write_csv([row], tmp_path / "t.csv")
-    (read,) = list(csv.DictReader(path.open()))
-    assert list(read) == list(BENCHMARK_COLUMNS)
-    assert read["small mIoU"] == "" and float(read["mIoU"]) == 75.0
-    table = benchmark_markdown([row])
-    assert table.splitlines()[2].startswith("| m | 2 | 100.00 |")
-    assert "| - |" in table  # absent small bucket
-
-
-def test_plot_size_buckets_writes_png(tmp_path: Path) -> None:
-    rows = [benchmark_row("a", _result()), benchmark_row("b", _result())]
-    path = plot_size_buckets(rows, tmp_path / "plots" / "size.png", counts={"large": 1})
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_markdown_table_formats_floats_and_missing_values() -> None:
+    table = markdown_table(["a", "b", "c"], [["x", 1.234, None], ["y", float("nan"), 3]])
+    assert table.splitlines() == [
+        "| a | b | c |",
+        "|---|---|---|",
+        "| x | 1.23 | - |",
+        "| y | - | 3 |",
+    ]

@@ -1,13 +1,12 @@
-"""Writers of evaluation results: markdown tables, CSV, JSON and the size-bucket plot.
+"""Writers of evaluation results: markdown tables and JSON.
 
 One evaluation (``rrsis evaluate``) becomes a table with one row for the whole split and one
-per breakdown group; a benchmark (``rrsis benchmark``) becomes a paper-style table with one row
-per model plus the per-size and per-scatter mIoU columns.
+per breakdown group; the benchmark's tables (one row per model, mean over seeds, paired
+intervals) and its plot are in :mod:`rrsis.eval.benchmark_report`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -18,20 +17,6 @@ from rrsis.data.files import atomic_write
 from rrsis.eval.breakdown import GROUPINGS
 from rrsis.eval.metrics import METRIC_KEYS
 
-#: Breakdown columns of the benchmark table: (grouping, group) -> column name.
-BENCHMARK_GROUP_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("size", "small", "small mIoU"),
-    ("size", "medium", "medium mIoU"),
-    ("size", "large", "large mIoU"),
-    ("scatter", "single", "single mIoU"),
-    ("scatter", "scattered", "scattered mIoU"),
-)
-BENCHMARK_COLUMNS: tuple[str, ...] = (
-    "model",
-    "n",
-    *METRIC_KEYS,
-    *(column for _, _, column in BENCHMARK_GROUP_COLUMNS),
-)
 # Groupings shown in the single-evaluation table (``components`` refines ``scatter``).
 _TABLE_GROUPINGS = ("size", "scatter", "components", "kind", "category")
 #: Metric columns of the evaluation table, the headline metrics first.
@@ -48,7 +33,8 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A markdown table; floats with two decimals, ``None`` and NaN as ``-``."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -99,7 +85,7 @@ def evaluation_markdown(result: Mapping[str, Any]) -> str:
         title += f", threshold {result['threshold']:g}"
     if result.get("shuffle_expressions"):
         title += ", expressions shuffled across samples"
-    text = f"Results ({title})\n\n" + _markdown(header, rows)
+    text = f"Results ({title})\n\n" + markdown_table(header, rows)
     if composed:
         text += (
             "\nnetwork: the network reads each whole expression (`--compose none` scores this "
@@ -193,40 +179,7 @@ def compare_markdown(comparison: Mapping[str, Any]) -> str:
             f"{first['n_units']} {units} ({first['resamples']} resamples, seed {first['seed']}); "
             "sampling noise only, not training noise.\n"
         )
-    return intro + "\n" + _markdown(header, rows)
-
-
-def benchmark_row(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
-    """One benchmark table row (see :data:`BENCHMARK_COLUMNS`); absent groups are ``None``."""
-    row: dict[str, Any] = {"model": name, "n": result["overall"]["n"]}
-    row.update({key: result["overall"][key] for key in METRIC_KEYS})
-    breakdown = result.get("breakdown", {})
-    for grouping, group, column in BENCHMARK_GROUP_COLUMNS:
-        metrics = breakdown.get(grouping, {}).get(group)
-        row[column] = None if not metrics else metrics["mIoU"]
-    return row
-
-
-def benchmark_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Paper-style markdown table, one row per model."""
-    return _markdown(BENCHMARK_COLUMNS, [[row.get(c) for c in BENCHMARK_COLUMNS] for row in rows])
-
-
-def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Write benchmark rows as CSV (full precision, empty cell for an absent group)."""
-    path = Path(path)
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(BENCHMARK_COLUMNS))
-            writer.writeheader()
-            for row in rows:
-                writer.writerow(
-                    {c: "" if row.get(c) is None else row[c] for c in BENCHMARK_COLUMNS}
-                )
-
-    atomic_write(path, write, overwrite=True)  # the command checked its outputs before work
-    return path
+    return intro + "\n" + markdown_table(header, rows)
 
 
 def write_json(data: Any, path: str | Path) -> Path:
@@ -234,61 +187,4 @@ def write_json(data: Any, path: str | Path) -> Path:
     path = Path(path)
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=True)
-    return path
-
-
-def plot_size_buckets(
-    rows: Sequence[Mapping[str, Any]],
-    path: str | Path,
-    counts: Mapping[str, int] | None = None,
-) -> Path:
-    """Grouped bars: mIoU per object-size bucket (small / medium / large), one bar per model.
-
-    Args:
-        rows: benchmark rows (:func:`benchmark_row`).
-        path: output image (``.png``).
-        counts: samples per bucket (``{"small": n, ...}``), shown under the bucket names so
-            that a bar resting on a handful of samples is read as such.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never needs a display
-    import matplotlib.pyplot as plt
-
-    columns = [c for g, _, c in BENCHMARK_GROUP_COLUMNS if g == "size"]
-    buckets = [c.split()[0] for c in columns]
-    n_models = max(1, len(rows))
-    width = 0.8 / n_models
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(buckets) + 0.6 * n_models), 3.6))
-    for i, row in enumerate(rows):
-        values = [row.get(c) for c in columns]
-        heights = [0.0 if v is None else float(v) for v in values]
-        xs = [b + (i - (n_models - 1) / 2) * width for b in range(len(buckets))]
-        bars = ax.bar(xs, heights, width=width, label=str(row["model"]))
-        for bar, value in zip(bars, values):
-            label = "n/a" if value is None else f"{value:.1f}"
-            ax.annotate(
-                label,
-                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                ha="center",
-                va="bottom",
-                fontsize=7,
-            )
-    ax.set_xticks(range(len(buckets)))
-    labels = []
-    for bucket, share in zip(buckets, ("<1%", "1-10%", ">10%")):
-        n = None if counts is None else counts.get(bucket, 0)
-        labels.append(f"{bucket} ({share})" + ("" if n is None else f"\nn={n}"))
-    ax.set_xticklabels(labels)
-    ax.set_ylabel("mIoU (%)")
-    ax.set_ylim(0, 105)
-    ax.set_title("mIoU by object size (share of the tile)")
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=120), overwrite=True)
-    finally:
-        plt.close(fig)
     return path
