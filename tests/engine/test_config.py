@@ -91,3 +91,13 @@ def test_cli_builds_the_run_from_the_preset_and_the_options_given(tmp_path: Path
     assert default.val == Path("data/dubai")
     with pytest.raises(RRSISError, match="--data is required"):
         build_run(_args(["--out", str(tmp_path), "--preset", "paper"]))
+
+
+def test_precision_auto_is_fp32_without_a_gpu_and_explicit_values_stay() -> None:
+    from rrsis.engine.presets import get_preset
+    from rrsis.engine.train import resolve_precision
+
+    assert get_preset("paper").precision == "auto"
+    assert resolve_precision("auto", "cpu") == "32-true"
+    assert resolve_precision("32-true", "gpu") == "32-true"
+    assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"

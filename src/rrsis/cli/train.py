@@ -23,6 +23,7 @@ RECIPE_OPTIONS = (
     "photometric",
     "balance",
     "preload",
+    "precision",
 )
 
 # Data of the shipped model's recipe, as written by scripts/train_default.py.
@@ -85,6 +86,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-steps", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, help="DataLoader workers per device")
+    parser.add_argument(
+        "--precision",
+        help="Lightning precision: auto (default: bf16-mixed on GPUs with bfloat16, else fp32), "
+        "32-true (fp32, as LAVT trained), bf16-mixed, 16-mixed",
+    )
     parser.add_argument(
         "--freeze-vision",
         action="store_true",

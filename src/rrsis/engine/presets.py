@@ -86,7 +86,10 @@ class TrainConfig:
             0.5 MB per sample at 320x320; images are rounded to 8 bit after resizing.
         seed: global seed (``pl.seed_everything`` with worker seeding).
         workers: DataLoader worker processes per device.
-        precision: Lightning precision string ("32-true", "bf16-mixed", ...).
+        precision: Lightning precision string ("32-true", "bf16-mixed", ...), or "auto":
+            bf16 mixed precision on GPUs that have bfloat16 (about 2.5x faster steps and less
+            memory for the Swin-B models), fp32 elsewhere (CPUs). LAVT trained in fp32; ask for
+            it with "32-true" (``rrsis train --precision 32-true``).
         grad_clip: gradient-norm clipping, 0 = off.
         ckpt_every_n_steps: also refresh ``last.ckpt`` every this many optimiser steps.
         channels_last: train with the model's weights and the images in channels-last memory
@@ -118,7 +121,7 @@ class TrainConfig:
     preload: bool = False
     seed: int = 0
     workers: int = 2
-    precision: str = "32-true"
+    precision: str = "auto"
     grad_clip: float = 0.0
     ckpt_every_n_steps: int = 200
     channels_last: bool = True

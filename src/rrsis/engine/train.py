@@ -163,6 +163,15 @@ def _check_data(run: TrainRun) -> None:
             raise DatasetError("dataset root does not exist", root)
 
 
+def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+    """Lightning precision of a run: ``"auto"`` is ``"bf16-mixed"`` where the run uses a CUDA
+    GPU that supports bfloat16, ``"32-true"`` otherwise; other values stay."""
+    if precision != "auto":
+        return precision
+    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
+
+
 def _record(run: TrainRun, model: nn.Module, lookup: DubaiLabelLookup | None) -> dict[str, Any]:
     """The ``hparams.json`` of a run (the keys are read back by :func:`resumed_run`)."""
     return {
@@ -288,6 +297,9 @@ def train(
     fitter = None
     if run.fit_to_time:
         fitter = FitScheduleToTime(max_time_seconds(str(run.max_time)), power=config.poly_power)
+    if run.accelerator != "cpu" and torch.cuda.is_available():
+        # TF32 matrix products in the fp32 parts (Lightning warns when this is unset).
+        torch.set_float32_matmul_precision("high")
     trainer = pl.Trainer(
         sync_batchnorm=use_sync_batchnorm(config, run.accelerator, run.devices),
         max_epochs=config.epochs,
@@ -296,7 +308,7 @@ def train(
         devices=run.devices,
         accelerator=run.accelerator,
         strategy=run.strategy,
-        precision=config.precision,
+        precision=resolve_precision(config.precision, run.accelerator),
         gradient_clip_val=config.grad_clip or None,
         callbacks=[best_cb, step_cb, ResumeDataOrder()]
         + ([fitter] if fitter else [])

@@ -78,7 +78,10 @@ class RRSISModel(nn.Module):
                 f"batch sizes differ: image has {image.shape[0]}, words have {word_ids.shape[0]}"
             )
         # An empty expression has no sentence feature to fuse (LAVT's gates, LGCE, RRN's
-        # sentence vector) and nothing to attend to (CMSA).
+        # sentence vector) and nothing to attend to (CMSA). A value check (it reads the data),
+        # so it is skipped under torch.compile, where it would split the graph.
+        if torch.compiler.is_compiling():
+            return
         if not bool((word_mask.sum(dim=1) > 0).all()):
             raise ModelError("word_mask must mark at least one token per expression")
 

@@ -41,35 +41,44 @@ def _relative_position_index(window: int) -> Tensor:
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
 
 
-@functools.lru_cache(maxsize=32)
-def _shift_mask(height: int, width: int, window: int, shift: int) -> Tensor:
+@functools.lru_cache(maxsize=64)
+def _shift_mask(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
     """Additive mask ``(nW, w*w, w*w)`` keeping attention inside each region of the rolled map.
 
-    Cached because it depends only on the (padded) map size; every shifted block of a stage
-    shares it. Callers must not modify it in place.
+    Cached per map size and device: every shifted block of a stage shares one tensor that is
+    built on ``device`` once, not copied there on every forward. Callers must not modify it
+    in place.
     """
     # Built outside inference mode: a cached inference tensor would break later training.
-    with torch.inference_mode(False):
-        return _build_shift_mask(height, width, window, shift)
+    with torch.inference_mode(False), torch.no_grad():
+        return _build_shift_mask(height, width, window, shift, device)
 
 
-def _build_shift_mask(height: int, width: int, window: int, shift: int) -> Tensor:
-    region = torch.zeros(height, width)
-    bounds = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
-    label = 0
-    for rows in bounds:
-        for cols in bounds:
-            region[rows, cols] = label
-            label += 1
+def _region_labels(size: int, window: int, shift: int, device: torch.device) -> Tensor:
+    """Per row (or column) of a padded map: 0, 1 or 2 for the three regions of the cyclic shift."""
+    index = torch.arange(size, device=device)
+    return (index >= size - window).long() + (index >= size - shift).long()
+
+
+def _build_shift_mask(
+    height: int, width: int, window: int, shift: int, device: torch.device
+) -> Tensor:
+    # Plain tensor arithmetic (no in-place writes): torch.compile traces and fuses it.
+    rows = _region_labels(height, window, shift, device)
+    cols = _region_labels(width, window, shift, device)
+    region = rows[:, None] * 3 + cols[None, :]
     windows = region.view(height // window, window, width // window, window).transpose(1, 2)
     windows = windows.reshape(-1, window * window)
-    diff = windows[:, None, :] - windows[:, :, None]
-    return torch.zeros_like(diff).masked_fill(diff != 0, _SHIFT_MASK_VALUE)
+    same = windows[:, None, :] == windows[:, :, None]
+    zero = torch.zeros((), device=device)
+    return torch.where(same, zero, torch.full((), _SHIFT_MASK_VALUE, device=device))
 
 
 @functools.lru_cache(maxsize=64)
-def _window_order(height: int, width: int, window: int, shift: int) -> tuple[Tensor, Tensor]:
-    """Token orders that turn a map into windows and back.
+def _window_order(
+    height: int, width: int, window: int, shift: int, device: torch.device | None = None
+) -> tuple[Tensor, Tensor]:
+    """Token orders that turn a map into windows and back (cached per size and device).
 
     Returns:
         ``gather``: ``(Hp*Wp,)`` index into the padded, flattened ``(Hp, Wp)`` map listing the
@@ -77,20 +86,39 @@ def _window_order(height: int, width: int, window: int, shift: int) -> tuple[Ten
         window-major list giving each unpadded map position its token (undoing roll and padding).
     """
     # Built outside inference mode: a cached inference tensor would break later training.
-    with torch.inference_mode(False):
-        return _build_window_order(height, width, window, shift)
+    with torch.inference_mode(False), torch.no_grad():
+        return _build_window_order(height, width, window, shift, device)
 
 
-def _build_window_order(height: int, width: int, window: int, shift: int) -> tuple[Tensor, Tensor]:
+def _build_window_order(
+    height: int, width: int, window: int, shift: int, device: torch.device | None = None
+) -> tuple[Tensor, Tensor]:
     hp, wp = height + (-height) % window, width + (-width) % window
-    grid = torch.arange(hp * wp).view(hp, wp)
+    grid = torch.arange(hp * wp, device=device).view(hp, wp)
     if shift:
         grid = torch.roll(grid, shifts=(-shift, -shift), dims=(0, 1))
     gather = grid.view(hp // window, window, wp // window, window).transpose(1, 2).reshape(-1)
-    inverse = torch.empty_like(gather)
-    inverse[gather] = torch.arange(gather.numel())
+    inverse = torch.argsort(gather)  # gather is a permutation: argsort inverts it
     scatter = inverse.view(hp, wp)[:height, :width].reshape(-1)
     return gather, scatter
+
+
+def window_tensors(
+    height: int, width: int, window: int, shift: int, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``gather``, ``scatter`` and the shift mask (None without shift) of an ``H x W`` map.
+
+    Eager: cached per size and device. Under ``torch.compile`` they are built in the graph
+    (index arithmetic on constants, which Inductor fuses) so that no cache lookup or
+    attribute mutation breaks the graph.
+    """
+    hp, wp = height + (-height) % window, width + (-width) % window
+    if torch.compiler.is_compiling():
+        gather, scatter = _build_window_order(height, width, window, shift, device)
+        mask = _build_shift_mask(hp, wp, window, shift, device) if shift else None
+        return gather, scatter, mask
+    gather, scatter = _window_order(height, width, window, shift, device)
+    return gather, scatter, _shift_mask(hp, wp, window, shift, device) if shift else None
 
 
 def _drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
@@ -142,21 +170,27 @@ class WindowAttention(nn.Module):
     def attention_mask(
         self, shift_mask: Tensor | None, map_size: tuple[int, int], dtype: torch.dtype
     ) -> Tensor:
-        """Additive SDPA mask: ``(1, heads, N, N)`` or, shifted, ``(nW, heads, N, N)``.
+        """Additive SDPA mask: ``(1, heads, N, N)`` or, shifted, ``(1, nW*heads, N, N)``.
 
         Without autograd (inference) the result is cached, keyed by the bias table's version
         counter (bumped by load_state_dict and optimiser steps), so it is built once per map
-        size instead of once per forward.
+        size instead of once per forward. Under ``torch.compile`` it is built in the graph.
         """
-        table = self.relative_position_bias_table
-        key = (map_size, shift_mask is None, dtype, table.device, table.data_ptr(), table._version)
-        if not torch.is_grad_enabled() and self._mask_cache and self._mask_cache[0] == key:
-            return self._mask_cache[1]
+        compiling = torch.compiler.is_compiling()
+        cache = not compiling and not torch.is_grad_enabled()
+        if cache:
+            table = self.relative_position_bias_table
+            key = (map_size, shift_mask is None, dtype, table.device, table.data_ptr(),
+                   table._version)  # fmt: skip
+            if self._mask_cache and self._mask_cache[0] == key:
+                return self._mask_cache[1]
         mask = self.position_bias().unsqueeze(0)  # (1, heads, N, N): broadcasts over windows
         if shift_mask is not None:
-            mask = shift_mask.to(mask.dtype).unsqueeze(1) + mask
+            # Windows folded into the heads (see forward): (1, nW*heads, N, N), batch-free.
+            n = mask.shape[-1]
+            mask = (shift_mask.to(mask.dtype).unsqueeze(1) + mask).view(1, -1, n, n)
         mask = mask.to(dtype)
-        if not torch.is_grad_enabled():
+        if cache:
             self._mask_cache = (key, mask)
         return mask
 
@@ -169,7 +203,7 @@ class WindowAttention(nn.Module):
         """Attend within windows.
 
         Args:
-            windows: ``(B*nW, N, C)`` tokens of every window.
+            windows: ``(B*nW, N, C)`` tokens of every window, batch-major.
             shift_mask: ``(nW, N, N)`` additive mask of a shifted block, or None.
             map_size: padded ``(Hp, Wp)`` the windows come from (mask cache key).
 
@@ -177,11 +211,16 @@ class WindowAttention(nn.Module):
             ``(B*nW, N, C)``.
         """
         bw, n, c = windows.shape
-        q, k, v = self.qkv(windows).view(bw, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        heads = self.num_heads
+        q, k, v = self.qkv(windows).view(bw, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
         mask = self.attention_mask(shift_mask, map_size, q.dtype)
-        if mask.shape[0] not in (1, bw):  # batch > 1 with a shift mask: windows are batch-major
-            mask = mask.repeat(bw // mask.shape[0], 1, 1, 1)
+        if shift_mask is not None:
+            # (B*nW, heads) -> (B, nW*heads): the per-window mask then broadcasts over the
+            # batch instead of being repeated B times (B*nW*heads*N*N values per block).
+            groups = bw // shift_mask.shape[0]
+            q, k, v = (t.reshape(groups, -1, n, t.shape[-1]) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = out.view(bw, heads, n, -1)
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 
@@ -220,9 +259,7 @@ class SwinBlock(nn.Module):
         if pad_h or pad_w:
             y = F.pad(y, (0, 0, 0, pad_w, 0, pad_h))
         hp, wp = h + pad_h, w + pad_w
-        gather, scatter = _window_order(h, w, ws, shift)
-        gather, scatter = gather.to(x.device), scatter.to(x.device)
-        mask = _shift_mask(hp, wp, ws, shift).to(x.device) if shift else None
+        gather, scatter, mask = window_tensors(h, w, ws, shift, x.device)
         # Shift + window partition as one row gather (and one back): several times faster on
         # CPU than roll + 6-d transpose copies.
         windows = y.reshape(b, hp * wp, c).index_select(1, gather).view(-1, ws * ws, c)
