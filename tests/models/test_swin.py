@@ -9,8 +9,9 @@ import torch
 import transformers
 
 from rrsis.errors import ModelError
-from rrsis.models.encoders.swin import SwinEncoder, _window_order
+from rrsis.models.encoders.swin import SwinEncoder
 from rrsis.models.encoders.swin_weights import load_swin_weights
+from rrsis.models.encoders.swin_windows import window_order
 
 TINY = {"embed_dim": 8, "depths": (2, 2, 2, 2), "num_heads": (1, 2, 2, 4), "drop_path_rate": 0.0}
 
@@ -43,7 +44,7 @@ def test_shapes_any_multiple_of_32(height: int, width: int, window: int) -> None
 
 def test_window_order_round_trip() -> None:
     for h, w, window, shift in [(5, 7, 3, 1), (6, 6, 3, 0), (4, 9, 2, 1)]:
-        gather, scatter = _window_order(h, w, window, shift)
+        gather, scatter = window_order(h, w, window, shift)
         hp, wp = h + (-h) % window, w + (-w) % window
         padded = torch.arange(hp * wp).view(hp, wp)
         # Each window holds a window x window block of the rolled map.
@@ -205,10 +206,10 @@ def test_bad_configuration() -> None:
 
 def test_training_works_after_inference_mode() -> None:
     """Cached window orders / shift masks built under inference_mode must not poison training."""
-    from rrsis.models.encoders import swin as swin_module
+    from rrsis.models.encoders import swin_windows
 
-    swin_module._shift_mask.cache_clear()
-    swin_module._window_order.cache_clear()
+    swin_windows.shift_mask.cache_clear()
+    swin_windows.window_order.cache_clear()
     encoder = SwinEncoder(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2), window_size=2)
     image = torch.randn(1, 3, 64, 64)
     encoder.eval()
