@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rrsis.models.encoders import swin as swin_module
+from rrsis.models.encoders import swin_windows as swin_module
 from rrsis.models.registry import get_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,8 +31,8 @@ def test_lavt_traces_as_one_graph() -> None:
 
 
 def test_window_tensors_are_built_on_the_device_once() -> None:
-    swin_module._window_order.cache_clear()
-    swin_module._shift_mask.cache_clear()
+    swin_module.window_order.cache_clear()
+    swin_module.shift_mask.cache_clear()
     device = torch.device("cpu")
     first = swin_module.window_tensors(7, 9, 3, 1, device)
     second = swin_module.window_tensors(7, 9, 3, 1, device)
