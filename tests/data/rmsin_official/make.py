@@ -7,13 +7,15 @@ model built by the official modules themselves: the multi-modal Swin with embed 
 2-2-2-2, heads 1-2-4-8, window 4 (the 120/60/30/15 maps of a 480 px input: the last two stages
 pad, so the shifted-window masks matter), the PWAMs, gates and "various receptive" branches,
 the CIM, the SimpleDecoding classifier with its adaptive rotated convolutions, and a one-layer,
-8-d BERT. Every weight and batch-norm statistic is random (rounded to float16, the checkpoint
-is saved in float16 to stay small; the reference is computed in float32 with the same values).
+8-d BERT. Every weight is random and every batch-norm statistic is that of its input on the
+fixture batch (values rounded to float16: the checkpoint is saved in float16 to stay small; the
+reference is computed in float64 with the same values and stored in float32).
 The input is 480 x 480 because the official CIM fixes its attention to 15 x 15 tokens.
 
 ``reference.safetensors`` holds two 96 x 96 images (the model sees them enlarged 5 x by pixel
 repetition to 480 x 480, so the 4 x 4 patches are not constant), two tokenised expressions and
 the logits at every fourth row and column (2 x 2 x 120 x 120; the full output is 480 x 480).
+Both rotation tables of the adaptive rotated convolution take part (angles of both signs).
 
 This needs a checkout of the official code, which rrsis does not include, and einops (which its
 rotated convolution's routing function uses):
@@ -116,6 +118,27 @@ def _randomise(module: nn.Module, generator: torch.Generator) -> None:
             tensor.copy_(values.half().float())
 
 
+def _calibrate_batch_norms(model: nn.Module, image: torch.Tensor, word_ids, word_mask) -> None:
+    """Set every batch norm's statistics to those of its input on the fixture batch.
+
+    With random statistics, some maps are pushed far from the range their layers expect (the
+    "various receptive" branch's ReLU, for one, then sees only negative values and the branch
+    stops depending on its weights); calibrated, every module shapes the output.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average: one batch gives its own statistics
+    model.train()
+    with torch.no_grad():
+        model(image, word_ids, l_mask=word_mask)
+    model.eval()
+    with torch.no_grad():
+        for norm in norms:
+            norm.running_mean.copy_(norm.running_mean.half().float())
+            norm.running_var.copy_(norm.running_var.half().float())
+
+
 def _build(official, bert_config: BertConfig, swin: dict, window12: bool) -> nn.Module:
     from lib._utils import LAVTOne
     from lib.mask_predictor import SimpleDecoding
@@ -193,11 +216,24 @@ def main() -> None:
         hidden_size=TEXT_HIDDEN, num_layers=1, num_heads=2
     ).tokenize(EXPRESSIONS)
     small = torch.randn((len(EXPRESSIONS), 3, SMALL, SMALL), generator=generator).half()
+    _calibrate_batch_norms(model, enlarge(small), word_ids, word_mask)
+    angles.clear()
+    with torch.no_grad():
+        model(enlarge(small), word_ids, l_mask=word_mask)
+    if not ((torch.cat(angles) > 0).any() and (torch.cat(angles) < 0).any()):
+        # Both tables of the kernel rotation (angles >= 0 and < 0) must take part: turn the
+        # middle level the other way (its angle head has no bias: angles change sign).
+        with torch.no_grad():
+            model.classifier.conv2_3.rounting_func.fc_theta.weight.neg_()
+        _calibrate_batch_norms(model, enlarge(small), word_ids, word_mask)
+    angles.clear()
     with torch.no_grad():
         # As test.py runs a lavt_one model: ids and (B, N) mask; the model reads BERT itself.
-        logits = model(enlarge(small), word_ids, l_mask=word_mask)
+        # In float64, so that the comparison is not limited by float32 rounding (which the
+        # calibrated batch norms of near-constant maps amplify to ~1e-5).
+        logits = model.double()(enlarge(small).double(), word_ids, l_mask=word_mask)
+    model.float()
     angles = torch.cat(angles)
-    # Both tables of the kernel rotation (angles >= 0 and < 0) must take part.
     assert (angles > 0).any() and (angles < 0).any(), angles
 
     def half(state: dict) -> dict:
@@ -235,7 +271,7 @@ def main() -> None:
             "image": small,
             "word_ids": word_ids,
             "word_mask": word_mask,
-            "logits": logits[:, :, ::4, ::4].contiguous(),
+            "logits": logits[:, :, ::4, ::4].float().contiguous(),
         },
         str(HERE / "reference.safetensors"),
     )
