@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from rrsis.cli import main
+from rrsis.engine.presets import get_preset
 from rrsis.errors import ModelError
 from rrsis.models.convert_rmsin import convert_rmsin_checkpoint, read_rmsin_checkpoint
 from rrsis.models.io import load_model
@@ -167,3 +168,19 @@ def test_other_input_sizes_run() -> None:
 class _Payload:
     def __reduce__(self):
         return (print, ("pickle executed",))
+
+
+def test_rmsin_preset_is_the_official_recipe() -> None:
+    recipe = get_preset("rmsin")
+    assert recipe.model_name == "rmsin_swin_base"
+    assert (recipe.lr, recipe.weight_decay, recipe.poly_power, recipe.epochs) == (
+        3e-5,
+        1e-2,
+        0.9,
+        40,
+    )
+    assert (recipe.batch_size, recipe.input_size, recipe.text_train_layers) == (8, 480, 10)
+    assert recipe.class_weights == (0.9, 1.1)
+    # 0.9 CE + 0.1 Dice summed over 2 samples per GPU = CE + 0.22 Dice per sample.
+    assert recipe.dice_weight == pytest.approx(0.2222, abs=1e-4)
+    assert get_preset("rmsin", "rmsin_effnet_minilm").model_name == "rmsin_effnet_minilm"
