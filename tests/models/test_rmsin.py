@@ -20,7 +20,11 @@ from safetensors.torch import load_file
 from rrsis.cli import main
 from rrsis.engine.presets import get_preset
 from rrsis.errors import ModelError
-from rrsis.models.convert_rmsin import convert_rmsin_checkpoint, read_rmsin_checkpoint
+from rrsis.models.convert_rmsin import (
+    convert_rmsin_checkpoint,
+    read_rmsin_checkpoint,
+    rmsin_kwargs_from_state,
+)
 from rrsis.models.io import load_model
 from rrsis.models.registry import get_tiny_model
 from rrsis.models.rotated_conv import rotate_kernels, rotation_matrices
@@ -157,12 +161,18 @@ def test_cli_writes_a_file_every_command_reads(tmp_path, reference, capsys) -> N
 def test_other_input_sizes_run() -> None:
     """The CIM pools to a fixed grid, so sizes other than the design size work too."""
     model = get_tiny_model("rmsin_swin_base").eval()
+    assert model.cim.grid == 2 and converted_grid() == 15
     word_ids, word_mask = model.tokenize(["the gray small windmill"])
     with torch.no_grad():
         for size in (64, 96, 160):
             assert model(torch.randn(1, 3, size, size), word_ids, word_mask).shape[-1] == size
-    with pytest.raises(ModelError, match="multiple of 32"):
-        get_tiny_model("rmsin_swin_base", input_size=70)
+    with pytest.raises(ModelError, match="cim_grid"):
+        get_tiny_model("rmsin_swin_base", cim_grid=0)
+
+
+def converted_grid() -> int:
+    state, bert = read_rmsin_checkpoint(CHECKPOINT)
+    return rmsin_kwargs_from_state(state, bert, TEXT_HEADS)["cim_grid"]
 
 
 class _Payload:

@@ -19,6 +19,7 @@ checkpoint (``tests/data/rmsin_official/make.py``).
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -125,6 +126,8 @@ def convert_rmsin_state(
     for key, value in convert_lavt_state(shared, bert).items():
         # The rotated convolutions' routing functions (LayerNorm wrapped in a proxy module).
         key = key.replace(".rounting_func.norm.norm.", ".routing.norm.")
+        if value.dim() == 5:  # rotated kernels (n, C_out, C_in, 3, 3) -> (n * C_out, ...)
+            value = value.flatten(0, 1)
         converted[key.replace(".rounting_func.", ".routing.")] = value
     for key, value in state.items():
         name = _rmsin_name(key)
@@ -143,6 +146,11 @@ def rmsin_kwargs_from_state(
     """``rmsin_swin_base`` keyword arguments that fit an official checkpoint's tensors."""
     kwargs = lavt_kwargs_from_state(state, bert, text_heads=text_heads)
     kwargs.pop("align_corners", None)
+    proj = state.get("backbone.cim.block.0.csa1.m.attention.proj.weight")
+    grid = math.isqrt(int(proj.shape[0])) if proj is not None else 0
+    if proj is None or grid * grid != proj.shape[0]:
+        raise ModelError("not an official RMSIN layout: no square CIM token grid")
+    kwargs["cim_grid"] = grid
     return kwargs
 
 

@@ -50,7 +50,7 @@ _TINY_LAVT = {"decoder_channels": 16}
 _TINY_LGCE = {**_TINY_LAVT, "lgce_dim": 16}
 _TINY_RRN = {"sentence_dim": 16, "fusion_dim": 16, "refine_dim": 8}
 _TINY_CMSA = {"key_dim": 8, "value_dim": 16, "key_pool": 2, "skip_dim": 8}
-_TINY_RMSIN = {"decoder_channels": 16}
+_TINY_RMSIN = {"decoder_channels": 16, "cim_grid": 2}
 
 #: THE registry: every model of the package, by name.
 MODELS: dict[str, ModelEntry] = {

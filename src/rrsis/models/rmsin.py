@@ -49,7 +49,7 @@ class RMSIN(LAVT):
         visual_gates: one gate per stage (on the visual branch).
         cim: the cross-scale interaction module (``maps -> maps``).
         decoder: :class:`~rrsis.models.rotated_conv.RotatedDecoder`.
-        input_size: default square input side (the CIM grid is ``input_size // 32``).
+        input_size: default square input side.
     """
 
     def __init__(
@@ -113,7 +113,11 @@ class RMSIN(LAVT):
 
 
 def assemble_rmsin(
-    vision: VisionEncoder, text: TextEncoder, decoder_channels: int, input_size: int
+    vision: VisionEncoder,
+    text: TextEncoder,
+    decoder_channels: int,
+    input_size: int,
+    cim_grid: int,
 ) -> RMSIN:
     """RMSIN on ``vision`` and ``text``: per-stage PWAM, gates and visual branch, CIM, decoder.
 
@@ -121,11 +125,13 @@ def assemble_rmsin(
         vision: the visual encoder (its ``out_channels`` size every module).
         text: the text encoder (``out_dim`` word features).
         decoder_channels: width of the rotated decoder.
-        input_size: default square input side; the CIM works on ``input_size // 32`` squared
-            tokens (15 x 15 at 480 px, as the official code).
+        input_size: default square input side.
+        cim_grid: side of the token grid the CIM pools every stage map to (its attention has
+            weights for exactly that many tokens). The official code: 15, the stride-32 map of
+            its 480 px input; best set to ``training size // 32``.
     """
-    if input_size % 32 or input_size < 32:
-        raise ModelError(f"RMSIN input_size must be a positive multiple of 32, got {input_size}")
+    if cim_grid < 1:
+        raise ModelError(f"RMSIN cim_grid must be positive, got {cim_grid}")
     channels = list(vision.out_channels)
     return RMSIN(
         vision,
@@ -134,41 +140,43 @@ def assemble_rmsin(
         gates=[LanguageGate(c) for c in channels],
         visual_branches=[ReceptiveBranch() for _ in channels],
         visual_gates=[LanguageGate(c) for c in channels],
-        cim=CrossScaleInteraction(channels, grid=input_size // 32),
+        cim=CrossScaleInteraction(channels, grid=cim_grid),
         decoder=RotatedDecoder(channels, hidden=decoder_channels),
         input_size=input_size,
     )
 
 
 def rmsin_swin_base(
-    decoder_channels: int = 512, input_size: int = 480, **encoder_kwargs: Any
+    decoder_channels: int = 512, input_size: int = 480, cim_grid: int = 15, **encoder_kwargs: Any
 ) -> RMSIN:
     """RMSIN with Swin-B and BERT-base, as the official code builds it.
 
     Args:
         decoder_channels: width of the rotated decoder (official: C4 / 2 = 512).
         input_size: default square input side (official: 480).
+        cim_grid: CIM token grid side (official: 15, i.e. 480 / 32).
         **encoder_kwargs: :func:`~rrsis.models.encoders.presets.swin_bert_encoders` arguments
             (``pretrained`` local Swin checkpoint, ``text_pretrained`` local BERT, sizes).
     """
     vision, text = swin_bert_encoders(**encoder_kwargs)
-    return assemble_rmsin(vision, text, decoder_channels, input_size)
+    return assemble_rmsin(vision, text, decoder_channels, input_size, cim_grid)
 
 
 def rmsin_effnet_minilm(
-    decoder_channels: int = 64, input_size: int = 512, **encoder_kwargs: Any
+    decoder_channels: int = 64, input_size: int = 512, cim_grid: int = 10, **encoder_kwargs: Any
 ) -> RMSIN:
     """CPU model: RMSIN's modules on EfficientNet-Lite with a frozen MiniLM text encoder.
 
     Args:
         decoder_channels: width of the rotated decoder.
         input_size: default square input side.
+        cim_grid: CIM token grid side (10: the stride-32 map of the CPU recipe's 320 px).
         **encoder_kwargs: :func:`~rrsis.models.encoders.presets.effnet_minilm_encoders`
             arguments (``variant``, ``pretrained``, ``text_pretrained``, ``freeze_text``,
             ``text_layers``, ``max_tokens``).
     """
     vision, text = effnet_minilm_encoders(**encoder_kwargs)
-    return assemble_rmsin(vision, text, decoder_channels, input_size)
+    return assemble_rmsin(vision, text, decoder_channels, input_size, cim_grid)
 
 
 extend_signature(rmsin_swin_base, swin_bert_encoders)

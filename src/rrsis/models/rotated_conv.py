@@ -152,16 +152,21 @@ class AdaptiveRotatedConv2d(nn.Module):
     ) -> None:
         super().__init__()
         self.out_channels = out_channels
+        self.kernels = kernels
         self.padding = padding
         self.routing = RoutingFunction(in_channels, kernels)
-        self.weight = nn.Parameter(torch.empty(kernels, out_channels, in_channels, 3, 3))
-        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        # The official (n, C_out, C_in, 3, 3) stored as (n * C_out, C_in, 3, 3): 4-d, so the
+        # model can move to channels-last memory like every convolution.
+        weight = torch.empty(kernels, out_channels, in_channels, 3, 3)
+        nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
+        self.weight = nn.Parameter(weight.flatten(0, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C_in, H, W)`` -> ``(B, C_out, H, W)``."""
         batch, channels, height, width = x.shape
         alphas, thetas = self.routing(x)
-        kernels = rotate_kernels(self.weight, alphas, thetas)
+        weight = self.weight.view(self.kernels, self.out_channels, *self.weight.shape[1:])
+        kernels = rotate_kernels(weight, alphas, thetas)
         out = F.conv2d(
             x.reshape(1, batch * channels, height, width),
             kernels.to(x.dtype),
