@@ -110,6 +110,8 @@ def test_registry_lists_every_model_explicitly() -> None:
         "cmsa_effnet_minilm",
         "rrn_swin_base",
         "cmsa_swin_base",
+        "rmsin_swin_base",
+        "rmsin_effnet_minilm",
     }
     assert list_models() == sorted(MODELS)
     assert all(entry.description for entry in MODELS.values())

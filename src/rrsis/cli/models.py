@@ -1,5 +1,6 @@
 """``rrsis models``: the registered models with their parameter counts, and
-``rrsis models convert-lavt``: an official LAVT checkpoint as an rrsis weights file."""
+``rrsis models convert-lavt`` / ``convert-rmsin``: an official LAVT or RMSIN checkpoint as an
+rrsis weights file."""
 
 from __future__ import annotations
 
@@ -48,60 +49,85 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _convert_lavt(args: argparse.Namespace) -> int:
+def _convert(args: argparse.Namespace) -> int:
     # torch: see the note above
     from rrsis.models.convert import convert_lavt_checkpoint
+    from rrsis.models.convert_rmsin import convert_rmsin_checkpoint
     from rrsis.models.io import save_model
 
     out = args.output
     if out.suffix.lower() != ".safetensors":
         raise RRSISError(f"{out}: the output must be a .safetensors file")
     check_outputs(out, overwrite=args.overwrite)  # before the checkpoint is read
-    model = convert_lavt_checkpoint(args.checkpoint, text_heads=args.text_heads)
+    convert = (
+        convert_rmsin_checkpoint if args.action == "convert-rmsin" else convert_lavt_checkpoint
+    )
+    model = convert(args.checkpoint, text_heads=args.text_heads)
     atomic_write(out, lambda tmp: save_model(model, tmp), overwrite=args.overwrite)
     kwargs = model.config["kwargs"]
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(
-        f"{out}: lavt_swin_base, Swin embed {kwargs['embed_dim']} depths {kwargs['depths']} "
-        f"window {kwargs['window_size']}, BERT {kwargs['text_hidden']}-d x "
+        f"{out}: {model.config['name']}, Swin embed {kwargs['embed_dim']} depths "
+        f"{kwargs['depths']} window {kwargs['window_size']}, BERT {kwargs['text_hidden']}-d x "
         f"{kwargs['text_layers']} layers, {params:.1f} M parameters"
     )
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``rrsis models`` (and ``rrsis models convert-lavt``) to the top-level parser."""
+    """Add ``rrsis models`` (and its ``convert-lavt`` / ``convert-rmsin``) to the parser."""
     parser = subparsers.add_parser(
         "models",
-        help="list registered models and their parameter counts; convert-lavt",
+        help="list registered models and their parameter counts; convert-lavt, convert-rmsin",
         description=(
             "Without ACTION: list the registered models with their parameter counts. "
-            "convert-lavt: turn an official LAVT checkpoint into an rrsis weights file."
+            "convert-lavt / convert-rmsin: turn an official LAVT / RMSIN checkpoint into an "
+            "rrsis weights file."
         ),
-        usage="rrsis models [--no-count] | rrsis models convert-lavt CHECKPOINT -o OUT.safetensors",
+        usage=(
+            "rrsis models [--no-count] | "
+            "rrsis models {convert-lavt,convert-rmsin} CHECKPOINT -o OUT.safetensors"
+        ),
     )
     parser.add_argument(
         "--no-count", action="store_true", help="skip building the models to count parameters"
     )
     parser.set_defaults(func=_run)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=False)
-    convert = actions.add_parser(
-        "convert-lavt",
-        help="an official LAVT checkpoint (yz93/LAVT-RIS layout) as an rrsis .safetensors",
-        description=(
-            "Read a checkpoint saved by the official LAVT code ({'model', 'bert_model'}; "
-            "weights only, a pickle carrying code is refused), infer the Swin and BERT sizes "
-            "from its weights and write it as an rrsis lavt_swin_base file for rrsis evaluate, "
-            "predict and train --init. Assumed, as in the released models: one PWAM head, "
-            "BERT heads of 64 channels, the bert-base-uncased vocabulary, 20 tokens, 480 px."
+    sources = {
+        "convert-lavt": (
+            "LAVT",
+            "yz93/LAVT-RIS",
+            "{'model', 'bert_model'}",
+            "lavt_swin_base",
         ),
-    )
-    convert.add_argument("checkpoint", type=Path, help="official LAVT .pth")
-    convert.add_argument(
-        "-o", "--output", type=Path, required=True, metavar="OUT.safetensors", help="rrsis weights"
-    )
-    convert.add_argument(
-        "--text-heads", type=int, default=None, help="BERT heads (default: width / 64, i.e. 12)"
-    )
-    add_overwrite_arg(convert)
-    convert.set_defaults(func=_convert_lavt)
+        "convert-rmsin": (
+            "RMSIN",
+            "Lsan2401/RMSIN",
+            "{'model'} with text_encoder.*, or {'model', 'bert_model'}",
+            "rmsin_swin_base",
+        ),
+    }
+    for action, (method, repo, layout, name) in sources.items():
+        convert = actions.add_parser(
+            action,
+            help=f"an official {method} checkpoint ({repo} layout) as an rrsis .safetensors",
+            description=(
+                f"Read a checkpoint saved by the official {method} code ({layout}; weights "
+                "only, a pickle carrying code is refused), infer the Swin and BERT sizes from "
+                f"its weights and write it as an rrsis {name} file for rrsis evaluate, predict "
+                "and train --init. "
+                "Assumed, as in the released models: one PWAM head, BERT heads of 64 "
+                "channels, the bert-base-uncased vocabulary, 20 tokens, 480 px."
+            ),
+        )
+        convert.add_argument("checkpoint", type=Path, help=f"official {method} .pth")
+        convert.add_argument(
+            "-o", "--output", type=Path, required=True, metavar="OUT.safetensors",
+            help="rrsis weights",
+        )  # fmt: skip
+        convert.add_argument(
+            "--text-heads", type=int, default=None, help="BERT heads (default: width / 64, i.e. 12)"
+        )
+        add_overwrite_arg(convert)
+        convert.set_defaults(func=_convert)

@@ -1,6 +1,6 @@
 """Training hyper-parameters as one typed dataclass, with the named recipes we ship.
 
-Three recipes exist:
+Four recipes exist:
 
 * ``paper``: the released RefSegRS arguments of the RRSIS paper (LAVT/LGCE with Swin-B + BERT):
   AdamW lr 5e-5, weight decay 1e-2 (none on norms / position-bias tables), poly schedule with
@@ -13,6 +13,13 @@ Three recipes exist:
   frozen sentence encoder, a learning rate twelve times the paper's for the image encoder and
   the freshly initialised layers (fusion, LGCE, decoder), a Dice term, and light geometric
   augmentation that skips expressions whose meaning depends on orientation.
+* ``rmsin``: the official RMSIN ``train.py`` / ``args.py`` (Lsan2401/RMSIN, RRSIS-D): as
+  ``paper`` but lr 3e-5 and a Dice term: RMSIN's loss is ``0.9 * CE + 0.1 * Dice``, its Dice
+  summed over the samples of a GPU (2) and both classes. With AdamW's invariance to the scale of
+  the loss that is ``CE + 0.22 * Dice`` per sample; ours counts the foreground class only
+  (:data:`RMSIN_DICE_WEIGHT`). Batch 8 on one device is its 4 GPUs x 2. Not reproduced: its
+  training-time augmentation, which blacks out 20-60 squares of 32 px in a fixed random 20 % of
+  the training expressions' images (docs/models.md).
 * ``finetune``: for ``rrsis train --init`` on a few labelled images of your own area: the
   ``default`` recipe at a third of its learning rate (2e-4) for 6 epochs (Swin-B models: the
   paper's recipe, whose lr is already low, for 6 epochs).
@@ -29,7 +36,7 @@ from typing import Any
 
 from rrsis.errors import RRSISError
 
-PRESETS = ("default", "paper", "finetune")
+PRESETS = ("default", "paper", "rmsin", "finetune")
 #: What ``finetune`` changes in the recipe it starts from (``default``, or ``paper`` for Swin-B
 #: models): a third of the default learning rate and a few epochs, the setting measured on a few
 #: labelled image parts of a new area (``rrsis train --init``).
@@ -38,6 +45,10 @@ FINETUNE_EPOCHS = 6
 DEFAULT_MODEL = "lgce_effnet_minilm"
 #: BERT layers the paper's recipe trains (its optimiser gets ``encoder.layer[0:10]`` only).
 PAPER_TEXT_LAYERS = 10
+#: RMSIN's learning rate (its ``args.py`` default).
+RMSIN_LR = 3e-5
+#: RMSIN's Dice weight relative to its cross-entropy, per sample: 0.1 / 0.9 x 2 samples per GPU.
+RMSIN_DICE_WEIGHT = 0.1 / 0.9 * 2
 
 
 @dataclass
@@ -171,7 +182,8 @@ def get_preset(preset: str, model_name: str | None = None) -> TrainConfig:
     """Return the hyper-parameters of a named recipe.
 
     Args:
-        preset: ``"paper"`` (the RRSIS paper's RefSegRS recipe), ``"default"`` (the CPU
+        preset: ``"paper"`` (the RRSIS paper's RefSegRS recipe), ``"rmsin"`` (the official
+            RMSIN recipe; its model by default), ``"default"`` (the CPU
             recipe of the shipped model; for ``*_swin_base`` models it falls back to the paper
             recipe, which is what those models were designed for) or ``"finetune"`` (the
             default recipe with a lower lr and fewer epochs, for ``--init``).
@@ -187,6 +199,15 @@ def get_preset(preset: str, model_name: str | None = None) -> TrainConfig:
         config = get_preset("default", model_name)
         lr = config.lr if "swin_base" in config.model_name else FINETUNE_LR
         return dataclasses.replace(config, epochs=FINETUNE_EPOCHS, lr=lr)
+    if preset == "rmsin":
+        return TrainConfig(
+            model_name=model_name or "rmsin_swin_base",
+            lr=RMSIN_LR,
+            dice_weight=RMSIN_DICE_WEIGHT,
+            input_size=480,
+            text_train_layers=PAPER_TEXT_LAYERS,
+            sync_batchnorm=True,
+        )
     name = model_name or (DEFAULT_MODEL if preset == "default" else "lgce_swin_base")
     if preset == "paper" or "swin_base" in name:
         return TrainConfig(

@@ -1,7 +1,7 @@
 """The model registry: ONE explicit dict of names -> factories (plus tiny test configurations).
 
 Every model of the package is listed in :data:`MODELS` below: the LAVT/LGCE variants
-(:mod:`rrsis.models.variants`) and the baselines (:mod:`rrsis.models.baselines`).
+(:mod:`rrsis.models.variants`), RMSIN (:mod:`rrsis.models.rmsin`) and the baselines (:mod:`rrsis.models.baselines`).
 ``get_model(name, **overrides)`` builds a model and records ``config = {"name", "kwargs"}`` with
 every argument resolved, so ``get_model(config["name"], **config["kwargs"])`` rebuilds it.
 Your own models can be added at runtime with :func:`register_model`.
@@ -19,6 +19,7 @@ from rrsis.models.base import RRSISModel
 from rrsis.models.baselines.cmsa import cmsa_effnet_minilm, cmsa_swin_base
 from rrsis.models.baselines.rrn import rrn_effnet_minilm, rrn_swin_base
 from rrsis.models.encoders.presets import TINY_EFFNET_MINILM, TINY_SWIN_BERT
+from rrsis.models.rmsin import rmsin_effnet_minilm, rmsin_swin_base
 from rrsis.models.variants import (
     lavt_effnet2_minilm,
     lavt_effnet_minilm,
@@ -49,6 +50,7 @@ _TINY_LAVT = {"decoder_channels": 16}
 _TINY_LGCE = {**_TINY_LAVT, "lgce_dim": 16}
 _TINY_RRN = {"sentence_dim": 16, "fusion_dim": 16, "refine_dim": 8}
 _TINY_CMSA = {"key_dim": 8, "value_dim": 16, "key_pool": 2, "skip_dim": 8}
+_TINY_RMSIN = {"decoder_channels": 16, "cim_grid": 2}
 
 #: THE registry: every model of the package, by name.
 MODELS: dict[str, ModelEntry] = {
@@ -95,6 +97,16 @@ MODELS: dict[str, ModelEntry] = {
     ),
     "cmsa_swin_base": ModelEntry(
         cmsa_swin_base, {**_TINY_SWIN, **_TINY_CMSA}, "CMSA (Ye et al. 2019), Swin-B + BERT-base"
+    ),
+    "rmsin_swin_base": ModelEntry(
+        rmsin_swin_base,
+        {**_TINY_SWIN, **_TINY_RMSIN},
+        "RMSIN (Liu et al. 2024), Swin-B + BERT-base, as its official code",
+    ),
+    "rmsin_effnet_minilm": ModelEntry(
+        rmsin_effnet_minilm,
+        {**_TINY_EFFNET, **_TINY_RMSIN},
+        "RMSIN's modules on EfficientNet-Lite0 + frozen MiniLM (fast CPU)",
     ),
 }
 
