@@ -129,7 +129,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     bench.add_argument("--checkpoints", metavar="NAME=PATH,...", help="load instead of training")
     bench.add_argument(
-        "--preset", choices=("paper", "default"), default="paper", help="recipe without --budget"
+        "--preset", choices=("paper", "rmsin", "default"), default="paper", help="recipe without --budget"
     )
     bench.add_argument("--eval-batch-size", type=int, default=8)
     bench.add_argument("--protocol", choices=("native", "lavt"), default="native")
