@@ -40,7 +40,7 @@ from rrsis.data.files import atomic_write, check_output, clean_stale_temps
 from rrsis.engine.benchmark_config import BenchmarkConfig
 from rrsis.engine.config import TrainRun, read_record
 from rrsis.engine.datamodule import open_split, refuse_empty_split
-from rrsis.engine.train import train
+from rrsis.engine.train import resolve_precision, train
 from rrsis.errors import ModelError, RRSISError
 from rrsis.eval.benchmark_report import BenchmarkTables, summarise, write_tables
 from rrsis.eval.evaluate import evaluate, open_dataset
@@ -88,7 +88,12 @@ def _check_reused(run: TrainRun) -> None:
     saved = read_record(run.hparams_path).get("train")
     if not isinstance(saved, dict):
         raise RRSISError(f"{run.hparams_path}: has no 'train' recipe object (damaged?)")
-    differ = _same_recipe(saved, json.loads(json.dumps(run.recipe.to_dict())))
+    wanted = json.loads(json.dumps(run.recipe.to_dict()))
+    # "auto" precision is what the run resolves it to (fp32 on a CPU), as the saved run did.
+    for recipe in (saved, wanted):
+        if "precision" in recipe:
+            recipe["precision"] = resolve_precision(recipe["precision"], run.accelerator)
+    differ = _same_recipe(saved, wanted)
     if differ:
         raise RRSISError(
             f"{run.out} holds a run of another recipe ({', '.join(differ)} differ): "
