@@ -13,10 +13,10 @@ import argparse
 import sys
 
 from rrsis import __version__
-from rrsis.cli import benchmark, data, evaluate, models, predict, train
+from rrsis.cli import benchmark, data, evaluate, export, models, predict, train
 from rrsis.errors import RRSISError
 
-COMMAND_MODULES = (data, models, train, evaluate, benchmark, predict)
+COMMAND_MODULES = (data, models, train, evaluate, benchmark, predict, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

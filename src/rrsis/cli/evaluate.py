@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from rrsis.cli.options import (
+    add_backend_arg,
     add_compose_arg,
     add_dataset_args,
     add_device_arg,
@@ -99,6 +100,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             resamples=args.resamples,
             compose=rules,
+            backend=args.backend,
         )
     result.update(
         {
@@ -308,6 +310,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_compose_arg(ev)
     add_device_arg(ev)
+    add_backend_arg(ev)
     add_overwrite_arg(ev)
     add_progress_arg(ev)
     ev.set_defaults(func=run_evaluate, _parser=ev)

@@ -183,6 +183,7 @@ def evaluate(
     threshold: float | None = None,
     resamples: int = DEFAULT_RESAMPLES,
     compose: Collection[str] | str | None = "all",
+    backend: str = "torch",
 ) -> dict[str, Any]:
     """Predict every sample of ``dataset`` and score the network alone and with the rules.
 
@@ -211,6 +212,7 @@ def evaluate(
             (whole images resampled, :mod:`rrsis.eval.uncertainty`); 0 = no interval.
         compose: the rules of the composed scores (``"all"``, ``"none"`` or a comma list of
             ``position``, ``relation``, ``attribute``); ``"none"`` scores the network alone only.
+        backend: ``"torch"`` or ``"onnxruntime"`` (see :class:`~rrsis.infer.predictor.Segmenter`).
 
     Returns:
         ``{"protocol", "input_size", "threshold", "n", "overall", "interval", "breakdown",
@@ -249,6 +251,7 @@ def evaluate(
         # Whole images, never windows: an overlap of 0 suits whatever window the model records.
         tiling="never",
         window_overlap=0,
+        backend=backend,
     )
     segmenter.max_rows = batch_size
     writer = None
@@ -316,6 +319,7 @@ def evaluate(
         "shuffle_expressions": bool(shuffle_expressions),
         "empty_iou": float(empty_iou),
         "model": dict(getattr(model, "config", {}) or {}),
+        "backend": backend,
         "data_warnings": data_warnings,
     }
     if rules:

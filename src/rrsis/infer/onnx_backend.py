@@ -99,6 +99,22 @@ def session_options(ort, threads: int | None = None, optimization: str = "all"):
     return options
 
 
+def open_session(ort, path: Path, options):
+    """An ONNX Runtime CPU session of the graph at ``path`` (one-line errors)."""
+    if not path.is_file():
+        raise ModelError(f"{path}: ONNX file not found")
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise ModelError(f"{path}: ONNX Runtime cannot load it ({type(err).__name__})") from err
+
+
+def graph_metadata(session) -> dict[str, str]:
+    """The ``rrsis.*`` metadata of a session's graph, keys without the prefix."""
+    items = session.get_modelmeta().custom_metadata_map.items()
+    return {key[len(META) :]: value for key, value in items if key.startswith(META)}
+
+
 class OnnxNetwork(Network):
     """A :class:`Network` whose model forward runs an ONNX graph in ONNX Runtime (CPU).
 
@@ -135,28 +151,21 @@ class OnnxNetwork(Network):
             raise ModelError(f"backend 'onnxruntime' runs on the CPU, got device {device}")
         if dtype != torch.float32:
             raise ModelError("backend 'onnxruntime' runs float32; bfloat16 is a torch option")
-        super().__init__(model, device, input_size, dtype, fuse=False)
+        options = session_options(ort, threads, optimization)
         if onnx is None:
-            self.text_features = resolve_text_features(self.model, None)
-            path = cached_graph(self.model, self.input_size, self.text_features)
+            super().__init__(model, device, input_size, dtype, fuse=False)
+            text_features = resolve_text_features(self.model, None)
+            path = cached_graph(self.model, self.input_size, text_features)
+            self.session = open_session(ort, path, options)
         else:
             path = Path(onnx)
-            if not path.is_file():
-                raise ModelError(f"{path}: ONNX file not found")
-        try:
-            self.session = ort.InferenceSession(
-                str(path),
-                session_options(ort, threads, optimization),
-                providers=["CPUExecutionProvider"],
-            )
-        except Exception as err:
-            raise ModelError(f"{path}: ONNX Runtime cannot load it ({type(err).__name__})") from err
+            self.session = open_session(ort, path, options)
+            meta = graph_metadata(self.session)
+            # The graph's own side unless the caller asks for another (refused below).
+            size = input_size if input_size is not None else int(meta.get("input_size") or 0)
+            super().__init__(model, device, size or None, dtype, fuse=False)
         self.path = path
-        meta = {
-            key[len(META) :]: value
-            for key, value in self.session.get_modelmeta().custom_metadata_map.items()
-            if key.startswith(META)
-        }
+        meta = graph_metadata(self.session)
         self.metadata = meta
         self._check(meta, path)
         self.text_features = meta["text_features"]
@@ -214,3 +223,25 @@ class OnnxNetwork(Network):
     def forward(self, images, word_ids, word_mask, size: tuple[int, int]) -> np.ndarray:
         """:func:`~rrsis.infer.network.forward_rows` with the graph as the model."""
         return forward_rows(self.run_graph, images, word_ids, word_mask, size, self.max_rows)
+
+
+def compare_with_torch(
+    model: torch.nn.Module, path: str | Path, expression: str = "the building along the road"
+) -> tuple[float, float]:
+    """Run the graph at ``path`` and ``model`` in PyTorch on one random image.
+
+    Returns:
+        The largest absolute difference of their logits, and the fraction of pixels whose
+        arg-max class agrees.
+    """
+    network = OnnxNetwork(model, onnx=path)
+    size = network.input_size
+    generator = torch.Generator().manual_seed(0)
+    tiles = torch.randint(0, 256, (1, size, size, 3), generator=generator, dtype=torch.uint8)
+    images = network.normalise(tiles.numpy())
+    word_ids, word_mask = network.tokenize([expression])
+    with torch.inference_mode():
+        expected = network.model(images, word_ids, word_mask).float()
+        got = network.run_graph(images, word_ids, word_mask)
+    agree = (expected.argmax(1) == got.argmax(1)).float().mean()
+    return float((expected - got).abs().max()), float(agree)

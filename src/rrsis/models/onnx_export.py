@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,16 +247,19 @@ def quantize_int8(path: Path) -> None:
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
-        raise ModelError(
-            "int8 quantisation needs onnxruntime: pip install 'rrsis[onnx]'"
-        ) from None
+        raise ModelError("int8 quantisation needs onnxruntime: pip install 'rrsis[onnx]'") from None
     onnx = _import_onnx()
     source = path.with_name(path.stem + ".float32.onnx")
     path.replace(source)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8)
+        # The quantiser logs a note per tensor it leaves in float (the padding's int slices).
+        logging.disable(logging.WARNING)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(logging.NOTSET)
         metadata = {p.key: p.value for p in onnx.load(str(source)).metadata_props}
         graph = onnx.load(str(path))
         del graph.metadata_props[:]
