@@ -22,6 +22,7 @@ from rrsis.cli.options import (
     add_model_arg,
     add_overwrite_arg,
     add_progress_arg,
+    backend_of,
     check_outputs,
     command_line,
     data_warnings_only,
@@ -100,7 +101,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             resamples=args.resamples,
             compose=rules,
-            backend=args.backend,
+            backend=backend_of(args),
+            onnx=args.onnx,
         )
     result.update(
         {

@@ -184,6 +184,7 @@ def evaluate(
     resamples: int = DEFAULT_RESAMPLES,
     compose: Collection[str] | str | None = "all",
     backend: str = "torch",
+    onnx: str | Path | None = None,
 ) -> dict[str, Any]:
     """Predict every sample of ``dataset`` and score the network alone and with the rules.
 
@@ -212,7 +213,8 @@ def evaluate(
             (whole images resampled, :mod:`rrsis.eval.uncertainty`); 0 = no interval.
         compose: the rules of the composed scores (``"all"``, ``"none"`` or a comma list of
             ``position``, ``relation``, ``attribute``); ``"none"`` scores the network alone only.
-        backend: ``"torch"`` or ``"onnxruntime"`` (see :class:`~rrsis.infer.predictor.Segmenter`).
+        backend: ``"torch"`` or ``"onnxruntime"``; ``onnx``: with the latter, a graph file of
+            ``model`` (see :class:`~rrsis.infer.predictor.Segmenter`).
 
     Returns:
         ``{"protocol", "input_size", "threshold", "n", "overall", "interval", "breakdown",
@@ -252,6 +254,7 @@ def evaluate(
         tiling="never",
         window_overlap=0,
         backend=backend,
+        onnx=onnx,
     )
     segmenter.max_rows = batch_size
     writer = None
