@@ -80,7 +80,7 @@ def cached_graph(
 
 def session_options(ort, threads: int | None = None, optimization: str = "all"):
     """ONNX Runtime session options: ``threads`` intra-op threads (``None``: torch's count),
-    one inter-op thread, sequential execution, the named graph optimisation level."""
+    one inter-op thread, sequential execution, no spinning, the named graph optimisation level."""
     if optimization not in OPTIMIZATION_LEVELS:
         raise ModelError(
             f"optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {optimization!r}"
@@ -90,6 +90,9 @@ def session_options(ort, threads: int | None = None, optimization: str = "all"):
     options.intra_op_num_threads = int(threads or torch.get_num_threads())
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Idle workers sleep instead of spinning: between forwards the same cores read, resize and
+    # write tiles (and torch encodes new expressions).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = {
         "disable": levels.ORT_DISABLE_ALL,
         "basic": levels.ORT_ENABLE_BASIC,
