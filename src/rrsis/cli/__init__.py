@@ -13,10 +13,10 @@ import argparse
 import sys
 
 from rrsis import __version__
-from rrsis.cli import benchmark, data, evaluate, models, predict, serve, train
+from rrsis.cli import benchmark, data, evaluate, export, models, predict, serve, train
 from rrsis.errors import RRSISError
 
-COMMAND_MODULES = (data, models, train, evaluate, benchmark, predict, serve)
+COMMAND_MODULES = (data, models, train, evaluate, benchmark, predict, serve, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,12 +15,14 @@ import sys
 from pathlib import Path
 
 from rrsis.cli.options import (
+    add_backend_arg,
     add_compose_arg,
     add_dataset_args,
     add_device_arg,
     add_model_arg,
     add_overwrite_arg,
     add_progress_arg,
+    backend_of,
     check_outputs,
     command_line,
     data_warnings_only,
@@ -99,6 +101,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             resamples=args.resamples,
             compose=rules,
+            backend=backend_of(args),
+            onnx=args.onnx,
         )
     result.update(
         {
@@ -308,6 +312,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_compose_arg(ev)
     add_device_arg(ev)
+    add_backend_arg(ev)
     add_overwrite_arg(ev)
     add_progress_arg(ev)
     ev.set_defaults(func=run_evaluate, _parser=ev)

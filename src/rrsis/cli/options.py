@@ -174,3 +174,48 @@ def data_warnings_only() -> Iterator[None]:
         warnings.filterwarnings("ignore", category=UserWarning)
         warnings.filterwarnings("always", category=DataWarning)
         yield
+
+
+def add_backend_arg(parser: argparse.ArgumentParser) -> None:
+    """``--backend``: PyTorch eager (default) or ONNX Runtime (docs/onnx.md)."""
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="run the network in PyTorch (default) or ONNX Runtime on the CPU: its graph is "
+        "exported on first use and cached in the temp dir (needs rrsis[onnx]; docs/onnx.md)",
+    )
+    parser.add_argument(
+        "--onnx",
+        default=None,
+        metavar="FILE",
+        help="with onnxruntime: run this graph written by `rrsis export onnx` for --model "
+        "(e.g. an int8 one) instead of exporting it (implies --backend onnxruntime)",
+    )
+
+
+def backend_of(args: argparse.Namespace) -> str:
+    """The backend the options ask for: ``--onnx FILE`` implies ``onnxruntime``."""
+    return "onnxruntime" if getattr(args, "onnx", None) else getattr(args, "backend", "torch")
+
+
+def build_segmenter(args: argparse.Namespace, **overrides):
+    """The Segmenter of a command's model options (``--model``, ``--device``, ``--threshold``,
+    ``--compose``, ``--bf16``, ``--tiling``, ``--window``, ``--backend``, ``--onnx``);
+    ``overrides`` win."""
+    import torch  # loaded only when a model is needed
+
+    from rrsis.infer.predictor import Segmenter
+
+    kwargs = {
+        "device": args.device,
+        "threshold": getattr(args, "threshold", None),
+        "compose": getattr(args, "compose", "all"),
+        "dtype": torch.bfloat16 if getattr(args, "bf16", False) else torch.float32,
+        "tiling": getattr(args, "tiling", "auto"),
+        "window": getattr(args, "window", None),
+        "backend": backend_of(args),
+        "onnx": getattr(args, "onnx", None),
+        **overrides,
+    }
+    return Segmenter.from_pretrained(args.model, **kwargs)

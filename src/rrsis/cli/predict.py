@@ -19,12 +19,14 @@ import argparse
 from pathlib import Path
 
 from rrsis.cli.options import (
+    add_backend_arg,
     add_bands_arg,
     add_compose_arg,
     add_device_arg,
     add_model_arg,
     add_overwrite_arg,
     add_progress_arg,
+    build_segmenter,
     check_outputs,
     one_line_warnings,
 )
@@ -68,22 +70,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     )
     add_overwrite_arg(parser)
     add_compose_arg(parser)
+    add_backend_arg(parser)
 
 
 def _segmenter(args: argparse.Namespace):
-    import torch
-
-    from rrsis.infer.predictor import Segmenter  # torch: loaded only when a model is needed
-
-    return Segmenter.from_pretrained(
-        args.model,
-        device=args.device,
-        threshold=args.threshold,
-        compose=args.compose,
-        dtype=torch.bfloat16 if args.bf16 else torch.float32,
-        tiling=getattr(args, "tiling", "auto"),
-        window=getattr(args, "window", None),
-    )
+    return build_segmenter(args)  # torch: loaded only when a model is needed
 
 
 def decided_text(decided_by: str) -> str:

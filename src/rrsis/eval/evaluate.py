@@ -183,6 +183,8 @@ def evaluate(
     threshold: float | None = None,
     resamples: int = DEFAULT_RESAMPLES,
     compose: Collection[str] | str | None = "all",
+    backend: str = "torch",
+    onnx: str | Path | None = None,
 ) -> dict[str, Any]:
     """Predict every sample of ``dataset`` and score the network alone and with the rules.
 
@@ -211,6 +213,8 @@ def evaluate(
             (whole images resampled, :mod:`rrsis.eval.uncertainty`); 0 = no interval.
         compose: the rules of the composed scores (``"all"``, ``"none"`` or a comma list of
             ``position``, ``relation``, ``attribute``); ``"none"`` scores the network alone only.
+        backend: ``"torch"`` or ``"onnxruntime"``; ``onnx``: with the latter, a graph file of
+            ``model`` (see :class:`~rrsis.infer.predictor.Segmenter`).
 
     Returns:
         ``{"protocol", "input_size", "threshold", "n", "overall", "interval", "breakdown",
@@ -249,6 +253,8 @@ def evaluate(
         # Whole images, never windows: an overlap of 0 suits whatever window the model records.
         tiling="never",
         window_overlap=0,
+        backend=backend,
+        onnx=onnx,
     )
     segmenter.max_rows = batch_size
     writer = None
@@ -316,6 +322,7 @@ def evaluate(
         "shuffle_expressions": bool(shuffle_expressions),
         "empty_iou": float(empty_iou),
         "model": dict(getattr(model, "config", {}) or {}),
+        "backend": backend,
         "data_warnings": data_warnings,
     }
     if rules:

@@ -23,15 +23,12 @@ import torch
 
 from rrsis.errors import ExpressionError, ModelError
 from rrsis.infer.compose import parse_expression, parse_rules, scene_position
-from rrsis.infer.images import MIN_SIDE, ImageLike, to_rgb_uint8, warn_about_size
-from rrsis.infer.network import Network, clean_expressions, unknown_by_expression
+from rrsis.infer.images import ImageLike, to_rgb_uint8, warn_about_size
+from rrsis.infer.network import clean_expressions, unknown_by_expression
 from rrsis.infer.reading import Prediction, read_pairs, read_tiles
+from rrsis.infer.settings import build_network, check_tiling, window_settings
 from rrsis.infer.tiling import blend_windows
 from rrsis.models.io import default_threshold, resolve_model
-
-TILINGS = ("auto", "always", "never")
-#: Window side when a model does not say which image size it was trained on.
-DEFAULT_WINDOW = 512
 
 
 class Segmenter:
@@ -72,6 +69,10 @@ class Segmenter:
             on, as stored with its weights by ``rrsis train`` (``model.train_image_size``, e.g.
             800 for RRSIS-D), else 512 (the shipped model and RefSegRS).
         window_overlap: px shared by neighbouring windows.
+        backend: ``"torch"`` (default) or ``"onnxruntime"``: the model's per-tile graph in
+            ONNX Runtime on the CPU, float32, from ``onnx`` or exported on first use and
+            cached (:mod:`rrsis.infer.onnx_backend`, docs/onnx.md).
+        onnx: with ``backend="onnxruntime"``, a graph written by ``rrsis export onnx``.
     """
 
     def __init__(
@@ -86,17 +87,11 @@ class Segmenter:
         tiling: str = "auto",
         window: int | None = None,
         window_overlap: int = 64,
+        backend: str = "torch",
+        onnx: str | Path | None = None,
     ) -> None:
-        if tiling not in TILINGS:
-            raise ModelError(f"tiling must be one of {', '.join(TILINGS)}, got {tiling!r}")
-        if window is None:
-            window = int(getattr(model, "train_image_size", None) or DEFAULT_WINDOW)
-        if not 0 <= window_overlap < window or window < MIN_SIDE:
-            raise ModelError(
-                f"need window >= {MIN_SIDE} and 0 <= window_overlap < window, got "
-                f"{window} / {window_overlap}"
-            )
-        self.tiling, self.window, self.window_overlap = tiling, int(window), int(window_overlap)
+        self.tiling = check_tiling(tiling)
+        self.window, self.window_overlap = window_settings(model, window, window_overlap)
         try:
             self.compose = parse_rules(compose)
         except ValueError as error:
@@ -106,7 +101,8 @@ class Segmenter:
         if not 0.0 <= threshold <= 1.0:
             raise ModelError(f"threshold must be in [0, 1], got {threshold}")
         self.threshold = float(threshold)
-        self.network = Network(model, device, input_size, dtype, fuse)
+        self.network = build_network(backend, model, device, input_size, dtype, fuse, onnx)
+        self.backend = backend
         # The network's settings, read where a Segmenter is at hand.
         self.model, self.device, self.dtype = self.network.model, self.network.device, dtype
         self.input_size, self.fused = self.network.input_size, self.network.fused
@@ -126,7 +122,7 @@ class Segmenter:
                 ``list_models()``). One rule for every command: :func:`rrsis.models.io.resolve_model`.
             weights: with a registry name, a ``.safetensors`` state dict for it. Without it the
                 model keeps random weights (useful for speed tests only; a warning says so).
-            **kwargs: passed to :class:`Segmenter` (device, threshold, ...).
+            **kwargs: passed to :class:`Segmenter` (device, threshold, backend, ...).
 
         Raises:
             ModelError: missing default weights, unknown name, pickle checkpoint, or weights that
@@ -333,9 +329,7 @@ class Segmenter:
         if not expressions:
             raise ExpressionError("no referring expression given")
         array = to_rgb_uint8(image)
-        tiling = self.tiling if tiling is None else tiling
-        if tiling not in TILINGS:
-            raise ModelError(f"tiling must be one of {', '.join(TILINGS)}, got {tiling!r}")
+        tiling = check_tiling(self.tiling if tiling is None else tiling)
         windows = self.uses_windows(array.shape[:2], tiling)
         warn_about_size(array.shape[:2], windows, len(expressions), self.input_size)
         expressions = self.check_expressions(expressions)

@@ -101,6 +101,9 @@ class LAVT(RRSISModel):
         self, image: Tensor, word_ids: Tensor, word_mask: Tensor
     ) -> tuple[list[Tensor], Tensor]:
         words = self.text(word_ids, word_mask)  # (B, N, C_l)
+        return self._encode_words(image, words, word_mask), words
+
+    def _encode_words(self, image: Tensor, words: Tensor, word_mask: Tensor) -> list[Tensor]:
         x = self.vision.forward_stem(image)
         maps = []
         for i in range(self.vision.num_stages):
@@ -115,7 +118,7 @@ class LAVT(RRSISModel):
                 x = self.vision.downsample(i, fused)
         if self.neck is not None:
             maps = self.neck(maps, words, word_mask)
-        return maps, words
+        return maps
 
     def forward(self, image: Tensor, word_ids: Tensor, word_mask: Tensor) -> Tensor:
         """Segment the referred object.
@@ -129,7 +132,15 @@ class LAVT(RRSISModel):
             logits ``(B, 2, H, W)``.
         """
         self.check_inputs(image, word_ids, word_mask)
-        maps, words = self._encode(image, word_ids, word_mask)
+        return self.forward_words(image, self.text(word_ids, word_mask), word_mask)
+
+    def forward_words(self, image: Tensor, words: Tensor, word_mask: Tensor) -> Tensor:
+        """:meth:`forward` from word features ``words (B, N, C_l)`` of the text encoder.
+
+        The part that runs per image: an expression's words can be encoded once for many
+        tiles (the ONNX graph of :mod:`rrsis.models.onnx_export` is this method).
+        """
+        maps = self._encode_words(image, words, word_mask)
         logits = self.decoder(maps)
         if self.prior is not None:
             offsets = self.prior(words, word_mask, logits.shape[-2:]).to(logits.dtype)

@@ -41,6 +41,16 @@ def masked_mean(words: Tensor, word_mask: Tensor) -> Tensor:
     return (words * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
+def pool_to(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """``adaptive_avg_pool2d(x, size)``; a whole-number ratio runs as ``avg_pool2d`` (the same
+    values, and an ONNX export that does not need the sizes as constants)."""
+    height, width = int(x.shape[-2]), int(x.shape[-1])
+    rows, cols = int(size[0]), int(size[1])
+    if height % rows == 0 and width % cols == 0:
+        return F.avg_pool2d(x, (height // rows, width // cols))
+    return F.adaptive_avg_pool2d(x, size)
+
+
 class LGCE(nn.Module):
     """Language-guided cross-scale enhancement of four stage maps.
 
@@ -151,7 +161,7 @@ class LGCE(nn.Module):
                         message, size=size, mode="bilinear", align_corners=False
                     )
                 elif j < i:
-                    message = F.adaptive_avg_pool2d(message, size)
+                    message = pool_to(message, size)
                 mixed = mixed + weights[:, k, None, None, None] * message
             delta = self.out[i](mixed)
             outputs.append(feature + self.gamma[i].view(1, -1, 1, 1) * delta)
