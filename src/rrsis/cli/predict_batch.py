@@ -13,7 +13,23 @@ from pathlib import Path
 
 from rrsis.cli import predict
 from rrsis.cli.options import add_bands_arg, add_progress_arg, one_line_warnings
+from rrsis.errors import RRSISError
 from rrsis.infer.batch import SUMMARY_NAME, BatchConfig, prepare_batch, run_batch
+
+
+def _processes(args: argparse.Namespace):
+    """The run's :class:`~rrsis.engine.predict_batch.Processes`; ``None``: one process, no
+    Lightning (the default: ``--devices 1 --num-nodes 1 --accelerator auto``)."""
+    if str(args.devices).strip() == "1" and args.num_nodes == 1 and args.accelerator == "auto":
+        return None
+    if args.device != "cpu":
+        raise RRSISError(
+            f"--device {args.device} chooses the device of a one-process run; with --devices, "
+            "--num-nodes or --accelerator each process gets its own (--accelerator gpu)"
+        )
+    from rrsis.engine.predict_batch import Processes  # loads Lightning
+
+    return Processes(args.devices, args.num_nodes, args.accelerator)
 
 
 def _cmd_predict_batch(args: argparse.Namespace) -> int:
@@ -32,10 +48,23 @@ def _cmd_predict_batch(args: argparse.Namespace) -> int:
         merged_vector=args.merged_vector,
         vrt=args.vrt,
     )
+    processes = _processes(args)
     # Missing inputs or existing outputs fail before the model loads.
     batch = prepare_batch(args.inputs, args.expression, args.out_dir, config)
     with one_line_warnings():
-        rows = run_batch(batch, predict.build_segmenter(args))
+        if processes is None:
+            rows = run_batch(batch, predict.build_segmenter(args))
+        else:
+            from rrsis.engine.predict_batch import run_batch_distributed  # loads Lightning
+
+            def make_segmenter(device):
+                return predict.build_segmenter(
+                    argparse.Namespace(**vars(args) | {"device": device})
+                )
+
+            rows = run_batch_distributed(batch, make_segmenter, processes)
+            if rows is None:  # not the first process: the first one reports
+                return 0
     status = {}
     for row in rows:
         status.setdefault(row["image"], row["status"])
@@ -96,9 +125,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="leave images whose outputs all exist (resume an interrupted run)",
     )
     add_progress_arg(batch)
+    _add_process_args(batch)
     predict.add_probabilities_arg(batch)
     predict.add_tiling_arg(batch)
     predict.add_polygon_args(batch)
     add_bands_arg(batch)
     predict.add_model_args(batch)
     batch.set_defaults(func=_cmd_predict_batch)
+
+
+def _add_process_args(parser: argparse.ArgumentParser) -> None:
+    """``--devices``, ``--num-nodes``, ``--accelerator``: several processes (docs/scale.md)."""
+    parser.add_argument(
+        "--devices",
+        default="1",
+        metavar="N",
+        help="processes per machine, each segmenting its share of the images: a number, 'auto' "
+        "(every GPU) or GPU indices such as 0,1 (default 1: one process on --device)",
+    )
+    parser.add_argument(
+        "--num-nodes",
+        type=_positive,
+        default=1,
+        metavar="M",
+        help="machines (SLURM: srun with --ntasks-per-node equal to --devices; default 1)",
+    )
+    parser.add_argument(
+        "--accelerator",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="what each of --devices runs on (default auto: GPUs when there are any)",
+    )
+
+
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"need a whole number >= 1, got {text!r}")
+    return int(text)
