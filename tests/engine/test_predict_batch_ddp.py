@@ -19,8 +19,10 @@ import torch
 from PIL import Image
 
 from rrsis.cli import main
-from rrsis.engine.predict_batch import Processes, ShardSampler, shard
+from rrsis.engine.predict_batch import Processes, ShardSampler, run_batch_distributed, shard
 from rrsis.errors import RRSISError
+from rrsis.infer.batch import BatchConfig, prepare_batch, run_batch
+from rrsis.infer.predictor import Segmenter
 from rrsis.models.io import save_model
 from rrsis.models.registry import get_tiny_model
 
@@ -36,7 +38,8 @@ def _summary(out: Path) -> list[dict]:
 def _comparable(rows: list[dict], out: Path) -> list[dict]:
     """Rows without the per-image time, mask paths relative to the output folder."""
     return [
-        {k: v.replace(str(out), "OUT") for k, v in row.items() if k != "seconds"} for row in rows
+        {k: str(v).replace(str(out), "OUT") for k, v in row.items() if k != "seconds"}
+        for row in rows
     ]
 
 
@@ -98,6 +101,42 @@ def test_two_processes_write_what_one_process_writes(inputs, tmp_path, capsys):
             a, b = Image.open(one / name), Image.open(two / name)
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
     assert (two / "polygons.gpkg").stat().st_size > 0
+
+
+def test_lightning_in_one_process_is_the_loop_and_an_interrupted_run_keeps_its_rows(
+    inputs, tmp_path
+):
+    images, weights = inputs
+    segmenter = Segmenter.from_pretrained(str(weights))
+    config = BatchConfig(progress=False)
+    loop, lightning = tmp_path / "loop", tmp_path / "lightning"
+    with pytest.warns(UserWarning, match="tile5.jpg"):
+        run_batch(prepare_batch([images], ["road"], loop, config), segmenter)
+    batch = prepare_batch([images], ["road"], lightning, config)
+    with pytest.warns(UserWarning, match="tile5.jpg"):
+        rows = run_batch_distributed(batch, lambda device: segmenter, Processes(1, 1, "cpu"))
+    assert _comparable(rows, lightning) == _comparable(_summary(loop), loop)
+    assert _comparable(_summary(lightning), lightning) == _comparable(_summary(loop), loop)
+    for name in (p.name for p in loop.glob("*.png")):
+        assert (lightning / name).read_bytes() == (loop / name).read_bytes()
+
+    calls = []
+    original = segmenter.predict
+
+    def fails_on_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("disk gone")
+        return original(*args, **kwargs)
+
+    segmenter.predict = fails_on_the_third
+    interrupted = tmp_path / "interrupted"
+    batch = prepare_batch([images], ["road"], interrupted, config)
+    with pytest.raises(RuntimeError, match="disk gone"):
+        run_batch_distributed(batch, lambda device: segmenter, Processes(1, 1, "cpu"))
+    assert [r["image"] for r in _summary(interrupted)] == [str(images / "tile0.png")] + [
+        str(images / "tile1.png")
+    ]
 
 
 def test_shards_cover_every_image_once_without_padding():

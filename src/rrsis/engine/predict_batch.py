@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader, Sampler
 
 from rrsis.errors import RRSISError
@@ -174,7 +176,9 @@ def _quiet_lightning() -> Iterator[None]:
 
 
 def _trainer(processes: Processes) -> pl.Trainer:
-    strategy = DDPStrategy(timeout=timedelta(minutes=processes.timeout_minutes))
+    one = processes.devices == 1 and int(processes.num_nodes) == 1
+    # One process: no process group to set up.
+    strategy = "auto" if one else DDPStrategy(timeout=timedelta(minutes=processes.timeout_minutes))
     return pl.Trainer(
         devices=processes.devices,
         num_nodes=int(processes.num_nodes),
@@ -185,6 +189,9 @@ def _trainer(processes: Processes) -> pl.Trainer:
         enable_model_summary=False,
         enable_progress_bar=False,  # BatchPrediction's own bar, as in a one-process run
         use_distributed_sampler=False,  # ShardSampler: each image once
+        # Under SLURM: no requeue-on-signal handler (it would save a training checkpoint);
+        # a requeued or repeated job resumes with --skip-existing.
+        plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
     )
 
 
@@ -222,11 +229,18 @@ def run_batch_distributed(
         them; ``None`` on the others.
     """
     processes = processes or Processes()
-    batch.out_dir.mkdir(parents=True, exist_ok=True)
     module = BatchPrediction(batch, make_segmenter)
     replace = batch.config.overwrite or batch.config.skip_existing
     with _quiet_lightning():
-        trainer = _trainer(processes)
+        try:
+            trainer = _trainer(processes)
+            # SLURM's tasks must match devices and nodes: checked now, not in every process.
+            environment = getattr(trainer.strategy, "cluster_environment", None)
+            if environment is not None:
+                environment.validate_settings(trainer.num_devices, trainer.num_nodes)
+        except (ValueError, MisconfigurationException) as err:  # e.g. no GPU, SLURM mismatch
+            raise RRSISError(f"cannot start the processes: {str(err).splitlines()[0]}") from None
+        batch.out_dir.mkdir(parents=True, exist_ok=True)
         try:
             trainer.predict(module, return_predictions=False)
         except BaseException:
