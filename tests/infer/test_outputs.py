@@ -27,7 +27,9 @@ def segmenter(monkeypatch):
     """``--model`` replaced by a constant model (every pixel foreground): no weights to load."""
     from rrsis.cli import predict
 
-    monkeypatch.setattr(predict, "_segmenter", lambda args: Segmenter(ConstModel(), compose="none"))
+    monkeypatch.setattr(
+        predict, "build_segmenter", lambda args: Segmenter(ConstModel(), compose="none")
+    )
 
 
 def _png(path, size=64):
@@ -122,7 +124,7 @@ def test_vector_crs_without_a_crs_is_refused_before_any_work(
     def refuse(args):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(predict, "_segmenter", refuse)
+    monkeypatch.setattr(predict, "build_segmenter", refuse)
     src = make_geotiff(tmp_path / "plain.tif", 64, 64, crs=None)
     args = [command, str(src), "car", "-o", str(tmp_path / "m.tif")]
     args += ["--vector", str(tmp_path / "m.geojson"), "--vector-crs", "EPSG:4326"]

@@ -1,10 +1,10 @@
 """The ``rrsis`` command line: one entry point, one module per group of subcommands.
 
 Each module of this package (``data``, ``models``, ``train``, ``evaluate``, ``predict``,
-``serve``) has ``register(subparsers)``; options that several commands share come from :mod:`rrsis.cli.options`.
-The commands parse arguments, build the library's typed configuration and call it; this module
-runs the chosen handler and turns :class:`RRSISError` into a one-line message and exit code 2
-(tracebacks only with ``--debug``).
+``predict_batch``, ``serve``, ``export``) has ``register(subparsers)``; options that several commands share come
+from :mod:`rrsis.cli.options`. The commands parse arguments, build the library's typed
+configuration and call it; this module runs the chosen handler and turns :class:`RRSISError`
+into a one-line message and exit code 2 (tracebacks only with ``--debug``).
 """
 
 from __future__ import annotations
@@ -13,10 +13,20 @@ import argparse
 import sys
 
 from rrsis import __version__
-from rrsis.cli import benchmark, data, evaluate, export, models, predict, serve, train
+from rrsis.cli import (
+    benchmark,
+    data,
+    evaluate,
+    export,
+    models,
+    predict,
+    predict_batch,
+    serve,
+    train,
+)
 from rrsis.errors import RRSISError
 
-COMMAND_MODULES = (data, models, train, evaluate, benchmark, predict, serve, export)
+COMMAND_MODULES = (data, models, train, evaluate, benchmark, predict, predict_batch, serve, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""``python -m rrsis.cli``: the ``rrsis`` command without its console script."""
+"""``python -m rrsis.cli``: the ``rrsis`` command (also how Lightning restarts it per process)."""
 
 import sys
 

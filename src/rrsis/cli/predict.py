@@ -1,4 +1,7 @@
-"""``rrsis predict``, ``rrsis predict-batch``, ``rrsis predict-scene`` and ``rrsis demo``.
+"""``rrsis predict``, ``rrsis predict-scene`` and ``rrsis demo``.
+
+``rrsis predict-batch`` lives in :mod:`rrsis.cli.predict_batch` and shares this module's
+option groups (``add_*``) and :func:`build_segmenter`.
 
 Handlers build the library's typed configuration (:class:`~rrsis.infer.scene.SceneConfig`,
 :class:`~rrsis.infer.batch.BatchConfig`) and call it; they raise
@@ -31,7 +34,6 @@ from rrsis.cli.options import (
     one_line_warnings,
 )
 from rrsis.errors import OutputExistsError, RRSISError
-from rrsis.infer.batch import SUMMARY_NAME, BatchConfig, prepare_batch, run_batch
 from rrsis.infer.images import to_rgb_uint8
 from rrsis.infer.layers import MIN_AREA, vector_driver
 from rrsis.infer.outputs import check_mask_format, georeference, require_crs, write_prediction
@@ -53,7 +55,7 @@ def _check_vector_crs(image: Path, vector: Path | None, vector_crs) -> None:
         require_crs(image)
 
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
+def add_model_args(parser: argparse.ArgumentParser) -> None:
     add_model_arg(parser)
     parser.add_argument(
         "--threshold",
@@ -73,10 +75,6 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     add_backend_arg(parser)
 
 
-def _segmenter(args: argparse.Namespace):
-    return build_segmenter(args)  # torch: loaded only when a model is needed
-
-
 def decided_text(decided_by: str) -> str:
     """``"network alone"`` or ``"rules: relation"``: what decided a mask, for people."""
     return "network alone" if decided_by == "network" else f"rules: {decided_by}"
@@ -92,7 +90,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     _check_vector_crs(image_path, vector, args.vector_crs)
     with one_line_warnings():
         image = to_rgb_uint8(image_path, args.bands)
-        prediction = _segmenter(args).predict(image, args.expression)[0]
+        prediction = build_segmenter(args).predict(image, args.expression)[0]
     mask = prediction.mask
     write_prediction(
         mask,
@@ -116,43 +114,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         )
     )
     return 0
-
-
-def _cmd_predict_batch(args: argparse.Namespace) -> int:
-    config = BatchConfig(
-        mask_format=args.format,
-        overlay=args.overlay,
-        vector=args.vector,
-        recursive=args.recursive,
-        overwrite=args.overwrite,
-        skip_existing=args.skip_existing,
-        probabilities=args.probabilities,
-        bands=args.bands,
-        progress=args.progress,
-        min_area=args.min_area,
-        vector_crs=args.vector_crs,
-        merged_vector=args.merged_vector,
-        vrt=args.vrt,
-    )
-    # Missing inputs or existing outputs fail before the model loads.
-    batch = prepare_batch(args.inputs, args.expression, args.out_dir, config)
-    with one_line_warnings():
-        rows = run_batch(batch, _segmenter(args))
-    status = {}
-    for row in rows:
-        status.setdefault(row["image"], row["status"])
-    counts = {s: sum(v == s for v in status.values()) for s in ("ok", "skipped", "error")}
-    print(
-        f"{counts['ok']} images segmented, {counts['skipped']} skipped (outputs exist), "
-        f"{counts['error']} unreadable; summary in {Path(args.out_dir) / SUMMARY_NAME}"
-    )
-    for expression in batch.expressions:
-        decided = [r["decided_by"] for r in rows if r["expression"] == expression]
-        ruled = {d: decided.count(d) for d in dict.fromkeys(decided) if d not in ("", "network")}
-        if ruled:
-            parts = ", ".join(f"{d} on {n}" for d, n in ruled.items())
-            print(f"{expression!r}: rules decided ({parts} of {len(decided)} images)")
-    return 1 if counts["error"] else 0
 
 
 def _cmd_predict_scene(args: argparse.Namespace) -> int:
@@ -180,7 +141,7 @@ def _cmd_predict_scene(args: argparse.Namespace) -> int:
         progress=args.progress,
     )
     with one_line_warnings():
-        segmenter = _segmenter(args)
+        segmenter = build_segmenter(args)
         predict_scene(scene, args.expression, output, segmenter, config)
     print(f"wrote {output}" + (f" and {vector}" if vector else ""))
     for expression, (region, rule) in zip(
@@ -215,7 +176,7 @@ def _min_area(text: str) -> float:
     return value
 
 
-def _add_probabilities_arg(parser: argparse.ArgumentParser) -> None:
+def add_probabilities_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--probabilities",
         action="store_true",
@@ -224,7 +185,7 @@ def _add_probabilities_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_tiling_arg(parser: argparse.ArgumentParser) -> None:
+def add_tiling_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tiling",
         choices=("auto", "always", "never"),
@@ -250,7 +211,7 @@ def _crs(text: str):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _add_polygon_args(parser: argparse.ArgumentParser) -> None:
+def add_polygon_args(parser: argparse.ArgumentParser) -> None:
     """``--min-area`` and ``--vector-crs``: options of the ``--vector`` polygons."""
     parser.add_argument(
         "--min-area",
@@ -288,11 +249,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write the mask's polygons: .gpkg, .shp, .geojson or .fgb (in the image's CRS "
         "for a GeoTIFF, else in pixel coordinates)",
     )
-    _add_probabilities_arg(predict)
-    _add_tiling_arg(predict)
-    _add_polygon_args(predict)
+    add_probabilities_arg(predict)
+    add_tiling_arg(predict)
+    add_polygon_args(predict)
     add_bands_arg(predict)
-    _add_model_args(predict)
+    add_model_args(predict)
     predict.set_defaults(func=_cmd_predict)
 
     scene = subparsers.add_parser(
@@ -307,7 +268,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scene.add_argument("--tile", type=int, default=512, help="tile side in px (default 512)")
     scene.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
     scene.add_argument("--batch", type=int, default=4, help="tiles per forward (default 4)")
-    _add_probabilities_arg(scene)
+    add_probabilities_arg(scene)
     scene.add_argument(
         "--simplify", type=float, default=None, help="polygon simplification (CRS units)"
     )
@@ -318,7 +279,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="'in the upper left' etc. mean the scene's (default) or each window's; the other "
         "rules (--compose) run inside each window",
     )
-    _add_polygon_args(scene)
+    add_polygon_args(scene)
     add_bands_arg(scene)
     scene.add_argument(
         "--overviews",
@@ -332,56 +293,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "object storage",
     )
     add_progress_arg(scene)
-    _add_model_args(scene)
+    add_model_args(scene)
     scene.set_defaults(func=_cmd_predict_scene)
-
-    batch = subparsers.add_parser(
-        "predict-batch",
-        help="segment many images (files or folders) into an output folder, with a summary.csv",
-    )
-    batch.add_argument("inputs", nargs="+", help="image files and/or folders of images")
-    batch.add_argument(
-        "-e",
-        "--expression",
-        action="append",
-        required=True,
-        help="referring expression; repeat for several (one mask per image and expression)",
-    )
-    batch.add_argument("-o", "--out-dir", required=True, help="output folder (created if missing)")
-    batch.add_argument(
-        "--format",
-        choices=("auto", "tif", "png"),
-        default="auto",
-        help="mask format: auto (default) writes a .tif for TIFF inputs (keeping a GeoTIFF's "
-        "CRS and geotransform) and a .png otherwise (a .tif with --probabilities)",
-    )
-    batch.add_argument("--overlay", action="store_true", help="also write overlay PNGs")
-    batch.add_argument(
-        "--vector",
-        action="store_true",
-        help="also write each mask's polygons as GeoJSON (CRS coordinates for GeoTIFFs; none "
-        "for a mask without polygons)",
-    )
-    for flag, const, what in (
-        ("--merged-vector", "polygons.gpkg", "every mask's polygons in one file (fields "),
-        ("--vrt", "masks.vrt", "a VRT mosaic of the GeoTIFF masks, one band per expression"),
-    ):
-        what += "expression, source)" if flag == "--merged-vector" else ""
-        help_text = f"also write {what}; alone: OUT_DIR/{const}; a bare name goes in OUT_DIR"
-        batch.add_argument(flag, nargs="?", const=const, metavar="PATH", help=help_text)
-    batch.add_argument("--recursive", action="store_true", help="search folders recursively")
-    batch.add_argument(
-        "--skip-existing",
-        action="store_true",
-        help="leave images whose outputs all exist (resume an interrupted run)",
-    )
-    add_progress_arg(batch)
-    _add_probabilities_arg(batch)
-    _add_tiling_arg(batch)
-    _add_polygon_args(batch)
-    add_bands_arg(batch)
-    _add_model_args(batch)
-    batch.set_defaults(func=_cmd_predict_batch)
 
     demo = subparsers.add_parser("demo", help="segment the bundled samples with the shipped model")
     demo.add_argument("--out", default="demo_out", help="output directory (default demo_out)")

@@ -186,7 +186,8 @@ def plan_outputs(
     return plans
 
 
-def _write_summary(path: Path, rows: list[dict], overwrite: bool) -> None:
+def write_summary(path: Path, rows: list[dict], overwrite: bool) -> None:
+    """Write summary rows (dicts with :data:`SUMMARY_FIELDS`) as a CSV file, atomically."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -281,12 +282,12 @@ def run_batch(batch: BatchPlan, segmenter: Segmenter) -> list[dict]:
     progress = batch.config.progress
     try:
         for plan in tqdm(batch.images, desc="images", unit="image", disable=not progress):
-            rows.extend(_predict_one(plan, batch.config, expressions, segmenter))
+            rows.extend(predict_one(plan, batch.config, expressions, segmenter))
         write_mosaics(batch.config, batch.images, batch.expressions, rows, segmenter.threshold)
     finally:  # an interrupted run still lists what it wrote
         # --skip-existing resumes a run: its summary is replaced by the whole new one.
         replace = batch.config.overwrite or batch.config.skip_existing
-        _write_summary(batch.out_dir / SUMMARY_NAME, rows, replace)
+        write_summary(batch.out_dir / SUMMARY_NAME, rows, replace)
     return rows
 
 
@@ -318,7 +319,7 @@ def _error_rows(base: dict, expressions: list[str], image: Path, message: str) -
     ]
 
 
-def _predict_one(
+def predict_one(
     plan: PlannedImage, config: BatchConfig, expressions: list[str], segmenter: Segmenter
 ) -> list[dict]:
     """Summary rows of one planned image, after writing its outputs."""
