@@ -223,7 +223,7 @@ def test_bad_image_same_words_as_the_cli(
     assert answer.status_code == 400
     error = answer.json()["error"]
     assert error.startswith(f"{name}: cannot decode image") and "Traceback" not in error
-    monkeypatch.setattr("rrsis.cli.predict._segmenter", lambda args: _segmenter())
+    monkeypatch.setattr("rrsis.cli.predict.build_segmenter", lambda args: _segmenter())
     assert error == _cli_error(["predict", name, "road", "-o", "out.png"], capsys)
 
 
@@ -363,3 +363,13 @@ def test_cli_bad_model_is_one_line_before_listening(tmp_path: Path, capsys) -> N
     missing = tmp_path / "missing.safetensors"
     error = _cli_error(["serve", "--model", str(missing), "--port", "0"], capsys)
     assert str(missing) in error and "\n" not in error
+
+
+def test_cli_backend_reaches_the_segmenter(monkeypatch) -> None:
+    """``rrsis serve --onnx FILE`` builds the server's Segmenter for ONNX Runtime with that graph."""
+    seen = []
+    monkeypatch.setattr("rrsis.serve.app.serve", lambda config: seen.append(config))
+    assert cli_main(["serve", "--port", "0"]) == 0
+    assert cli_main(["serve", "--port", "0", "--onnx", "graph.onnx"]) == 0
+    assert [c.segmenter_options()["backend"] for c in seen] == ["torch", "onnxruntime"]
+    assert [c.segmenter_options()["onnx"] for c in seen] == [None, "graph.onnx"]

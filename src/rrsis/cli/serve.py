@@ -12,7 +12,14 @@ import ipaddress
 import sys
 from dataclasses import replace
 
-from rrsis.cli.options import add_compose_arg, add_device_arg, add_model_arg, one_line_warnings
+from rrsis.cli.options import (
+    add_backend_arg,
+    add_compose_arg,
+    add_device_arg,
+    add_model_arg,
+    backend_of,
+    one_line_warnings,
+)
 from rrsis.errors import RRSISError
 
 SERVE_PACKAGES = ("starlette", "uvicorn", "multipart")
@@ -56,6 +63,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         device=args.device,
         compose=args.compose,
         threshold=args.threshold,
+        backend=backend_of(args),
+        onnx=args.onnx,
         limits=limits,
     )
     if not _loopback(args.host):
@@ -92,6 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_device_arg(parser)
     add_compose_arg(parser)
+    add_backend_arg(parser)
     parser.add_argument(
         "--max-mb",
         type=_positive,

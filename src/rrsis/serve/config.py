@@ -53,6 +53,9 @@ class ServeConfig:
         device: torch device of the model.
         compose: the composition rules (``"all"``, ``"none"`` or a comma list).
         threshold: foreground probability cut; ``None``: the one stored with the model.
+        backend: ``"torch"`` (default) or ``"onnxruntime"`` (docs/onnx.md).
+        onnx: with ``"onnxruntime"``, a graph written by ``rrsis export onnx`` for ``model``;
+            ``None`` exports one on first use.
         limits: what one request may carry.
     """
 
@@ -62,6 +65,8 @@ class ServeConfig:
     device: str = "cpu"
     compose: str = "all"
     threshold: float | None = None
+    backend: str = "torch"
+    onnx: str | None = None
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -72,4 +77,10 @@ class ServeConfig:
 
     def segmenter_options(self) -> dict:
         """Keyword arguments for :meth:`~rrsis.infer.predictor.Segmenter.from_pretrained`."""
-        return {"device": self.device, "compose": self.compose, "threshold": self.threshold}
+        return {
+            "device": self.device,
+            "compose": self.compose,
+            "threshold": self.threshold,
+            "backend": self.backend,
+            "onnx": self.onnx,
+        }
