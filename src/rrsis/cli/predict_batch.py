@@ -12,12 +12,7 @@ import argparse
 from pathlib import Path
 
 from rrsis.cli import predict
-from rrsis.cli.options import (
-    add_bands_arg,
-    add_progress_arg,
-    build_segmenter,
-    one_line_warnings,
-)
+from rrsis.cli.options import add_bands_arg, add_progress_arg, one_line_warnings
 from rrsis.errors import RRSISError
 from rrsis.infer.batch import SUMMARY_NAME, BatchConfig, prepare_batch, run_batch
 
@@ -58,12 +53,12 @@ def _cmd_predict_batch(args: argparse.Namespace) -> int:
     batch = prepare_batch(args.inputs, args.expression, args.out_dir, config)
     with one_line_warnings():
         if processes is None:
-            rows = run_batch(batch, build_segmenter(args))
+            rows = run_batch(batch, predict.build_segmenter(args))
         else:
             from rrsis.engine.predict_batch import run_batch_distributed  # loads Lightning
 
             def make_segmenter(device):
-                return build_segmenter(
+                return predict.build_segmenter(
                     argparse.Namespace(**vars(args) | {"device": device})
                 )
 
