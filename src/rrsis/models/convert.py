@@ -271,9 +271,20 @@ def convert_lavt_checkpoint(path: str | Path, text_heads: int | None = None) -> 
     kwargs = lavt_kwargs_from_state(lavt, bert, text_heads=text_heads)
     model = get_model("lavt_swin_base", **kwargs)
     state = convert_lavt_state(lavt, bert)
+    return load_converted(path, model, state)
+
+
+
+def load_converted(path: str | Path, model: torch.nn.Module, state: dict[str, Tensor]):
+    """``model`` (in eval mode) holding ``state``, the converted weights of the file ``path``.
+
+    The official training scripts set BERT's unused pooler to None, so some checkpoints lack
+    it: it never reaches the output (the models read the last hidden states), so it stays zero.
+
+    Raises:
+        ModelError: weights missing, not understood, or of another shape (naming the first).
+    """
     ours = model.state_dict()
-    # LAVT trained with DDP sets BERT's unused pooler to None, so some checkpoints lack it:
-    # it never reaches the output (LAVT reads the last hidden states), so keep it zero.
     for key in ours:
         if key.startswith("text.model.pooler.") and key not in state:
             state[key] = torch.zeros_like(ours[key])

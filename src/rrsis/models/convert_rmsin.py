@@ -25,11 +25,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from rrsis.errors import ModelError
-from rrsis.models.convert import convert_lavt_state, lavt_kwargs_from_state
+from rrsis.models.convert import convert_lavt_state, lavt_kwargs_from_state, load_converted
 from rrsis.models.io import load_weights_only
 from rrsis.models.registry import get_model
 from rrsis.models.rmsin import RMSIN
@@ -170,24 +169,4 @@ def convert_rmsin_checkpoint(path: str | Path, text_heads: int | None = None) ->
     state, bert = read_rmsin_checkpoint(path)
     model = get_model("rmsin_swin_base", **rmsin_kwargs_from_state(state, bert, text_heads))
     converted = convert_rmsin_state(state, bert)
-    ours = model.state_dict()
-    # train.py sets BERT's pooler to None: it never reaches the output, so keep it zero.
-    for key in ours:
-        if key.startswith("text.model.pooler.") and key not in converted:
-            converted[key] = torch.zeros_like(ours[key])
-    unknown = sorted(k for k in converted if k not in ours)
-    missing = sorted(k for k in ours if k not in converted)
-    if unknown or missing:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} weights missing (e.g. {missing[0]})")
-        if unknown:
-            parts.append(f"{len(unknown)} not understood (e.g. {unknown[0]})")
-        raise ModelError(f"{path}: {'; '.join(parts)}")
-    for key, value in converted.items():
-        if tuple(value.shape) != tuple(ours[key].shape):
-            raise ModelError(
-                f"{path}: {key} has shape {tuple(value.shape)}, expected {tuple(ours[key].shape)}"
-            )
-    model.load_state_dict(converted)
-    return model.eval()
+    return load_converted(path, model, converted)
