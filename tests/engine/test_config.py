@@ -101,3 +101,19 @@ def test_precision_auto_is_fp32_without_a_gpu_and_explicit_values_stay() -> None
     assert resolve_precision("auto", "cpu") == "32-true"
     assert resolve_precision("32-true", "gpu") == "32-true"
     assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+
+
+def test_checkpoints_are_written_in_the_background_only_where_asked_or_on_a_gpu(tmp_path) -> None:
+    from pytorch_lightning.plugins.io import AsyncCheckpointIO
+
+    from rrsis.engine.runfiles import AtomicCheckpointIO
+    from rrsis.engine.train import checkpoint_io
+
+    def run(**options):
+        return TrainRun(data=[tmp_path], out=tmp_path / "run", accelerator="cpu", **options)
+
+    assert type(checkpoint_io(run())) is AtomicCheckpointIO  # a CPU run: no copy, no thread
+    background = checkpoint_io(run(async_checkpoints=True))
+    assert isinstance(background, AsyncCheckpointIO)
+    assert isinstance(background.checkpoint_io, AtomicCheckpointIO)  # still atomic
+    assert type(checkpoint_io(run(async_checkpoints=False))) is AtomicCheckpointIO

@@ -167,15 +167,19 @@ def test_overfit_loss_drops_and_exports_loadable_model(
         torch.testing.assert_close(exported.eval()(image, ids, mask), expected)
 
 
-def test_resume_matches_uninterrupted_run(tree: Path, tmp_path: Path):
-    # 8 samples / batch 4 = 2 steps per epoch; stop "killed" after epoch 2 of 4.
-    full_best, full = _fit(tree, tmp_path / "full", epochs=4)
-    _fit(tree, tmp_path / "cut", epochs=4, stop_after_steps=4)
+@pytest.mark.parametrize("background", [False, True], ids=["sync", "async"])
+def test_resume_matches_uninterrupted_run(tree: Path, tmp_path: Path, background: bool):
+    # 8 samples / batch 4 = 2 steps per epoch; stop "killed" after epoch 2 of 4. Checkpoints
+    # written in a background thread (the default on GPUs) must hold the same states.
+    full_best, full = _fit(tree, tmp_path / "full", epochs=4, async_checkpoints=background)
+    _fit(tree, tmp_path / "cut", epochs=4, stop_after_steps=4, async_checkpoints=background)
     first = torch.load(tmp_path / "cut/checkpoints/last.ckpt", weights_only=True)
     assert first["global_step"] == 4
     assert first["optimizer_states"][0]["state"], "optimizer moments must be checkpointed"
     resumed_model = TinyNet()
-    train(TrainRun(out=tmp_path / "cut", resume=True, progress=False), model=resumed_model)
+    resumed = TrainRun(out=tmp_path / "cut", resume=True, progress=False)
+    resumed.async_checkpoints = background
+    train(resumed, model=resumed_model)
     record = json.loads((tmp_path / "cut/hparams.json").read_text())
     assert record["global_step"] == 8
     last = torch.load(tmp_path / "cut/checkpoints/last.ckpt", weights_only=True)

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.io import AsyncCheckpointIO
 from torch import nn
 
 from rrsis.data.dubai import DubaiLabelLookup
@@ -161,6 +162,15 @@ def _check_data(run: TrainRun) -> None:
     for root in [*run.data, *([run.val] if run.val is not None else [])]:
         if not Path(root).is_dir():
             raise DatasetError("dataset root does not exist", root)
+
+
+def checkpoint_io(run: TrainRun):
+    """How a run writes checkpoints: atomically, and in a background thread where
+    ``run.async_checkpoints`` (or, when it is ``None``, training on a CUDA GPU) says so."""
+    background = run.async_checkpoints
+    if background is None:
+        background = run.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return AsyncCheckpointIO(AtomicCheckpointIO()) if background else AtomicCheckpointIO()
 
 
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
@@ -314,7 +324,7 @@ def train(
         + ([fitter] if fitter else [])
         + list(callbacks),
         logger=_loggers(run.out, resume_step),
-        plugins=[AtomicCheckpointIO()],
+        plugins=[checkpoint_io(run)],
         default_root_dir=run.out,
         deterministic=run.deterministic,
         log_every_n_steps=min(10, max(1, config.ckpt_every_n_steps)),
