@@ -251,3 +251,16 @@ def test_batches_of_mixed_image_sizes(oracle_tree: Path, oracle_model, make_tree
     batched = evaluate(oracle_model, dataset, batch_size=4, progress=False, resamples=0)
     single = evaluate(oracle_model, dataset, batch_size=1, progress=False, resamples=0)
     assert batched["n"] == 8 and batched["samples"] == single["samples"]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_batch_size_bounds_every_forward_pass(batch_size: int, monkeypatch) -> None:
+    """``batch_size`` caps the rows of each forward, the rules' extra passes included."""
+    model = HouseModel()
+    rows: list[int] = []
+    forward = model.forward
+    monkeypatch.setattr(
+        model, "forward", lambda image, *a: rows.append(len(image)) or forward(image, *a)
+    )
+    evaluate(model, house_samples() * 3, batch_size=batch_size, progress=False, resamples=0)
+    assert rows and max(rows) == batch_size

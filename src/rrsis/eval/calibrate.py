@@ -54,7 +54,7 @@ def sweep_thresholds(
         tiling="never",
         window_overlap=0,
     )
-    segmenter.max_rows = batch_size
+    segmenter.network.max_rows = batch_size  # pairs per forward pass
     inter: dict[float, list[int]] = {t: [] for t in thresholds}
     union: dict[float, list[int]] = {t: [] for t in thresholds}
     bar = tqdm(total=len(dataset), disable=not progress, unit="sample")

@@ -256,7 +256,7 @@ def evaluate(
         backend=backend,
         onnx=onnx,
     )
-    segmenter.max_rows = batch_size
+    segmenter.network.max_rows = batch_size  # pairs per forward pass
     writer = None
     if save_predictions is not None:
         writer = PredictionWriter(save_predictions, overwrite, composed=bool(rules))
