@@ -194,3 +194,18 @@ def test_rmsin_preset_is_the_official_recipe() -> None:
     # 0.9 CE + 0.1 Dice summed over 2 samples per GPU = CE + 0.22 Dice per sample.
     assert recipe.dice_weight == pytest.approx(0.2222, abs=1e-4)
     assert get_preset("rmsin", "rmsin_effnet_minilm").model_name == "rmsin_effnet_minilm"
+
+
+@pytest.mark.parametrize("name", ["rmsin_swin_base", "rmsin_effnet_minilm"])
+def test_cached_word_features_give_the_same_logits(name: str) -> None:
+    """``forward_words`` (the ONNX graph and cached-feature path) runs RMSIN's own modules."""
+    torch.manual_seed(0)
+    model = get_tiny_model(name).eval()
+    side = model.input_size
+    image = torch.randn(2, 3, side, side)
+    ids = torch.randint(1, 50, (2, 6))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        expected = model(image, ids, mask)
+        cached = model.forward_words(image, model.text(ids, mask), mask)
+    torch.testing.assert_close(cached, expected)

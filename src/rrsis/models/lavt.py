@@ -101,9 +101,14 @@ class LAVT(RRSISModel):
         self, image: Tensor, word_ids: Tensor, word_mask: Tensor
     ) -> tuple[list[Tensor], Tensor]:
         words = self.text(word_ids, word_mask)  # (B, N, C_l)
-        return self._encode_words(image, words, word_mask), words
+        return self.encode_words(image, words, word_mask), words
 
-    def _encode_words(self, image: Tensor, words: Tensor, word_mask: Tensor) -> list[Tensor]:
+    def encode_words(self, image: Tensor, words: Tensor, word_mask: Tensor) -> list[Tensor]:
+        """The language-aware encoder from word features: the maps the decoder reads.
+
+        Subclasses that change the encoder (RMSIN) override this one method, so ``forward``,
+        ``encode`` and ``forward_words`` (cached word features, the ONNX graph) all run it.
+        """
         x = self.vision.forward_stem(image)
         maps = []
         for i in range(self.vision.num_stages):
@@ -140,7 +145,7 @@ class LAVT(RRSISModel):
         The part that runs per image: an expression's words can be encoded once for many
         tiles (the ONNX graph of :mod:`rrsis.models.onnx_export` is this method).
         """
-        maps = self._encode_words(image, words, word_mask)
+        maps = self.encode_words(image, words, word_mask)
         logits = self.decoder(maps)
         if self.prior is not None:
             offsets = self.prior(words, word_mask, logits.shape[-2:]).to(logits.dtype)

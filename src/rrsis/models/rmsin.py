@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rrsis.errors import ModelError
@@ -76,9 +75,9 @@ class RMSIN(LAVT):
         self.visual_gates = nn.ModuleList(visual_gates)
         self.cim = cim
 
-    def encode(self, image: Tensor, word_ids: Tensor, word_mask: Tensor) -> list[Tensor]:
-        """Language-aware encoder and CIM: four maps ``(B, C_i, H/s_i, W/s_i)``."""
-        words = self.text(word_ids, word_mask)
+    def encode_words(self, image: Tensor, words: Tensor, word_mask: Tensor) -> list[Tensor]:
+        """Language-aware encoder with the visual branches, then the CIM: four maps
+        ``(B, C_i, H/s_i, W/s_i)`` (``forward``, ``encode`` and ``forward_words`` run it)."""
         x = self.vision.forward_stem(image)
         maps = []
         for i in range(self.vision.num_stages):
@@ -95,21 +94,6 @@ class RMSIN(LAVT):
             if i + 1 < self.vision.num_stages:
                 x = self.vision.downsample(i, fused)
         return self.cim(maps)
-
-    def forward(self, image: Tensor, word_ids: Tensor, word_mask: Tensor) -> Tensor:
-        """Segment the referred object.
-
-        Args:
-            image: ``(B, 3, H, W)`` normalised float, H and W multiples of 32.
-            word_ids: ``(B, N)`` long token ids.
-            word_mask: ``(B, N)`` long, 1 for tokens, 0 for padding.
-
-        Returns:
-            logits ``(B, 2, H, W)``.
-        """
-        self.check_inputs(image, word_ids, word_mask)
-        logits = self.decoder(self.encode(image, word_ids, word_mask))
-        return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=True)
 
 
 def assemble_rmsin(
