@@ -12,7 +12,8 @@ onnxruntime time over the median torch time (goal <= 0.6).
 - ``graph``: the network alone at the model's input size, the word features given:
   ``model.forward_words`` in torch against the graph in ONNX Runtime at each optimisation level
   (``--levels``), from the unfolded model (what the backend exports) and from the folded one,
-  and the int8 graph; plus the text encoder's time per expression (torch runs it every tile).
+  and the int8 graph, each with its batch axis fixed at 1 as the backend runs it; plus the
+  text encoder's time per expression (torch runs it every tile).
 - ``scene``: ``predict-scene`` (``rrsis.infer.scene.predict_scene``, batch 4, 64 px overlap)
   on a generated ``--scene-size`` px GeoTIFF, megapixels per second per expression, the
   backends alternating ``--scene-repeats`` times.
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             for level in levels:
                 session = onnxruntime.InferenceSession(
                     str(path),
-                    session_options(onnxruntime, args.threads, level),
+                    session_options(onnxruntime, args.threads, level, batch=1),
                     providers=["CPUExecutionProvider"],
                 )
                 graph_calls[f"ort_{name}_{level}"] = lambda s=session: s.run(["logits"], feeds)

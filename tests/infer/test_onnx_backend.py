@@ -82,6 +82,26 @@ def test_graph_logits_equal_torch(tiny, graph, batch):
     assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
 
 
+def test_each_batch_size_runs_its_own_session_up_to_the_bound(tiny, graph):
+    network = OnnxNetwork(tiny, onnx=graph)
+    sizes = range(1, onnx_backend.FIXED_SESSIONS + 3)
+    texts = ["red car", "the building along the road", "water"]
+    for batch in sizes:
+        tiles = np.stack([_image(64, seed)[:, :64] for seed in range(batch)])
+        images = network.normalise(tiles)
+        word_ids, word_mask = network.tokenize([texts[i % 3] for i in range(batch)])
+        with torch.inference_mode():
+            expected = tiny(images, word_ids, word_mask)
+        got = network.run_graph(images, word_ids, word_mask)
+        assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), batch
+    fixed = sorted(key for key in network.sessions if key is not None)
+    assert fixed == list(range(1, onnx_backend.FIXED_SESSIONS + 1))
+    # Larger batches share the one session whose batch axis is dynamic.
+    assert None in network.sessions and len(network.sessions) == onnx_backend.FIXED_SESSIONS + 1
+    inputs = network.sessions[1].get_inputs()[0].shape
+    assert inputs[0] == 1 and network.sessions[None].get_inputs()[0].shape[0] == "batch"
+
+
 def test_segmenter_onnxruntime_gives_torch_masks(tiny, graph):
     image = _image()
     expressions = ["red car", "building in the upper left", "the road next to the building"]
@@ -104,6 +124,13 @@ def test_export_on_first_use_is_cached(tiny, tmp_path):
     assert first.stat().st_mtime_ns == stamp  # reused, not exported again
     # Other weights: another file.
     assert cached_graph(_tiny(seed=1), 64, "cached") != first
+
+
+def test_cached_graph_follows_the_model_code(tiny, monkeypatch):
+    first = cached_graph(tiny, 64, "cached")
+    # The same weights traced from edited model code must not reuse the old graph.
+    monkeypatch.setattr(onnx_backend, "models_code_digest", lambda: "f" * 64)
+    assert cached_graph(tiny, 64, "cached") != first
 
 
 def test_words_encoded_once_per_expression(tiny, graph):

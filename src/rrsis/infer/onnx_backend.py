@@ -8,6 +8,12 @@ the last :data:`WORDS_CACHE` expressions), so a scene's thousands of tiles run t
 once. Normalising, resizing the probabilities and the composition rules are shared with the
 torch backend, so both give the same masks up to the graph's float rounding.
 
+The graph's batch axis is dynamic, but each batch size runs in a session of its own with that
+axis fixed (ONNX Runtime's free dimension override): the shape arithmetic of the graph is then
+constant and folded away when the session is built, about 1 ms of a 20 ms forward on the shipped
+model. Sessions are opened on first use of a batch size; past :data:`FIXED_SESSIONS` sizes, the
+others share one session with the axis left dynamic (each session keeps its own memory arena).
+
 Where the graph comes from: a file written by ``rrsis export onnx`` (``onnx=PATH``; its
 recorded weights hash must match the model), or an export of the model made on first use and
 kept in ``<temp dir>/rrsis-onnx/`` under a name derived from the weights hash, input size,
@@ -18,6 +24,7 @@ opset and torch version, so later runs reuse it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections import OrderedDict
@@ -42,6 +49,8 @@ from rrsis.models.onnx_export import (
 
 #: Word features of this many expressions are kept between forwards.
 WORDS_CACHE = 256
+#: Batch sizes that get a session of their own (see the module docstring).
+FIXED_SESSIONS = 4
 #: ONNX Runtime graph optimisation levels by name.
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -62,14 +71,29 @@ def cache_dir() -> Path:
     return Path(tempfile.gettempdir()) / "rrsis-onnx"
 
 
+def models_code_digest() -> str:
+    """SHA-256 of the source of :mod:`rrsis.models`: a cached graph traced from other model
+    code (same weights) is not reused."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1] / "models"
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def cached_graph(
     model: torch.nn.Module, input_size: int, text_features: str, opset: int = DEFAULT_OPSET
 ) -> Path:
     """The graph of ``model`` at ``input_size`` in :func:`cache_dir`, exported if absent."""
     digest = weights_digest(model, text_features)
+    code = models_code_digest()
     name = str(model.config.get("name", type(model).__name__))
     torch_version = torch.__version__.split("+")[0]
-    key = f"{name}-{digest[:16]}-{input_size}-{text_features}-op{opset}-torch{torch_version}"
+    key = (
+        f"{name}-{digest[:16]}-{code[:8]}-{input_size}-{text_features}-op{opset}"
+        f"-torch{torch_version}"
+    )
     path = cache_dir() / f"{key}.onnx"
     if not path.is_file():
         config = OnnxExportConfig(opset, text_features, input_size)
@@ -78,9 +102,12 @@ def cached_graph(
     return path
 
 
-def session_options(ort, threads: int | None = None, optimization: str = "all"):
+def session_options(
+    ort, threads: int | None = None, optimization: str = "all", batch: int | None = None
+):
     """ONNX Runtime session options: ``threads`` intra-op threads (``None``: torch's count),
-    one inter-op thread, sequential execution, no spinning, the named graph optimisation level."""
+    one inter-op thread, sequential execution, no spinning, the named graph optimisation level;
+    ``batch``: the graph's ``batch`` axis fixed at that size."""
     if optimization not in OPTIMIZATION_LEVELS:
         raise ModelError(
             f"optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {optimization!r}"
@@ -99,6 +126,8 @@ def session_options(ort, threads: int | None = None, optimization: str = "all"):
         "extended": levels.ORT_ENABLE_EXTENDED,
         "all": levels.ORT_ENABLE_ALL,
     }[optimization]
+    if batch is not None:
+        options.add_free_dimension_override_by_name("batch", int(batch))
     return options
 
 
@@ -154,7 +183,9 @@ class OnnxNetwork(Network):
             raise ModelError(f"backend 'onnxruntime' runs on the CPU, got device {device}")
         if dtype != torch.float32:
             raise ModelError("backend 'onnxruntime' runs float32; bfloat16 is a torch option")
-        options = session_options(ort, threads, optimization)
+        self.ort = ort
+        self.threads, self.optimization = threads, optimization
+        options = session_options(ort, threads, optimization, batch=1)
         if onnx is None:
             super().__init__(model, device, input_size, dtype, fuse=False)
             text_features = resolve_text_features(self.model, None)
@@ -175,6 +206,22 @@ class OnnxNetwork(Network):
         self.input_names = graph_input_names(self.text_features)
         #: Word features by token ids: ``{(ids, mask) bytes: float32 (N, C_l)}``, newest last.
         self.words_cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        #: Sessions by batch size, the axis fixed (:attr:`session` is batch 1); ``None``: the
+        #: session with a dynamic batch axis, for sizes past :data:`FIXED_SESSIONS`.
+        self.sessions: dict[int | None, object] = {1: self.session}
+
+    def session_for(self, batch: int):
+        """The session for ``batch`` rows: its own, fixed at that size, opened on first use,
+        or past :data:`FIXED_SESSIONS` sizes the shared dynamic one."""
+        session = self.sessions.get(batch)
+        if session is not None:
+            return session
+        fixed = sum(key is not None for key in self.sessions)
+        key = batch if fixed < FIXED_SESSIONS else None
+        if key not in self.sessions:
+            options = session_options(self.ort, self.threads, self.optimization, batch=key)
+            self.sessions[key] = open_session(self.ort, self.path, options)
+        return self.sessions[key]
 
     def _check(self, meta: dict[str, str], path: Path) -> None:
         """Refuse a graph made for another model, size or format (one line naming it)."""
@@ -220,7 +267,7 @@ class OnnxNetwork(Network):
             name: np.ascontiguousarray(tensor.cpu().numpy())
             for name, tensor in zip(self.input_names, (images.float(), text, word_mask))
         }
-        (logits,) = self.session.run(["logits"], feeds)
+        (logits,) = self.session_for(images.shape[0]).run(["logits"], feeds)
         return torch.from_numpy(logits)
 
     def forward(self, images, word_ids, word_mask, size: tuple[int, int]) -> np.ndarray:

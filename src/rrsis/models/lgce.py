@@ -141,7 +141,11 @@ class LGCE(nn.Module):
             if self.language_guidance:
                 # Where on this map is the referred object? Sharpens small, scattered targets.
                 lang = self.relevance[j](sentence)  # (B, D)
-                score = torch.einsum("bdhw,bd->bhw", p, lang) / math.sqrt(self.dim)
+                # A batched matrix product, not einsum: ONNX Runtime's Einsum is slower.
+                batch, dim, height, width = p.shape
+                flat = p.reshape(batch, dim, height * width)
+                score = torch.matmul(lang.unsqueeze(1), flat).view(batch, height, width)
+                score = score / math.sqrt(self.dim)
                 message = message * torch.sigmoid(score).unsqueeze(1)
             messages.append(message)
         keys = self.scale_key(torch.stack(pooled, dim=1))  # (B, L, D)
@@ -150,7 +154,7 @@ class LGCE(nn.Module):
             src = self.sources(i)
             cond = sentence if self.language_guidance else pooled[i]
             query = self.scale_query[i](cond)  # (B, D)
-            logits = torch.einsum("bd,bld->bl", query, keys[:, src]) / math.sqrt(self.dim)
+            logits = torch.matmul(keys[:, src], query.unsqueeze(2)).squeeze(2) / math.sqrt(self.dim)
             weights = logits.softmax(dim=1)  # (B, |src|)
             size = feature.shape[-2:]
             mixed = 0
