@@ -58,5 +58,5 @@ if [ -d ../shared/data/dubai-aerial ]; then
   $py benchmarks/bench_nodata.py > "$out/nodata.json"
 fi
 # ONNX Runtime against PyTorch: one tile at batch 1 (alternating), export choices, predict-scene.
-$py benchmarks/bench_onnx.py --threads 2 --repeats 20 --scene-size 2048 > docs/results/onnx/speed.json
+$py benchmarks/bench_onnx.py --threads 2 --repeats 20 --scene-size 2048 --scene-repeats 3 > docs/results/onnx/speed.json
 uptime > "$out/load_after.txt"
