@@ -13,7 +13,11 @@ times, alternately in one run (one call of each variant per round, medians over 
   ``ours_channels_last`` (the layout ``rrsis train`` uses).
 
 ``--dtype bf16`` runs every variant under bfloat16 autocast. Ratios are ours / official (below 1:
-ours is faster). On a GPU::
+ours is faster). ``--profile`` adds where one forward of each spends its time
+(``torch.profiler``, self time per operator): the dense products (matrix products, attention,
+convolutions) against the rest, with their FLOPs, and ``bound``: our dense products' time over
+the official forward's whole time. Above 0.5, no change outside those products (the same
+arithmetic in the same precision) can make ours take half the official time. On a GPU::
 
     git clone https://github.com/yz93/LAVT-RIS /tmp/lavt_ris
     python benchmarks/bench_official.py --official /tmp/lavt_ris --device cuda --batch 8 --dtype bf16
@@ -58,6 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--no-train", action="store_true", help="skip the training step")
     parser.add_argument("--no-forward", action="store_true", help="skip the forward timing")
+    parser.add_argument(
+        "--profile", action="store_true", help="operator profile of one forward of each"
+    )
     return parser.parse_args(argv)
 
 
@@ -155,6 +162,77 @@ def forward_timing(args, official, ours, inputs) -> dict:
     return result
 
 
+#: Operators that do the dense arithmetic (self time; the wrappers around them, such as
+#: aten::linear or aten::matmul, spend almost none of their own).
+DENSE_OPS = frozenset(
+    {
+        "aten::mm",
+        "aten::addmm",
+        "aten::bmm",
+        "aten::baddbmm",
+        "aten::_addmm_activation",
+        "aten::mkldnn_convolution",
+        "aten::mkldnn_linear",
+        "aten::_scaled_dot_product_flash_attention_for_cpu",
+        "aten::_scaled_dot_product_efficient_attention",
+        "aten::_scaled_dot_product_flash_attention",
+        "aten::cudnn_convolution",
+        "aten::_slow_conv2d_forward",
+        "aten::slow_conv_dilated2d",
+    }
+)
+
+
+def operator_profile(call: Callable[[], object], device: str, top: int = 12) -> dict:
+    """Self time of one call per operator: dense products against the rest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    call()
+    _sync(device)
+    with profile(activities=activities, with_flops=True) as prof:
+        call()
+        _sync(device)
+    attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    total = sum(getattr(e, attr) for e in events) / 1000
+    dense = [e for e in events if e.key in DENSE_OPS]
+    dense_ms = sum(getattr(e, attr) for e in dense) / 1000
+    ranked = sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:top]
+    return {
+        "total_ms": round(total, 1),
+        "dense_ms": round(dense_ms, 1),
+        "dense_share": round(dense_ms / total, 3),
+        "dense_gflops": round(sum(e.flops for e in dense) / 1e9, 2),
+        "top": [
+            {"op": e.key, "ms": round(getattr(e, attr) / 1000, 1), "calls": e.count}
+            for e in ranked
+        ],
+    }
+
+
+def profile_forwards(args, official, ours, inputs) -> dict:
+    """:func:`operator_profile` of one forward of each, and the bound it sets."""
+    import torch
+
+    from rrsis.models.speed import channels_last, inference_mode
+
+    image, ids, mask = inputs
+    autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
+    fast_image = channels_last(image)
+    result = {
+        "official": operator_profile(
+            lambda: _no_grad_autocast(official.eval(), inputs, autocast), args.device
+        )
+    }
+    with inference_mode(ours.eval(), args.dtype):
+        result["ours"] = operator_profile(lambda: ours(fast_image, ids, mask), args.device)
+    result["bound"] = round(result["ours"]["dense_ms"] / result["official"]["total_ms"], 3)
+    return result
+
+
 def _no_grad_autocast(model, inputs, autocast):
     import torch
 
@@ -242,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.no_forward:
         result["forward"] = forward_timing(args, official, ours, inputs)
+    if args.profile:
+        result["profile"] = profile_forwards(args, official, ours, inputs)
     if not args.no_train:
         result["train_step"] = train_timing(args, official, ours, inputs, target.to(args.device))
     result["load_avg_1m_after"] = round(os.getloadavg()[0], 2)

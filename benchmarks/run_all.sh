@@ -51,6 +51,18 @@ if [ -d data/dubai_dense ] && [ -d data/synth ]; then
   $py benchmarks/bench_train_step.py --threads 2 --steps 12 --skip 3 --bare-steps 5 \
     --no-channels-last > "$out/train_step_nchw.json"
 fi
+# How long saving the paper model's training state (2.7 GB) stops training: sync vs background.
+$py benchmarks/bench_checkpoint.py --repeats 3 --out-dir "${TMPDIR:-/tmp}/rrsis-checkpoint-bench" \
+  > "$out/checkpoint_cpu.json"
+# LAVT against the official code at 480 px, batch 1, with the operator profile (LAVT_RIS: a
+# checkout of https://github.com/yz93/LAVT-RIS).
+if [ -n "${LAVT_RIS:-}" ]; then
+  for dtype in fp32 bf16; do
+    $py benchmarks/bench_official.py --official "$LAVT_RIS" --batch 1 --threads 2 --repeats 3 \
+      --warmup 1 --dtype "$dtype" --no-train --no-compile --profile \
+      > "$out/official_480_cpu_profile_$dtype.json"
+  done
+fi
 # Cold start-up of `rrsis predict` on one 512 px tile, in fresh interpreters.
 $py benchmarks/bench_startup.py --repeats 7 > "$out/startup.json"
 # A nodata margin must not change the valid pixels (needs ../shared/data/dubai-aerial).

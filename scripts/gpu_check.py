@@ -9,7 +9,10 @@ Runs, each in its own process (so one failure does not hide the others):
 * ``train_step``: ``benchmarks/bench_train_step.py`` (bare random-tensor steps against real
   training steps of the engine, whose precision is bf16-mixed on such a GPU by default);
 * ``rmsin``: ``rmsin_swin_base`` against ``lavt_swin_base`` forward at 480 px, batch 8, bf16,
-  when the registry has it (skipped otherwise).
+  when the registry has it (skipped otherwise);
+* ``checkpoint``: ``benchmarks/bench_checkpoint.py``: how long saving the paper model's whole
+  training state (2.7 GB with AdamW's moments) stops training, with the synchronous writer and
+  with the background one that ``rrsis train`` uses on a GPU.
 
     git clone https://github.com/yz93/LAVT-RIS /tmp/lavt_ris
     python scripts/gpu_check.py --official /tmp/lavt_ris            # on the GPU machine
@@ -23,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -113,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     step += ["--tiny", "--steps", "4", "--skip", "1", "--bare-steps", "3"] if args.tiny else []
     result["train_step"] = run_json(step, args.timeout)
     result["rmsin"] = rmsin_forward(args)
+    checkpoint = [str(ROOT / "benchmarks" / "bench_checkpoint.py"), "--device", args.device]
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint += ["--out-dir", folder, "--repeats", "3"]
+        checkpoint += ["--tiny"] if args.tiny else []
+        result["checkpoint"] = run_json(checkpoint, args.timeout)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -117,3 +117,34 @@ def test_checkpoints_are_written_in_the_background_only_where_asked_or_on_a_gpu(
     assert isinstance(background, AsyncCheckpointIO)
     assert isinstance(background.checkpoint_io, AtomicCheckpointIO)  # still atomic
     assert type(checkpoint_io(run(async_checkpoints=False))) is AtomicCheckpointIO
+
+
+def test_background_checkpoint_holds_the_state_of_the_save_call(tmp_path, monkeypatch) -> None:
+    """Training goes on while the thread writes: what it writes must be the state at the call."""
+    import threading
+
+    import torch
+
+    from rrsis.engine.runfiles import AtomicCheckpointIO
+    from rrsis.engine.train import checkpoint_io
+
+    release = threading.Event()
+    write = AtomicCheckpointIO.save_checkpoint
+
+    def slow_write(self, checkpoint, path, storage_options=None):
+        release.wait(10)  # the write starts only after the training loop moved on
+        write(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", slow_write)
+    run = TrainRun(data=[tmp_path], out=tmp_path / "run", async_checkpoints=True)
+    writer = checkpoint_io(run)
+    weight = torch.zeros(4, 4)
+    moment = {"exp_avg": torch.ones(3)}
+    writer.save_checkpoint({"state_dict": {"w": weight}, "opt": moment}, tmp_path / "a.ckpt")
+    weight.add_(5.0)  # the next optimiser step, in place
+    moment["exp_avg"].mul_(0.0)
+    release.set()
+    writer.teardown()
+    saved = torch.load(tmp_path / "a.ckpt", weights_only=True)
+    assert torch.equal(saved["state_dict"]["w"], torch.zeros(4, 4))
+    assert torch.equal(saved["opt"]["exp_avg"], torch.ones(3))

@@ -1,0 +1,125 @@
+"""How long a checkpoint stops training: the synchronous writer against the background one.
+
+Prints one JSON object. Builds a model's whole training state as Lightning checkpoints it
+(``state_dict`` and the AdamW state of the engine's parameter groups, after one step so the
+moments exist), then saves it alternately with the two writers of
+:func:`rrsis.engine.train.checkpoint_io`:
+
+- ``sync``: :class:`rrsis.engine.runfiles.AtomicCheckpointIO`, the training loop waits for the
+  whole file;
+- ``async``: the same writer in Lightning's ``AsyncCheckpointIO``: the loop waits only for the
+  copy of the tensors (taken on the calling thread, so later steps cannot change what is
+  written), the file is written by a background thread.
+
+``blocked_s`` is what the training loop waits; ``written_s`` is until the file is complete on
+disk (for ``async``, the background write joined). The default model is the paper's
+``lavt_swin_base`` at random initialisation (a 2.4 GB checkpoint with AdamW's moments).
+
+    python benchmarks/bench_checkpoint.py --out-dir /tmp/ckpt_bench              # 2.4 GB files
+    python benchmarks/bench_checkpoint.py --device cuda --out-dir /tmp/ckpt_bench
+    python benchmarks/bench_checkpoint.py --tiny --out-dir /tmp/ckpt_bench       # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def training_state(name: str, tiny: bool, device: str) -> dict:
+    """``state_dict`` and AdamW state of ``name`` after one step, as Lightning stores them."""
+    import torch
+
+    from rrsis.engine.optim import build_optimizer, param_groups
+    from rrsis.models import registry
+
+    if tiny:
+        model = registry.get_tiny_model(name)
+    else:
+        model = registry.get_model(name, **registry.offline_kwargs(name))
+    model = model.to(device).train()
+    optimizer, _ = build_optimizer(param_groups(model, 5e-5, 0.01, 1.0), 10, 0.9)
+    for param in model.parameters():
+        if param.requires_grad:
+            param.grad = torch.zeros_like(param)
+    optimizer.step()
+    return {
+        "epoch": 1,
+        "global_step": 100,
+        "state_dict": model.state_dict(),
+        "optimizer_states": [optimizer.state_dict()],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lavt_swin_base")
+    parser.add_argument("--tiny", action="store_true", help="tiny random model (tests)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out-dir", type=Path, required=True, help="where the files go")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from rrsis.engine.config import TrainRun
+    from rrsis.engine.train import checkpoint_io
+
+    state = training_state(args.model, args.tiny, args.device)
+    moments = state["optimizer_states"][0]["state"].values()
+    tensors = len(state["state_dict"]) + sum(len(m) for m in moments)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    writers = {"sync": False, "async": True}
+    runs: dict[str, dict[str, list[float]]] = {
+        name: {"blocked_s": [], "written_s": []} for name in writers
+    }
+    sizes: dict[str, int] = {}
+    for _ in range(args.repeats):
+        for name, background in writers.items():
+            run = TrainRun(data=[args.out_dir], out=args.out_dir, async_checkpoints=background)
+            writer = checkpoint_io(run)
+            path = args.out_dir / f"{name}.ckpt"
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            writer.save_checkpoint(state, path)
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            blocked = time.perf_counter() - start
+            writer.teardown()  # joins the background write
+            written = time.perf_counter() - start
+            runs[name]["blocked_s"].append(blocked)
+            runs[name]["written_s"].append(written)
+            sizes[name] = path.stat().st_size
+            path.unlink()
+    out = {
+        "benchmark": "checkpoint_stall",
+        "model": args.model,
+        "tiny": args.tiny,
+        "device": args.device,
+        "repeats": args.repeats,
+        "tensors": tensors,
+        "checkpoint_bytes": sizes["sync"],
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
+    for name, values in runs.items():
+        out[name] = {
+            key: {"median": round(statistics.median(v), 3), "all": [round(x, 3) for x in v]}
+            for key, v in values.items()
+        }
+    out["blocked_async_over_sync"] = round(
+        out["async"]["blocked_s"]["median"] / out["sync"]["blocked_s"]["median"], 3
+    )
+    json.dump(out, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
