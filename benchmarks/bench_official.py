@@ -58,7 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds")
-    parser.add_argument("--train-repeats", type=int, help="timed training rounds (default: --repeats)")
+    parser.add_argument(
+        "--train-repeats", type=int, help="timed training rounds (default: --repeats)"
+    )
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--no-train", action="store_true", help="skip the training step")
     parser.add_argument("--no-forward", action="store_true", help="skip the forward timing")
@@ -207,8 +209,7 @@ def operator_profile(call: Callable[[], object], device: str, top: int = 12) -> 
         "dense_share": round(dense_ms / total, 3),
         "dense_gflops": round(sum(e.flops for e in dense) / 1e9, 2),
         "top": [
-            {"op": e.key, "ms": round(getattr(e, attr) / 1000, 1), "calls": e.count}
-            for e in ranked
+            {"op": e.key, "ms": round(getattr(e, attr) / 1000, 1), "calls": e.count} for e in ranked
         ],
     }
 
@@ -307,9 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {
         "benchmark": "lavt_vs_official",
         "model": "lavt_swin_base (tiny)" if args.tiny else "lavt_swin_base",
-        "device": torch.cuda.get_device_name() if args.device == "cuda" else (
-            platform.processor() or platform.machine()
-        ),
+        "device": torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else (platform.processor() or platform.machine()),
         "threads": torch.get_num_threads(),
         "batch": args.batch,
         "size": size,

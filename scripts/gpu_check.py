@@ -45,7 +45,7 @@ def run_json(argv: list[str], timeout: int) -> dict:
         return {"error": f"timed out after {timeout} s"}
     if done.returncode:
         return {"error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
-    result = json.loads(done.stdout[done.stdout.index("{"):])
+    result = json.loads(done.stdout[done.stdout.index("{") :])
     result["wall_s"] = round(time.perf_counter() - start, 1)
     return result
 
