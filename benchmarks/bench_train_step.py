@@ -6,7 +6,8 @@ script measures the pieces on one configuration and prints one JSON object, so o
 says which piece costs the difference:
 
 * ``bare``: forward, weighted cross-entropy, backward and AdamW step of the model alone on random
-  tensors (what ``scripts/train_default.py`` plans epochs with; ``rrsis.engine.timing``);
+  tensors (what ``scripts/train_default.py`` plans epochs with; ``rrsis.engine.timing``), half
+  of ``--bare-steps`` before the real steps and half after;
 * ``real``: ``rrsis.engine.train.train`` on the real data for ``--steps`` steps (no validation),
   each step split by :class:`rrsis.engine.timing.StepTimer` into ``wait`` (between batches: the
   loader, Lightning's logging and checkpointing) and ``step`` (the module's training step with the
@@ -90,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         input_size=args.input_size or (64 if args.tiny else None),
     )
 
-    bare = time_bare_steps(config.model_name, config, args.device, 3, args.bare_steps, args.tiny)
+    # Bare steps before and after the real ones (half each): a machine whose speed drifts
+    # during the run shifts both sides alike.
+    first = (args.bare_steps + 1) // 2
+    bare = time_bare_steps(config.model_name, config, args.device, 3, first, args.tiny)
     timer = StepTimer(skip=args.skip)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -107,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             deterministic=not args.no_deterministic and "warn",
         )
         train(run, callbacks=[timer])
+    if args.bare_steps - first:
+        bare += time_bare_steps(
+            config.model_name, config, args.device, 3, args.bare_steps - first, args.tiny
+        )
     bare_ms = 1000 * statistics.median(bare)
     real = timer.summary()
     result = {
