@@ -3,11 +3,12 @@
 Runs, each in its own process (so one failure does not hide the others):
 
 * ``official_bf16_b8``: ``benchmarks/bench_official.py`` at batch 8, bf16, 480 px: logits
-  against the official LAVT, forward (eager and ``torch.compile``) and AdamW training step,
-  with peak memory;
+  against the official LAVT, forward (eager and ``torch.compile``), the operator profile of
+  one forward of each, and the AdamW training step with peak memory;
 * ``official_fp32_b1``: the same at batch 1 in fp32, forward only;
 * ``train_step``: ``benchmarks/bench_train_step.py`` (bare random-tensor steps against real
-  training steps of the engine, whose precision is bf16-mixed on such a GPU by default);
+  training steps of the engine, whose precision is bf16-mixed on such a GPU by default), on
+  the shipped recipe's data, built under ``--data-root`` when missing (about a minute);
 * ``rmsin``: ``rmsin_swin_base`` against ``lavt_swin_base`` forward at 480 px, batch 8, bf16,
   when the registry has it (skipped otherwise);
 * ``checkpoint``: ``benchmarks/bench_checkpoint.py``: how long saving the paper model's whole
@@ -22,6 +23,7 @@ Runs, each in its own process (so one failure does not hide the others):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -87,6 +89,22 @@ def rmsin_forward(args: argparse.Namespace) -> dict:
     return result
 
 
+def recipe_data(root: Path, tiny: bool) -> tuple[list[Path], Path]:
+    """The shipped recipe's training roots and val root under ``root``, built when missing
+    (``scripts/train_default.py``'s builders; a few small synthetic scenes with ``tiny``)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from train_default import SHARED_DUBAI, build_dataset
+
+    def build(kind: str) -> Path:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only
+            return build_dataset(kind, root, SHARED_DUBAI, 16 if tiny else 600, 0, tiny, 128)
+
+    synth = build("synth")
+    if tiny or not SHARED_DUBAI.is_dir():
+        return [synth], synth
+    return [build("dense"), synth], build("dubai")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--official", type=Path, required=True, help="LAVT-RIS checkout")
@@ -94,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="tiny models on CPU (smoke test)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--timeout", type=int, default=600, help="seconds per part")
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "rrsis-recipe",
+        help="where the recipe's data is built for the training-step part (kept for reruns)",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -108,13 +132,18 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats = 3
     result: dict = {"check": "gpu_check", "device": args.device, "tiny": args.tiny}
     result["official_bf16_b8"] = run_json(
-        [bench, *common, *repeats, "--batch", "8", "--dtype", "bf16"], args.timeout
+        [bench, *common, *repeats, "--batch", "8", "--dtype", "bf16", "--profile"], args.timeout
     )
     result["official_fp32_b1"] = run_json(
         [bench, *common, *repeats, "--batch", "1", "--dtype", "fp32", "--no-train"], args.timeout
     )
     step = [str(ROOT / "benchmarks" / "bench_train_step.py"), "--device", args.device]
-    step += ["--tiny", "--steps", "4", "--skip", "1", "--bare-steps", "3"] if args.tiny else []
+    train, val = recipe_data(args.data_root, args.tiny)
+    step += ["--data", *map(str, train), "--val-data", str(val)]
+    if args.tiny:
+        step += ["--tiny", "--steps", "4", "--skip", "1", "--bare-steps", "4", "--workers", "0"]
+    else:
+        step += ["--preload", "--workers", "4", "--bare-steps", "20"]
     result["train_step"] = run_json(step, args.timeout)
     result["rmsin"] = rmsin_forward(args)
     checkpoint = [str(ROOT / "benchmarks" / "bench_checkpoint.py"), "--device", args.device]
