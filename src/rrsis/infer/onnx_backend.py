@@ -16,8 +16,8 @@ others share one session with the axis left dynamic (each session keeps its own 
 
 Where the graph comes from: a file written by ``rrsis export onnx`` (``onnx=PATH``; its
 recorded weights hash must match the model), or an export of the model made on first use and
-kept in ``<temp dir>/rrsis-onnx/`` under a name derived from the weights hash, input size,
-opset and torch version, so later runs reuse it.
+kept in ``<temp dir>/rrsis-onnx/`` under a name derived from the weights hash, the model
+code's hash, input size, opset and torch version, so later runs reuse it.
 
 ``onnxruntime`` is imported only here, when such a network is built.
 """
