@@ -6,18 +6,20 @@ the command line (``benchmarks/_official_lavt.py``), converts it to ``lavt_swin_
 times, alternately in one run (one call of each variant per round, medians over the rounds):
 
 * forward: ``official`` (``torch.no_grad``, as LAVT's ``test.py``), ``ours`` (rrsis's inference
-  path: ``rrsis.models.speed.inference_mode``, channels-last), ``ours_compiled`` (the same under
-  ``torch.compile``, default Inductor backend; compile time reported apart);
+  path: ``rrsis.models.speed.inference_mode``, channels-last), ``ours_folded`` (the same with
+  its batch norms folded into the convolutions, as ``Segmenter`` runs a model; its logits are
+  checked against the official ones too), ``ours_compiled`` (``ours`` under ``torch.compile``,
+  default Inductor backend; compile time reported apart);
 * training step (forward, weighted cross-entropy, backward, AdamW over every parameter, same
   batch): ``official`` and ``ours`` (contiguous weights, as the official code) and
   ``ours_channels_last`` (the layout ``rrsis train`` uses).
 
 ``--dtype bf16`` runs every variant under bfloat16 autocast. Ratios are ours / official (below 1:
-ours is faster). ``--profile`` adds where one forward of each spends its time
-(``torch.profiler``, self time per operator): the dense products (matrix products, attention,
-convolutions) against the rest, with their FLOPs, and ``bound``: our dense products' time over
-the official forward's whole time. Above 0.5, no change outside those products (the same
-arithmetic in the same precision) can make ours take half the official time. On a GPU::
+ours is faster). ``--profile`` adds where the forward of each spends its time
+(``torch.profiler`` self time per operator, ``benchmarks/_official_profile.py``): the matrix
+products and convolutions against the rest, the FLOPs of those products (the same for both
+models: they do the same arithmetic), the machine's rate on one large matrix product, and the
+bounds these set on our forward against the official one (see :func:`profile`). On a GPU::
 
     git clone https://github.com/yz93/LAVT-RIS /tmp/lavt_ris
     python benchmarks/bench_official.py --official /tmp/lavt_ris --device cuda --batch 8 --dtype bf16
@@ -43,6 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _official_lavt import FULL, TINY, build_official, convert_official  # noqa: E402
+from _official_profile import gemm_rate, profile_forwards  # noqa: E402
 
 EXPRESSION = "the long building along the road on the left"
 
@@ -63,9 +66,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--no-train", action="store_true", help="skip the training step")
+    parser.add_argument(
+        "--no-fold", action="store_true", help="skip ours with batch norms folded (ours_folded)"
+    )
     parser.add_argument("--no-forward", action="store_true", help="skip the forward timing")
     parser.add_argument(
-        "--profile", action="store_true", help="operator profile of one forward of each"
+        "--profile", action="store_true", help="operator profile of the forward of each"
+    )
+    parser.add_argument(
+        "--profile-rounds", type=int, default=2, help="profiled forwards of each (averaged)"
     )
     return parser.parse_args(argv)
 
@@ -135,7 +144,20 @@ def compare_logits(official, ours, image, ids, mask) -> dict:
     }
 
 
-def forward_timing(args, official, ours, inputs) -> dict:
+def fold_copy(ours, inputs):
+    """A copy of ``ours`` with its batch norms folded into its convolutions, as ``Segmenter``
+    runs it (:func:`rrsis.models.speed.fuse_for_inference`), and what was folded."""
+    import copy
+
+    from rrsis.models.speed import channels_last, fuse_for_inference
+
+    image, ids, mask = inputs
+    folded = copy.deepcopy(ours).eval()
+    counts = fuse_for_inference(folded, (channels_last(image), ids, mask))
+    return folded, counts
+
+
+def forward_timing(args, official, ours, inputs, folded=None) -> dict:
     import torch
 
     from rrsis.models.speed import channels_last, inference_mode
@@ -152,6 +174,9 @@ def forward_timing(args, official, ours, inputs) -> dict:
             "official": lambda: _no_grad_autocast(official, (image, ids, mask), autocast),
             "ours": lambda: ours(fast_image, ids, mask),
         }
+        if folded is not None:
+            stack.enter_context(inference_mode(folded, args.dtype))
+            variants["ours_folded"] = lambda: folded(fast_image, ids, mask)
         if not args.no_compile:
             compiled = torch.compile(ours)
             start = time.perf_counter()
@@ -164,58 +189,15 @@ def forward_timing(args, official, ours, inputs) -> dict:
     return result
 
 
-#: Operators that do the dense arithmetic (self time; the wrappers around them, such as
-#: aten::linear or aten::matmul, spend almost none of their own).
-DENSE_OPS = frozenset(
-    {
-        "aten::mm",
-        "aten::addmm",
-        "aten::bmm",
-        "aten::baddbmm",
-        "aten::_addmm_activation",
-        "aten::mkldnn_convolution",
-        "aten::mkldnn_linear",
-        "aten::_scaled_dot_product_flash_attention_for_cpu",
-        "aten::_scaled_dot_product_efficient_attention",
-        "aten::_scaled_dot_product_flash_attention",
-        "aten::cudnn_convolution",
-        "aten::_slow_conv2d_forward",
-        "aten::slow_conv_dilated2d",
-    }
-)
+def profile(args, official, ours, inputs, forward: dict | None) -> dict:
+    """Operator profile of each forward (``benchmarks/_official_profile.py``) and the bounds.
 
-
-def operator_profile(call: Callable[[], object], device: str, top: int = 12) -> dict:
-    """Self time of one call per operator: dense products against the rest."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU]
-    if device == "cuda":
-        activities.append(ProfilerActivity.CUDA)
-    call()
-    _sync(device)
-    with profile(activities=activities, with_flops=True) as prof:
-        call()
-        _sync(device)
-    attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
-    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
-    total = sum(getattr(e, attr) for e in events) / 1000
-    dense = [e for e in events if e.key in DENSE_OPS]
-    dense_ms = sum(getattr(e, attr) for e in dense) / 1000
-    ranked = sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:top]
-    return {
-        "total_ms": round(total, 1),
-        "dense_ms": round(dense_ms, 1),
-        "dense_share": round(dense_ms / total, 3),
-        "dense_gflops": round(sum(e.flops for e in dense) / 1e9, 2),
-        "top": [
-            {"op": e.key, "ms": round(getattr(e, attr) / 1000, 1), "calls": e.count} for e in ranked
-        ],
-    }
-
-
-def profile_forwards(args, official, ours, inputs) -> dict:
-    """:func:`operator_profile` of one forward of each, and the bound it sets."""
+    ``bound``: our dense products' profiled time over the official forward's profiled time.
+    ``bound_median``: the same with both forwards at their timed medians (our median times
+    our dense share). ``bound_at_peak``: our products' FLOPs at the machine's square-matrix
+    rate (``peak_gemm_gflop_per_s``) over the official median forward. Above 0.5, ours
+    cannot take half the official time without changing its arithmetic.
+    """
     import torch
 
     from rrsis.models.speed import channels_last, inference_mode
@@ -223,14 +205,24 @@ def profile_forwards(args, official, ours, inputs) -> dict:
     image, ids, mask = inputs
     autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
     fast_image = channels_last(image)
-    result = {
-        "official": operator_profile(
-            lambda: _no_grad_autocast(official.eval(), inputs, autocast), args.device
-        )
-    }
-    with inference_mode(ours.eval(), args.dtype):
-        result["ours"] = operator_profile(lambda: ours(fast_image, ids, mask), args.device)
-    result["bound"] = round(result["ours"]["dense_ms"] / result["official"]["total_ms"], 3)
+    official.eval()
+    with inference_mode(ours, args.dtype):
+        calls = {
+            "official": lambda: _no_grad_autocast(official, inputs, autocast),
+            "ours": lambda: ours(fast_image, ids, mask),
+        }
+        result = profile_forwards(calls, args.device, args.profile_rounds)
+    result["peak_gemm_gflop_per_s"] = gemm_rate(args.device, args.dtype)
+    dense = result["ours"]["dense_ms"]
+    result["bound"] = round(dense / result["official"]["total_ms"], 3)
+    if forward:
+        official_ms = forward["official_ms"]
+        share = result["ours"]["dense_share"]
+        result["bound_median"] = round(share * forward["ours_ms"] / official_ms, 3)
+    else:
+        official_ms = result["official"]["total_ms"]
+    best_ms = result["ours"]["dense_gflops"] / result["peak_gemm_gflop_per_s"] * 1000
+    result["bound_at_peak"] = round(best_ms / official_ms, 3)
     return result
 
 
@@ -319,10 +311,14 @@ def main(argv: list[str] | None = None) -> int:
         "load_avg_1m_before": round(os.getloadavg()[0], 2),
         "agreement_fp32": compare_logits(official.eval(), ours.eval(), *inputs),
     }
+    folded = None
+    if not args.no_fold:
+        folded, result["folded"] = fold_copy(ours, inputs)
+        result["agreement_folded_fp32"] = compare_logits(official, folded, *inputs)
     if not args.no_forward:
-        result["forward"] = forward_timing(args, official, ours, inputs)
+        result["forward"] = forward_timing(args, official, ours, inputs, folded)
     if args.profile:
-        result["profile"] = profile_forwards(args, official, ours, inputs)
+        result["profile"] = profile(args, official, ours, inputs, result.get("forward"))
     if not args.no_train:
         result["train_step"] = train_timing(args, official, ours, inputs, target.to(args.device))
     result["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
