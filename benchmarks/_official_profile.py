@@ -1,7 +1,7 @@
 """Where one forward spends its time, and how fast its products could run at best.
 
 ``profile_forwards`` runs each model's forward under ``torch.profiler`` (self time per operator,
-summed over alternating rounds, reported per forward), splits it into the matrix products
+the least over alternating rounds), splits it into the matrix products
 (``GEMM_OPS``: linear layers, batched products, fused attention), the convolutions
 (``CONV_OPS``) and the rest, and counts the FLOPs of each model's products with
 ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and fused attention included, so
@@ -119,28 +119,24 @@ def _summary(times: dict[str, tuple[float, int]], flops: dict[str, int], top: in
 
 
 def profile_forwards(
-    calls: dict[str, Callable[[], object]], device: str, rounds: int = 2, top: int = 12
+    calls: dict[str, Callable[[], object]], device: str, rounds: int = 3, top: int = 12
 ) -> dict[str, dict]:
-    """Operator profile of each call, self times per call averaged over alternating rounds.
+    """Operator profile of each call: the least self time of each operator over the rounds.
 
     Each call runs once unprofiled first (warm caches), then ``rounds`` times under the
-    profiler, one of each per round; its FLOPs are counted in one more call.
+    profiler, one of each per round. Other processes on the machine only ever add time, so
+    each operator keeps its least time over the rounds. FLOPs are counted in one more call.
     """
-    sums: dict[str, dict[str, list[float]]] = {name: {} for name in calls}
+    least: dict[str, dict[str, tuple[float, int]]] = {name: {} for name in calls}
     for call in calls.values():
         call()
         _sync(device)
     for _ in range(rounds):
         for name, call in calls.items():
             for op, (ms, count) in _self_times(call, device).items():
-                entry = sums[name].setdefault(op, [0.0, 0])
-                entry[0] += ms
-                entry[1] += count
-    result = {}
-    for name, call in calls.items():
-        times = {op: (ms / rounds, round(n / rounds)) for op, (ms, n) in sums[name].items()}
-        result[name] = _summary(times, count_flops(call), top)
-    return result
+                if op not in least[name] or ms < least[name][op][0]:
+                    least[name][op] = (ms, count)
+    return {name: _summary(least[name], count_flops(call), top) for name, call in calls.items()}
 
 
 def gemm_rate(device: str, dtype: str, side: int | None = None, repeats: int = 3) -> float:
