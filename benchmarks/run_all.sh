@@ -54,13 +54,15 @@ fi
 # How long saving the paper model's training state (2.7 GB) stops training: sync vs background.
 $py benchmarks/bench_checkpoint.py --repeats 3 --out-dir "${TMPDIR:-/tmp}/rrsis-checkpoint-bench" \
   > "$out/checkpoint_cpu.json"
-# LAVT against the official code at 480 px, batch 1, with the operator profile (LAVT_RIS: a
-# checkout of https://github.com/yz93/LAVT-RIS).
+# LAVT against the official code at 480 px, batch 1, with the operator profile, then with
+# torch.compile (LAVT_RIS: a checkout of https://github.com/yz93/LAVT-RIS).
 if [ -n "${LAVT_RIS:-}" ]; then
   for dtype in fp32 bf16; do
     $py benchmarks/bench_official.py --official "$LAVT_RIS" --batch 1 --threads 2 --repeats 3 \
       --warmup 1 --dtype "$dtype" --no-train --no-compile --profile \
       > "$out/official_480_cpu_profile_$dtype.json"
+    $py benchmarks/bench_official.py --official "$LAVT_RIS" --batch 1 --threads 2 --repeats 3 \
+      --warmup 1 --dtype "$dtype" --no-train > "$out/official_480_cpu_compile_$dtype.json"
   done
 fi
 # Cold start-up of `rrsis predict` on one 512 px tile, in fresh interpreters.
