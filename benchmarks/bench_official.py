@@ -179,7 +179,7 @@ def forward_timing(args, official, ours, inputs, folded=None) -> dict:
             stack.enter_context(inference_mode(folded, args.dtype))
             variants["ours_folded"] = lambda: folded(fast_image, ids, mask)
         if not args.no_compile:
-            # compile time from cold: an empty Inductor cache of this run's own
+            # an empty Inductor cache of its own, so that compile_s is a cold compile
             cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="inductor-"))
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
             compiled = torch.compile(ours)
