@@ -23,7 +23,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.plugins.io import AsyncCheckpointIO
 from torch import nn
 
 from rrsis.data.dubai import DubaiLabelLookup
@@ -40,7 +39,12 @@ from rrsis.engine.config import (
 from rrsis.engine.datamodule import RefSegDataModule
 from rrsis.engine.module import RRSISLightningModule
 from rrsis.engine.presets import TrainConfig
-from rrsis.engine.runfiles import AtomicCheckpointIO, RunCSVLogger, checkpoint_step
+from rrsis.engine.runfiles import (
+    AtomicCheckpointIO,
+    BackgroundCheckpointIO,
+    RunCSVLogger,
+    checkpoint_step,
+)
 from rrsis.engine.sampling import ResumeDataOrder
 from rrsis.errors import DatasetError, ModelError, OutputExistsError, RRSISError
 from rrsis.models import registry
@@ -164,13 +168,13 @@ def _check_data(run: TrainRun) -> None:
             raise DatasetError("dataset root does not exist", root)
 
 
-def checkpoint_io(run: TrainRun):
+def checkpoint_io(run: TrainRun) -> AtomicCheckpointIO:
     """How a run writes checkpoints: atomically, and in a background thread where
     ``run.async_checkpoints`` (or, when it is ``None``, training on a CUDA GPU) says so."""
     background = run.async_checkpoints
     if background is None:
         background = run.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return AsyncCheckpointIO(AtomicCheckpointIO()) if background else AtomicCheckpointIO()
+    return BackgroundCheckpointIO() if background else AtomicCheckpointIO()
 
 
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
