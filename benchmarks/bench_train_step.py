@@ -17,7 +17,8 @@ says which piece costs the difference:
   loader, Lightning's logging and checkpointing) and ``step`` (the module's training step with the
   auxiliary head, the Dice term, backward and optimiser).
 
-Switches isolate the suspects: ``--no-deterministic`` (cuDNN's fastest kernels),
+Switches isolate the suspects: ``--progress`` (the progress bar, on in ``rrsis train``; on a
+GPU each refresh waits for the device), ``--no-deterministic`` (cuDNN's fastest kernels),
 ``--no-channels-last`` (contiguous NCHW weights and images instead of the default channels-last),
 ``--semantic-weight 0`` (no auxiliary head), ``--workers``, ``--preload``, ``--batch-size``,
 ``--input-size``. On a GPU, with the data of ``make train-default`` built::
@@ -33,6 +34,7 @@ On 2 CPU cores ``--steps 12`` takes about a minute.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         help="auxiliary loss weight (shipped recipe, scripts/train_default.py: 0.5; 0 = no head)",
     )
     parser.add_argument("--preload", action="store_true")
+    parser.add_argument(
+        "--progress", action="store_true", help="progress bar on, as `rrsis train` runs"
+    )
     parser.add_argument("--no-deterministic", action="store_true")
     parser.add_argument(
         "--no-channels-last", action="store_true", help="train in contiguous NCHW memory"
@@ -115,7 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     bare = time_bare(first, False)
     bare_recipe = time_bare(first, True)
     timer = StepTimer(skip=args.skip)
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+    # stdout carries the JSON alone: Lightning's progress bar and summary go to stderr.
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(sys.stderr),
+    ):
         warnings.simplefilter("ignore")
         run = TrainRun(
             args.data,
@@ -124,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             val=args.val_data,
             max_steps=args.skip + args.steps,
             tiny=args.tiny,
-            progress=False,
+            progress=args.progress,
             accelerator="gpu" if args.device == "cuda" else "cpu",
             semantic_labels=labels,
             deterministic=not args.no_deterministic and "warn",
@@ -146,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "input_size": config.input_size,
         "workers": config.workers,
         "preload": bool(config.preload),
+        "progress": args.progress,
         "semantic_weight": config.semantic_weight,
         "dice_weight": config.dice_weight,
         "deterministic": not args.no_deterministic,

@@ -8,9 +8,10 @@ Runs, each in its own process (so one failure does not hide the others):
 * ``official_fp32_b1``: the same at batch 1 in fp32, forward only;
 * ``train_step``: ``benchmarks/bench_train_step.py`` (bare random-tensor steps, alone and with
   the recipe's whole loss, against real training steps of the engine, whose precision is
-  bf16-mixed on such a GPU by default), on the shipped recipe's data, built under
-  ``--data-root`` when missing (about a minute); ``train_step_nondeterministic``: the same
-  without deterministic kernels (the engine's default is deterministic where kernels allow);
+  bf16-mixed on such a GPU by default; progress bar on, as ``rrsis train`` runs), on the
+  shipped recipe's data, built under ``--data-root`` when missing (about a minute);
+  ``train_step_nondeterministic``: the same without deterministic kernels (the engine's
+  default is deterministic where kernels allow);
 * ``rmsin``: ``rmsin_swin_base`` against ``lavt_swin_base`` forward at 480 px, batch 8, bf16,
   when the registry has it (skipped otherwise);
 * ``checkpoint``: ``benchmarks/bench_checkpoint.py``: how long saving the paper model's whole
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         step += ["--tiny", "--steps", "4", "--skip", "1", "--bare-steps", "4", "--workers", "0"]
     else:
-        step += ["--preload", "--workers", "4", "--bare-steps", "20"]
+        step += ["--preload", "--workers", "4", "--bare-steps", "20", "--progress"]
     result["train_step"] = run_json(step, args.timeout)
     fewer = ["--steps", "30", "--bare-steps", "10"] if not args.tiny else []
     result["train_step_nondeterministic"] = run_json(

@@ -193,3 +193,21 @@ def test_background_write_error_reaches_the_training_thread(tmp_path) -> None:
     with pytest.raises(OSError):
         writer.teardown()
     writer.teardown()  # reported once; the writer can be torn down again
+
+
+def test_progress_bar_refreshes_every_few_steps_on_a_gpu_only(tmp_path, monkeypatch) -> None:
+    import torch
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    from rrsis.engine.train import GPU_PROGRESS_REFRESH, progress_callbacks
+
+    def run(**options):
+        return TrainRun(data=[tmp_path], out=tmp_path / "run", **options)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert progress_callbacks(run(accelerator="auto")) == []  # Lightning's bar, every step
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    (bar,) = progress_callbacks(run(accelerator="gpu"))
+    assert isinstance(bar, TQDMProgressBar) and bar.refresh_rate == GPU_PROGRESS_REFRESH > 1
+    assert progress_callbacks(run(accelerator="gpu", progress=False)) == []
+    assert progress_callbacks(run(accelerator="cpu")) == []

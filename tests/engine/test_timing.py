@@ -76,9 +76,11 @@ def test_bench_train_step_script(tmp_path: Path, capsys):
     spec.loader.exec_module(bench)
     argv = ["--tiny", "--data", str(tree), "--val-data", str(tree), "--steps", "3", "--skip", "1"]
     argv += ["--bare-steps", "2", "--workers", "0", "--semantic-weight", "0", "--batch-size", "4"]
+    argv += ["--progress"]  # the bar goes to stderr: stdout stays one JSON object
     assert bench.main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["real"]["steps_timed"] == 3 and result["bare"]["steps_timed"] == 2
     assert result["bare_recipe"]["steps_timed"] == 2 and len(result["real"]["step_ms_all"]) == 3
     assert result["real"]["step_ms_median"] > 0 and result["real_over_bare"] > 0
     assert result["deterministic"] is True and result["semantic_weight"] == 0
+    assert result["progress"] is True

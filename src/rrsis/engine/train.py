@@ -23,6 +23,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
 from torch import nn
 
 from rrsis.data.dubai import DubaiLabelLookup
@@ -177,6 +178,20 @@ def checkpoint_io(run: TrainRun) -> AtomicCheckpointIO:
     return BackgroundCheckpointIO() if background else AtomicCheckpointIO()
 
 
+#: Steps between progress-bar refreshes on a CUDA GPU. Each refresh reads the logged loss back
+#: from the device, a wait for the GPU that the training step otherwise never has.
+GPU_PROGRESS_REFRESH = 10
+
+
+def progress_callbacks(run: TrainRun) -> list[pl.Callback]:
+    """The progress bar of a run: Lightning's default, refreshed every
+    :data:`GPU_PROGRESS_REFRESH` steps instead of every step on a CUDA GPU."""
+    on_gpu = run.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if not (run.progress and on_gpu):
+        return []
+    return [TQDMProgressBar(refresh_rate=GPU_PROGRESS_REFRESH)]
+
+
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
     """Lightning precision of a run: ``"auto"`` is ``"bf16-mixed"`` where the run uses a CUDA
     GPU that supports bfloat16, ``"32-true"`` otherwise; other values stay."""
@@ -326,6 +341,7 @@ def train(
         gradient_clip_val=config.grad_clip or None,
         callbacks=[best_cb, step_cb, ResumeDataOrder()]
         + ([fitter] if fitter else [])
+        + progress_callbacks(run)
         + list(callbacks),
         logger=_loggers(run.out, resume_step),
         plugins=[checkpoint_io(run)],
