@@ -6,13 +6,16 @@ Runs, each in its own process (so one failure does not hide the others):
   against the official LAVT, forward (eager and ``torch.compile``), the operator profile of
   one forward of each, and the AdamW training step with peak memory;
 * ``official_fp32_b1``: the same at batch 1 in fp32, forward only;
-* ``train_step``: ``benchmarks/bench_train_step.py`` (bare random-tensor steps against real
-  training steps of the engine, whose precision is bf16-mixed on such a GPU by default), on
-  the shipped recipe's data, built under ``--data-root`` when missing (about a minute);
+* ``train_step``: ``benchmarks/bench_train_step.py`` (bare random-tensor steps, alone and with
+  the recipe's whole loss, against real training steps of the engine, whose precision is
+  bf16-mixed on such a GPU by default; progress bar on, as ``rrsis train`` runs), on the
+  shipped recipe's data, built under ``--data-root`` when missing (about a minute);
+  ``train_step_nondeterministic``: the same without deterministic kernels (the engine's
+  default is deterministic where kernels allow);
 * ``rmsin``: ``rmsin_swin_base`` against ``lavt_swin_base`` forward at 480 px, batch 8, bf16,
   when the registry has it (skipped otherwise);
 * ``checkpoint``: ``benchmarks/bench_checkpoint.py``: how long saving the paper model's whole
-  training state (2.7 GB with AdamW's moments) stops training, with the synchronous writer and
+  training state (2.44 GB with AdamW's moments) stops training, with the synchronous writer and
   with the background one that ``rrsis train`` uses on a GPU.
 
     git clone https://github.com/yz93/LAVT-RIS /tmp/lavt_ris
@@ -143,8 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         step += ["--tiny", "--steps", "4", "--skip", "1", "--bare-steps", "4", "--workers", "0"]
     else:
-        step += ["--preload", "--workers", "4", "--bare-steps", "20"]
+        step += ["--preload", "--workers", "4", "--bare-steps", "20", "--progress"]
     result["train_step"] = run_json(step, args.timeout)
+    fewer = ["--steps", "30", "--bare-steps", "10"] if not args.tiny else []
+    result["train_step_nondeterministic"] = run_json(
+        [*step, *fewer, "--no-deterministic"], args.timeout
+    )
     result["rmsin"] = rmsin_forward(args)
     checkpoint = [str(ROOT / "benchmarks" / "bench_checkpoint.py"), "--device", args.device]
     with tempfile.TemporaryDirectory() as folder:

@@ -13,6 +13,7 @@ from PIL import Image
 
 from rrsis.data.dubai import DUBAI_COLOURS, DUBAI_TAXONOMY, DubaiLabelLookup, convert_dubai
 from rrsis.data.refsegrs import RefSegRS
+from rrsis.engine.auxiliary import SemanticAuxiliary
 from rrsis.engine.datamodule import PreloadedDataset, RefSegDataModule
 from rrsis.engine.transforms import (
     SEMANTIC_IGNORE,
@@ -225,3 +226,33 @@ def test_datamodule_preload_serves_the_same_batches(fake_dubai) -> None:
     plain, cached = first_val_batch(False), first_val_batch(True)
     assert plain["id"] == cached["id"] and torch.equal(plain["mask"], cached["mask"])
     assert torch.allclose(plain["image"], cached["image"], atol=0.5 / 255 / 0.25 + 1e-6)
+
+
+def test_auxiliary_loss_is_the_mean_over_labelled_pixels() -> None:
+    """Sum over labelled pixels / their count, and 0 with a graph when no pixel is labelled."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Fused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fusions = nn.ModuleList(nn.Identity() for _ in range(2))
+
+    model = Fused()
+    aux = SemanticAuxiliary(model, [4, 4], num_classes=3, stages=[0, 1])
+    torch.manual_seed(0)
+    maps = [torch.randn(2, 4, 8, 8), torch.randn(2, 4, 4, 4)]
+    target = torch.randint(0, 3, (2, 8, 8))
+    target[0, :4] = SEMANTIC_IGNORE
+    for fusion, x in zip(model.fusions, maps):
+        fusion(x)
+    logits = aux.head(maps)
+    expected = F.cross_entropy(logits, target, ignore_index=SEMANTIC_IGNORE)
+    for fusion, x in zip(model.fusions, maps):
+        fusion(x)
+    assert torch.allclose(aux.loss(target), expected, rtol=1e-6)
+
+    for fusion, x in zip(model.fusions, maps):
+        fusion(x)
+    empty = aux.loss(torch.full_like(target, SEMANTIC_IGNORE))
+    assert empty.item() == 0.0 and empty.requires_grad

@@ -17,18 +17,19 @@ def _bench():
 
 
 def test_training_state_holds_weights_and_adamw_moments():
-    state = _bench().training_state("lgce_effnet_minilm", tiny=True, device="cpu")
+    state, frozen = _bench().training_state("lgce_effnet_minilm", tiny=True, device="cpu")
     moments = state["optimizer_states"][0]["state"]
     trainable = [p for p in state["state_dict"].values() if p.is_floating_point()]
     assert moments and all({"exp_avg", "exp_avg_sq"} <= set(m) for m in moments.values())
-    assert len(trainable) >= len(moments)
+    # The recipe freezes the text encoder: its weights are saved, without moments.
+    assert len(trainable) > len(moments) and frozen > 0
 
 
 def test_bench_checkpoint_script(tmp_path, capsys):
     argv = ["--tiny", "--model", "lgce_effnet_minilm", "--repeats", "2", "--out-dir", str(tmp_path)]
     assert _bench().main(argv) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["checkpoint_bytes"] > 0 and result["tensors"] > 0
+    assert result["checkpoint_bytes"] > result["frozen_weight_bytes"] > 0 and result["tensors"] > 0
     for writer in ("sync", "async"):
         blocked, written = result[writer]["blocked_s"]["all"], result[writer]["written_s"]["all"]
         assert len(blocked) == 2 and all(0 < b <= w for b, w in zip(blocked, written))

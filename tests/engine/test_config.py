@@ -104,9 +104,7 @@ def test_precision_auto_is_fp32_without_a_gpu_and_explicit_values_stay() -> None
 
 
 def test_checkpoints_are_written_in_the_background_only_where_asked_or_on_a_gpu(tmp_path) -> None:
-    from pytorch_lightning.plugins.io import AsyncCheckpointIO
-
-    from rrsis.engine.runfiles import AtomicCheckpointIO
+    from rrsis.engine.runfiles import AtomicCheckpointIO, BackgroundCheckpointIO
     from rrsis.engine.train import checkpoint_io
 
     def run(**options):
@@ -114,8 +112,8 @@ def test_checkpoints_are_written_in_the_background_only_where_asked_or_on_a_gpu(
 
     assert type(checkpoint_io(run())) is AtomicCheckpointIO  # a CPU run: no copy, no thread
     background = checkpoint_io(run(async_checkpoints=True))
-    assert isinstance(background, AsyncCheckpointIO)
-    assert isinstance(background.checkpoint_io, AtomicCheckpointIO)  # still atomic
+    assert type(background) is BackgroundCheckpointIO
+    assert isinstance(background, AtomicCheckpointIO)  # still atomic
     assert type(checkpoint_io(run(async_checkpoints=False))) is AtomicCheckpointIO
 
 
@@ -148,3 +146,68 @@ def test_background_checkpoint_holds_the_state_of_the_save_call(tmp_path, monkey
     saved = torch.load(tmp_path / "a.ckpt", weights_only=True)
     assert torch.equal(saved["state_dict"]["w"], torch.zeros(4, 4))
     assert torch.equal(saved["opt"]["exp_avg"], torch.ones(3))
+
+
+def _held_writes(monkeypatch):
+    """Make the atomic writer wait until the returned event is set (a slow disk)."""
+    import threading
+
+    from rrsis.engine.runfiles import AtomicCheckpointIO
+
+    release = threading.Event()
+    write = AtomicCheckpointIO.save_checkpoint
+
+    def slow_write(self, checkpoint, path, storage_options=None):
+        release.wait(10)
+        write(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", slow_write)
+    return release
+
+
+def test_background_removal_waits_for_the_write_it_follows(tmp_path, monkeypatch) -> None:
+    """A best checkpoint replaced while still being written must not be left behind."""
+    import torch
+
+    from rrsis.engine.train import checkpoint_io
+
+    release = _held_writes(monkeypatch)
+    writer = checkpoint_io(TrainRun(data=[tmp_path], out=tmp_path / "run", async_checkpoints=True))
+    state = {"state_dict": {"w": torch.zeros(2)}}
+    writer.save_checkpoint(state, tmp_path / "best-000.ckpt")
+    writer.save_checkpoint(state, tmp_path / "best-001.ckpt")
+    writer.remove_checkpoint(tmp_path / "best-000.ckpt")  # as ModelCheckpoint does at once
+    release.set()
+    writer.teardown()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best-001.ckpt"]
+
+
+def test_background_write_error_reaches_the_training_thread(tmp_path) -> None:
+    import torch
+
+    from rrsis.engine.train import checkpoint_io
+
+    writer = checkpoint_io(TrainRun(data=[tmp_path], out=tmp_path / "run", async_checkpoints=True))
+    (tmp_path / "a-file").write_text("")
+    writer.save_checkpoint({"w": torch.zeros(2)}, tmp_path / "a-file" / "a.ckpt")
+    with pytest.raises(OSError):
+        writer.teardown()
+    writer.teardown()  # reported once; the writer can be torn down again
+
+
+def test_progress_bar_refreshes_every_few_steps_on_a_gpu_only(tmp_path, monkeypatch) -> None:
+    import torch
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    from rrsis.engine.train import GPU_PROGRESS_REFRESH, progress_callbacks
+
+    def run(**options):
+        return TrainRun(data=[tmp_path], out=tmp_path / "run", **options)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert progress_callbacks(run(accelerator="auto")) == []  # Lightning's bar, every step
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    (bar,) = progress_callbacks(run(accelerator="gpu"))
+    assert isinstance(bar, TQDMProgressBar) and bar.refresh_rate == GPU_PROGRESS_REFRESH > 1
+    assert progress_callbacks(run(accelerator="gpu", progress=False)) == []
+    assert progress_callbacks(run(accelerator="cpu")) == []

@@ -292,6 +292,20 @@ def test_datamodule_balance_draws_rare_categories_more_within_each_dataset():
         RefSegDataModule([dubai], dubai, lambda t: (None, None), 8, (0,) * 3, (1,) * 3, balance=2)
 
 
+def test_datamodule_pins_batches_only_for_a_cuda_trainer():
+    import types
+
+    data = _MetaOnly(["building"] * 20)
+    dm = RefSegDataModule([data], data, lambda t: (None, None), 4, (0,) * 3, (1,) * 3)
+    dm.setup("fit")
+    assert not dm.train_dataloader().pin_memory  # no trainer
+    for device, pinned in (("cpu", False), ("cuda", True)):
+        strategy = types.SimpleNamespace(root_device=torch.device(device))
+        dm.trainer = types.SimpleNamespace(strategy=strategy)
+        assert dm.train_dataloader().pin_memory is pinned
+        assert dm.val_dataloader().pin_memory is pinned
+
+
 def test_epoch_sampler_order_depends_on_seed_and_epoch_only():
     a, b = EpochSampler(50, seed=1), EpochSampler(50, seed=1)
     torch.manual_seed(123)  # the global RNG plays no part

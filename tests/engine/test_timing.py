@@ -29,6 +29,29 @@ def test_time_bare_steps_trains_and_times_each_step():
     assert len(times) == 3 and all(t > 0 for t in times)
 
 
+def test_time_bare_steps_with_the_recipe_losses_runs_the_auxiliary_head():
+    from rrsis.engine.auxiliary import SemanticAuxHead
+
+    config = get_preset("default")
+    config.batch_size, config.input_size = 2, 64
+    config.semantic_weight, config.semantic_classes = 0.5, 3
+    calls = []
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: (
+            calls.append(out.shape) if isinstance(module, SemanticAuxHead) else None
+        )
+    )
+    try:
+        times = time_bare_steps(
+            config.model_name, config, "cpu", warmup=1, timed=2, tiny=True, recipe_losses=True
+        )
+        plain = time_bare_steps(config.model_name, config, "cpu", warmup=0, timed=1, tiny=True)
+    finally:
+        handle.remove()
+    assert len(times) == 2 and len(plain) == 1
+    assert len(calls) == 3 and all(shape[:2] == (2, 3) for shape in calls)  # not in the plain step
+
+
 def test_step_timer_splits_wait_and_step(monkeypatch: pytest.MonkeyPatch):
     clock = iter([0.0, 1.0, 1.5, 3.5, 4.0, 7.0])  # start, end, start, end, start, end
     monkeypatch.setattr("rrsis.engine.timing.time.perf_counter", lambda: next(clock))
@@ -53,8 +76,11 @@ def test_bench_train_step_script(tmp_path: Path, capsys):
     spec.loader.exec_module(bench)
     argv = ["--tiny", "--data", str(tree), "--val-data", str(tree), "--steps", "3", "--skip", "1"]
     argv += ["--bare-steps", "2", "--workers", "0", "--semantic-weight", "0", "--batch-size", "4"]
+    argv += ["--progress"]  # the bar goes to stderr: stdout stays one JSON object
     assert bench.main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["real"]["steps_timed"] == 3 and result["bare"]["steps_timed"] == 2
+    assert result["bare_recipe"]["steps_timed"] == 2 and len(result["real"]["step_ms_all"]) == 3
     assert result["real"]["step_ms_median"] > 0 and result["real_over_bare"] > 0
     assert result["deterministic"] is True and result["semantic_weight"] == 0
+    assert result["progress"] is True

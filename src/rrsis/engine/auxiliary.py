@@ -96,7 +96,10 @@ class SemanticAuxiliary(nn.Module):
         if target.shape[-2:] != logits.shape[-2:]:
             target = F.interpolate(target[:, None].float(), size=logits.shape[-2:], mode="nearest")
             target = target[:, 0].long()
-        if bool((target == SEMANTIC_IGNORE).all()):
-            # No labelled pixel in this batch: a zero that still touches the head's graph.
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits.float(), target, ignore_index=SEMANTIC_IGNORE)
+        # The mean over labelled pixels, written as sum / count so that it needs no check on
+        # the host (a GPU sync every step): a batch with no labelled pixel gives 0 / 1, a zero
+        # that still touches the head's graph.
+        total = F.cross_entropy(
+            logits.float(), target, ignore_index=SEMANTIC_IGNORE, reduction="sum"
+        )
+        return total / (target != SEMANTIC_IGNORE).sum().clamp(min=1)

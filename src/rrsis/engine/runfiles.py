@@ -3,6 +3,7 @@
 - Checkpoints go through :class:`AtomicCheckpointIO`: ``torch.save`` into a temporary file
   next to the checkpoint (``rrsis.data.files.temp_path``), then one rename. Lightning's own
   writer stages the file in the system temporary folder, where a killed run leaves it behind.
+  :class:`BackgroundCheckpointIO` does the same in a background thread, from a copy.
 - ``logs/metrics.csv`` is written by :class:`RunCSVLogger`: the whole file is rewritten
   atomically at every flush, and a resumed run keeps the rows of its earlier part (Lightning's
   CSV logger deletes them when it finds the file).
@@ -14,12 +15,15 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning_fabric.loggers.logger import rank_zero_experiment
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning.core.saving import save_hparams_to_yaml
 from pytorch_lightning.loggers import CSVLogger
 
@@ -43,6 +47,58 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp), overwrite=True)
+
+
+class BackgroundCheckpointIO(AtomicCheckpointIO):
+    """:class:`AtomicCheckpointIO` in one background thread, so training does not wait for the disk.
+
+    ``save_checkpoint`` copies every tensor of the checkpoint on the calling thread (on its own
+    device: a GPU copy takes milliseconds, and holds one more copy of the state in GPU memory
+    until it is written) and queues the write; later optimiser steps change the live tensors,
+    never the copy. ``remove_checkpoint`` is queued behind the writes before it: removing at once,
+    as Lightning's ``AsyncCheckpointIO`` does, deletes nothing when the file it replaces is still
+    being written (a best checkpoint superseded within one write), and that file appears later
+    and stays. ``teardown`` waits for the queue; an error in the thread is raised by the next
+    call or by ``teardown``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.executor: ThreadPoolExecutor | None = None
+        self.error: BaseException | None = None
+
+    def _submit(self, work: Callable[..., None], *args: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+
+        def run() -> None:
+            try:
+                work(*args)
+            except BaseException as err:  # noqa: BLE001 - raised on the training thread
+                self.error = err
+
+        self.executor.submit(run)
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("BackgroundCheckpointIO takes no storage_options")
+        copy = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().clone())
+        self._submit(super().save_checkpoint, copy, path)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        self._submit(super().remove_checkpoint, path)
+
+    def teardown(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+            self.executor = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
 
 
 def checkpoint_step(path: Path) -> tuple[int, int]:

@@ -21,8 +21,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch import nn
 
-from rrsis.engine.losses import WeightedCrossEntropy
+from rrsis.engine.auxiliary import SemanticAuxiliary
+from rrsis.engine.losses import SegmentationLoss, WeightedCrossEntropy
 from rrsis.engine.module import freeze_encoders
 from rrsis.engine.optim import build_optimizer, param_groups
 from rrsis.engine.presets import TrainConfig
@@ -45,30 +47,52 @@ def time_bare_steps(
     warmup: int,
     timed: int,
     tiny: bool = False,
+    recipe_losses: bool = False,
 ) -> list[float]:
     """Seconds of each of ``timed`` steps (after ``warmup`` untimed ones) on random tensors.
 
     Builds ``model_name`` with ``config.model_kwargs``, freezes its encoders as the config says, and times forward, the weighted
     cross-entropy, backward and an AdamW step at ``config.batch_size`` and ``config.input_size``,
     in the memory layout the training module uses (``config.channels_last``).
+
+    With ``recipe_losses`` the step computes the recipe's whole loss as the training module
+    does: the Dice term (``config.dice_weight``) and, when ``config.semantic_weight > 0``, the
+    auxiliary semantic head on random class maps of ``config.semantic_classes`` classes (its
+    parameters in the optimiser too). A real step minus this one is the input pipeline and
+    Lightning's loop.
     """
     model = build_model(model_name, config.model_kwargs, tiny=tiny)
     model.to(device).train()
     freeze_encoders(model, text=config.freeze_text, vision=config.freeze_vision)
-    optimizer, _ = build_optimizer(param_groups(model, config.lr, config.weight_decay), 10)
+    groups = param_groups(model, config.lr, config.weight_decay)
+    loss_fn: nn.Module = WeightedCrossEntropy(tuple(config.class_weights))
+    aux = None
+    if recipe_losses:
+        loss_fn = SegmentationLoss(tuple(config.class_weights), config.dice_weight)
+        if config.semantic_weight > 0:
+            aux = SemanticAuxiliary(
+                model, model.vision.out_channels, max(1, config.semantic_classes)
+            ).to(device)
+            groups += param_groups(aux, config.lr, config.weight_decay)
+    optimizer, _ = build_optimizer(groups, 10)
     size, batch = config.input_size or model.input_size, config.batch_size
     image = torch.randn(batch, 3, size, size, device=device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
+        if aux is not None:
+            aux.to(memory_format=torch.channels_last)
         image = channels_last(image)
     ids, mask = model.tokenize([TIMING_EXPRESSION] * batch)
     ids, mask = ids.to(device), mask.to(device)
     target = torch.rand(batch, size, size, device=device) > 0.8
-    loss_fn = WeightedCrossEntropy().to(device)
+    classes = torch.randint(0, max(1, config.semantic_classes), (batch, size, size), device=device)
+    loss_fn.to(device)
     times = []
     for _ in range(warmup + timed):
         start = time.perf_counter()
         loss = loss_fn(model(image, ids, mask), target)
+        if aux is not None:
+            loss = loss + config.semantic_weight * aux.loss(classes)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -123,4 +147,5 @@ class StepTimer(pl.Callback):
             "wait_ms_median": round(wait_ms, 2),
             "wait_ms_max": round(1000 * max(self.wait), 2) if self.wait else 0.0,
             "steps_per_s": round(1000 / (step_ms + wait_ms), 2),
+            "step_ms_all": [round(1000 * t, 1) for t in self.step],
         }

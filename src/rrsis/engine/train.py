@@ -23,7 +23,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.plugins.io import AsyncCheckpointIO
+from pytorch_lightning.callbacks import TQDMProgressBar
 from torch import nn
 
 from rrsis.data.dubai import DubaiLabelLookup
@@ -40,7 +40,12 @@ from rrsis.engine.config import (
 from rrsis.engine.datamodule import RefSegDataModule
 from rrsis.engine.module import RRSISLightningModule
 from rrsis.engine.presets import TrainConfig
-from rrsis.engine.runfiles import AtomicCheckpointIO, RunCSVLogger, checkpoint_step
+from rrsis.engine.runfiles import (
+    AtomicCheckpointIO,
+    BackgroundCheckpointIO,
+    RunCSVLogger,
+    checkpoint_step,
+)
 from rrsis.engine.sampling import ResumeDataOrder
 from rrsis.errors import DatasetError, ModelError, OutputExistsError, RRSISError
 from rrsis.models import registry
@@ -164,13 +169,27 @@ def _check_data(run: TrainRun) -> None:
             raise DatasetError("dataset root does not exist", root)
 
 
-def checkpoint_io(run: TrainRun):
+def checkpoint_io(run: TrainRun) -> AtomicCheckpointIO:
     """How a run writes checkpoints: atomically, and in a background thread where
     ``run.async_checkpoints`` (or, when it is ``None``, training on a CUDA GPU) says so."""
     background = run.async_checkpoints
     if background is None:
         background = run.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return AsyncCheckpointIO(AtomicCheckpointIO()) if background else AtomicCheckpointIO()
+    return BackgroundCheckpointIO() if background else AtomicCheckpointIO()
+
+
+#: Steps between progress-bar refreshes on a CUDA GPU. Each refresh reads the logged loss back
+#: from the device, a wait for the GPU that the training step otherwise never has.
+GPU_PROGRESS_REFRESH = 10
+
+
+def progress_callbacks(run: TrainRun) -> list[pl.Callback]:
+    """The progress bar of a run: Lightning's default, refreshed every
+    :data:`GPU_PROGRESS_REFRESH` steps instead of every step on a CUDA GPU."""
+    on_gpu = run.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if not (run.progress and on_gpu):
+        return []
+    return [TQDMProgressBar(refresh_rate=GPU_PROGRESS_REFRESH)]
 
 
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
@@ -322,6 +341,7 @@ def train(
         gradient_clip_val=config.grad_clip or None,
         callbacks=[best_cb, step_cb, ResumeDataOrder()]
         + ([fitter] if fitter else [])
+        + progress_callbacks(run)
         + list(callbacks),
         logger=_loggers(run.out, resume_step),
         plugins=[checkpoint_io(run)],
