@@ -12,15 +12,26 @@ from types import ModuleType
 import pytest
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_file(path: Path, name: str) -> ModuleType:
+    """Import the Python file at ``path`` as a module called ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _load_make(name: str) -> ModuleType:
     """Import ``tests/data/<name>/make.py`` (it also describes what the tree holds)."""
-    path = DATA_DIR / name / "make.py"
-    spec = importlib.util.spec_from_file_location(f"_fixture_make_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(DATA_DIR / name / "make.py", f"_fixture_make_{name}")
+
+
+@pytest.fixture(scope="session")
+def repo_script() -> Callable[[str], ModuleType]:
+    """Import a script of the repository by its relative path (``benchmarks/bench_x.py``)."""
+    return lambda relative: load_file(REPO / relative, Path(relative).stem)
 
 
 @pytest.fixture(scope="session")

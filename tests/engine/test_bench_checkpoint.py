@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_checkpoint.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_checkpoint", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+import pytest
 
 
-def test_training_state_holds_weights_and_adamw_moments():
-    state, frozen = _bench().training_state("lgce_effnet_minilm", tiny=True, device="cpu")
+@pytest.fixture
+def bench(repo_script):
+    return repo_script("benchmarks/bench_checkpoint.py")
+
+
+def test_training_state_holds_weights_and_adamw_moments(bench):
+    state, frozen = bench.training_state("lgce_effnet_minilm", tiny=True, device="cpu")
     moments = state["optimizer_states"][0]["state"]
     trainable = [p for p in state["state_dict"].values() if p.is_floating_point()]
     assert moments and all({"exp_avg", "exp_avg_sq"} <= set(m) for m in moments.values())
@@ -25,9 +21,9 @@ def test_training_state_holds_weights_and_adamw_moments():
     assert len(trainable) > len(moments) and frozen > 0
 
 
-def test_bench_checkpoint_script(tmp_path, capsys):
+def test_bench_checkpoint_script(bench, tmp_path, capsys):
     argv = ["--tiny", "--model", "lgce_effnet_minilm", "--repeats", "2", "--out-dir", str(tmp_path)]
-    assert _bench().main(argv) == 0
+    assert bench.main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["checkpoint_bytes"] > result["frozen_weight_bytes"] > 0 and result["tensors"] > 0
     for writer in ("sync", "async"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,8 +12,6 @@ from rrsis.engine.presets import get_preset
 from rrsis.engine.timing import StepTimer, time_bare_steps
 
 from .test_train import make_tree
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_train_step.py"
 
 
 @pytest.fixture(autouse=True)
@@ -69,11 +66,9 @@ def test_step_timer_splits_wait_and_step(monkeypatch: pytest.MonkeyPatch):
     assert StepTimer().summary() == {"steps_timed": 0}
 
 
-def test_bench_train_step_script(tmp_path: Path, capsys):
+def test_bench_train_step_script(tmp_path: Path, capsys, repo_script):
     tree = make_tree(tmp_path / "tree")
-    spec = importlib.util.spec_from_file_location("bench_train_step", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = repo_script("benchmarks/bench_train_step.py")
     argv = ["--tiny", "--data", str(tree), "--val-data", str(tree), "--steps", "3", "--skip", "1"]
     argv += ["--bare-steps", "2", "--workers", "0", "--semantic-weight", "0", "--batch-size", "4"]
     argv += ["--progress"]  # the bar goes to stderr: stdout stays one JSON object

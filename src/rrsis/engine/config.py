@@ -95,10 +95,10 @@ class TrainRun:
             PyTorch has them; ``False`` lets cuDNN pick the fastest (non-reproducible) ones.
         async_checkpoints: write checkpoints in a background thread from a copy of the state
             taken on the device, so training does not wait for the disk (a Swin-B LAVT
-            checkpoint is 2.7 GB). ``None`` (default): on when training on a CUDA GPU, where the
-            copy is fast and the device has room for it; off on CPU, where the copy costs about
-            half the write and the thread competes with training for the cores
-            (``benchmarks/bench_checkpoint.py``).
+            checkpoint with the paper recipe is 2.43 GB). ``None`` (default): on when training on
+            a CUDA GPU, where the copy is fast and the device has room for it; off on CPU, where
+            the copy costs about a third of the write and the thread competes with training for
+            the cores (``benchmarks/bench_checkpoint.py``).
     """
 
     data: Sequence[str | Path] = ()
